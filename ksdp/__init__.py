@@ -1,0 +1,13 @@
+"""ksdp: Keller--Segel chemotaxis by a regularised interacting particle method, learned with DeepParticle.
+
+Doors (thin entry points over pure functions):
+
+* :func:`simulate`, :func:`sweep`: the IPM (:mod:`ksdp.ipm`).
+* :func:`make_dataset`, :func:`save_dataset`, :func:`load_dataset`: IPM datasets (:mod:`ksdp.data`).
+"""
+__version__ = "0.1.0"
+
+from ksdp import flows, kernels  # noqa: E402
+from ksdp.data import Dataset, load_dataset, make_dataset, save_dataset  # noqa: E402
+from ksdp.ipm import (NonFiniteError, Params, Trajectory, pair_sum, second_moment, simulate, sweep,  # noqa: E402
+                      uniform_ball, velocity)

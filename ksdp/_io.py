@@ -1,0 +1,29 @@
+"""Atomic file writes: a finished file is either the old one or the complete new one."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Callable
+
+
+def atomic_write(path, write: Callable, mode: str = "wb") -> None:
+    """Calls ``write(fileobj)`` on a temporary file beside ``path``, then renames it over ``path``."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path, obj) -> None:
+    atomic_write(path, lambda f: json.dump(obj, f, indent=2, sort_keys=True), mode="w")

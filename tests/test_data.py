@@ -1,0 +1,53 @@
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ksdp
+from ksdp import data
+
+
+@pytest.fixture(scope="module")
+def small_dataset():
+    params = ksdp.Params(flow=jnp.array([1.0, 10.0]))
+    return ksdp.make_dataset(jax.random.key(0), params, (0.0, 0.001), n_particles=40, flow="laminar2d")
+
+
+def test_roundtrip(tmp_path, small_dataset):
+    path = tmp_path / "ds.npz"
+    ksdp.save_dataset(path, small_dataset)
+    back = ksdp.load_dataset(path)
+    np.testing.assert_array_equal(back.particles, small_dataset.particles)
+    np.testing.assert_array_equal(back.times, small_dataset.times)
+    np.testing.assert_array_equal(back.params["flow"], [1.0, 10.0])
+    assert back.meta == small_dataset.meta
+    assert back.particles.shape == (2, 2, 40, 2)
+    for k in ("n_particles", "d", "dt", "kernel", "flow", "key", "version", "times"):
+        assert k in back.meta
+    assert back.meta["flow"] == "laminar2d" and back.meta["kernel"] == "blob"
+    assert [f for f in os.listdir(tmp_path) if f.startswith(".tmp")] == []  # nothing half-written left
+    with np.load(path, allow_pickle=False) as z:  # readable without pickle
+        assert "meta_json" in z
+
+
+def test_load_rejects_bad_files(tmp_path, small_dataset):
+    with pytest.raises(FileNotFoundError):
+        ksdp.load_dataset(tmp_path / "missing.npz")
+    np.savez(tmp_path / "foreign.npz", a=np.zeros(3))
+    with pytest.raises(ValueError, match="missing"):
+        ksdp.load_dataset(tmp_path / "foreign.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable"):
+        ksdp.load_dataset(tmp_path / "junk.npz")
+    bad = small_dataset._replace(particles=small_dataset.particles.copy())
+    bad.particles[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        ksdp.save_dataset(tmp_path / "nan.npz", bad)
+    meta = dict(small_dataset.meta)
+    del meta["dt"]
+    with pytest.raises(ValueError, match="dt"):
+        data.validate(small_dataset._replace(meta=meta))
+    with pytest.raises(ValueError, match="disagree"):
+        data.validate(small_dataset._replace(particles=small_dataset.particles[:, :, :10]))

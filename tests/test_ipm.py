@@ -1,0 +1,180 @@
+"""The IPM against exact identities (SPEC section 2), a dense float64 reference, and bad input."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ksdp
+from ksdp import ipm
+
+DT = 1e-4
+TIMES = np.round(np.arange(0, 21) * 1e-3, 6)  # 21 snapshots on [0, 0.02]
+
+
+def _slopes(traj):
+    """Least-squares slope of m2(t) - m2(0) for each run; traj.particles is [P, S, J, d]."""
+    m2 = np.asarray(ipm.second_moment(traj.particles), np.float64)  # [P, S]
+    t = np.asarray(traj.times, np.float64)
+    tc = t - t.mean()
+    return ((m2 - m2.mean(axis=1, keepdims=True)) @ tc) / (tc @ tc)
+
+
+def test_second_moment_identity_deterministic():
+    # mu = 0: d m2/dt = -chi M (J-1)/(2 pi J) holds path by path up to the Euler and regularisation
+    # errors. The unregularised kernel is no good here: random close pairs (r < 2 c dt / r, c = 8/J)
+    # overshoot each other under Euler and add dt*|V|^2 ~ 4% to the slope. The blob kernel with
+    # delta = 0.01 caps the pair speed at c/(2 delta), so the Euler error is ~dt * 64 m2 ~ 0.1%,
+    # and its bias on the pair sum is the mean of delta^2/(r^2+delta^2) over pairs,
+    # ~ delta^2 ln(4/delta^2) ~ 0.1%. The issue's 1% covers both and fails for any wrong prefactor.
+    n = 1000
+    params = ksdp.Params(chi=1.0, mu=0.0, mass=16 * math.pi, delta=0.01)
+    traj = ksdp.sweep(jax.random.key(0), params, TIMES, n_particles=n, kernel="blob", dt=DT)
+    slope = _slopes(traj)[0]
+    expected = -16 * math.pi * (n - 1) / (2 * math.pi * n)
+    assert abs(slope - expected) < 0.01 * abs(expected), (slope, expected)
+
+
+def test_second_moment_identity_stochastic():
+    # mu = 1: E[slope] = 2 d mu - chi M (J-1)/(2 pi J) = -4 + 8/J. One path's slope fluctuates by
+    # ~0.3 at J = 2000 (m2 noise ~0.007 over t = 0.02), so average 16 vmapped keys and compare
+    # within 3 standard errors of the mean. Blob kernel with delta^2 = 1e-6: its bias on the pair
+    # sum is ~delta^2 ln(1/delta^2) ~ 1e-5 relative, far below the standard error (~2%).
+    n, runs = 2000, 16
+    params = ksdp.Params(mu=jnp.ones(runs), delta=1e-3)
+    traj = ksdp.sweep(jax.random.key(1), params, TIMES, n_particles=n, kernel="blob", dt=DT)
+    s = _slopes(traj)
+    se = s.std(ddof=1) / math.sqrt(runs)
+    expected = -4 + 8 / n
+    assert abs(s.mean() - expected) < 3 * se, (s.mean(), expected, se)
+    assert se < 0.1 * abs(expected)  # the test has power: the SE is small against the slope
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_pure_diffusion(d):
+    # chi = 0: E m2(t) = m2(0) + 2 d mu t. The increment per run has sd ~ sqrt(8 m2 mu t / J)
+    # (plus the |W|^2 term); compare the mean over 8 runs within 3 standard errors.
+    n, runs, t_end = 2000, 8, 0.02
+    params = ksdp.Params(chi=0.0, mu=jnp.full(runs, 1.0))
+    traj = ksdp.sweep(jax.random.key(2 + d), params, (0.0, t_end), n_particles=n, d=d, dt=DT)
+    m2 = np.asarray(ipm.second_moment(traj.particles), np.float64)
+    inc = m2[:, 1] - m2[:, 0]
+    se = inc.std(ddof=1) / math.sqrt(runs)
+    assert abs(inc.mean() - 2 * d * t_end) < 3 * se, (inc.mean(), 2 * d * t_end, se)
+    assert se < 0.1 * 2 * d * t_end
+
+
+def _dense_drift64(x, delta, kernel):
+    x = np.asarray(x, np.float64)
+    d = x.shape[1]
+    z = x[:, None, :] - x[None, :, :]
+    r2 = (z ** 2).sum(-1)
+    off = ~np.eye(len(x), dtype=bool)
+    s = np.where(off, r2, 1.0)
+    dl2 = delta ** 2
+    if d == 2:
+        phi = {"exact": 1 / (2 * np.pi * s), "blob": 1 / (2 * np.pi * (s + dl2)),
+               "paper": (1 / (s + dl2) + dl2 * np.log(s) / (s + dl2) ** 2) / (2 * np.pi)}[kernel]
+    else:
+        r = np.sqrt(s)
+        phi = {"exact": 1 / (4 * np.pi * r ** 3), "blob": 1 / (4 * np.pi * (s + dl2) ** 1.5),
+               "paper": (s - dl2) / (4 * np.pi * r * (s + dl2) ** 2)}[kernel]
+    return (z * np.where(off, phi, 0.0)[..., None]).sum(1)
+
+
+@pytest.mark.parametrize("d", [2, 3])
+@pytest.mark.parametrize("kernel", ["exact", "paper", "blob"])
+def test_tiled_drift_matches_dense_float64(d, kernel):
+    # 777 particles with tile 64: 13 tiles, the last one padded. Float32 sums of ~800 terms of mixed
+    # sign: relative error ~sqrt(800) * 6e-8 ~ 2e-6 in norm, under the issue's 1e-5.
+    x = ksdp.uniform_ball(jax.random.key(d), 777, d)
+    got = np.asarray(ipm.pair_sum(x, x, 0.03, kernel=kernel, tile=64), np.float64)
+    ref = _dense_drift64(x, 0.03, kernel)
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-5
+
+
+def test_vmap_over_amplitudes_equals_separate_runs_and_compiles_once():
+    amps = jnp.array([1.0, 10.0, 30.0, 100.0])
+    kw = dict(times=(0.001, 0.002), n_particles=300, flow="laminar2d", dt=DT)
+    before_single = ipm._run_jit._cache_size()
+    before_batch = ipm._run_batched_jit._cache_size()
+    batch = ksdp.sweep(jax.random.key(7), ksdp.Params(flow=amps), **kw)
+    keys = jax.random.split(jax.random.key(7), 4)
+    singles = [ksdp.simulate(keys[i], ksdp.Params(flow=amps[i]), **kw) for i in range(4)]
+    assert ipm._run_batched_jit._cache_size() - before_batch == 1
+    assert ipm._run_jit._cache_size() - before_single <= 1  # the four amplitudes share one program
+    for i in range(4):
+        # same arithmetic, possibly fused differently under vmap: float32 round-off over 20 steps,
+        # positions O(1): 1e-5 absolute.
+        np.testing.assert_allclose(batch.particles[i], singles[i].particles, atol=1e-5, rtol=0)
+    # the amplitude matters: the runs differ from each other
+    assert float(jnp.max(jnp.abs(batch.particles[0] - batch.particles[3]))) > 0.05
+
+
+def test_snapshot_times_and_initial_state():
+    x0 = ksdp.uniform_ball(jax.random.key(3), 50, 2)
+    traj = ksdp.simulate(jax.random.key(4), ksdp.Params(mu=0.0, chi=0.0), times=(0.0, 0.0005), x0=x0)
+    np.testing.assert_array_equal(traj.particles[0], x0)
+    np.testing.assert_array_equal(traj.particles[1], x0)  # nothing moves with chi = mu = A = 0
+    np.testing.assert_allclose(traj.times, [0.0, 0.0005])
+    assert int(traj.nonfinite_step) == -1
+
+
+def test_user_flow_and_initial_law():
+    # a user flow with a dict of parameters: rigid translation, so the mean moves by u * t exactly
+    flow = lambda x, p: jnp.array([p["u"], 0.0])
+    x0 = ksdp.uniform_ball(jax.random.key(5), 64, 2)
+    traj = ksdp.simulate(jax.random.key(6), ksdp.Params(mu=0.0, flow={"u": 2.0}), times=(0.01,), x0=x0, flow=flow)
+    shift = jnp.mean(traj.particles[0] - x0, axis=0)
+    # the chemotactic drift sums to zero over particles (antisymmetric pairs), so the mean moves by
+    # u t = 0.02; float32 round-off over 100 steps ~1e-6.
+    np.testing.assert_allclose(shift, [0.02, 0.0], atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(d=4), "d=4"),
+    (dict(dt=0.0), "dt"),
+    (dict(dt=-1e-4), "dt"),
+    (dict(n_particles=0), "n_particles"),
+    (dict(params=ksdp.Params(delta=0.0)), "delta"),
+    (dict(params=ksdp.Params(mu=-1.0)), "mu"),
+    (dict(times=(0.02, 0.01)), "increasing"),
+    (dict(times=(0.00015,)), "multiples of dt"),
+    (dict(kernel="gauss"), "kernel"),
+    (dict(flow="laminar3d"), "laminar3d"),
+])
+def test_bad_input_raises(kwargs, match):
+    args = dict(params=ksdp.Params(), times=(0.001,), n_particles=10)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        ksdp.simulate(jax.random.key(0), **args)
+
+
+def test_bad_particles_and_flow_shape():
+    with pytest.raises(ValueError, match="non-finite"):
+        ksdp.simulate(jax.random.key(0), times=(0.001,), x0=jnp.array([[0.0, jnp.nan], [1.0, 0.0]]))
+    with pytest.raises(ValueError, match="x0"):
+        ksdp.simulate(jax.random.key(0), times=(0.001,), x0=jnp.zeros((5, 3)), d=2)
+    with pytest.raises(ValueError, match="flow"):
+        ksdp.simulate(jax.random.key(0), times=(0.001,), n_particles=8, flow=lambda x, p: jnp.zeros(3))
+
+
+def test_nonfinite_run_reports_step():
+    # v = A x^2 (componentwise) blows up in finite time; Euler overflows float32 within a few
+    # hundred steps from x ~ 1 with A = 1e3.
+    flow = lambda x, a: a * x * x
+    x0 = jnp.full((4, 2), 1.0)
+    with pytest.raises(ksdp.NonFiniteError, match=r"step \d+ \(t = "):
+        ksdp.simulate(jax.random.key(0), ksdp.Params(flow=1e3, chi=0.0, mu=0.0), times=(0.05,), x0=x0, flow=flow)
+    traj = ksdp.simulate(jax.random.key(0), ksdp.Params(flow=1e3, chi=0.0, mu=0.0), times=(0.05,), x0=x0,
+                         flow=flow, check=False)
+    step = int(traj.nonfinite_step)
+    # cross-check the step with a plain Python Euler loop in float32
+    x = np.float32(1.0)
+    for n in range(1, 501):
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = np.float32(x + np.float32(1e-4) * np.float32(1e3) * x * x)
+        if not np.isfinite(x):
+            break
+    assert step == n
