@@ -11,3 +11,5 @@ from ksdp import flows, kernels  # noqa: E402
 from ksdp.data import Dataset, load_dataset, make_dataset, save_dataset  # noqa: E402
 from ksdp.ipm import (NonFiniteError, Params, Trajectory, pair_sum, second_moment, simulate, sweep,  # noqa: E402
                       uniform_ball, velocity)
+from ksdp import transport  # noqa: E402
+from ksdp.transport import w2  # noqa: E402

@@ -1,0 +1,311 @@
+r"""Discrete optimal transport between equal-size point clouds, by permutations.
+
+For point clouds :math:`x, y \in \mathbb{R}^{N\times d}` with uniform weights the optimal plan of
+the squared-distance cost is a permutation (Birkhoff--von Neumann), and
+
+.. math::
+
+    W_2^2(x, y) = \min_{\sigma} \frac1N \sum_i |x_i - y_{\sigma(i)}|^2 .
+
+The paper (Sec. 3.3) improves a permutation by re-solving one random :math:`M\times M` sub-problem
+at a time. Here one **sweep** partitions all :math:`N` rows into :math:`\lfloor N/M\rfloor` disjoint
+random blocks (plus one block holding the remainder rows) and solves every block *exactly* at once
+with ``optax.assignment.hungarian_algorithm`` under ``vmap``. A block keeps its current
+sub-assignment unless the exact solution is strictly cheaper, so a sweep never increases the cost:
+the current sub-permutation is a feasible point of each block problem.
+
+Conventions: ``perm[i]`` is the column (index into ``y``) matched to row ``i``; costs are the
+*mean* squared distance :math:`\frac1N\sum_i |x_i - y_{\sigma(i)}|^2` (a :math:`W_2^2` estimate).
+Every function takes one problem ``[N, d]`` or a batch ``[R, N, d]`` (one key per batch member is
+split from ``key``).
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from optax import assignment as _assignment
+
+DEFAULT_BLOCK = 16
+
+
+class AssignmentResult(NamedTuple):
+    """Outcome of :func:`solve`.
+
+    Attributes:
+      perm: ``[N]`` (or ``[R, N]``) int32 permutation.
+      cost: mean squared matched distance of ``perm``.
+      n_sweeps: sweeps done.
+      converged: whether the relative improvement of the last sweep fell below ``rtol``
+        before the sweep budget ran out.
+    """
+
+    perm: jax.Array
+    cost: jax.Array
+    n_sweeps: jax.Array
+    converged: jax.Array
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_clouds(x, y, perm=None, block: Optional[int] = None):
+    """Validates a transport problem; returns ``(x, y)`` as arrays of one floating dtype."""
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    if x.ndim not in (2, 3) or x.shape[-1] < 1:
+        raise ValueError(f"x must be [N, d] or [R, N, d], got shape {x.shape}.")
+    if y.shape != x.shape:
+        what = "numbers of points N" if x.ndim == y.ndim and x.shape[-1] == y.shape[-1] else "shapes"
+        raise ValueError(f"x and y must have the same shape (equal-size clouds); their {what} differ: "
+                         f"{x.shape} vs {y.shape}. Subsample the larger cloud to the size of the smaller.")
+    if x.shape[-2] < 1:
+        raise ValueError("the clouds are empty (N = 0).")
+    if perm is not None and jnp.shape(perm) != x.shape[:-1]:
+        raise ValueError(f"perm must have shape {x.shape[:-1]}, got {jnp.shape(perm)}.")
+    if block is not None and (not isinstance(block, (int, np.integer)) or block < 2):
+        raise ValueError(f"block (the sub-problem size M) must be an integer >= 2, got {block!r}.")
+    dtype = jnp.result_type(x.dtype, y.dtype, jnp.float32)
+    x, y = x.astype(dtype), y.astype(dtype)
+    if _is_concrete(x) and _is_concrete(y) and not (bool(jnp.all(jnp.isfinite(x))) and bool(jnp.all(jnp.isfinite(y)))):
+        raise ValueError("x or y contains non-finite points (NaN or inf).")
+    return x, y
+
+
+def matched_cost(x, y, perm):
+    r""":math:`\frac1N\sum_i |x_i - y_{\mathrm{perm}[i]}|^2`; ``x, y`` are ``[..., N, d]``, ``perm`` is ``[..., N]``."""
+    matched = jnp.take_along_axis(y, perm[..., None], axis=-2)
+    return jnp.mean(jnp.sum((x - matched) ** 2, axis=-1), axis=-1)
+
+
+def identity(x):
+    """The identity permutation for clouds ``x`` (``[N]`` or ``[R, N]``)."""
+    return jnp.broadcast_to(jnp.arange(x.shape[-2], dtype=jnp.int32), x.shape[:-1])
+
+
+def _solve_blocks(x, y, perm, rows):
+    """Exactly re-solves the disjoint row blocks ``rows [B, m]`` of one problem."""
+    cols = perm[rows]  # [B, m]
+    xb, yb = x[rows], y[cols]  # [B, m, d]
+    c = jnp.sum((xb[:, :, None, :] - yb[:, None, :, :]) ** 2, axis=-1)  # [B, m, m]
+    i, j = jax.vmap(_assignment.hungarian_algorithm)(c)
+    local = jax.vmap(lambda ii, jj: jnp.zeros(ii.shape, jnp.int32).at[ii].set(jj.astype(jnp.int32)))(i, j)
+    old = jnp.trace(c, axis1=1, axis2=2)
+    new = jnp.sum(jnp.take_along_axis(c, local[:, :, None], axis=2)[..., 0], axis=1)
+    keep = ~(new < old)  # strict improvement only: a sweep can never raise the cost
+    new_cols = jnp.where(keep[:, None], cols, jnp.take_along_axis(cols, local, axis=1))
+    return perm.at[rows].set(new_cols)
+
+
+def _local_order(key, x, m):
+    """A row order whose consecutive runs of ``m`` rows are spatially compact in ``x``.
+
+    A randomly rotated ``d``-level grid of equal-count cells: the rows are cut into
+    ``b ~ (N/m)^(1/d)`` strips along a random direction, each strip into ``b`` strips along the
+    next direction, and so on; the last direction orders the rows inside a cell.
+    """
+    n, d = x.shape
+    k_rot, k_shift = jax.random.split(key)
+    q, _ = jnp.linalg.qr(jax.random.normal(k_rot, (d, d), x.dtype))
+    proj = x @ q
+    b = max(1, int(round((n / m) ** (1.0 / d))))
+    shifts = jax.random.uniform(k_shift, (d,))  # random cell offsets: b + 1 cells per level
+    group = jnp.zeros(n, jnp.int32)
+    for level in range(d - 1):
+        n_groups = (b + 1) ** level
+        o = jnp.lexsort((proj[:, level], group))
+        pos = jnp.zeros(n, jnp.int32).at[o].set(jnp.arange(n, dtype=jnp.int32))
+        sizes = jnp.bincount(group, length=n_groups)
+        start = jnp.cumsum(sizes) - sizes
+        within = (pos - start[group]).astype(x.dtype) / jnp.maximum(sizes[group], 1)  # in [0, 1)
+        group = group * (b + 1) + jnp.floor(within * b + shifts[level]).astype(jnp.int32)
+    return jnp.lexsort((proj[:, d - 1], group))
+
+
+def block_rows(key, x, block: int, local):
+    """The rows of one sweep: ``(blocks [B, m], extra [1, m] or None)`` with ``m = min(block, N)``.
+
+    ``blocks`` are disjoint; ``extra`` holds the ``N mod m`` remainder rows, completed with rows
+    already in ``blocks`` (solved after them), so every row is optimised in every sweep.
+    """
+    n = x.shape[0]
+    m = min(block, n)
+    n_blocks, rem = divmod(n, m)
+    k1, k2, k3 = jax.random.split(key, 3)
+    order = jax.lax.cond(local, lambda: _local_order(k1, x, m), lambda: jax.random.permutation(k2, n))
+    # a random cyclic offset so that successive local sweeps cut the runs at different places
+    order = jnp.roll(order, jax.random.randint(k3, (), 0, m))
+    blocks = order[: n_blocks * m].reshape(n_blocks, m)
+    extra = jnp.concatenate([order[n_blocks * m:], order[: m - rem]])[None] if rem else None
+    return blocks, extra
+
+
+def _sweep_one(key, x, y, perm, block, local):
+    """One sweep; ``local`` (traced bool) picks spatially compact blocks instead of random ones."""
+    if x.shape[0] < 2:
+        return perm
+    blocks, extra = block_rows(key, x, block, local)
+    perm = _solve_blocks(x, y, perm, blocks)
+    return perm if extra is None else _solve_blocks(x, y, perm, extra)
+
+
+def _batched(fn):
+    """Lifts a single-problem ``fn(key, x, y, perm)`` to a leading batch axis."""
+
+    def lifted(key, x, y, perm):
+        if x.ndim == 2:
+            return fn(key, x, y, perm)
+        return jax.vmap(fn)(jax.random.split(key, x.shape[0]), x, y, perm)
+
+    return lifted
+
+
+@partial(jax.jit, static_argnames=("block",))
+def sweep(key, x, y, perm, local=False, *, block: int = DEFAULT_BLOCK):
+    """One sweep of block-coordinate exact assignment (pure; no validation, for use inside ``jit``).
+
+    Args:
+      key: random key choosing the partition of the rows into blocks.
+      x, y: ``[N, d]`` or ``[R, N, d]``.
+      perm: current permutation(s), ``[N]`` or ``[R, N]`` (the warm start).
+      local: ``False``: blocks of random rows (global moves); ``True``: blocks of rows whose ``x``
+        are spatial neighbours (the local moves that remain near the optimum). A traced bool:
+        :func:`refine` and :func:`solve` alternate the two.
+      block: block size ``M`` (static).
+
+    Returns:
+      The new permutation(s); ``matched_cost`` of it is ``<=`` that of ``perm``.
+    """
+    return _batched(lambda k, a, b, p: _sweep_one(k, a, b, p, block, local))(key, x, y, perm)
+
+
+def refine(key, x, y, perm, *, n_sweeps: int, block: int = DEFAULT_BLOCK):
+    """``n_sweeps`` sweeps under ``lax.scan`` (a fixed budget, as the training loop needs).
+
+    Returns:
+      ``(perm, costs)`` with ``costs [n_sweeps]`` (or ``[n_sweeps, R]``) after each sweep.
+    """
+
+    def body(p, inp):
+        k, i = inp
+        p = sweep(k, x, y, p, i % 2 == 1, block=block)
+        return p, matched_cost(x, y, p)
+
+    return jax.lax.scan(body, perm, (jax.random.split(key, n_sweeps), jnp.arange(n_sweeps)))
+
+
+@partial(jax.jit, static_argnames=("block", "max_sweeps"))
+def _solve(key, x, y, perm, rtol, *, block, max_sweeps):
+    def one(key, x, y, perm):
+        def cond(s):
+            _, cost, prev, k = s
+            return (k < max_sweeps) & ((k == 0) | ((prev - cost) > rtol * prev))
+
+        def body(s):  # a pair of sweeps, random then local: convergence is judged per pair
+            p, cost, _, k = s
+            p = _sweep_one(jax.random.fold_in(key, k), x, y, p, block, False)
+            p = _sweep_one(jax.random.fold_in(key, k + 1), x, y, p, block, True)
+            return p, matched_cost(x, y, p), cost, k + 2
+
+        c0 = matched_cost(x, y, perm)
+        p, cost, prev, k = jax.lax.while_loop(cond, body, (perm, c0, c0, 0))
+        return AssignmentResult(p, cost, k, (prev - cost) <= rtol * prev)
+
+    if x.ndim == 2:
+        return one(key, x, y, perm)
+    return jax.vmap(one)(jax.random.split(key, x.shape[0]), x, y, perm)
+
+
+def solve(key, x, y, perm=None, *, block: int = DEFAULT_BLOCK, max_sweeps: int = 200,
+          rtol: float = 1e-5, exact_max: int = 0) -> AssignmentResult:
+    """Sweeps until a pair of sweeps (one random, one local) improves the cost by less than ``rtol``
+    (relative), or ``max_sweeps`` sweeps are done.
+
+    Args:
+      key: random key.
+      x, y: ``[N, d]`` or ``[R, N, d]`` equal-size clouds.
+      perm: warm start (default: the identity).
+      block: sub-problem size ``M >= 2``; ``N < M`` solves the whole problem exactly.
+      max_sweeps: sweep budget.
+      rtol: relative improvement under which a sweep counts as converged.
+      exact_max: problems with ``N <= exact_max`` are solved by one full Hungarian solve instead
+        (exact, and faster than sweeps at that size). Block descent alone can stop in a local
+        optimum whose improving cycles are longer than ``M``: see ``docs/algorithms.md``.
+
+    Returns:
+      :class:`AssignmentResult`.
+    """
+    x, y = check_clouds(x, y, perm, block)
+    if x.shape[-2] <= exact_max:
+        p = exact_assignment(x, y)
+        cost = matched_cost(x, y, p)
+        return AssignmentResult(p, cost, jnp.zeros(cost.shape, jnp.int32), jnp.ones(cost.shape, bool))
+    perm = identity(x) if perm is None else jnp.asarray(perm, jnp.int32)
+    return _solve(key, x, y, perm, jnp.asarray(rtol, x.dtype), block=int(block), max_sweeps=int(max_sweeps))
+
+
+@jax.jit
+def exact_assignment(x, y):
+    """The optimal permutation by one full Hungarian solve, ``O(N^3)``: for small ``N`` only."""
+
+    def one(x, y):
+        c = jnp.sum((x[:, None, :] - y[None, :, :]) ** 2, axis=-1)
+        i, j = _assignment.hungarian_algorithm(c)
+        return jnp.zeros(x.shape[0], jnp.int32).at[i].set(j.astype(jnp.int32))
+
+    return one(x, y) if x.ndim == 2 else jax.vmap(one)(x, y)
+
+
+EXACT_MAX = 256
+
+
+def w2(x, y, key=None, *, exact_max: int = EXACT_MAX, block: int = DEFAULT_BLOCK, max_sweeps: int = 500,
+       rtol: float = 1e-6):
+    r"""The 2-Wasserstein distance between two equal-size empirical measures, and its permutation.
+
+    Exact (one Hungarian solve) for ``N <= exact_max``; otherwise the block solver from the
+    identity: an upper bound within a fraction of a percent of the optimum after a few hundred
+    sweeps (``tests/test_transport.py`` measures the gap against SciPy at N = 2000).
+
+    Args:
+      x, y: ``[N, d]`` or ``[R, N, d]``.
+      key: random key for the block solver (default ``jax.random.key(0)``).
+
+    Returns:
+      ``(w2, perm)``: :math:`W_2` (not squared) and the matching permutation.
+
+    Example:
+      >>> import jax.numpy as jnp, ksdp
+      >>> x = jnp.array([[0.0, 0.0], [1.0, 0.0]]); y = jnp.array([[1.0, 1.0], [0.0, 1.0]])
+      >>> d, perm = ksdp.w2(x, y)
+      >>> float(d), perm.tolist()
+      (1.0, [1, 0])
+    """
+    key = jax.random.key(0) if key is None else key
+    res = solve(key, x, y, block=block, max_sweeps=max_sweeps, rtol=rtol, exact_max=exact_max)
+    return jnp.sqrt(res.cost), res.perm
+
+
+def sinkhorn_cost(x, y, epsilon: float = 1e-3, *, threshold: float = 1e-4, max_iterations: int = 20000):
+    """Entropic cross-check with ott-jax: Sinkhorn's primal cost ``<P, C>`` (mean squared distance).
+
+    ``epsilon`` is absolute (the squared-distance cost is not rescaled). As ``epsilon -> 0`` the value
+    tends to :math:`W_2^2`, the quantity :func:`matched_cost` gives at the optimal permutation.
+
+    Returns:
+      ``(primal_cost, converged)``.
+    """
+    from ott.geometry import pointcloud
+    from ott.problems.linear import linear_problem
+    from ott.solvers.linear import sinkhorn
+
+    x, y = check_clouds(x, y)
+    if x.ndim != 2:
+        raise ValueError("sinkhorn_cost takes one problem [N, d]; vmap it for a batch.")
+    geom = pointcloud.PointCloud(x, y, epsilon=epsilon)
+    solver = sinkhorn.Sinkhorn(threshold=threshold, max_iterations=max_iterations)
+    out = jax.jit(lambda g: solver(linear_problem.LinearProblem(g)))(geom)
+    return out.primal_cost, out.converged

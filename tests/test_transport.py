@@ -1,0 +1,138 @@
+"""Block assignment against SciPy's exact solver, monotonicity, Sinkhorn, jit/vmap, bad input."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+
+from ksdp import transport as T
+
+
+def _optimum(x, y):
+    c = ((np.asarray(x, np.float64)[:, None] - np.asarray(y, np.float64)[None]) ** 2).sum(-1)
+    r, col = scipy.optimize.linear_sum_assignment(c)
+    return c[r, col].mean(), c
+
+
+def _cost64(c, perm):
+    return c[np.arange(len(perm)), np.asarray(perm)].mean()
+
+
+def _clouds(n, d, seed):
+    x = jax.random.uniform(jax.random.key(seed), (n, d)) * 2 - 1
+    y = jax.random.normal(jax.random.key(seed + 1000), (n, d)) * 0.5 + 0.2
+    return x, y
+
+
+# float32: a matched cost is a mean of N terms computed in float32, relative round-off <~ 1e-6;
+# "equal to the optimum" is checked at 1e-5 relative.
+OPT_RTOL = 1e-5
+
+
+@pytest.mark.parametrize("d", [2, 3])
+@pytest.mark.parametrize("n", [1, 2, 5, 17, 33, 64])
+def test_reaches_exact_optimum_small(n, d):
+    x, y = _clouds(n, d, seed=n)
+    opt, c = _optimum(x, y)
+    res = T.solve(jax.random.key(0), x, y, exact_max=T.EXACT_MAX)  # small N: one exact solve
+    assert _cost64(c, res.perm) <= opt * (1 + OPT_RTOL) + 1e-12
+    # the block solver itself is exact when the block covers the problem (N <= M)
+    res = T.solve(jax.random.key(0), x, y, block=64, max_sweeps=2)
+    assert _cost64(c, res.perm) <= opt * (1 + OPT_RTOL) + 1e-12
+    assert sorted(np.asarray(res.perm).tolist()) == list(range(n))
+
+
+@pytest.mark.parametrize("n,m", [(37, 8), (300, 16), (5, 16), (2, 2)])
+@pytest.mark.parametrize("local", [False, True])
+def test_every_row_is_in_a_block(n, m, local):
+    x, _ = _clouds(n, 2, seed=3)
+    blocks, extra = T.block_rows(jax.random.key(n), x, m, local)
+    rows = np.asarray(blocks).ravel()
+    assert len(set(rows.tolist())) == len(rows)  # the batched blocks are disjoint
+    if extra is not None:
+        rows = np.concatenate([rows, np.asarray(extra).ravel()])
+    assert set(rows.tolist()) == set(range(n))  # remainder rows are optimised too
+
+
+def test_cost_never_increases():
+    # Each block keeps its sub-assignment unless the exact one is strictly cheaper in float32; a
+    # misjudged near-tie can move the float64 cost by at most ~M * eps_32 * (block cost), so we
+    # allow 1e-6 of the total per sweep, far below the gains of real sweeps (~1e-3 early on).
+    n, m = 301, 8
+    x, y = _clouds(n, 2, seed=5)
+    _, c = _optimum(x, y)
+    for seed in range(3):
+        perm = T.identity(x)
+        prev = _cost64(c, perm)
+        for k in range(40):
+            perm = T.sweep(jax.random.key(100 * seed + k), x, y, perm, k % 2 == 1, block=m)
+            cost = _cost64(c, perm)
+            assert cost <= prev * (1 + 1e-6), (seed, k, cost, prev)
+            prev = cost
+        assert sorted(np.asarray(perm).tolist()) == list(range(n))
+
+
+def test_n2000_within_half_percent_in_200_sweeps():
+    x, y = _clouds(2000, 2, seed=11)
+    opt, c = _optimum(x, y)
+    perm, costs = jax.jit(lambda k: T.refine(k, x, y, T.identity(x), n_sweeps=200, block=16))(jax.random.key(0))
+    gap = _cost64(c, perm) / opt - 1
+    assert 0 <= gap < 0.005, gap
+    assert np.all(np.diff(np.asarray(costs)) <= 1e-6 * float(costs[0]))
+
+
+def test_agrees_with_sinkhorn():
+    # Entropic bias of the primal cost at epsilon = 3e-3 against W2^2 ~ 0.2 is ~0.1% (measured);
+    # the issue asks for agreement within 1%.
+    x, y = _clouds(200, 2, seed=7)
+    d, perm = T.w2(x, y)
+    primal, converged = T.sinkhorn_cost(x, y, epsilon=3e-3)
+    assert bool(converged)
+    assert abs(float(primal) / float(d) ** 2 - 1) < 0.01
+
+
+def test_w2_large_uses_blocks_and_is_close():
+    x, y = _clouds(400, 3, seed=8)
+    opt, c = _optimum(x, y)
+    d, perm = T.w2(x, y, exact_max=100)
+    # an upper bound (a permutation), within the 2% that block descent reaches in 3D (docs)
+    assert opt * (1 - OPT_RTOL) <= float(d) ** 2 <= opt * 1.02, float(d) ** 2 / opt - 1
+
+
+def test_jit_and_vmap_over_parameter_sets():
+    r, n = 4, 60
+    xs = jnp.stack([_clouds(n, 2, seed=s)[0] for s in range(r)])
+    ys = jnp.stack([_clouds(n, 2, seed=s)[1] for s in range(r)])
+    perm0 = T.identity(xs)
+    assert perm0.shape == (r, n)
+    batched = jax.jit(lambda k, p: T.sweep(k, xs, ys, p, False, block=8))(jax.random.key(1), perm0)
+    keys = jax.random.split(jax.random.key(1), r)
+    for i in range(r):
+        single = T.sweep(keys[i], xs[i], ys[i], perm0[i], False, block=8)
+        np.testing.assert_array_equal(batched[i], single)
+    res = T.solve(jax.random.key(2), xs, ys, block=8, max_sweeps=50)
+    assert res.perm.shape == (r, n) and res.cost.shape == (r,)
+    vm = jax.vmap(lambda a, b: T.matched_cost(a, b, T.identity(a)))(xs, ys)
+    np.testing.assert_allclose(vm, T.matched_cost(xs, ys, perm0), rtol=1e-6)
+
+
+def test_n_equal_one():
+    x = jnp.ones((1, 2))
+    res = T.solve(jax.random.key(0), x, 2 * x)
+    assert res.perm.tolist() == [0] and float(res.cost) == pytest.approx(2.0)
+
+
+def test_bad_input():
+    x = jnp.zeros((10, 2))
+    with pytest.raises(ValueError, match="same shape"):
+        T.solve(jax.random.key(0), x, jnp.zeros((10, 3)))
+    with pytest.raises(ValueError, match="numbers of points N"):
+        T.w2(x, jnp.zeros((11, 2)))
+    with pytest.raises(ValueError, match="block"):
+        T.solve(jax.random.key(0), x, x, block=1)
+    with pytest.raises(ValueError, match="non-finite"):
+        T.w2(x, x.at[3, 1].set(jnp.inf))
+    with pytest.raises(ValueError, match="perm"):
+        T.solve(jax.random.key(0), x, x, perm=jnp.arange(9))
+    with pytest.raises(ValueError, match=r"\[N, d\]"):
+        T.w2(jnp.zeros(5), jnp.zeros(5))
