@@ -4,6 +4,8 @@ Doors (thin entry points over pure functions):
 
 * :func:`simulate`, :func:`sweep`: the IPM (:mod:`ksdp.ipm`).
 * :func:`make_dataset`, :func:`save_dataset`, :func:`load_dataset`: IPM datasets (:mod:`ksdp.data`).
+* :func:`w2`: the 2-Wasserstein distance by exact / block assignment (:mod:`ksdp.transport`).
+* :func:`train`, :func:`generate`: DeepParticle (:mod:`ksdp.train`, :mod:`ksdp.model`).
 """
 __version__ = "0.1.0"
 
@@ -13,3 +15,6 @@ from ksdp.ipm import (NonFiniteError, Params, Trajectory, pair_sum, second_momen
                       uniform_ball, velocity)
 from ksdp import transport  # noqa: E402
 from ksdp.transport import w2  # noqa: E402
+from ksdp import model  # noqa: E402
+from ksdp.model import ModelConfig, generate, make_config  # noqa: E402
+from ksdp.train import TrainConfig, train  # noqa: E402

@@ -1,0 +1,273 @@
+r"""DeepParticle training: the alternating min--min loop of Algorithm 1 (paper Sec. 3.3--3.4).
+
+.. math::
+
+    \min_\theta \frac1R\sum_{r=1}^R \min_{\gamma_r} \frac1N\sum_i
+      |f_\theta(x_{i,r};\eta_r) - y_{\gamma_r(i),r}|^2
+
+(eq. 14 averaged over the ``R`` parameter sets, so the learning rate does not depend on ``R``).
+
+One **mini-batch** (``resample_every = K`` steps) draws fresh sources ``x`` from the initial law
+and ``N`` targets ``y`` from each set's particles, matches them (``initial_sweeps`` block
+sweeps from the identity), then alternates ``renew_every = L`` Adam steps on ``theta`` with
+``sweeps`` block sweeps on every ``gamma_r`` (all sets batched). The permutations are integer data:
+the gradient flows through the matched cost only (Danskin), the matching under ``stop_gradient``.
+
+A mini-batch is one jitted call (``lax.scan`` inside), so the loop compiles once whatever the
+number of mini-batches. The state is data (:class:`TrainState`); checkpoints are written
+atomically after every ``checkpoint_every`` mini-batches and at the end, and :func:`train`
+resumes from one exactly (same keys, same result to float32 round-off).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ksdp import _io
+from ksdp import ipm as _ipm
+from ksdp import model as _model
+from ksdp import transport as _transport
+
+CHECKPOINT_FORMAT = "ksdp-checkpoint/1"
+
+
+class TrainConfig(NamedTuple):
+    """Static training settings; the defaults are the paper's (N = 2000, K = 1000, L = 200).
+
+    Attributes:
+      n_samples: ``N``, samples per parameter set in a mini-batch.
+      resample_every: ``K``, Adam steps per mini-batch.
+      renew_every: ``L``, Adam steps between permutation renewals (divides ``K``).
+      sweeps: block sweeps per renewal.
+      initial_sweeps: block sweeps matching a fresh mini-batch.
+      block: assignment block size ``M``.
+      learning_rate: Adam step size.
+    """
+
+    n_samples: int = 2000
+    resample_every: int = 1000
+    renew_every: int = 200
+    sweeps: int = 10
+    initial_sweeps: int = 50
+    block: int = 16
+    learning_rate: float = 1e-3
+
+
+class TrainState(NamedTuple):
+    """Everything the loop carries between mini-batches."""
+
+    params: Any
+    opt_state: Any
+    perm: jax.Array  # [R, N] of the last mini-batch
+    step: jax.Array  # Adam steps done
+    key: jax.Array
+
+
+class TrainingError(RuntimeError):
+    """Training produced a non-finite loss; the last good checkpoint is kept."""
+
+
+def _optimizer(cfg: TrainConfig):
+    return optax.adam(cfg.learning_rate)
+
+
+def check_inputs(model_cfg: _model.ModelConfig, cfg: TrainConfig, targets, eta):
+    """Validates the training data; returns ``(targets [R, J, d], eta [R, p])`` as float32."""
+    targets = jnp.asarray(targets, jnp.float32)
+    if targets.ndim != 3:
+        raise ValueError(f"targets must be [R, J, d] (R parameter sets of J particles), got {targets.shape}.")
+    if targets.shape[-1] != model_cfg.d:
+        raise ValueError(f"targets have dimension d={targets.shape[-1]} but the model maps R^{model_cfg.d}.")
+    eta = _model.check_eta(model_cfg, eta)
+    if eta.ndim != 2 or eta.shape[0] != targets.shape[0]:
+        raise ValueError(f"eta must be [R, p] with R={targets.shape[0]} (one per target set), got {eta.shape}.")
+    if cfg.n_samples > targets.shape[1]:
+        raise ValueError(f"n_samples N={cfg.n_samples} exceeds the J={targets.shape[1]} particles per set; "
+                         f"lower TrainConfig.n_samples or simulate more particles.")
+    for name in ("n_samples", "resample_every", "renew_every", "sweeps", "initial_sweeps"):
+        v = getattr(cfg, name)
+        if not isinstance(v, (int, np.integer)) or v < (0 if "sweeps" in name else 1):
+            raise ValueError(f"TrainConfig.{name} must be a {'non-negative' if 'sweeps' in name else 'positive'} "
+                             f"integer, got {v!r}.")
+    if cfg.resample_every % cfg.renew_every:
+        raise ValueError(f"renew_every={cfg.renew_every} must divide resample_every={cfg.resample_every}.")
+    if not (cfg.learning_rate > 0):
+        raise ValueError(f"learning_rate must be positive, got {cfg.learning_rate}.")
+    if not bool(jnp.all(jnp.isfinite(targets))):
+        raise ValueError("targets contain non-finite particles.")
+    return targets, eta
+
+
+def init_state(key, model_cfg: _model.ModelConfig, cfg: TrainConfig, n_sets: int) -> TrainState:
+    k_init, k_loop = jax.random.split(key)
+    params = _model.init(k_init, model_cfg)
+    perm = jnp.broadcast_to(jnp.arange(cfg.n_samples, dtype=jnp.int32), (n_sets, cfg.n_samples))
+    return TrainState(params, _optimizer(cfg).init(params), perm, jnp.int32(0), k_loop)
+
+
+def loss_fn(model_cfg, params, x, y, perm, eta):
+    """Mean over sets of the matched cost; the matching is data (``stop_gradient``)."""
+    fx = _model.apply(model_cfg, params, x, eta)
+    matched = jax.lax.stop_gradient(jnp.take_along_axis(y, perm[..., None], axis=-2))
+    return jnp.mean(jnp.sum((fx - matched) ** 2, axis=-1))
+
+
+def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig):
+    n_sets, n_particles, d = targets.shape
+    n = cfg.n_samples
+    key, k_x, k_y, k_match, k_rounds = jax.random.split(state.key, 5)
+    x = _ipm.uniform_ball(k_x, n_sets * n, d).reshape(n_sets, n, d)
+    pick = jax.vmap(lambda k: jax.random.choice(k, n_particles, (n,), replace=False))(jax.random.split(k_y, n_sets))
+    y = jnp.take_along_axis(targets, pick[..., None], axis=1)
+    perm = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (n_sets, n))
+    opt = _optimizer(cfg)
+
+    def match(k, params, perm, n_sweeps):
+        if n_sweeps == 0:
+            return perm
+        fx = _model.apply(model_cfg, params, x, eta)
+        return _transport.refine(k, fx, y, perm, n_sweeps=n_sweeps, block=cfg.block)[0]
+
+    perm = match(k_match, state.params, perm, cfg.initial_sweeps)
+
+    def one_round(carry, k):
+        params, opt_state, perm = carry
+
+        def adam_step(c, _):
+            params, opt_state = c
+            loss, grads = jax.value_and_grad(lambda q: loss_fn(model_cfg, q, x, y, perm, eta))(params)
+            updates, opt_state = opt.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), loss
+
+        (params, opt_state), losses = jax.lax.scan(adam_step, (params, opt_state), None, length=cfg.renew_every)
+        return (params, opt_state, match(k, params, perm, cfg.sweeps)), losses
+
+    n_rounds = cfg.resample_every // cfg.renew_every
+    (params, opt_state, perm), losses = jax.lax.scan(
+        one_round, (state.params, state.opt_state, perm), jax.random.split(k_rounds, n_rounds))
+    new = TrainState(params, opt_state, perm, state.step + cfg.resample_every, key)
+    return new, losses.reshape(-1)
+
+
+_minibatch_jit = jax.jit(_minibatch, static_argnums=(3, 4))
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+def save_checkpoint(path, state: TrainState, model_cfg, cfg: TrainConfig, history, extra: Optional[dict] = None):
+    """Writes the state, configs, normalisation and loss history to one ``.npz`` atomically."""
+    leaves = jax.tree_util.tree_leaves(state._replace(key=jax.random.key_data(state.key)))
+    arrays = {f"leaf_{i:04d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+    meta = {"format": CHECKPOINT_FORMAT, "model": model_cfg.to_dict(), "train": cfg._asdict(),
+            "step": int(state.step), "n_sets": int(state.perm.shape[0]), "extra": extra or {}}
+    arrays["meta_json"] = np.asarray(json.dumps(meta))
+    arrays["history"] = np.asarray(history, np.float32)
+    _io.atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def load_checkpoint(path):
+    """Reads a checkpoint: ``(state, model_cfg, train_cfg, history, extra)``."""
+    with np.load(path, allow_pickle=False) as z:
+        files = dict(z.items())
+    meta = json.loads(str(files["meta_json"]))
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a ksdp checkpoint (format {meta.get('format')!r}).")
+    model_cfg = _model.ModelConfig.from_dict(meta["model"])
+    cfg = TrainConfig(**meta["train"])
+    template = init_state(jax.random.key(0), model_cfg, cfg, meta["n_sets"])
+    template = template._replace(key=jax.random.key_data(template.key))
+    leaves, tree = jax.tree_util.tree_flatten(template)
+    stored = [files[f"leaf_{i:04d}"] for i in range(len(leaves))]
+    for a, b in zip(stored, leaves):
+        if np.shape(a) != np.shape(b):
+            raise ValueError(f"{path}: a stored array has shape {np.shape(a)}, the model expects {np.shape(b)}.")
+    state = jax.tree_util.tree_unflatten(tree, [jnp.asarray(a) for a in stored])
+    state = state._replace(key=jax.random.wrap_key_data(state.key))
+    return state, model_cfg, cfg, files["history"].tolist(), meta.get("extra", {})
+
+
+# --------------------------------------------------------------------------------------------
+# The driver
+# --------------------------------------------------------------------------------------------
+class TrainResult(NamedTuple):
+    params: Any
+    model: _model.ModelConfig
+    history: list  # loss after every Adam step
+    state: TrainState
+
+
+def train(key, targets, eta, model_cfg: _model.ModelConfig, cfg: TrainConfig = TrainConfig(), *,
+          n_steps: int, checkpoint: Optional[str] = None, checkpoint_every: int = 1,
+          resume: bool = True, progress: Optional[bool] = None) -> TrainResult:
+    """Trains :math:`f_\\theta` on target particle sets, one per physical parameter.
+
+    Args:
+      key: random key (initial parameters and all sampling).
+      targets: ``[R, J, d]`` particles of each training set.
+      eta: ``[R, p]`` (or ``[R]``) physical parameters, raw (the model normalises them).
+      model_cfg: from :func:`ksdp.model.make_config`.
+      cfg: :class:`TrainConfig`.
+      n_steps: total Adam steps, a multiple of ``cfg.resample_every``.
+      checkpoint: path of the checkpoint file; ``None`` for none.
+      checkpoint_every: mini-batches between checkpoints (one is always written at the end).
+      resume: continue from ``checkpoint`` if it exists (its configs must match).
+      progress: show a progress bar (default: when stderr is a terminal).
+
+    Returns:
+      :class:`TrainResult`.
+
+    Raises:
+      TrainingError: the loss turned non-finite (the last checkpoint stays as it was).
+    """
+    targets, eta = check_inputs(model_cfg, cfg, targets, eta)
+    if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
+        raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}.")
+    if n_steps % cfg.resample_every:
+        raise ValueError(f"n_steps={n_steps} must be a multiple of resample_every={cfg.resample_every}.")
+    history: list = []
+    state = None
+    if checkpoint and resume and os.path.exists(checkpoint):
+        state, saved_model, saved_cfg, history, _ = load_checkpoint(checkpoint)
+        if saved_model != model_cfg or saved_cfg != cfg or state.perm.shape[0] != targets.shape[0]:
+            raise ValueError(f"checkpoint {checkpoint} was written for another model or training config; "
+                             f"delete it or pass resume=False.")
+    if state is None:
+        state = init_state(key, model_cfg, cfg, targets.shape[0])
+    done = int(state.step) // cfg.resample_every
+    total = n_steps // cfg.resample_every
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = None
+    if show and total > done:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=n_steps, initial=done * cfg.resample_every, unit="step", desc="train", leave=False)
+    t0 = time.perf_counter()
+    try:
+        for b in range(done, total):
+            new, losses = _minibatch_jit(state, targets, eta, model_cfg, cfg)
+            losses = np.asarray(losses)
+            if not np.all(np.isfinite(losses)):
+                bad = int(state.step) + int(np.flatnonzero(~np.isfinite(losses))[0]) + 1
+                raise TrainingError(f"the loss turned non-finite at step {bad}; the last good checkpoint "
+                                    f"({checkpoint or 'none'}) is at step {int(state.step)}. Lower the "
+                                    f"learning rate or check the targets.")
+            state = new
+            history.extend(losses.tolist())
+            if bar is not None:
+                bar.update(cfg.resample_every)
+                bar.set_postfix(loss=f"{losses[-1]:.3g}",
+                                rate=f"{(b + 1 - done) * cfg.resample_every / (time.perf_counter() - t0):.0f}/s")
+            if checkpoint and ((b + 1 - done) % checkpoint_every == 0 or b + 1 == total):
+                save_checkpoint(checkpoint, state, model_cfg, cfg, history)
+    finally:
+        if bar is not None:
+            bar.close()
+    return TrainResult(state.params, model_cfg, history, state)

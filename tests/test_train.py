@@ -1,0 +1,116 @@
+"""DeepParticle training: a learnable family with a known answer, resume, compile count, errors."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ksdp import model as M
+from ksdp import train as T
+from ksdp import transport as TR
+
+
+def target(key, eta, n):
+    """Closed-form family: anisotropic Gaussian whose scales and mean move with eta."""
+    return jax.random.normal(key, (n, 2)) * jnp.array([0.2 + 0.3 * eta, 0.3 - 0.1 * eta]) + jnp.array([0.5 * eta, 0.0])
+
+
+ETAS = jnp.linspace(0.0, 1.0, 5)
+TINY = T.TrainConfig(n_samples=32, resample_every=20, renew_every=10, sweeps=2, initial_sweeps=4, block=8,
+                     learning_rate=1e-3)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    targets = jnp.stack([target(jax.random.key(i), e, 2000) for i, e in enumerate(ETAS)])
+    mc = M.make_config(2, ETAS, width=30, depth=3)
+    cfg = T.TrainConfig(n_samples=500, resample_every=500, renew_every=50, sweeps=4, initial_sweeps=20, block=16,
+                        learning_rate=3e-3)
+    return T.train(jax.random.key(0), targets, ETAS, mc, cfg, n_steps=5000, progress=False)
+
+
+@pytest.mark.parametrize("eta", [0.375, 0.625])
+def test_learns_held_out_parameter(trained, eta):
+    # W2 between generated and fresh target samples against the noise floor, W2 between two
+    # independent target samples of the same size (n = 500, exact Hungarian). Each W2 fluctuates by
+    # ~10% between draws, so both are averaged over 4 independent draws. The issue's bar is 1.5x.
+    n, w, floor = 500, [], []
+    for r in range(4):
+        ref = target(jax.random.key(100 + r), eta, n)
+        gen = M.generate(trained.model, trained.params, eta, jax.random.key(5 + r), n)
+        w.append(float(TR.w2(gen, ref, exact_max=512)[0]))
+        floor.append(float(TR.w2(target(jax.random.key(200 + r), eta, n), ref, exact_max=512)[0]))
+    ratio = np.mean(w) / np.mean(floor)
+    assert ratio < 1.5, (np.mean(w), np.mean(floor))
+    assert trained.history[-1] < 0.2 * trained.history[0]
+
+
+def test_generation_shapes_chunks_and_extrapolation(trained):
+    g = M.generate(trained.model, trained.params, 0.5, jax.random.key(0), 200_003, chunk=65536)
+    assert g.shape == (200_003, 2) and np.all(np.isfinite(g))
+    gb = M.generate(trained.model, trained.params, jnp.array([0.2, 1.5]), jax.random.key(1), 1000)
+    assert gb.shape == (2, 1000, 2) and np.all(np.isfinite(gb))
+    # extrapolation follows the trend of the mean (0.5 eta) beyond the training range, loosely:
+    # the sample mean of 1000 points has standard error ~0.02 per coordinate.
+    assert gb[1, :, 0].mean() > gb[0, :, 0].mean() + 0.3
+    with pytest.raises(ValueError, match="eta"):
+        M.generate(trained.model, trained.params, jnp.zeros((2, 3)), jax.random.key(0), 10)
+    with pytest.raises(ValueError, match="n "):
+        M.generate(trained.model, trained.params, 0.5, jax.random.key(0), 0)
+
+
+def _tiny_problem():
+    targets = jnp.stack([target(jax.random.key(i), e, 64) for i, e in enumerate(ETAS[:3])])
+    return targets, ETAS[:3], M.make_config(2, ETAS[:3], width=8, depth=2)
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    targets, etas, mc = _tiny_problem()
+    full = T.train(jax.random.key(3), targets, etas, mc, TINY, n_steps=60, progress=False)
+    ck = str(tmp_path / "ck.npz")
+    T.train(jax.random.key(3), targets, etas, mc, TINY, n_steps=20, checkpoint=ck, progress=False)
+    state, _, _, hist, _ = T.load_checkpoint(ck)
+    assert int(state.step) == 20 and len(hist) == 20
+    resumed = T.train(jax.random.key(3), targets, etas, mc, TINY, n_steps=60, checkpoint=ck, progress=False)
+    # the same jitted mini-batch on the same state and keys: identical up to float32 round-off
+    for a, b in zip(jax.tree_util.tree_leaves(full.params), jax.tree_util.tree_leaves(resumed.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(full.history, resumed.history, rtol=1e-5)
+    with pytest.raises(ValueError, match="another model"):
+        T.train(jax.random.key(3), targets, etas, mc, TINY._replace(learning_rate=0.1), n_steps=60, checkpoint=ck)
+
+
+def test_compiles_once_whatever_the_number_of_minibatches():
+    targets, etas, mc = _tiny_problem()
+    T.train(jax.random.key(0), targets, etas, mc, TINY, n_steps=20, progress=False)
+    n = T._minibatch_jit._cache_size()
+    T.train(jax.random.key(1), targets, etas, mc, TINY, n_steps=100, progress=False)
+    assert T._minibatch_jit._cache_size() == n
+
+
+def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path):
+    targets, etas, mc = _tiny_problem()
+    ck = str(tmp_path / "ck.npz")
+    T.train(jax.random.key(0), targets, etas, mc, TINY, n_steps=20, checkpoint=ck, progress=False)
+    huge = targets.at[0].multiply(1e30)  # finite particles whose squared distances overflow
+    with pytest.raises(T.TrainingError, match="non-finite"):
+        T.train(jax.random.key(0), huge, etas, mc, TINY, n_steps=40, checkpoint=ck, progress=False)
+    state, *_ = T.load_checkpoint(ck)
+    assert int(state.step) == 20
+
+
+def test_bad_input():
+    targets, etas, mc = _tiny_problem()
+    with pytest.raises(ValueError, match="eta"):
+        T.train(jax.random.key(0), targets, etas[:2], mc, TINY, n_steps=20)
+    with pytest.raises(ValueError, match="dimension"):
+        T.train(jax.random.key(0), jnp.zeros((3, 64, 3)), etas, mc, TINY, n_steps=20)
+    with pytest.raises(ValueError, match="n_samples"):
+        T.train(jax.random.key(0), targets, etas, mc, TINY._replace(n_samples=65), n_steps=20)
+    with pytest.raises(ValueError, match="n_steps"):
+        T.train(jax.random.key(0), targets, etas, mc, TINY, n_steps=0)
+    with pytest.raises(ValueError, match="multiple"):
+        T.train(jax.random.key(0), targets, etas, mc, TINY, n_steps=30)
+    with pytest.raises(ValueError, match="renew_every"):
+        T.train(jax.random.key(0), targets, etas, mc, TINY._replace(renew_every=7), n_steps=20)
+    with pytest.raises(ValueError, match="positive"):
+        M.make_config(2, [0.0, 1.0], eta_log=True)
