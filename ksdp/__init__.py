@@ -5,7 +5,7 @@ Doors (thin entry points over pure functions):
 * :func:`simulate`, :func:`sweep`: the IPM (:mod:`ksdp.ipm`).
 * :func:`make_dataset`, :func:`save_dataset`, :func:`load_dataset`: IPM datasets (:mod:`ksdp.data`).
 * :func:`w2`: the 2-Wasserstein distance by exact / block assignment (:mod:`ksdp.transport`).
-* :func:`train`, :func:`generate`: DeepParticle (:mod:`ksdp.train`, :mod:`ksdp.model`).
+* :func:`train`, :func:`generate`: DeepParticle (:mod:`ksdp.training`, :mod:`ksdp.model`).
 """
 __version__ = "0.1.0"
 
@@ -17,4 +17,4 @@ from ksdp import transport  # noqa: E402
 from ksdp.transport import w2  # noqa: E402
 from ksdp import model  # noqa: E402
 from ksdp.model import ModelConfig, generate, make_config  # noqa: E402
-from ksdp.train import TrainConfig, train  # noqa: E402
+from ksdp.training import TrainConfig, train  # noqa: E402

@@ -13,7 +13,10 @@ def atomic_write(path, write: Callable, mode: str = "wb") -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the permissions open() would
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()

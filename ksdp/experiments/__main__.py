@@ -1,37 +1,63 @@
-"""Interim main job: a short IPM demo (2D, no flow, the paper's supercritical mass).
-
-Prints the second moment against the exact line m2(0) - 4t and saves a figure of the aggregation.
-"""
+"""``python -m ksdp.experiments``: the paper's experiments, figures and a numeric report."""
+import argparse
 import os
 import sys
+import time
+import traceback
 
 import jax
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from ksdp import _io
+from ksdp.experiments.specs import EXPERIMENTS, SCALES
 
-import ksdp  # noqa: E402
+EPILOG = "experiments:\n" + "\n".join(f"  {e.name:<24} Sec. {e.section}: {e.summary}" for e in EXPERIMENTS.values()) + """
+
+scales:
+  smoke   seconds per experiment (J=128), for tests
+  quick   the default: all five in under 20 minutes on a 2-core CPU (J=2000, N=1000, 6000 steps)
+  paper   the paper's settings (J=10000, N=2000, K=1000, L=200, 50000 steps); meant for a GPU
+
+Outputs under OUT/<experiment>/: dataset.npz (reused when its settings match), checkpoint.npz
+(training resumes from it), metrics.json, projections.png, second_moment.png, loss.png; and
+OUT/REPORT.md with every metric. An interrupted run picks up where it stopped."""
 
 
-def main():
-    out = sys.argv[1] if len(sys.argv) > 1 else "ksdp-runs"
-    os.makedirs(out, exist_ok=True)
-    times = np.round(np.arange(0, 11) * 0.01, 6)
-    traj = ksdp.simulate(jax.random.key(0), ksdp.Params(), times, n_particles=4000)
-    m2 = np.asarray(ksdp.second_moment(traj.particles))
-    for t, m in zip(times, m2):
-        print(f"t={t:.2f}  m2={m:.4f}  exact line={m2[0] - 4 * t:.4f}")
-    fig, ax = plt.subplots(1, 3, figsize=(12, 4))
-    for a, i in zip(ax, (0, 5, 10)):
-        p = np.asarray(traj.particles[i])
-        a.hist2d(p[:, 0], p[:, 1], bins=80, range=[[-1, 1], [-1, 1]])
-        a.set_title(f"t = {times[i]:.2f}")
-        a.set_aspect("equal")
-    fig.savefig(os.path.join(out, "ipm_demo.png"), dpi=100)
-    print(f"wrote {os.path.join(out, 'ipm_demo.png')}")
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m ksdp.experiments", description=__doc__, epilog=EPILOG,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("experiments", nargs="*", metavar="EXPERIMENT", help="names (default: all five)")
+    ap.add_argument("--scale", choices=tuple(SCALES), default="quick")
+    ap.add_argument("--out", default="ksdp-runs", help="output folder (default: ksdp-runs)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    unknown = [e for e in args.experiments if e not in EXPERIMENTS]
+    if unknown:
+        ap.error(f"unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
+    names = args.experiments or list(EXPERIMENTS)
+    out = os.path.join(args.out, args.scale)
+    from ksdp.experiments import report, run
+
+    log = lambda msg: print(msg, flush=True)
+    log(f"ksdp experiments: {names} at scale '{args.scale}' on {jax.devices()[0].platform}, output in {out}")
+    results, failures = {}, {}
+    t_all = time.perf_counter()
+    for name in names:
+        log(f"[{name}] start")
+        t0 = time.perf_counter()
+        try:
+            m = run.run(EXPERIMENTS[name], args.scale, out, args.seed, log)
+            results[name] = m
+            log(f"[{name}] done in {time.perf_counter() - t0:.0f} s; max W2/floor: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in m["max_ratio"].items()))
+        except Exception as e:  # one failure must not lose the others
+            failures[name] = f"{type(e).__name__}: {e}"
+            log(f"[{name}] FAILED: {failures[name]}")
+            traceback.print_exc()
+    text = report.render(out, args.scale, names, failures, time.perf_counter() - t_all)
+    _io.atomic_write(os.path.join(out, "REPORT.md"), lambda f: f.write(text), mode="w")
+    log(f"wrote {os.path.join(out, 'REPORT.md')} ({time.perf_counter() - t_all:.0f} s in all)")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

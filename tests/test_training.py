@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ksdp import model as M
-from ksdp import train as T
+from ksdp import training as T
 from ksdp import transport as TR
 
 

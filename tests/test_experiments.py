@@ -1,0 +1,48 @@
+"""Every experiment at smoke scale: outputs exist and are finite; a second run reuses the work."""
+import json
+import math
+import os
+
+import pytest
+
+from ksdp.experiments import __main__ as cli
+from ksdp.experiments.specs import EXPERIMENTS
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("runs"))
+    assert cli.main(["--scale", "smoke", "--out", out]) == 0
+    return os.path.join(out, "smoke"), out
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_outputs_exist_and_are_finite(smoke_run, name):
+    folder = os.path.join(smoke_run[0], name)
+    for f in ("dataset.npz", "checkpoint.npz", "metrics.json", "projections.png", "second_moment.png", "loss.png"):
+        assert os.path.getsize(os.path.join(folder, f)) > 0, f
+    with open(os.path.join(folder, "metrics.json")) as f:
+        m = json.load(f)
+    kinds = {r["kind"] for r in m["rows"]}
+    assert kinds == {"train", "held-out", "extrapolated"}
+    for r in m["rows"]:
+        for k in ("w2", "w2_floor", "ratio", "m2_ipm", "m2_dp"):
+            assert math.isfinite(r[k]) and r[k] >= 0, (k, r)
+
+
+def test_report_and_resume(smoke_run):
+    folder, out = smoke_run
+    report = open(os.path.join(folder, "REPORT.md")).read()
+    for name in EXPERIMENTS:
+        assert name in report
+    # a second run finds the datasets and finished checkpoints and redoes neither
+    stamp = {n: os.path.getmtime(os.path.join(folder, n, "dataset.npz")) for n in EXPERIMENTS}
+    ck = {n: os.path.getmtime(os.path.join(folder, n, "checkpoint.npz")) for n in EXPERIMENTS}
+    assert cli.main(["ks2d-time", "--scale", "smoke", "--out", out]) == 0
+    assert os.path.getmtime(os.path.join(folder, "ks2d-time", "dataset.npz")) == stamp["ks2d-time"]
+    assert os.path.getmtime(os.path.join(folder, "ks2d-time", "checkpoint.npz")) == ck["ks2d-time"]
+
+
+def test_cli_rejects_unknown_experiment():
+    with pytest.raises(SystemExit):
+        cli.main(["no-such-experiment", "--scale", "smoke"])
