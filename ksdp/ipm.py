@@ -12,8 +12,9 @@ the physical parameters in :class:`Params` (``chi, mu, mass, delta, flow``) are 
 compiled program serves every value and ``jax.vmap`` over a batch of them runs in one program.
 
 The all-pairs drift is computed tile by tile over targets (memory ``O(J * tile)``), component by
-component: on a CPU this layout fuses into one pass per tile and runs ~30x faster than
-broadcasting ``[J, 1, d] - [1, J, d]`` (``benchmarks/ipm.py``).
+component: on a CPU this layout fuses into one pass per tile; a prototype measured it ~30x faster
+than a stacked ``[d, J, tile]`` layout, and ``benchmarks/ipm.py`` measures it at 22-48x a
+vectorised NumPy baseline (J = 1k-16k).
 """
 from __future__ import annotations
 
