@@ -40,12 +40,19 @@ class Dataset(NamedTuple):
 
 
 def make_dataset(key, params: _ipm.Params, times, *, n_particles: int, d: int = 2, kernel: str = "blob",
-                 flow=None, dt: float = _ipm.DEFAULT_DT, tile=None, extra_meta: dict | None = None) -> Dataset:
+                 flow=None, dt: float = _ipm.DEFAULT_DT, tile=None, extra_meta: dict | None = None,
+                 mesh=None, axis=None) -> Dataset:
     """Runs :func:`ksdp.sweep` over ``params`` and packs the result with its metadata.
 
     The flow parameter of every set must be a scalar (true of the built-in flows) so it can be stored.
+    With ``mesh`` the sweep is split across devices (:func:`ksdp.sweep`) and gathered to the host,
+    across processes too (:func:`ksdp.parallel.gather`); the dataset is the same as without.
     """
-    traj = _ipm.sweep(key, params, times, n_particles=n_particles, d=d, kernel=kernel, flow=flow, dt=dt, tile=tile)
+    traj = _ipm.sweep(key, params, times, n_particles=n_particles, d=d, kernel=kernel, flow=flow, dt=dt, tile=tile,
+                      mesh=mesh, axis=axis)
+    if mesh is not None:
+        from ksdp import parallel as _parallel
+        traj = traj._replace(particles=_parallel.gather(traj.particles))
     batched, size = _ipm.broadcast_params(params)
     values = {}
     for name, leaf in batched._asdict().items():

@@ -213,26 +213,34 @@ def _check_x0(x0, d: int):
 _STATIC = ("n_particles", "d", "kernel", "flow", "dt", "n_snapshots", "tile")
 
 
-def _run(key, params, x0, save_at, *, n_particles, d, kernel, flow, dt, n_snapshots, tile):
-    init_key, noise_key = jax.random.split(key)
-    x = uniform_ball(init_key, n_particles, d) if x0 is None else x0
+def _integrate(x, save_at, drift, noise, noise_scale, dt, n_snapshots):
+    """The Euler--Maruyama scan from ``x``: ``x += dt * drift(x) + noise_scale * noise(n)`` at step ``n``.
+
+    Returns ``(snapshots [S, *x.shape], first non-finite step or -1)``. :func:`_run` and the
+    particle-sharded run of :mod:`ksdp.parallel` differ only in ``drift`` and ``noise``.
+    """
     buf = jnp.zeros((n_snapshots,) + x.shape, x.dtype)
     buf = jax.lax.cond(save_at[0] >= 0, lambda b: b.at[save_at[0]].set(x), lambda b: b, buf)
-    noise_scale = jnp.sqrt(2.0 * params.mu * dt).astype(x.dtype)
 
     def step(carry, inp):
         x, buf, bad = carry
         n, slot = inp
-        xi = jax.random.normal(jax.random.fold_in(noise_key, n), x.shape, x.dtype)
-        x = x + dt * velocity(x, params, kernel=kernel, flow=flow, tile=tile) + noise_scale * xi
+        x = x + dt * drift(x) + noise_scale * noise(n)
         bad = jnp.where((bad < 0) & ~jnp.all(jnp.isfinite(x)), n, bad)
         buf = jax.lax.cond(slot >= 0, lambda b: b.at[slot].set(x), lambda b: b, buf)
         return (x, buf, bad), None
 
-    n_steps = save_at.shape[0] - 1
-    steps = jnp.arange(1, n_steps + 1, dtype=jnp.int32)
+    steps = jnp.arange(1, save_at.shape[0], dtype=jnp.int32)
     (x, buf, bad), _ = jax.lax.scan(step, (x, buf, jnp.int32(-1)), (steps, save_at[1:]))
     return buf, bad
+
+
+def _run(key, params, x0, save_at, *, n_particles, d, kernel, flow, dt, n_snapshots, tile):
+    init_key, noise_key = jax.random.split(key)
+    x = uniform_ball(init_key, n_particles, d) if x0 is None else x0
+    return _integrate(x, save_at, lambda y: velocity(y, params, kernel=kernel, flow=flow, tile=tile),
+                      lambda n: jax.random.normal(jax.random.fold_in(noise_key, n), x.shape, x.dtype),
+                      jnp.sqrt(2.0 * params.mu * dt).astype(x.dtype), dt, n_snapshots)
 
 
 _run_jit = jax.jit(_run, static_argnames=_STATIC)
@@ -284,7 +292,8 @@ def raise_if_nonfinite(traj: Trajectory, dt: float) -> Trajectory:
 
 def simulate(key, params: Params = Params(), times=(0.1,), *, n_particles: Optional[int] = None, x0=None,
              d: int = 2, kernel: str = "blob", flow=None, dt: float = DEFAULT_DT,
-             tile: Optional[int] = None, check: bool = True) -> Trajectory:
+             tile: Optional[int] = None, check: bool = True, mesh=None, axis: Optional[str] = None,
+             method: str = "ring") -> Trajectory:
     r"""Runs the IPM and returns snapshots at ``times``.
 
     Args:
@@ -300,6 +309,10 @@ def simulate(key, params: Params = Params(), times=(0.1,), *, n_particles: Optio
       tile: targets per tile of the all-pairs drift.
       check: raise :class:`NonFiniteError` if the run turned non-finite (only outside a trace;
         inside ``jit`` read ``Trajectory.nonfinite_step``).
+      mesh: a :class:`jax.sharding.Mesh` to split the particles across (``J`` a multiple of its
+        devices); ``axis`` names the mesh axis (default: its only one) and ``method`` how sources
+        travel, ``"ring"`` or ``"allgather"`` (:mod:`ksdp.parallel`). The result equals the
+        unsharded run to round-off and comes back sharded along ``J``.
 
     Returns:
       :class:`Trajectory` with ``particles`` of shape ``[S, J, d]``.
@@ -315,7 +328,12 @@ def simulate(key, params: Params = Params(), times=(0.1,), *, n_particles: Optio
             raise ValueError(f"x0 must have shape [J, d], got {jnp.shape(x0)}; use ksdp.sweep for a batch.")
         x0 = _check_x0(x0, d)
     t, save_at, x0, static = _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile)
-    buf, bad = _run_jit(key, params, x0, save_at, **static)
+    if mesh is None:
+        buf, bad = _run_jit(key, params, x0, save_at, **static)
+    else:
+        from ksdp import parallel as _parallel
+        buf, bad = _parallel._simulate(key, params, x0, save_at, static, mesh=mesh, axis=axis, method=method)
+        bad = jnp.asarray(_parallel.gather(bad))  # a few bytes; readable on every process
     traj = Trajectory(jnp.asarray(t, buf.dtype), buf, bad)
     if check and _is_concrete(bad):
         raise_if_nonfinite(traj, dt)
@@ -336,12 +354,16 @@ def broadcast_params(params: Params):
 
 def sweep(key, params: Params, times=(0.1,), *, n_particles: Optional[int] = None, x0=None, d: int = 2,
           kernel: str = "blob", flow=None, dt: float = DEFAULT_DT, tile: Optional[int] = None,
-          check: bool = True) -> Trajectory:
+          check: bool = True, mesh=None, axis: Optional[str] = None) -> Trajectory:
     """:func:`simulate` for a batch of parameter sets in one compiled, ``vmap``-ed program.
 
     Leaves of ``params`` are scalars (shared) or arrays of a common leading size ``P``. Run ``p``
     uses ``jax.random.split(key, P)[p]``, so it equals ``simulate(keys[p], params[p], ...)``.
     ``x0`` is ``[J, d]`` (shared) or ``[P, J, d]``.
+
+    With ``mesh`` (a :class:`jax.sharding.Mesh`; ``axis`` names its axis, default its only one) the
+    parameter sets are split across the devices, ``P`` padded to a multiple of them; the result is
+    the same as without (:mod:`ksdp.parallel`) and comes back sharded along ``P``.
 
     Returns:
       :class:`Trajectory` with ``particles [P, S, J, d]`` and ``nonfinite_step [P]``.
@@ -358,7 +380,12 @@ def sweep(key, params: Params, times=(0.1,), *, n_particles: Optional[int] = Non
             raise ValueError(f"x0 must have shape [J, d] or [P, J, d], got {x0.shape}.")
     t, save_at, x0, static = _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile)
     keys = jax.random.split(key, size)
-    buf, bad = _run_batched_jit(keys, params, x0, save_at, **static)
+    if mesh is None:
+        buf, bad = _run_batched_jit(keys, params, x0, save_at, **static)
+    else:
+        from ksdp import parallel as _parallel
+        buf, bad = _parallel._sweep(keys, params, x0, save_at, static, mesh=mesh, axis=axis)
+        bad = jnp.asarray(_parallel.gather(bad))
     traj = Trajectory(jnp.asarray(t, buf.dtype), buf, bad)
     if check and _is_concrete(bad):
         raise_if_nonfinite(traj, dt)

@@ -120,21 +120,42 @@ def loss_fn(model_cfg, params, x, y, perm, eta):
     return jnp.mean(jnp.sum((fx - matched) ** 2, axis=-1))
 
 
-def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig):
-    n_sets, n_particles, d = targets.shape
+def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axis: Optional[str] = None):
+    """One mini-batch: fresh samples, initial matching, then ``K / L`` rounds of Adam + sweeps.
+
+    With ``axis`` (inside ``shard_map``), ``targets``, ``eta`` and ``state.perm`` are this device's
+    slice of the parameter sets; every random draw is the one the unsharded call makes for those
+    sets, and the loss and gradient are summed over the mesh axis, so the step equals the
+    unsharded step to round-off.
+    """
+    n_local, n_particles, d = targets.shape
     n = cfg.n_samples
+    if axis is None:
+        n_sets, index, sets = n_local, jnp.arange(n_local), None
+    else:
+        n_sets = n_local * jax.lax.axis_size(axis)
+        index = jax.lax.axis_index(axis) * n_local + jnp.arange(n_local)
+        sets = (index, n_sets)
     key, k_x, k_y, k_match, k_rounds = jax.random.split(state.key, 5)
-    x = _ipm.uniform_ball(k_x, n_sets * n, d).reshape(n_sets, n, d)
-    pick = jax.vmap(lambda k: jax.random.choice(k, n_particles, (n,), replace=False))(jax.random.split(k_y, n_sets))
+    x = _ipm.uniform_ball(k_x, n_sets * n, d).reshape(n_sets, n, d)[index]
+    pick = jax.vmap(lambda k: jax.random.choice(k, n_particles, (n,), replace=False))(
+        jax.random.split(k_y, n_sets)[index])
     y = jnp.take_along_axis(targets, pick[..., None], axis=1)
-    perm = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (n_sets, n))
+    perm = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (n_local, n))
     opt = _optimizer(cfg)
 
     def match(k, params, perm, n_sweeps):
         if n_sweeps == 0:
             return perm
         fx = _model.apply(model_cfg, params, x, eta)
-        return _transport.refine(k, fx, y, perm, n_sweeps=n_sweeps, block=cfg.block)[0]
+        return _transport.refine(k, fx, y, perm, n_sweeps=n_sweeps, block=cfg.block, sets=sets)[0]
+
+    def loss_and_grad(params, perm):
+        value, grads = jax.value_and_grad(lambda q: loss_fn(model_cfg, q, x, y, perm, eta))(params)
+        if axis is None:
+            return value, grads
+        # this device's share of the mean over all sets, summed over the mesh: the global loss/gradient
+        return jax.lax.psum(jax.tree_util.tree_map(lambda a: a * (n_local / n_sets), (value, grads)), axis)
 
     perm = match(k_match, state.params, perm, cfg.initial_sweeps)
 
@@ -143,9 +164,9 @@ def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig):
 
         def adam_step(c, _):
             params, opt_state = c
-            loss, grads = jax.value_and_grad(lambda q: loss_fn(model_cfg, q, x, y, perm, eta))(params)
+            value, grads = loss_and_grad(params, perm)
             updates, opt_state = opt.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), loss
+            return (optax.apply_updates(params, updates), opt_state), value
 
         (params, opt_state), losses = jax.lax.scan(adam_step, (params, opt_state), None, length=cfg.renew_every)
         return (params, opt_state, match(k, params, perm, cfg.sweeps)), losses
@@ -164,14 +185,22 @@ _minibatch_jit = jax.jit(_minibatch, static_argnums=(3, 4))
 # Checkpoints
 # --------------------------------------------------------------------------------------------
 def save_checkpoint(path, state: TrainState, model_cfg, cfg: TrainConfig, history, extra: Optional[dict] = None):
-    """Writes the state, configs, normalisation and loss history to one ``.npz`` atomically."""
-    leaves = jax.tree_util.tree_leaves(state._replace(key=jax.random.key_data(state.key)))
-    arrays = {f"leaf_{i:04d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+    """Writes the state, configs, normalisation and loss history to one ``.npz`` atomically.
+
+    Sharded arrays are gathered first, across processes too (:func:`ksdp.parallel.gather`), so
+    every process must call this; only process 0 writes (with several hosts, ``path`` belongs on a
+    disk they share, so that each can resume from it).
+    """
+    from ksdp.parallel import gather
+
+    host = gather(state._replace(key=jax.random.key_data(state.key)))
+    arrays = {f"leaf_{i:04d}": leaf for i, leaf in enumerate(jax.tree_util.tree_leaves(host))}
     meta = {"format": CHECKPOINT_FORMAT, "model": model_cfg.to_dict(), "train": cfg._asdict(),
-            "step": int(state.step), "n_sets": int(state.perm.shape[0]), "extra": extra or {}}
+            "step": int(host.step), "n_sets": int(state.perm.shape[0]), "extra": extra or {}}
     arrays["meta_json"] = np.asarray(json.dumps(meta))
     arrays["history"] = np.asarray(history, np.float32)
-    _io.atomic_write(path, lambda f: np.savez(f, **arrays))
+    if jax.process_index() == 0:
+        _io.atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load_checkpoint(path):
@@ -207,7 +236,8 @@ class TrainResult(NamedTuple):
 
 def train(key, targets, eta, model_cfg: _model.ModelConfig, cfg: TrainConfig = TrainConfig(), *,
           n_steps: int, checkpoint: Optional[str] = None, checkpoint_every: int = 1,
-          resume: bool = True, progress: Optional[bool] = None) -> TrainResult:
+          resume: bool = True, progress: Optional[bool] = None, mesh=None,
+          axis: Optional[str] = None) -> TrainResult:
     """Trains :math:`f_\\theta` on target particle sets, one per physical parameter.
 
     Args:
@@ -221,6 +251,9 @@ def train(key, targets, eta, model_cfg: _model.ModelConfig, cfg: TrainConfig = T
       checkpoint_every: mini-batches between checkpoints (one is always written at the end).
       resume: continue from ``checkpoint`` if it exists (its configs must match).
       progress: show a progress bar (default: when stderr is a terminal).
+      mesh: a :class:`jax.sharding.Mesh` to train data parallel over the ``R`` sets (``R`` a
+        multiple of its devices; ``axis`` names the mesh axis, default its only one). Each device
+        matches its own sets; every step equals the unsharded one to round-off (:mod:`ksdp.parallel`).
 
     Returns:
       :class:`TrainResult`.
@@ -233,6 +266,10 @@ def train(key, targets, eta, model_cfg: _model.ModelConfig, cfg: TrainConfig = T
         raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}.")
     if n_steps % cfg.resample_every:
         raise ValueError(f"n_steps={n_steps} must be a multiple of resample_every={cfg.resample_every}.")
+    step_fn = _minibatch_jit
+    if mesh is not None:
+        from ksdp import parallel as _parallel
+        step_fn = _parallel._minibatch(mesh, _parallel._check_train_mesh(mesh, axis, targets.shape[0]))
     history: list = []
     state = None
     if checkpoint and resume and os.path.exists(checkpoint):
@@ -242,7 +279,8 @@ def train(key, targets, eta, model_cfg: _model.ModelConfig, cfg: TrainConfig = T
                              f"delete it or pass resume=False.")
     if state is None:
         state = init_state(key, model_cfg, cfg, targets.shape[0])
-    done = int(state.step) // cfg.resample_every
+    step = int(state.step)  # counted here: a sharded state need not be readable on this process
+    done = step // cfg.resample_every
     total = n_steps // cfg.resample_every
     show = sys.stderr.isatty() if progress is None else progress
     bar = None
@@ -252,14 +290,14 @@ def train(key, targets, eta, model_cfg: _model.ModelConfig, cfg: TrainConfig = T
     t0 = time.perf_counter()
     try:
         for b in range(done, total):
-            new, losses = _minibatch_jit(state, targets, eta, model_cfg, cfg)
-            losses = np.asarray(losses)
+            new, losses = step_fn(state, targets, eta, model_cfg, cfg)
+            losses = np.asarray(losses) if mesh is None else _parallel.gather(losses)
             if not np.all(np.isfinite(losses)):
-                bad = int(state.step) + int(np.flatnonzero(~np.isfinite(losses))[0]) + 1
+                bad = step + int(np.flatnonzero(~np.isfinite(losses))[0]) + 1
                 raise TrainingError(f"the loss turned non-finite at step {bad}; the last good checkpoint "
-                                    f"({checkpoint or 'none'}) is at step {int(state.step)}. Lower the "
+                                    f"({checkpoint or 'none'}) is at step {step}. Lower the "
                                     f"learning rate or check the targets.")
-            state = new
+            state, step = new, step + cfg.resample_every
             history.extend(losses.tolist())
             if bar is not None:
                 bar.update(cfg.resample_every)

@@ -152,13 +152,25 @@ def _sweep_one(key, x, y, perm, block, local):
     return perm if extra is None else _solve_blocks(x, y, perm, extra)
 
 
-def _batched(fn):
+def _set_keys(key, n_local, sets):
+    """One key per problem of a batch: ``split(key, R)``, or its rows ``index`` of ``split(key, total)``.
+
+    ``sets = (index, total)`` lets a device that holds the problems ``index`` of a batch of ``total``
+    (a shard, :mod:`ksdp.parallel`) draw exactly the keys the whole batch would give them.
+    """
+    if sets is None:
+        return jax.random.split(key, n_local)
+    index, total = sets
+    return jax.random.split(key, total)[index]
+
+
+def _batched(fn, sets=None):
     """Lifts a single-problem ``fn(key, x, y, perm)`` to a leading batch axis."""
 
     def lifted(key, x, y, perm):
         if x.ndim == 2:
             return fn(key, x, y, perm)
-        return jax.vmap(fn)(jax.random.split(key, x.shape[0]), x, y, perm)
+        return jax.vmap(fn)(_set_keys(key, x.shape[0], sets), x, y, perm)
 
     return lifted
 
@@ -182,8 +194,14 @@ def sweep(key, x, y, perm, local=False, *, block: int = DEFAULT_BLOCK):
     return _batched(lambda k, a, b, p: _sweep_one(k, a, b, p, block, local))(key, x, y, perm)
 
 
-def refine(key, x, y, perm, *, n_sweeps: int, block: int = DEFAULT_BLOCK):
+def refine(key, x, y, perm, *, n_sweeps: int, block: int = DEFAULT_BLOCK, sets=None):
     """``n_sweeps`` sweeps under ``lax.scan`` (a fixed budget, as the training loop needs).
+
+    Sweeps alternate random blocks (even sweeps) and spatially local blocks (odd sweeps).
+
+    Args:
+      sets: for a shard of a batch, ``(index [R_local], R_total)``: the problems' positions in the
+        whole batch, so the shard uses the same keys as an unsharded call (see :mod:`ksdp.parallel`).
 
     Returns:
       ``(perm, costs)`` with ``costs [n_sweeps]`` (or ``[n_sweeps, R]``) after each sweep.
@@ -191,7 +209,7 @@ def refine(key, x, y, perm, *, n_sweeps: int, block: int = DEFAULT_BLOCK):
 
     def body(p, inp):
         k, i = inp
-        p = sweep(k, x, y, p, i % 2 == 1, block=block)
+        p = _batched(lambda kk, a, b, q: _sweep_one(kk, a, b, q, block, i % 2 == 1), sets)(k, x, y, p)
         return p, matched_cost(x, y, p)
 
     return jax.lax.scan(body, perm, (jax.random.split(key, n_sweeps), jnp.arange(n_sweeps)))
