@@ -17,7 +17,7 @@ scales:
   quick   the default: all five in under 20 minutes on a 2-core CPU (J=2000, N=1000, 6000 steps)
   paper   the paper's settings (J=10000, N=2000, K=1000, L=200, 50000 steps); meant for a GPU
 
-Outputs under OUT/<experiment>/: dataset.npz (reused when its settings match), checkpoint.npz
+Outputs under OUT/<experiment>/: README.md (its page), dataset.npz (reused when its settings match), checkpoint.npz
 (training resumes from it), metrics.json, projections.png, second_moment.png, loss.png; and
 OUT/REPORT.md with every metric. An interrupted run picks up where it stopped."""
 
@@ -53,6 +53,9 @@ def main(argv=None):
             failures[name] = f"{type(e).__name__}: {e}"
             log(f"[{name}] FAILED: {failures[name]}")
             traceback.print_exc()
+    for name in results:
+        page = report.render_experiment(out, name, args.scale)
+        _io.atomic_write(os.path.join(out, name, "README.md"), lambda f: f.write(page), mode="w")
     text = report.render(out, args.scale, names, failures, time.perf_counter() - t_all)
     _io.atomic_write(os.path.join(out, "REPORT.md"), lambda f: f.write(text), mode="w")
     log(f"wrote {os.path.join(out, 'REPORT.md')} ({time.perf_counter() - t_all:.0f} s in all)")
