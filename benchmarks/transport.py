@@ -103,7 +103,7 @@ def main(argv=None):
             t0 = time.perf_counter()
             sinkhorn(x, y, eps, max_iterations=20, threshold=0.0)
             per_iter = (time.perf_counter() - t0) / 20
-            sk = {"epsilon": eps, "seconds": per_iter * last_sk["iterations"], "gap": float("nan"),
+            sk = {"epsilon": eps, "seconds": per_iter * last_sk["iterations"], "gap": None,
                   "converged": False, "iterations": last_sk["iterations"], "seconds_per_iteration": per_iter,
                   "estimate": True}
         row = {"N": n, "optimum": opt, "scipy_s": t_scipy, "ksdp_s": t_ksdp, "ksdp_sweeps": sweeps,

@@ -1,0 +1,137 @@
+"""The measurements behind the design choices in docs/algorithms.md, each against its alternative.
+
+    python -m benchmarks.ablations [--only slope blocks small residual]
+
+* ``slope``: the second-moment slope with mu = 0 (J = 1000, dt = 1e-4, t in [0, 0.02]) against the
+  identity -chi M (J - 1) / (2 pi J), for the unregularised kernel and the blob kernel (delta = 0.01).
+* ``blocks``: the gap to SciPy's optimum after 200 sweeps from the identity (N = 2000, M = 16),
+  2D and 3D, alternating random and spatially local blocks against random blocks only.
+* ``small``: 60 random problems with N drawn from [5, 64] (2D and 3D): how often block descent
+  alone (a fixed budget of 1000 sweeps, M = 16) ends above SciPy's optimum, and by how much.
+* ``residual``: the learnable family of tests/test_training.py (anisotropic Gaussians, 5 training
+  values), 5000 Adam steps; held-out W2 / floor at eta = 0.375 and 0.625 for the residual network
+  ``x + MLP`` (ksdp's default) and the paper's plain MLP.
+
+Quality numbers, not times: they do not depend on the machine. JSON under ``benchmarks/results/``.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.optimize
+
+import ksdp
+from ksdp import model as M
+from ksdp import training as T
+from ksdp import transport as TR
+from benchmarks import _common
+
+PARTS = ("slope", "blocks", "small", "residual")
+
+
+def _optimum(x, y):
+    xn, yn = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    c = ((xn[:, None] - yn[None]) ** 2).sum(-1)
+    r, col = scipy.optimize.linear_sum_assignment(c)
+    return c, c[r, col].mean()
+
+
+def slope():
+    n, times = 1000, np.round(np.arange(0, 21) * 1e-3, 6)
+    expected = -16 * math.pi * (n - 1) / (2 * math.pi * n)
+    rows = []
+    for kernel, delta in (("exact", 0.01), ("blob", 0.01)):
+        traj = ksdp.simulate(jax.random.key(0), ksdp.Params(mu=0.0, delta=delta), times, n_particles=n, kernel=kernel)
+        m2 = np.asarray(ksdp.second_moment(traj.particles), np.float64)
+        tc = times - times.mean()
+        s = float((m2 - m2.mean()) @ tc / (tc @ tc))
+        rows.append({"kernel": kernel, "delta": delta if kernel != "exact" else None, "slope": s,
+                     "expected": expected, "relative_error": s / expected - 1})
+        print(f"slope  {kernel:>6}: {s:.4f} vs {expected:.4f} ({100 * (s / expected - 1):+.2f}%)", flush=True)
+    return rows
+
+
+def _random_only(key, x, y, n_sweeps, block):
+    def body(p, k):
+        return TR.sweep(k, x, y, p, False, block=block), None
+    return jax.lax.scan(body, TR.identity(x), jax.random.split(key, n_sweeps))[0]
+
+
+def blocks():
+    rows = []
+    for d in (2, 3):
+        x = jax.random.uniform(jax.random.key(d), (2000, d)) * 2 - 1
+        y = jax.random.normal(jax.random.key(d + 10), (2000, d)) * 0.5 + 0.2
+        c, opt = _optimum(x, y)
+        alt = jax.jit(lambda k: TR.refine(k, x, y, TR.identity(x), n_sweeps=200, block=16)[0])(jax.random.key(0))
+        rnd = jax.jit(lambda k: _random_only(k, x, y, 200, 16))(jax.random.key(0))
+        for name, p in (("random+local", alt), ("random only", rnd)):
+            gap = c[np.arange(2000), np.asarray(p)].mean() / opt - 1
+            rows.append({"d": d, "blocks": name, "sweeps": 200, "gap": gap})
+            print(f"blocks d={d} {name:>12}: {100 * gap:.2f}% above the optimum after 200 sweeps", flush=True)
+    return rows
+
+
+def small():
+    misses, gaps, total = 0, [], 0
+    for i in range(60):
+        d = 2 + i % 2
+        n = int(np.random.default_rng(i).integers(5, 65))
+        x = jax.random.normal(jax.random.key(1000 + i), (n, d))
+        y = jax.random.normal(jax.random.key(2000 + i), (n, d)) * 0.7 + 0.3
+        c, opt = _optimum(x, y)
+        perm = TR.refine(jax.random.key(i), x, y, TR.identity(x), n_sweeps=1000, block=16)[0]
+        gap = c[np.arange(n), np.asarray(perm)].mean() / opt - 1
+        total += 1
+        if gap > 1e-6:
+            misses += 1
+            gaps.append(gap)
+    row = {"problems": total, "missed": misses, "max_gap": max(gaps, default=0.0)}
+    print(f"small  block descent alone stopped above the optimum in {misses} of {total} problems "
+          f"(largest gap {100 * row['max_gap']:.2f}%)", flush=True)
+    return [row]
+
+
+def _target(key, eta, n):
+    return jax.random.normal(key, (n, 2)) * jnp.array([0.2 + 0.3 * eta, 0.3 - 0.1 * eta]) + jnp.array([0.5 * eta, 0.0])
+
+
+def residual():
+    etas = jnp.linspace(0.0, 1.0, 5)
+    targets = jnp.stack([_target(jax.random.key(i), e, 2000) for i, e in enumerate(etas)])
+    cfg = T.TrainConfig(n_samples=500, resample_every=500, renew_every=50, sweeps=4, initial_sweeps=20, block=16,
+                        learning_rate=3e-3)
+    rows = []
+    for residual_net in (True, False):
+        mc = M.make_config(2, etas, width=30, depth=3, residual=residual_net)
+        res = T.train(jax.random.key(0), targets, etas, mc, cfg, n_steps=5000, progress=False)
+        for eta in (0.375, 0.625):
+            w, floor = [], []
+            for r in range(4):
+                ref = _target(jax.random.key(100 + r), eta, 500)
+                gen = M.generate(mc, res.params, eta, jax.random.key(5 + r), 500)
+                w.append(float(TR.w2(gen, ref, exact_max=512)[0]))
+                floor.append(float(TR.w2(_target(jax.random.key(200 + r), eta, 500), ref, exact_max=512)[0]))
+            ratio = float(np.mean(w) / np.mean(floor))
+            name = "residual x + MLP" if residual_net else "plain MLP (paper)"
+            rows.append({"network": name, "eta": eta, "w2": float(np.mean(w)), "floor": float(np.mean(floor)),
+                         "ratio": ratio})
+            print(f"residual {name:>18} eta={eta}: held-out W2/floor {ratio:.2f}", flush=True)
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    parts = {"slope": slope, "blocks": blocks, "small": small, "residual": residual}
+    return _common.save("ablations", {name: parts[name]() for name in args.only}, args.out)
+
+
+if __name__ == "__main__":
+    main()
