@@ -60,6 +60,8 @@ def main(argv=None):
     ap.add_argument("--max-sweeps", type=int, default=1000)
     ap.add_argument("--sinkhorn-max-n", type=int, default=2000 if jax.default_backend() == "cpu" else 8000,
                     help="largest N for which Sinkhorn runs to convergence (above: an estimate)")
+    ap.add_argument("--epsilons", type=float, nargs="+", default=[1e-2, 3e-3, 1e-3, 3e-4],
+                    help="Sinkhorn epsilons to try, largest first, until one is within the target gap")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     rows, last_sk = [], {}
@@ -88,7 +90,7 @@ def main(argv=None):
 
         sk = {}
         if n <= args.sinkhorn_max_n:
-            for eps in (1e-2, 3e-3, 1e-3, 3e-4):
+            for eps in args.epsilons:
                 sinkhorn(x, y, eps)  # compile
                 t0 = time.perf_counter()
                 primal, conv, iters = sinkhorn(x, y, eps)
@@ -113,7 +115,8 @@ def main(argv=None):
         est = "~" if sk.get("estimate") else " "
         print(f"{n:>6} {t_scipy:>9.3f} {t_ksdp:>8.3f} {sweeps:>6} {gap:>7.4f} {t_scipy / t_ksdp:>6.1f} "
               f"{est}{sk.get('seconds', float('nan')):>9.3f} {sk.get('epsilon', float('nan')):>7.0e}", flush=True)
-    return _common.save("transport", {"target_gap": TARGET, "block": args.block, "rows": rows}, args.out)
+    return _common.save("transport", {"target_gap": TARGET, "block": args.block, "epsilons": args.epsilons,
+                                      "rows": rows}, args.out)
 
 
 if __name__ == "__main__":
