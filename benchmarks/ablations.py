@@ -2,6 +2,9 @@
 
     python -m benchmarks.ablations [--only slope blocks small residual]
 
+* ``kernels``: m2(t) of one run (J = 2000, dt = 1e-4, mu = 1) against the exact line
+  m2(0) - (4 - 8/J) t at t = 0.025, 0.05, 0.075, 0.1, for the ``blob`` kernel with delta^2 = 1e-3
+  (the experiments' choice) and the paper's kernel (7) with delta^2 = 1e-3 and 1e-2.
 * ``slope``: the second-moment slope with mu = 0 (J = 1000, dt = 1e-4, t in [0, 0.02]) against the
   identity -chi M (J - 1) / (2 pi J), for the unregularised kernel and the blob kernel (delta = 0.01).
 * ``blocks``: the gap to SciPy's optimum after 200 sweeps from the identity (N = 2000, M = 16),
@@ -17,7 +20,10 @@ Quality numbers, not times: they do not depend on the machine. JSON under ``benc
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +36,7 @@ from ksdp import training as T
 from ksdp import transport as TR
 from benchmarks import _common
 
-PARTS = ("slope", "blocks", "small", "residual")
+PARTS = ("kernels", "slope", "blocks", "small", "residual")
 
 
 def _optimum(x, y):
@@ -38,6 +44,22 @@ def _optimum(x, y):
     c = ((xn[:, None] - yn[None]) ** 2).sum(-1)
     r, col = scipy.optimize.linear_sum_assignment(c)
     return c, c[r, col].mean()
+
+
+def kernels():
+    n, times = 2000, (0.0, 0.025, 0.05, 0.075, 0.1)
+    rows = []
+    for kernel, delta2 in (("blob", 1e-3), ("paper", 1e-3), ("paper", 1e-2)):
+        traj = ksdp.simulate(jax.random.key(0), ksdp.Params(delta=math.sqrt(delta2)), times, n_particles=n,
+                             kernel=kernel, check=False)
+        m2 = np.asarray(ksdp.second_moment(traj.particles), np.float64)
+        exact = m2[0] - (4 - 8 / n) * np.asarray(times)
+        rel = (m2[1:] / exact[1:] - 1).tolist()
+        rows.append({"kernel": kernel, "delta2": delta2, "times": list(times[1:]), "m2": m2[1:].tolist(),
+                     "exact": exact[1:].tolist(), "relative_error": rel})
+        print(f"kernels {kernel:>5} delta^2={delta2:g}: m2 / exact - 1 at t = {times[1:]}: "
+              + ", ".join(f"{100 * r:+.1f}%" for r in rel), flush=True)
+    return rows
 
 
 def slope():
@@ -129,8 +151,16 @@ def main(argv=None):
     ap.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    parts = {"slope": slope, "blocks": blocks, "small": small, "residual": residual}
-    return _common.save("ablations", {name: parts[name]() for name in args.only}, args.out)
+    parts = {"kernels": kernels, "slope": slope, "blocks": blocks, "small": small, "residual": residual}
+    results = {name: parts[name]() for name in args.only}
+    # --only updates the parts it ran in today's file and keeps the others
+    previous = os.path.join(args.out or _common.RESULTS,
+                            f"ablations-{_common.device_name()}-{datetime.date.today().isoformat()}.json")
+    if os.path.exists(previous):
+        with open(previous) as f:
+            old = json.load(f)
+        results = {**{k: old[k] for k in PARTS if k in old and k not in results}, **results}
+    return _common.save("ablations", results, args.out)
 
 
 if __name__ == "__main__":
