@@ -28,22 +28,15 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.optimize
 
 import ksdp
 from ksdp import model as M
 from ksdp import training as T
 from ksdp import transport as TR
 from benchmarks import _common
+from benchmarks.transport import exact_optimum
 
 PARTS = ("kernels", "slope", "blocks", "small", "residual")
-
-
-def _optimum(x, y):
-    xn, yn = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    c = ((xn[:, None] - yn[None]) ** 2).sum(-1)
-    r, col = scipy.optimize.linear_sum_assignment(c)
-    return c, c[r, col].mean()
 
 
 def kernels():
@@ -88,7 +81,7 @@ def blocks():
     for d in (2, 3):
         x = jax.random.uniform(jax.random.key(d), (2000, d)) * 2 - 1
         y = jax.random.normal(jax.random.key(d + 10), (2000, d)) * 0.5 + 0.2
-        c, opt = _optimum(x, y)
+        c, opt = exact_optimum(x, y)
         alt = jax.jit(lambda k: TR.refine(k, x, y, TR.identity(x), n_sweeps=200, block=16)[0])(jax.random.key(0))
         rnd = jax.jit(lambda k: _random_only(k, x, y, 200, 16))(jax.random.key(0))
         for name, p in (("random+local", alt), ("random only", rnd)):
@@ -105,7 +98,7 @@ def small():
         n = int(np.random.default_rng(i).integers(5, 65))
         x = jax.random.normal(jax.random.key(1000 + i), (n, d))
         y = jax.random.normal(jax.random.key(2000 + i), (n, d)) * 0.7 + 0.3
-        c, opt = _optimum(x, y)
+        c, opt = exact_optimum(x, y)
         perm = TR.refine(jax.random.key(i), x, y, TR.identity(x), n_sweeps=1000, block=16)[0]
         gap = c[np.arange(n), np.asarray(perm)].mean() / opt - 1
         total += 1

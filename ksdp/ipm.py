@@ -333,7 +333,6 @@ def simulate(key, params: Params = Params(), times=(0.1,), *, n_particles: Optio
     else:
         from ksdp import parallel as _parallel
         buf, bad = _parallel._simulate(key, params, x0, save_at, static, mesh=mesh, axis=axis, method=method)
-        bad = jnp.asarray(_parallel.gather(bad))  # a few bytes; readable on every process
     traj = Trajectory(jnp.asarray(t, buf.dtype), buf, bad)
     if check and _is_concrete(bad):
         raise_if_nonfinite(traj, dt)
@@ -385,7 +384,6 @@ def sweep(key, params: Params, times=(0.1,), *, n_particles: Optional[int] = Non
     else:
         from ksdp import parallel as _parallel
         buf, bad = _parallel._sweep(keys, params, x0, save_at, static, mesh=mesh, axis=axis)
-        bad = jnp.asarray(_parallel.gather(bad))
     traj = Trajectory(jnp.asarray(t, buf.dtype), buf, bad)
     if check and _is_concrete(bad):
         raise_if_nonfinite(traj, dt)

@@ -197,13 +197,15 @@ _run_particles_jit = jax.jit(_run_particles, static_argnames=("mesh", "axis", "m
 
 
 def _simulate(key, params, x0, save_at, static: dict, *, mesh, axis=None, method="ring"):
-    """Back end of ``ksdp.simulate(..., mesh=)``; returns ``(snapshots [S, J, d], nonfinite_step)``."""
+    """Back end of ``ksdp.simulate(..., mesh=)``: ``(snapshots [S, J, d] sharded, nonfinite_step)``; the
+    step is gathered, so every process can read it."""
     axis, n_dev = mesh_axis(mesh, axis)
     _check_method(method)
     j = static["n_particles"]
     _check_divisible(j, n_dev, "n_particles (J)", "choose J accordingly")
     static = dict(static, tile=int(min(static["tile"], j // n_dev)))
-    return _run_particles_jit(key, params, x0, save_at, mesh=mesh, axis=axis, method=method, **static)
+    buf, bad = _run_particles_jit(key, params, x0, save_at, mesh=mesh, axis=axis, method=method, **static)
+    return buf, jnp.asarray(gather(bad))
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,7 +226,8 @@ _run_sets_jit = jax.jit(_run_sets, static_argnames=("mesh", "axis") + _ipm._STAT
 
 def _sweep(keys, params, x0, save_at, static: dict, *, mesh, axis=None):
     """Back end of ``ksdp.sweep(..., mesh=)``: ``P`` is padded to a multiple of the devices (the
-    padding repeats the last set and is dropped); returns ``(snapshots [P, S, J, d], nonfinite [P])``."""
+    padding repeats the last set and is dropped). Returns ``(snapshots [P, S, J, d] sharded,
+    nonfinite [P])``, the latter gathered so every process can read it."""
     axis, n_dev = mesh_axis(mesh, axis)
     size = keys.shape[0]
     pad = -size % n_dev
@@ -233,19 +236,20 @@ def _sweep(keys, params, x0, save_at, static: dict, *, mesh, axis=None):
         keys, params = keys[take], jax.tree_util.tree_map(lambda a: a[take], params)
         x0 = x0 if x0 is None or x0.ndim == 2 else x0[take]
     buf, bad = _run_sets_jit(keys, params, x0, save_at, mesh=mesh, axis=axis, **static)
-    return (buf[:size], bad[:size]) if pad else (buf, bad)
+    return buf[:size] if pad else buf, jnp.asarray(gather(bad)[:size])
 
 
 # --------------------------------------------------------------------------------------------
 # Training, data parallel over the parameter sets
 # --------------------------------------------------------------------------------------------
-def _minibatch(mesh, axis: Optional[str] = None):
+def _minibatch(mesh, axis: Optional[str], n_sets: int):
     """The jitted, sharded mini-batch of :func:`ksdp.train`: ``fn(state, targets, eta, model_cfg, cfg)``.
 
-    ``targets [R, J, d]``, ``eta [R, p]`` and ``state.perm [R, N]`` are split along ``R`` (a
-    multiple of the devices); the network and optimiser state are replicated.
+    ``targets [R, J, d]``, ``eta [R, p]`` and ``state.perm [R, N]`` are split along ``R = n_sets``
+    (checked to be a multiple of the devices); the network and optimiser state are replicated.
     """
-    axis, _ = mesh_axis(mesh, axis)
+    axis, n_dev = mesh_axis(mesh, axis)
+    _check_divisible(n_sets, n_dev, "the number of parameter sets R", "train on a multiple of the devices")
     return lambda state, targets, eta, model_cfg, cfg: _minibatch_sharded(state, targets, eta, model_cfg, cfg,
                                                                            mesh, axis)
 
@@ -258,10 +262,3 @@ def _minibatch_sharded(state, targets, eta, model_cfg, cfg, mesh, axis):
     fn = partial(_training._minibatch, model_cfg=model_cfg, cfg=cfg, axis=axis)
     return jax.shard_map(fn, mesh=mesh, in_specs=(state_spec, P(axis), P(axis)), out_specs=(state_spec, P()),
                          check_vma=False)(state, targets, eta)
-
-
-def _check_train_mesh(mesh, axis, n_sets: int):
-    """Validates a training mesh for ``n_sets`` parameter sets; returns the axis name."""
-    axis, n_dev = mesh_axis(mesh, axis)
-    _check_divisible(n_sets, n_dev, "the number of parameter sets R", "train on a multiple of the devices")
-    return axis

@@ -34,6 +34,7 @@ import optax
 from ksdp import _io
 from ksdp import ipm as _ipm
 from ksdp import model as _model
+from ksdp import parallel as _parallel
 from ksdp import transport as _transport
 
 CHECKPOINT_FORMAT = "ksdp-checkpoint/1"
@@ -191,9 +192,7 @@ def save_checkpoint(path, state: TrainState, model_cfg, cfg: TrainConfig, histor
     every process must call this; only process 0 writes (with several hosts, ``path`` belongs on a
     disk they share, so that each can resume from it).
     """
-    from ksdp.parallel import gather
-
-    host = gather(state._replace(key=jax.random.key_data(state.key)))
+    host = _parallel.gather(state._replace(key=jax.random.key_data(state.key)))
     arrays = {f"leaf_{i:04d}": leaf for i, leaf in enumerate(jax.tree_util.tree_leaves(host))}
     meta = {"format": CHECKPOINT_FORMAT, "model": model_cfg.to_dict(), "train": cfg._asdict(),
             "step": int(host.step), "n_sets": int(state.perm.shape[0]), "extra": extra or {}}
@@ -268,8 +267,7 @@ def train(key, targets, eta, model_cfg: _model.ModelConfig, cfg: TrainConfig = T
         raise ValueError(f"n_steps={n_steps} must be a multiple of resample_every={cfg.resample_every}.")
     step_fn = _minibatch_jit
     if mesh is not None:
-        from ksdp import parallel as _parallel
-        step_fn = _parallel._minibatch(mesh, _parallel._check_train_mesh(mesh, axis, targets.shape[0]))
+        step_fn = _parallel._minibatch(mesh, axis, targets.shape[0])
     history: list = []
     state = None
     if checkpoint and resume and os.path.exists(checkpoint):
@@ -291,7 +289,7 @@ def train(key, targets, eta, model_cfg: _model.ModelConfig, cfg: TrainConfig = T
     try:
         for b in range(done, total):
             new, losses = step_fn(state, targets, eta, model_cfg, cfg)
-            losses = np.asarray(losses) if mesh is None else _parallel.gather(losses)
+            losses = _parallel.gather(losses)
             if not np.all(np.isfinite(losses)):
                 bad = step + int(np.flatnonzero(~np.isfinite(losses))[0]) + 1
                 raise TrainingError(f"the loss turned non-finite at step {bad}; the last good checkpoint "

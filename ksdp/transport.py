@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from optax import assignment as _assignment
 
+from ksdp.ipm import _is_concrete
+
 DEFAULT_BLOCK = 16
 
 
@@ -47,10 +49,6 @@ class AssignmentResult(NamedTuple):
     cost: jax.Array
     n_sweeps: jax.Array
     converged: jax.Array
-
-
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
 
 
 def check_clouds(x, y, perm=None, block: Optional[int] = None):
