@@ -8,9 +8,10 @@ Deviation from the paper (``residual=True``, the default): the output is ``x + M
 loss (a minimum over permutations) does not identify the map: any map pushing the source to the
 target scores the same, and the unit-ball source is rotation invariant, so independently fitted
 parameter sets can settle on maps that differ by a rotation, and the network then interpolates
-between incompatible maps. Starting at the identity makes the first matchings near-optimal
+between incompatible maps. Starting near the identity makes the first matchings close to optimal
 transport plans, which vary continuously with ``eta``, and the learnt map follows them
-(``tests/test_train.py`` checks interpolation at a held-out ``eta``). ``residual=False`` is the
+(``tests/test_training.py`` checks interpolation at a held-out ``eta``; ``python -m
+benchmarks.ablations --only residual`` compares the two networks). ``residual=False`` is the
 paper's network.
 
 The physical parameter is normalised before it enters the network: optionally ``log10`` (for
