@@ -12,6 +12,7 @@ absolute figure and the device), and draws ``<device>-<date>-{ipm,transport,scal
 Sizes: on a CPU the suite uses sizes that finish in under 10 minutes on 2 cores (J up to 16k,
 N up to 2000); ``--full`` (and any accelerator) uses each script's own defaults.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,16 +25,19 @@ import time
 from benchmarks import _common
 
 SCRIPTS = ("ipm", "transport", "train", "scaling")
-CPU_SUITE = {"ipm": ["--sizes", "1000", "4000", "16000", "--steps", "100"],
-             "transport": ["--sizes", "500", "2000"],
-             "train": ["--minibatches", "1"],
-             "scaling": []}
+CPU_SUITE = {
+    "ipm": ["--sizes", "1000", "4000", "16000", "--steps", "100"],
+    "transport": ["--sizes", "500", "2000"],
+    "train": ["--minibatches", "1"],
+    "scaling": [],
+}
 
 
 def run_script(name: str, extra: list, out: str) -> dict:
     env = dict(os.environ)
     if name == "scaling" and _common.device_name().startswith("cpu"):
         from benchmarks.scaling import FORCE
+
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + FORCE).strip()
     cmd = [sys.executable, "-m", f"benchmarks.{name}", *extra, "--out", out]
     print(f"\n$ {' '.join(cmd[1:])}", flush=True)
@@ -57,38 +61,87 @@ def summary(results: dict, device: str) -> list:
         r = results["ipm"]
         for row in r["drift"]:
             if "ratio" in row and row["J"] == max(x["J"] for x in r["drift"] if "ratio" in x):
-                rows.append((f"IPM drift J={row['J']} d={row['d']} {row['kernel']}",
-                             f"{row['ksdp_pairs_per_s']:.3g} pairs/s", row["ratio"], "vectorised NumPy"))
+                rows.append(
+                    (
+                        f"IPM drift J={row['J']} d={row['d']} {row['kernel']}",
+                        f"{row['ksdp_pairs_per_s']:.3g} pairs/s",
+                        row["ratio"],
+                        "vectorised NumPy",
+                    )
+                )
         s = r["simulate"]
-        rows.append((f"IPM simulate J={s['J']}, {s['steps']} steps", f"{s['seconds_per_1000_steps']:.2f} s/1000 steps",
-                     None, "-"))
+        rows.append(
+            (
+                f"IPM simulate J={s['J']}, {s['steps']} steps",
+                f"{s['seconds_per_1000_steps']:.2f} s/1000 steps",
+                None,
+                "-",
+            )
+        )
     if "transport" in results:
         for row in results["transport"]["rows"]:
-            rows.append((f"assignment N={row['N']} to 0.5%", f"{row['ksdp_s']:.3g} s ({row['ksdp_sweeps']} sweeps)",
-                         row["scipy_over_ksdp"], "SciPy exact"))
+            rows.append(
+                (
+                    f"assignment N={row['N']} to 0.5%",
+                    f"{row['ksdp_s']:.3g} s ({row['ksdp_sweeps']} sweeps)",
+                    row["scipy_over_ksdp"],
+                    "SciPy exact",
+                )
+            )
             sk = row["sinkhorn"]
             if sk:
                 est = " (estimate)" if sk.get("estimate") else ""
-                rows.append((f"  Sinkhorn N={row['N']} eps={sk['epsilon']:g}{est}", f"{sk['seconds']:.3g} s",
-                             sk["seconds"] / row["ksdp_s"], "(ksdp speed-up over it)"))
+                rows.append(
+                    (
+                        f"  Sinkhorn N={row['N']} eps={sk['epsilon']:g}{est}",
+                        f"{sk['seconds']:.3g} s",
+                        sk["seconds"] / row["ksdp_s"],
+                        "(ksdp speed-up over it)",
+                    )
+                )
     if "train" in results:
         t = results["train"]
-        rows.append(("training, 8 sets x 2000", f"{t['train_steps_per_s']:.1f} steps/s", t["train_ratio_vs_python_loop"],
-                     "Python loop of jitted steps"))
-        rows.append(("block sweep, 8 x 2000, M=16", f"{t['sweep_s'] * 1e3:.1f} ms", t["sweep_ratio_vs_scipy_per_block"],
-                     "SciPy block by block"))
-        rows.append(("generation, 10^6 particles", f"{t['generated_particles_per_s']:.3g} /s",
-                     t["generate_ratio_vs_unchunked"], "one un-chunked call"))
+        rows.append(
+            (
+                "training, 8 sets x 2000",
+                f"{t['train_steps_per_s']:.1f} steps/s",
+                t["train_ratio_vs_python_loop"],
+                "Python loop of jitted steps",
+            )
+        )
+        rows.append(
+            (
+                "block sweep, 8 x 2000, M=16",
+                f"{t['sweep_s'] * 1e3:.1f} ms",
+                t["sweep_ratio_vs_scipy_per_block"],
+                "SciPy block by block",
+            )
+        )
+        rows.append(
+            (
+                "generation, 10^6 particles",
+                f"{t['generated_particles_per_s']:.3g} /s",
+                t["generate_ratio_vs_unchunked"],
+                "one un-chunked call",
+            )
+        )
     if "scaling" in results:
         for row in results["scaling"]["rows"]:
             if row["devices"] > 1:
-                rows.append((f"{row['problem']} on {row['devices']} devices", f"{row['seconds']:.3g} s",
-                             row["speedup_vs_1"], f"1 device (|diff| {row['max_abs_diff']:.1e})"))
+                rows.append(
+                    (
+                        f"{row['problem']} on {row['devices']} devices",
+                        f"{row['seconds']:.3g} s",
+                        row["speedup_vs_1"],
+                        f"1 device (|diff| {row['max_abs_diff']:.1e})",
+                    )
+                )
     return rows
 
 
 def plot(results: dict, stem: str) -> list:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -98,14 +151,29 @@ def plot(results: dict, stem: str) -> list:
         drift = results["ipm"]["drift"]
         for d in (2, 3):
             for kernel, style in (("paper", "-"), ("blob", "--")):
-                pts = sorted((r["J"], r["ksdp_pairs_per_s"], r.get("numpy_pairs_per_s")) for r in drift
-                             if r["d"] == d and r["kernel"] == kernel)
+                pts = sorted(
+                    (r["J"], r["ksdp_pairs_per_s"], r.get("numpy_pairs_per_s"))
+                    for r in drift
+                    if r["d"] == d and r["kernel"] == kernel
+                )
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=f"ksdp d={d} {kernel}")
                 base = [p for p in pts if p[2]]
-                ax.plot([p[0] for p in base], [p[2] for p in base], style, marker="x", color="gray", alpha=0.6,
-                        label=f"NumPy d={d} {kernel}")
-        ax.set(xscale="log", yscale="log", xlabel="particles J", ylabel="pair interactions / s",
-               title=f"IPM drift ({results['ipm']['environment']['device']})")
+                ax.plot(
+                    [p[0] for p in base],
+                    [p[2] for p in base],
+                    style,
+                    marker="x",
+                    color="gray",
+                    alpha=0.6,
+                    label=f"NumPy d={d} {kernel}",
+                )
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="particles J",
+            ylabel="pair interactions / s",
+            title=f"IPM drift ({results['ipm']['environment']['device']})",
+        )
         ax.legend(fontsize=6, ncol=2)
         paths.append(_save(fig, stem + "-ipm.png"))
     if "transport" in results:
@@ -117,10 +185,16 @@ def plot(results: dict, stem: str) -> list:
         sk = [(r["N"], r["sinkhorn"]["seconds"], r["sinkhorn"].get("estimate", False)) for r in rows if r["sinkhorn"]]
         a.plot([p[0] for p in sk if not p[2]], [p[1] for p in sk if not p[2]], "^-", label="ott Sinkhorn")
         if any(p[2] for p in sk):
-            a.plot([p[0] for p in sk if p[2]], [p[1] for p in sk if p[2]], "^", mfc="none",
-                   label="ott Sinkhorn (estimate)")
-        a.set(xscale="log", yscale="log", xlabel="N", ylabel="seconds",
-              title=f"assignment ({results['transport']['environment']['device']})")
+            a.plot(
+                [p[0] for p in sk if p[2]], [p[1] for p in sk if p[2]], "^", mfc="none", label="ott Sinkhorn (estimate)"
+            )
+        a.set(
+            xscale="log",
+            yscale="log",
+            xlabel="N",
+            ylabel="seconds",
+            title=f"assignment ({results['transport']['environment']['device']})",
+        )
         a.legend(fontsize=7)
         b.plot(n, [100 * r["ksdp_gap"] for r in rows], "o-", label="ksdp")
         b.plot(n, [100 * abs(r["sinkhorn"].get("gap") or float("nan")) for r in rows], "^-", label="|Sinkhorn|")
@@ -132,11 +206,14 @@ def plot(results: dict, stem: str) -> list:
         fig, ax = plt.subplots(figsize=(5, 3.6))
         for name in dict.fromkeys(r["problem"] for r in rows):
             pts = [(r["devices"], r["speedup_vs_1"]) for r in rows if r["problem"] == name]
-            ax.plot(*zip(*pts), "o-", label=name)
+            ax.plot(*zip(*pts, strict=True), "o-", label=name)
         devs = sorted({r["devices"] for r in rows})
         ax.plot(devs, devs, ":", color="gray", label="ideal")
-        ax.set(xlabel="devices", ylabel="speed-up over 1 device",
-               title=f"sharded paths ({results['scaling']['environment']['device']})")
+        ax.set(
+            xlabel="devices",
+            ylabel="speed-up over 1 device",
+            title=f"sharded paths ({results['scaling']['environment']['device']})",
+        )
         ax.legend(fontsize=7)
         paths.append(_save(fig, stem + "-scaling.png"))
     return paths
@@ -144,25 +221,35 @@ def plot(results: dict, stem: str) -> list:
 
 def _save(fig, path):
     from ksdp._io import atomic_write
+
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     import matplotlib.pyplot as plt
+
     plt.close(fig)
     print(f"wrote {path}")
     return path
 
 
+FIGURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "figures", "benchmarks")
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--full", action="store_true", help="each script's own default sizes")
     ap.add_argument("--only", nargs="+", choices=SCRIPTS, default=list(SCRIPTS))
-    ap.add_argument("--out", default=_common.RESULTS)
+    ap.add_argument("--out", default=_common.RESULTS, help="folder of the JSON (default: benchmarks/results)")
+    ap.add_argument(
+        "--figures", default=FIGURES, help="folder of the figures (default: docs/figures/benchmarks, shown by the docs)"
+    )
     args = ap.parse_args(argv)
     env = _common.environment()
     suite = {} if args.full or not env["device"].startswith("cpu") else CPU_SUITE
     t0 = time.perf_counter()
     import tempfile
+
     with tempfile.TemporaryDirectory() as scratch:
         results = {name: run_script(name, suite.get(name, []), scratch) for name in args.only}
     rows = summary(results, env["device"])
@@ -172,12 +259,21 @@ def main(argv=None):
         print(f"{what:<40} {value:>26} {'' if ratio is None else f'{ratio:.1f}x':>8}  {base}")
     stem = os.path.join(args.out, f"{env['device']}-{env['date']}")
     from ksdp._io import write_json
-    command = "python -m benchmarks" + (" --full" if args.full else "") + (
-        "" if args.only == list(SCRIPTS) else " --only " + " ".join(args.only))
-    payload = {"environment": env, "command": command, "wall_s": time.perf_counter() - t0,
-               "summary": [dict(zip(("what", "ksdp", "ratio", "baseline"), r)) for r in rows],
-               "benchmarks": results}
-    payload["figures"] = [os.path.basename(p) for p in plot(results, stem)]
+
+    command = (
+        "python -m benchmarks"
+        + (" --full" if args.full else "")
+        + ("" if args.only == list(SCRIPTS) else " --only " + " ".join(args.only))
+    )
+    payload = {
+        "environment": env,
+        "command": command,
+        "wall_s": time.perf_counter() - t0,
+        "summary": [dict(zip(("what", "ksdp", "ratio", "baseline"), r, strict=True)) for r in rows],
+        "benchmarks": results,
+    }
+    figure_stem = os.path.join(args.figures, os.path.basename(stem))
+    payload["figures"] = [os.path.relpath(p, os.path.dirname(stem)) for p in plot(results, figure_stem)]
     write_json(stem + ".json", payload)
     print(f"wrote {stem}.json")
     return 0

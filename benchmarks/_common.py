@@ -1,8 +1,8 @@
 """Shared helpers of the benchmark scripts: device name, timing, JSON results."""
+
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import time
@@ -21,9 +21,16 @@ def device_name() -> str:
 
 def environment() -> dict:
     import numpy
-    return {"device": device_name(), "backend": jax.default_backend(), "n_devices": jax.device_count(),
-            "jax": jax.__version__, "numpy": numpy.__version__, "python": platform.python_version(),
-            "date": datetime.date.today().isoformat()}
+
+    return {
+        "device": device_name(),
+        "backend": jax.default_backend(),
+        "n_devices": jax.device_count(),
+        "jax": jax.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+        "date": datetime.date.today().isoformat(),
+    }
 
 
 def timeit(fn, *, repeat: int = 3, min_time: float = 0.2) -> float:
@@ -48,6 +55,7 @@ def timeit(fn, *, repeat: int = 3, min_time: float = 0.2) -> float:
 def save(name: str, payload: dict, out_dir: str | None = None) -> str:
     """Writes ``results/<name>-<device>-<date>.json`` atomically and returns its path."""
     from ksdp._io import write_json
+
     env = environment()
     path = os.path.join(out_dir or RESULTS, f"{name}-{env['device']}-{env['date']}.json")
     write_json(path, {"benchmark": name, "environment": env, **payload})

@@ -17,6 +17,7 @@
 
 Quality numbers, not times: they do not depend on the machine. JSON under ``benchmarks/results/``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,11 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import ksdp
+from benchmarks import _common
+from benchmarks.transport import exact_optimum
 from ksdp import model as M
 from ksdp import training as T
 from ksdp import transport as TR
-from benchmarks import _common
-from benchmarks.transport import exact_optimum
 
 PARTS = ("kernels", "slope", "blocks", "small", "residual")
 
@@ -43,15 +44,27 @@ def kernels():
     n, times = 2000, (0.0, 0.025, 0.05, 0.075, 0.1)
     rows = []
     for kernel, delta2 in (("blob", 1e-3), ("paper", 1e-3), ("paper", 1e-2)):
-        traj = ksdp.simulate(jax.random.key(0), ksdp.Params(delta=math.sqrt(delta2)), times, n_particles=n,
-                             kernel=kernel, check=False)
+        traj = ksdp.simulate(
+            jax.random.key(0), ksdp.Params(delta=math.sqrt(delta2)), times, n_particles=n, kernel=kernel, check=False
+        )
         m2 = np.asarray(ksdp.second_moment(traj.particles), np.float64)
         exact = m2[0] - (4 - 8 / n) * np.asarray(times)
         rel = (m2[1:] / exact[1:] - 1).tolist()
-        rows.append({"kernel": kernel, "delta2": delta2, "times": list(times[1:]), "m2": m2[1:].tolist(),
-                     "exact": exact[1:].tolist(), "relative_error": rel})
-        print(f"kernels {kernel:>5} delta^2={delta2:g}: m2 / exact - 1 at t = {times[1:]}: "
-              + ", ".join(f"{100 * r:+.1f}%" for r in rel), flush=True)
+        rows.append(
+            {
+                "kernel": kernel,
+                "delta2": delta2,
+                "times": list(times[1:]),
+                "m2": m2[1:].tolist(),
+                "exact": exact[1:].tolist(),
+                "relative_error": rel,
+            }
+        )
+        print(
+            f"kernels {kernel:>5} delta^2={delta2:g}: m2 / exact - 1 at t = {times[1:]}: "
+            + ", ".join(f"{100 * r:+.1f}%" for r in rel),
+            flush=True,
+        )
     return rows
 
 
@@ -64,8 +77,15 @@ def slope():
         m2 = np.asarray(ksdp.second_moment(traj.particles), np.float64)
         tc = times - times.mean()
         s = float((m2 - m2.mean()) @ tc / (tc @ tc))
-        rows.append({"kernel": kernel, "delta": delta if kernel != "exact" else None, "slope": s,
-                     "expected": expected, "relative_error": s / expected - 1})
+        rows.append(
+            {
+                "kernel": kernel,
+                "delta": delta if kernel != "exact" else None,
+                "slope": s,
+                "expected": expected,
+                "relative_error": s / expected - 1,
+            }
+        )
         print(f"slope  {kernel:>6}: {s:.4f} vs {expected:.4f} ({100 * (s / expected - 1):+.2f}%)", flush=True)
     return rows
 
@@ -73,6 +93,7 @@ def slope():
 def _random_only(key, x, y, n_sweeps, block):
     def body(p, k):
         return TR.sweep(k, x, y, p, False, block=block), None
+
     return jax.lax.scan(body, TR.identity(x), jax.random.split(key, n_sweeps))[0]
 
 
@@ -106,8 +127,11 @@ def small():
             misses += 1
             gaps.append(gap)
     row = {"problems": total, "missed": misses, "max_gap": max(gaps, default=0.0)}
-    print(f"small  block descent alone stopped above the optimum in {misses} of {total} problems "
-          f"(largest gap {100 * row['max_gap']:.2f}%)", flush=True)
+    print(
+        f"small  block descent alone stopped above the optimum in {misses} of {total} problems "
+        f"(largest gap {100 * row['max_gap']:.2f}%)",
+        flush=True,
+    )
     return [row]
 
 
@@ -118,8 +142,9 @@ def _target(key, eta, n):
 def residual():
     etas = jnp.linspace(0.0, 1.0, 5)
     targets = jnp.stack([_target(jax.random.key(i), e, 2000) for i, e in enumerate(etas)])
-    cfg = T.TrainConfig(n_samples=500, resample_every=500, renew_every=50, sweeps=4, initial_sweeps=20, block=16,
-                        learning_rate=3e-3)
+    cfg = T.TrainConfig(
+        n_samples=500, resample_every=500, renew_every=50, sweeps=4, initial_sweeps=20, block=16, learning_rate=3e-3
+    )
     rows = []
     for residual_net in (True, False):
         mc = M.make_config(2, etas, width=30, depth=3, residual=residual_net)
@@ -133,8 +158,9 @@ def residual():
                 floor.append(float(TR.w2(_target(jax.random.key(200 + r), eta, 500), ref, exact_max=512)[0]))
             ratio = float(np.mean(w) / np.mean(floor))
             name = "residual x + MLP" if residual_net else "plain MLP (paper)"
-            rows.append({"network": name, "eta": eta, "w2": float(np.mean(w)), "floor": float(np.mean(floor)),
-                         "ratio": ratio})
+            rows.append(
+                {"network": name, "eta": eta, "w2": float(np.mean(w)), "floor": float(np.mean(floor)), "ratio": ratio}
+            )
             print(f"residual {name:>18} eta={eta}: held-out W2/floor {ratio:.2f}", flush=True)
     return rows
 
@@ -147,8 +173,9 @@ def main(argv=None):
     parts = {"kernels": kernels, "slope": slope, "blocks": blocks, "small": small, "residual": residual}
     results = {name: parts[name]() for name in args.only}
     # --only updates the parts it ran in today's file and keeps the others
-    previous = os.path.join(args.out or _common.RESULTS,
-                            f"ablations-{_common.device_name()}-{datetime.date.today().isoformat()}.json")
+    previous = os.path.join(
+        args.out or _common.RESULTS, f"ablations-{_common.device_name()}-{datetime.date.today().isoformat()}.json"
+    )
     if os.path.exists(previous):
         with open(previous) as f:
             old = json.load(f)

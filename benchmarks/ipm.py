@@ -7,18 +7,18 @@ For each J, d in {2, 3} and kernel in {"paper", "blob"}: one drift evaluation (J
 chunks (float32, so the ratio compares like with like). Then a whole simulation, J = 10,000 for
 ``--steps`` Euler steps (the GPU goal is 1000 steps in under 2 s). JSON under ``benchmarks/results/``.
 """
+
 from __future__ import annotations
 
 import argparse
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import ksdp
-from ksdp import ipm
 from benchmarks import _common
+from ksdp import ipm
 
 
 def numpy_pair_sum(x, delta, kernel, chunk=1024):
@@ -27,18 +27,24 @@ def numpy_pair_sum(x, delta, kernel, chunk=1024):
     out = np.empty_like(x)
     dl2 = np.float32(delta * delta)
     for s in range(0, n, chunk):
-        z = x[s:s + chunk, None, :] - x[None, :, :]
+        z = x[s : s + chunk, None, :] - x[None, :, :]
         r2 = np.einsum("ijk,ijk->ij", z, z)
         ok = r2 > 0
         r2s = np.where(ok, r2, np.float32(1))
         if d == 2:
-            phi = 1 / (2 * np.pi * (r2s + dl2)) if kernel == "blob" else \
-                (1 / (r2s + dl2) + dl2 * np.log(r2s) / (r2s + dl2) ** 2) / (2 * np.pi)
+            phi = (
+                1 / (2 * np.pi * (r2s + dl2))
+                if kernel == "blob"
+                else (1 / (r2s + dl2) + dl2 * np.log(r2s) / (r2s + dl2) ** 2) / (2 * np.pi)
+            )
         else:
-            phi = 1 / (4 * np.pi * (r2s + dl2) ** 1.5) if kernel == "blob" else \
-                (r2s - dl2) / (4 * np.pi * np.sqrt(r2s) * (r2s + dl2) ** 2)
+            phi = (
+                1 / (4 * np.pi * (r2s + dl2) ** 1.5)
+                if kernel == "blob"
+                else (r2s - dl2) / (4 * np.pi * np.sqrt(r2s) * (r2s + dl2) ** 2)
+            )
         phi = np.where(ok, phi, 0).astype(np.float32)
-        out[s:s + chunk] = np.einsum("ijk,ij->ik", z, phi)
+        out[s : s + chunk] = np.einsum("ijk,ij->ik", z, phi)
     return out
 
 
@@ -66,18 +72,24 @@ def main(argv=None):
                     t_np = _common.timeit(lambda: numpy_pair_sum(xn, delta, kernel), repeat=1, min_time=0.0)
                     row.update(numpy_s=t_np, numpy_pairs_per_s=n * n / t_np, ratio=t_np / t_ksdp)
                 rows.append(row)
-                print(f"{n:>7} {d:>2} {kernel:>6} {row['ksdp_pairs_per_s']:>13.3g} "
-                      f"{row.get('numpy_pairs_per_s', float('nan')):>14.3g} {row.get('ratio', float('nan')):>7.1f}",
-                      flush=True)
+                print(
+                    f"{n:>7} {d:>2} {kernel:>6} {row['ksdp_pairs_per_s']:>13.3g} "
+                    f"{row.get('numpy_pairs_per_s', float('nan')):>14.3g} {row.get('ratio', float('nan')):>7.1f}",
+                    flush=True,
+                )
 
     n_sim, times = 10_000, (args.steps * ipm.DEFAULT_DT,)
-    run = lambda: ksdp.simulate(jax.random.key(0), ksdp.Params(), times, n_particles=n_sim).particles.block_until_ready()
+    run = lambda: ksdp.simulate(
+        jax.random.key(0), ksdp.Params(), times, n_particles=n_sim
+    ).particles.block_until_ready()
     run()
     t0 = time.perf_counter()
     run()
     t_sim = time.perf_counter() - t0
     sim = {"J": n_sim, "steps": args.steps, "seconds": t_sim, "seconds_per_1000_steps": t_sim * 1000 / args.steps}
-    print(f"simulate J={n_sim}, {args.steps} steps: {t_sim:.3f} s ({sim['seconds_per_1000_steps']:.2f} s per 1000 steps)")
+    print(
+        f"simulate J={n_sim}, {args.steps} steps: {t_sim:.3f} s ({sim['seconds_per_1000_steps']:.2f} s per 1000 steps)"
+    )
     return _common.save("ipm", {"drift": rows, "simulate": sim, "delta": delta}, args.out)
 
 

@@ -14,6 +14,7 @@ On a CPU without several devices the script forces 4 host devices (it re-execute
 the CPU figures check that the sharded programs run and agree, not that they scale; on a machine
 with several GPUs the same command measures real scaling.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,12 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     import jax
-    if jax.default_backend() == "cpu" and jax.device_count() < max(args.devices) and FORCE not in os.environ.get(
-            "XLA_FLAGS", ""):
+
+    if (
+        jax.default_backend() == "cpu"
+        and jax.device_count() < max(args.devices)
+        and FORCE not in os.environ.get("XLA_FLAGS", "")
+    ):
         env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + FORCE).strip())
         cmd = [sys.executable, "-m", "benchmarks.scaling"] + (sys.argv[1:] if argv is None else list(argv))
         print(f"re-running with {FORCE} (CPU devices are simulated)", flush=True)
@@ -49,9 +54,9 @@ def _measure(args):
     import numpy as np
 
     import ksdp
+    from benchmarks import _common
     from ksdp import parallel
     from ksdp import training as T
-    from benchmarks import _common
 
     if max(args.devices) > jax.device_count():
         raise SystemExit(f"asked for {max(args.devices)} devices, JAX sees {jax.device_count()}.")
@@ -66,15 +71,24 @@ def _measure(args):
 
     def problems(mesh):
         return {
-            "sweep": lambda: ksdp.sweep(jax.random.key(2), amps, times, n_particles=1024, flow="laminar2d",
-                                        mesh=mesh).particles,
-            "simulate-ring": lambda: ksdp.simulate(jax.random.key(3), ksdp.Params(), times,
-                                                   n_particles=args.particles, mesh=mesh, method="ring").particles,
-            "simulate-allgather": lambda: ksdp.simulate(jax.random.key(3), ksdp.Params(), times,
-                                                        n_particles=args.particles, mesh=mesh,
-                                                        method="allgather").particles,
-            "train-minibatch": lambda: (T._minibatch_jit(state, targets, eta_n, mc, tc) if mesh is None else
-                                        parallel._minibatch(mesh)(state, targets, eta_n, mc, tc))[1],
+            "sweep": lambda: (
+                ksdp.sweep(jax.random.key(2), amps, times, n_particles=1024, flow="laminar2d", mesh=mesh).particles
+            ),
+            "simulate-ring": lambda: (
+                ksdp.simulate(
+                    jax.random.key(3), ksdp.Params(), times, n_particles=args.particles, mesh=mesh, method="ring"
+                ).particles
+            ),
+            "simulate-allgather": lambda: (
+                ksdp.simulate(
+                    jax.random.key(3), ksdp.Params(), times, n_particles=args.particles, mesh=mesh, method="allgather"
+                ).particles
+            ),
+            "train-minibatch": lambda: (
+                T._minibatch_jit(state, targets, eta_n, mc, tc)
+                if mesh is None
+                else T._minibatch_mesh(mesh, None, args.sets)(state, targets, eta_n, mc, tc)
+            )[1],
         }
 
     reference = {name: np.asarray(fn()) for name, fn in problems(None).items()}
@@ -90,10 +104,14 @@ def _measure(args):
             diff = float(np.max(np.abs(out - reference[name])))
             rows.append({"problem": name, "devices": n, "seconds": t, "speedup_vs_1": base / t, "max_abs_diff": diff})
             print(f"{name:>20} {n:>7} {t:>9.4f} {base / t:>8.2f} {diff:>10.2e}", flush=True)
-    note = ("forced host devices sharing the CPU's cores: a correctness-of-scaling run, not a speed-up"
-            if jax.default_backend() == "cpu" else "separate accelerators")
-    return _common.save("scaling", {"devices_kind": note, "particles": args.particles, "sets": args.sets,
-                                    "rows": rows}, args.out)
+    note = (
+        "forced host devices sharing the CPU's cores: a correctness-of-scaling run, not a speed-up"
+        if jax.default_backend() == "cpu"
+        else "separate accelerators"
+    )
+    return _common.save(
+        "scaling", {"devices_kind": note, "particles": args.particles, "sets": args.sets, "rows": rows}, args.out
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Reports, each against a baseline measured in the same run:
 * generated particles per second (10^6 particles, chunks of 65,536); baseline: the network applied
   to all 10^6 sources in one un-chunked jitted call.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,10 +26,10 @@ import optax
 import scipy.optimize
 
 import ksdp
+from benchmarks import _common
 from ksdp import model as M
 from ksdp import training as T
 from ksdp import transport as TR
-from benchmarks import _common
 
 
 def main(argv=None):
@@ -104,15 +105,24 @@ def main(argv=None):
     t0 = time.perf_counter()
     M.generate(mc, state.params, 0.05, jax.random.key(5), n, chunk=None)  # a host array: synchronous
     t_gen_whole = time.perf_counter() - t0
-    payload = {"sets": r, "n_samples": cfg.n_samples, "network": f"{mc.depth}x{mc.width} {mc.activation}",
-               "n_parameters": M.n_parameters(state.params), "train_steps_per_s": steps_per_s,
-               "baseline_python_loop_steps_per_s": baseline_steps_per_s,
-               "train_ratio_vs_python_loop": steps_per_s / baseline_steps_per_s,
-               "sweep_s": t_sweep, "sweep_scipy_per_block_s": t_sweep_scipy,
-               "sweep_ratio_vs_scipy_per_block": t_sweep_scipy / t_sweep,
-               "renewal_s": t_sweep * cfg.sweeps, "sweeps_per_renewal": cfg.sweeps,
-               "generated_particles_per_s": n / t_gen, "generate_1M_s": t_gen,
-               "generate_1M_unchunked_s": t_gen_whole, "generate_ratio_vs_unchunked": t_gen_whole / t_gen}
+    payload = {
+        "sets": r,
+        "n_samples": cfg.n_samples,
+        "network": f"{mc.depth}x{mc.width} {mc.activation}",
+        "n_parameters": M.n_parameters(state.params),
+        "train_steps_per_s": steps_per_s,
+        "baseline_python_loop_steps_per_s": baseline_steps_per_s,
+        "train_ratio_vs_python_loop": steps_per_s / baseline_steps_per_s,
+        "sweep_s": t_sweep,
+        "sweep_scipy_per_block_s": t_sweep_scipy,
+        "sweep_ratio_vs_scipy_per_block": t_sweep_scipy / t_sweep,
+        "renewal_s": t_sweep * cfg.sweeps,
+        "sweeps_per_renewal": cfg.sweeps,
+        "generated_particles_per_s": n / t_gen,
+        "generate_1M_s": t_gen,
+        "generate_1M_unchunked_s": t_gen_whole,
+        "generate_ratio_vs_unchunked": t_gen_whole / t_gen,
+    }
     for k, v in payload.items():
         print(f"{k:>28}: {v:.4g}" if isinstance(v, float) else f"{k:>28}: {v}")
     return _common.save("train", payload, args.out)

@@ -12,6 +12,7 @@ Sinkhorn costs O(N^2) per iteration and needs thousands of iterations at that ep
 the epsilon chosen for the largest N that was run, and records ``estimated_seconds`` = seconds per
 iteration x the iterations that N needed, marked as an estimate in the JSON and the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,8 @@ import jax
 import numpy as np
 import scipy.optimize
 
-from ksdp import transport as T
 from benchmarks import _common
+from ksdp import transport as T
 
 TARGET = 0.005
 
@@ -68,10 +69,19 @@ def main(argv=None):
     ap.add_argument("--sizes", type=int, nargs="+", default=[500, 2000, 8000])
     ap.add_argument("--block", type=int, default=16)
     ap.add_argument("--max-sweeps", type=int, default=1000)
-    ap.add_argument("--sinkhorn-max-n", type=int, default=2000 if jax.default_backend() == "cpu" else 8000,
-                    help="largest N for which Sinkhorn runs to convergence (above: an estimate)")
-    ap.add_argument("--epsilons", type=float, nargs="+", default=[1e-2, 3e-3, 1e-3, 3e-4],
-                    help="Sinkhorn epsilons to try, largest first, until one is within the target gap")
+    ap.add_argument(
+        "--sinkhorn-max-n",
+        type=int,
+        default=2000 if jax.default_backend() == "cpu" else 8000,
+        help="largest N for which Sinkhorn runs to convergence (above: an estimate)",
+    )
+    ap.add_argument(
+        "--epsilons",
+        type=float,
+        nargs="+",
+        default=[1e-2, 3e-3, 1e-3, 3e-4],
+        help="Sinkhorn epsilons to try, largest first, until one is within the target gap",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     rows, last_sk = [], {}
@@ -82,8 +92,7 @@ def main(argv=None):
         c, opt = exact_optimum(x, y)
         t_scipy = time.perf_counter() - t0
 
-        run = jax.jit(lambda k, s: T.refine(k, x, y, T.identity(x), n_sweeps=s, block=args.block),
-                      static_argnums=1)
+        run = jax.jit(lambda k, s: T.refine(k, x, y, T.identity(x), n_sweeps=s, block=args.block), static_argnums=1)
         _, costs = run(jax.random.key(0), args.max_sweeps)
         gaps = np.asarray(costs, np.float64) / opt - 1
         hit = np.flatnonzero(gaps < TARGET)
@@ -102,8 +111,14 @@ def main(argv=None):
                 solve()  # warm-up: a full solve
                 t0 = time.perf_counter()
                 primal, conv, iters = solve()
-                sk = {"epsilon": eps, "seconds": time.perf_counter() - t0, "gap": primal / opt - 1,
-                      "converged": conv, "iterations": iters, "estimate": False}
+                sk = {
+                    "epsilon": eps,
+                    "seconds": time.perf_counter() - t0,
+                    "gap": primal / opt - 1,
+                    "converged": conv,
+                    "iterations": iters,
+                    "estimate": False,
+                }
                 if abs(sk["gap"]) < TARGET and sk["converged"]:
                     break
             last_sk = sk
@@ -114,18 +129,36 @@ def main(argv=None):
             t0 = time.perf_counter()
             solve()
             per_iter = (time.perf_counter() - t0) / 20
-            sk = {"epsilon": eps, "seconds": per_iter * last_sk["iterations"], "gap": None,
-                  "converged": False, "iterations": last_sk["iterations"], "seconds_per_iteration": per_iter,
-                  "estimate": True}
-        row = {"N": n, "optimum": opt, "scipy_s": t_scipy, "ksdp_s": t_ksdp, "ksdp_sweeps": sweeps,
-               "ksdp_gap": gap, "ksdp_reached_target": bool(hit.size), "scipy_over_ksdp": t_scipy / t_ksdp,
-               "sinkhorn": sk}
+            sk = {
+                "epsilon": eps,
+                "seconds": per_iter * last_sk["iterations"],
+                "gap": None,
+                "converged": False,
+                "iterations": last_sk["iterations"],
+                "seconds_per_iteration": per_iter,
+                "estimate": True,
+            }
+        row = {
+            "N": n,
+            "optimum": opt,
+            "scipy_s": t_scipy,
+            "ksdp_s": t_ksdp,
+            "ksdp_sweeps": sweeps,
+            "ksdp_gap": gap,
+            "ksdp_reached_target": bool(hit.size),
+            "scipy_over_ksdp": t_scipy / t_ksdp,
+            "sinkhorn": sk,
+        }
         rows.append(row)
         est = "~" if sk.get("estimate") else " "
-        print(f"{n:>6} {t_scipy:>9.3f} {t_ksdp:>8.3f} {sweeps:>6} {gap:>7.4f} {t_scipy / t_ksdp:>6.1f} "
-              f"{est}{sk.get('seconds', float('nan')):>9.3f} {sk.get('epsilon', float('nan')):>7.0e}", flush=True)
-    return _common.save("transport", {"target_gap": TARGET, "block": args.block, "epsilons": args.epsilons,
-                                      "rows": rows}, args.out)
+        print(
+            f"{n:>6} {t_scipy:>9.3f} {t_ksdp:>8.3f} {sweeps:>6} {gap:>7.4f} {t_scipy / t_ksdp:>6.1f} "
+            f"{est}{sk.get('seconds', float('nan')):>9.3f} {sk.get('epsilon', float('nan')):>7.0e}",
+            flush=True,
+        )
+    return _common.save(
+        "transport", {"target_gap": TARGET, "block": args.block, "epsilons": args.epsilons, "rows": rows}, args.out
+    )
 
 
 if __name__ == "__main__":

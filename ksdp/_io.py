@@ -1,10 +1,11 @@
 """Atomic file writes: a finished file is either the old one or the complete new one."""
+
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from typing import Callable
+from collections.abc import Callable
 
 
 def atomic_write(path, write: Callable, mode: str = "wb") -> None:
@@ -30,3 +31,8 @@ def atomic_write(path, write: Callable, mode: str = "wb") -> None:
 
 def write_json(path, obj) -> None:
     atomic_write(path, lambda f: json.dump(obj, f, indent=2, sort_keys=True), mode="w")
+
+
+def write_text(path, text: str) -> None:
+    """Writes ``text`` to ``path`` atomically."""
+    atomic_write(path, lambda f: f.write(text), mode="w")

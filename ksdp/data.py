@@ -1,16 +1,17 @@
 """Datasets of IPM snapshots: run a parameter sweep, save it in one ``.npz`` (no pickle), load it back.
 
-A :class:`Dataset` holds ``particles [P, S, J, d]`` for ``P`` parameter sets and ``S`` snapshot
-times, the parameter values ``[P]`` of each :class:`~ksdp.ipm.Params` field, and the metadata that
+A `Dataset` holds ``particles [P, S, J, d]`` for ``P`` parameter sets and ``S`` snapshot
+times, the parameter values ``[P]`` of each `ksdp.ipm.Params` field, and the metadata that
 produced them (``J, d, dt, kernel, flow, times, key, ksdp version``). Files are written atomically,
 so an interrupted run never leaves a truncated dataset behind.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -18,6 +19,8 @@ import numpy as np
 from ksdp import _io
 from ksdp import flows as _flows
 from ksdp import ipm as _ipm
+from ksdp import parallel as _parallel
+from ksdp._version import __version__
 
 FORMAT = "ksdp-dataset/1"
 _REQUIRED_META = ("format", "version", "n_particles", "d", "dt", "kernel", "flow", "key", "times")
@@ -29,7 +32,7 @@ class Dataset(NamedTuple):
     Attributes:
       particles: ``[P, S, J, d]`` float32.
       times: ``[S]`` snapshot times.
-      params: dict ``field -> [P]`` of the :class:`~ksdp.ipm.Params` values (flow: amplitude ``A``).
+      params: dict ``field -> [P]`` of the `ksdp.ipm.Params` values (flow: amplitude ``A``).
       meta: JSON-serialisable dict (see module docstring).
     """
 
@@ -39,19 +42,41 @@ class Dataset(NamedTuple):
     meta: dict
 
 
-def make_dataset(key, params: _ipm.Params, times, *, n_particles: int, d: int = 2, kernel: str = "blob",
-                 flow=None, dt: float = _ipm.DEFAULT_DT, tile=None, extra_meta: dict | None = None,
-                 mesh=None, axis=None) -> Dataset:
-    """Runs :func:`ksdp.sweep` over ``params`` and packs the result with its metadata.
+def make_dataset(
+    key,
+    params: _ipm.Params,
+    times,
+    *,
+    n_particles: int,
+    d: int = 2,
+    kernel: str = "blob",
+    flow=None,
+    dt: float = _ipm.DEFAULT_DT,
+    tile=None,
+    extra_meta: dict | None = None,
+    mesh=None,
+    axis=None,
+) -> Dataset:
+    """Runs `ksdp.sweep` over ``params`` and packs the result with its metadata.
 
     The flow parameter of every set must be a scalar (true of the built-in flows) so it can be stored.
-    With ``mesh`` the sweep is split across devices (:func:`ksdp.sweep`) and gathered to the host,
-    across processes too (:func:`ksdp.parallel.gather`); the dataset is the same as without.
+    With ``mesh`` the sweep is split across devices (`ksdp.sweep`) and gathered to the host,
+    across processes too (`ksdp.parallel.gather`); the dataset is the same as without.
     """
-    traj = _ipm.sweep(key, params, times, n_particles=n_particles, d=d, kernel=kernel, flow=flow, dt=dt, tile=tile,
-                      mesh=mesh, axis=axis)
+    traj = _ipm.sweep(
+        key,
+        params,
+        times,
+        n_particles=n_particles,
+        d=d,
+        kernel=kernel,
+        flow=flow,
+        dt=dt,
+        tile=tile,
+        mesh=mesh,
+        axis=axis,
+    )
     if mesh is not None:
-        from ksdp import parallel as _parallel
         traj = traj._replace(particles=_parallel.gather(traj.particles))
     batched, size = _ipm.broadcast_params(params)
     values = {}
@@ -62,7 +87,7 @@ def make_dataset(key, params: _ipm.Params, times, *, n_particles: int, d: int = 
         values[name] = np.asarray(leaves[0], np.float64)
     meta = {
         "format": FORMAT,
-        "version": _version(),
+        "version": __version__,
         "n_particles": int(n_particles),
         "d": int(d),
         "dt": float(dt),
@@ -75,11 +100,6 @@ def make_dataset(key, params: _ipm.Params, times, *, n_particles: int, d: int = 
     return Dataset(np.asarray(traj.particles, np.float32), np.asarray(traj.times, np.float64), values, meta)
 
 
-def _version() -> str:
-    from ksdp import __version__
-    return __version__
-
-
 def save_dataset(path, ds: Dataset) -> None:
     """Writes ``ds`` to ``path`` (``.npz``) atomically; metadata as JSON text, no pickle."""
     validate(ds)
@@ -90,7 +110,7 @@ def save_dataset(path, ds: Dataset) -> None:
 
 
 def load_dataset(path) -> Dataset:
-    """Reads a dataset written by :func:`save_dataset` and validates it.
+    """Reads a dataset written by `save_dataset` and validates it.
 
     Raises:
       FileNotFoundError: no file at ``path``.
@@ -107,7 +127,7 @@ def load_dataset(path) -> Dataset:
     if missing:
         raise ValueError(f"{path} is not a ksdp dataset: arrays {sorted(missing)} are missing.")
     meta = json.loads(str(files["meta_json"]))
-    params = {k[len("param_"):]: v for k, v in files.items() if k.startswith("param_")}
+    params = {k[len("param_") :]: v for k, v in files.items() if k.startswith("param_")}
     ds = Dataset(files["particles"], files["times"], params, meta)
     validate(ds, source=str(path))
     return ds
@@ -125,7 +145,9 @@ def validate(ds: Dataset, source: str = "dataset") -> Dataset:
         raise ValueError(f"{source}: particles must be [P, S, J, d], got shape {p.shape}.")
     size, n_snap, n_particles, d = p.shape
     if (n_particles, d) != (ds.meta["n_particles"], ds.meta["d"]):
-        raise ValueError(f"{source}: particles {p.shape} disagree with metadata J={ds.meta['n_particles']}, d={ds.meta['d']}.")
+        raise ValueError(
+            f"{source}: particles {p.shape} disagree with metadata J={ds.meta['n_particles']}, d={ds.meta['d']}."
+        )
     if ds.times.shape != (n_snap,) or not np.allclose(ds.times, ds.meta["times"]):
         raise ValueError(f"{source}: times {ds.times.shape} disagree with the particles' {n_snap} snapshots.")
     for name, value in ds.params.items():

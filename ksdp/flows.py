@@ -1,14 +1,15 @@
-r"""Divergence-free advection fields :math:`v(x)` (paper eqs. 19--21).
+r"""Divergence-free advection fields $v(x)$ (paper eqs. 19--21).
 
 A flow is a pure JAX function ``v(x, params) -> [d]`` of one position ``x`` of shape ``[d]``
 and a pytree of (traced) flow parameters; the simulator ``vmap``\ s it over particles. For the
-built-in flows ``params`` is the amplitude :math:`A`. A user flow may take any pytree, e.g. a
+built-in flows ``params`` is the amplitude $A$. A user flow may take any pytree, e.g. a
 dict of floats, passed as ``Params.flow``.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax.numpy as jnp
 
@@ -22,18 +23,18 @@ def no_flow(x, params):
 
 
 def laminar2d(x, amplitude):
-    r"""2D laminar shear, eq. (19): :math:`v(x, y) = A(e^{-y^2}, 0)`."""
-    return jnp.stack([amplitude * jnp.exp(-x[1] ** 2), jnp.zeros_like(x[0])])
+    r"""2D laminar shear, eq. (19): $v(x, y) = A(e^{-y^2}, 0)$."""
+    return jnp.stack([amplitude * jnp.exp(-(x[1] ** 2)), jnp.zeros_like(x[0])])
 
 
 def laminar3d(x, amplitude):
-    r"""3D laminar flow, eq. (20): :math:`v(x, y, z) = A(e^{-y^2-z^2}, 0, 0)`."""
+    r"""3D laminar flow, eq. (20): $v(x, y, z) = A(e^{-y^2-z^2}, 0, 0)$."""
     zero = jnp.zeros_like(x[0])
-    return jnp.stack([amplitude * jnp.exp(-x[1] ** 2 - x[2] ** 2), zero, zero])
+    return jnp.stack([amplitude * jnp.exp(-(x[1] ** 2) - x[2] ** 2), zero, zero])
 
 
 def kolmogorov3d(x, amplitude):
-    r"""3D Kolmogorov (ABC-type, chaotic) flow, eq. (21): :math:`A(\sin 2\pi z, \sin 2\pi x, \sin 2\pi y)`."""
+    r"""3D Kolmogorov (ABC-type, chaotic) flow, eq. (21): $A(\sin 2\pi z, \sin 2\pi x, \sin 2\pi y)$."""
     s = jnp.sin(2 * math.pi * x)
     return amplitude * jnp.stack([s[2], s[0], s[1]])
 

@@ -1,14 +1,14 @@
 r"""The regularised interacting particle method (IPM), paper eq. (8).
 
-.. math::
+$$
+dX^j = -\frac{\chi M}{J}\sum_{i\ne j}\nabla K_\delta(X^j - X^i)\,dt + v(X^j)\,dt + \sqrt{2\mu}\,dW^j,
+$$
 
-    dX^j = -\frac{\chi M}{J}\sum_{i\ne j}\nabla K_\delta(X^j - X^i)\,dt + v(X^j)\,dt + \sqrt{2\mu}\,dW^j,
-
-integrated by Euler--Maruyama with a fixed step ``dt`` under :func:`jax.lax.scan`.
+integrated by Euler--Maruyama with a fixed step ``dt`` under `jax.lax.scan`.
 
 Static vs traced (ott's ``PointCloud`` split): the number of particles ``J``, the dimension ``d``,
 the kernel and flow, ``dt`` and the snapshot schedule fix shapes and loop lengths and are static;
-the physical parameters in :class:`Params` (``chi, mu, mass, delta, flow``) are traced, so one
+the physical parameters in `Params` (``chi, mu, mass, delta, flow``) are traced, so one
 compiled program serves every value and ``jax.vmap`` over a batch of them runs in one program.
 
 The all-pairs drift is computed tile by tile over targets (memory ``O(J * tile)``), component by
@@ -16,17 +16,23 @@ component: on a CPU this layout fuses into one pass per tile; a prototype measur
 than a stacked ``[d, J, tile]`` layout, and ``benchmarks/ipm.py`` measures it at 22-48x a
 vectorised NumPy baseline (J = 1k-16k).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Optional
+from functools import partial
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from ksdp import flows as _flows
 from ksdp import kernels as _kernels
+from ksdp import parallel as _parallel
+from ksdp._checks import is_concrete as _is_concrete
+from ksdp.initial import uniform_ball
 
 DEFAULT_MASS = 16 * math.pi  # supercritical in 2D (critical mass 8 pi)
 DEFAULT_DELTA = math.sqrt(1e-3)  # the paper's delta^2 = 1e-3
@@ -37,11 +43,11 @@ class Params(NamedTuple):
     """Physical parameters; every field is a traced float (or a pytree for a user flow).
 
     Attributes:
-      chi: chemotactic sensitivity :math:`\\chi`.
-      mu: diffusivity :math:`\\mu` (``>= 0``).
-      mass: total mass :math:`M`.
-      delta: regularisation length :math:`\\delta` (not :math:`\\delta^2`).
-      flow: parameters of the flow; the amplitude :math:`A` for the built-in flows.
+      chi: chemotactic sensitivity $\\chi$.
+      mu: diffusivity $\\mu$ (``>= 0``).
+      mass: total mass $M$.
+      delta: regularisation length $\\delta$ (not $\\delta^2$).
+      flow: parameters of the flow; the amplitude $A$ for the built-in flows.
     """
 
     chi: Any = 1.0
@@ -75,28 +81,41 @@ def default_tile() -> int:
     return 32 if jax.default_backend() == "cpu" else 1024
 
 
-def _is_concrete(x) -> bool:
-    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
-
-
 # --------------------------------------------------------------------------------------------
 # Drift
 # --------------------------------------------------------------------------------------------
-def pair_sum(targets, sources, delta, *, kernel: str = "blob", tile: Optional[int] = None):
-    r""":math:`\sum_i \nabla K_\delta(y_j - x_i)` for every target ``y_j``, in tiles.
+def pair_sum(
+    targets,
+    sources,
+    delta,
+    *,
+    kernel: str = "blob",
+    tile: int | None = None,
+    mesh=None,
+    axis: str | None = None,
+    method: str = "ring",
+):
+    r"""$\sum_i \nabla K_\delta(y_j - x_i)$ for every target ``y_j``, in tiles.
 
     Zero separations (a target that is also a source) contribute exactly zero.
 
     Args:
-      targets: ``[T, d]`` positions :math:`y_j`.
-      sources: ``[J, d]`` positions :math:`x_i`.
+      targets: ``[T, d]`` positions $y_j$.
+      sources: ``[J, d]`` positions $x_i$.
       delta: regularisation length (traced).
-      kernel: see :mod:`ksdp.kernels`.
+      kernel: see `ksdp.kernels`.
       tile: targets per tile (static); memory is ``O(tile * J)``.
+      mesh: a `jax.sharding.Mesh` to split targets and sources across (``T`` and ``J``
+        multiples of its devices); ``axis`` names the mesh axis (default: its only one). ``method``:
+        ``"ring"`` (sources rotate round the mesh; memory ``O(J / n)`` a device) or ``"allgather"``
+        (every device gathers all sources; one collective, memory ``O(J)``). The result equals the
+        unsharded sum to round-off and comes back sharded along the mesh axis.
 
     Returns:
       ``[T, d]``.
     """
+    if mesh is not None:
+        return _pair_sum_mesh(targets, sources, delta, mesh, axis=axis, kernel=kernel, tile=tile, method=method)
     targets = jnp.asarray(targets)
     sources = jnp.asarray(sources, targets.dtype)
     n_t, d = targets.shape
@@ -121,13 +140,15 @@ def pair_sum(targets, sources, delta, *, kernel: str = "blob", tile: Optional[in
     return out.reshape(n_tiles * tile, d)[:n_t]
 
 
-def velocity(x, params: Params, *, kernel: str = "blob", flow=None, tile: Optional[int] = None):
-    r"""Drift of eq. (8): :math:`-\frac{\chi M}{J}\sum_{i\ne j}\nabla K_\delta(X^j-X^i) + v(X^j)`.
+def velocity(x, params: Params, *, kernel: str = "blob", flow=None, tile: int | None = None):
+    r"""Drift of eq. (8): $-\frac{\chi M}{J}\sum_{i\ne j}\nabla K_\delta(X^j-X^i) + v(X^j)$.
 
     Args:
       x: ``[J, d]`` positions.
-      params: :class:`Params`.
-      kernel, flow, tile: as in :func:`simulate`.
+      params: `Params`.
+      kernel: as in `simulate`.
+      flow: as in `simulate`.
+      tile: as in `simulate`.
 
     Returns:
       ``[J, d]``.
@@ -140,16 +161,9 @@ def velocity(x, params: Params, *, kernel: str = "blob", flow=None, tile: Option
     if adv.shape != x.shape:
         raise ValueError(
             f"flow {_flows.flow_name(flow)} returned shape {adv.shape[1:]} for a point of shape ({d},); "
-            f"a flow must map one position [d] to a velocity [d].")
+            f"a flow must map one position [d] to a velocity [d]."
+        )
     return chem + adv.astype(x.dtype)
-
-
-def uniform_ball(key, n: int, d: int, dtype=None):
-    """``[n, d]`` samples of the uniform law on the unit ball of R^d (the paper's initial law)."""
-    k1, k2 = jax.random.split(key)
-    g = jax.random.normal(k1, (n, d), dtype or jnp.zeros(()).dtype)
-    u = jax.random.uniform(k2, (n, 1), g.dtype)
-    return g / jnp.linalg.norm(g, axis=1, keepdims=True) * u ** (1.0 / d)
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,7 +189,8 @@ def time_grid(times, dt: float):
     if np.any(bad):
         raise ValueError(
             f"times {t[bad].tolist()} are not whole multiples of dt={dt}; choose times on the dt grid "
-            f"or a dt that divides them.")
+            f"or a dt that divides them."
+        )
     return t, steps.astype(np.int64)
 
 
@@ -216,8 +231,8 @@ _STATIC = ("n_particles", "d", "kernel", "flow", "dt", "n_snapshots", "tile")
 def _integrate(x, save_at, drift, noise, noise_scale, dt, n_snapshots):
     """The Euler--Maruyama scan from ``x``: ``x += dt * drift(x) + noise_scale * noise(n)`` at step ``n``.
 
-    Returns ``(snapshots [S, *x.shape], first non-finite step or -1)``. :func:`_run` and the
-    particle-sharded run of :mod:`ksdp.parallel` differ only in ``drift`` and ``noise``.
+    Returns ``(snapshots [S, *x.shape], first non-finite step or -1)``. `_run` and the
+    particle-sharded run of `ksdp.parallel` differ only in ``drift`` and ``noise``.
     """
     buf = jnp.zeros((n_snapshots,) + x.shape, x.dtype)
     buf = jax.lax.cond(save_at[0] >= 0, lambda b: b.at[save_at[0]].set(x), lambda b: b, buf)
@@ -238,9 +253,15 @@ def _integrate(x, save_at, drift, noise, noise_scale, dt, n_snapshots):
 def _run(key, params, x0, save_at, *, n_particles, d, kernel, flow, dt, n_snapshots, tile):
     init_key, noise_key = jax.random.split(key)
     x = uniform_ball(init_key, n_particles, d) if x0 is None else x0
-    return _integrate(x, save_at, lambda y: velocity(y, params, kernel=kernel, flow=flow, tile=tile),
-                      lambda n: jax.random.normal(jax.random.fold_in(noise_key, n), x.shape, x.dtype),
-                      jnp.sqrt(2.0 * params.mu * dt).astype(x.dtype), dt, n_snapshots)
+    return _integrate(
+        x,
+        save_at,
+        lambda y: velocity(y, params, kernel=kernel, flow=flow, tile=tile),
+        lambda n: jax.random.normal(jax.random.fold_in(noise_key, n), x.shape, x.dtype),
+        jnp.sqrt(2.0 * params.mu * dt).astype(x.dtype),
+        dt,
+        n_snapshots,
+    )
 
 
 _run_jit = jax.jit(_run, static_argnames=_STATIC)
@@ -272,13 +293,20 @@ def _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile):
     _flows.resolve_flow(flow, d)
     save_at = np.full(int(steps[-1]) + 1, -1, np.int32)
     save_at[steps] = np.arange(len(steps), dtype=np.int32)
-    static = dict(n_particles=int(n_particles), d=d, kernel=kernel, flow=flow, dt=float(dt),
-                  n_snapshots=len(steps), tile=int(min(tile or default_tile(), n_particles)))
+    static = dict(
+        n_particles=int(n_particles),
+        d=d,
+        kernel=kernel,
+        flow=flow,
+        dt=float(dt),
+        n_snapshots=len(steps),
+        tile=int(min(tile or default_tile(), n_particles)),
+    )
     return t, jnp.asarray(save_at), x0, static
 
 
 def raise_if_nonfinite(traj: Trajectory, dt: float) -> Trajectory:
-    """Turns ``traj.nonfinite_step`` (data) into a :class:`NonFiniteError` (an exception)."""
+    """Turns ``traj.nonfinite_step`` (data) into a `NonFiniteError` (an exception)."""
     bad = np.atleast_1d(np.asarray(traj.nonfinite_step))
     if np.any(bad >= 0):
         runs = np.flatnonzero(bad >= 0)
@@ -286,36 +314,50 @@ def raise_if_nonfinite(traj: Trajectory, dt: float) -> Trajectory:
         where = f" in run(s) {runs.tolist()} of the batch" if bad.size > 1 else ""
         raise NonFiniteError(
             f"the simulation turned non-finite at step {first} (t = {first * dt:.6g}){where}; "
-            f"reduce dt, increase delta, or use a regularised kernel.")
+            f"reduce dt, increase delta, or use a regularised kernel."
+        )
     return traj
 
 
-def simulate(key, params: Params = Params(), times=(0.1,), *, n_particles: Optional[int] = None, x0=None,
-             d: int = 2, kernel: str = "blob", flow=None, dt: float = DEFAULT_DT,
-             tile: Optional[int] = None, check: bool = True, mesh=None, axis: Optional[str] = None,
-             method: str = "ring") -> Trajectory:
+def simulate(
+    key,
+    params: Params = Params(),
+    times=(0.1,),
+    *,
+    n_particles: int | None = None,
+    x0=None,
+    d: int = 2,
+    kernel: str = "blob",
+    flow=None,
+    dt: float = DEFAULT_DT,
+    tile: int | None = None,
+    check: bool = True,
+    mesh=None,
+    axis: str | None = None,
+    method: str = "ring",
+) -> Trajectory:
     r"""Runs the IPM and returns snapshots at ``times``.
 
     Args:
       key: a ``jax.random`` key: it draws the initial law (if ``x0`` is None) and the noise.
-      params: :class:`Params` (traced).
+      params: `Params` (traced).
       times: increasing snapshot times, whole multiples of ``dt``; ``0`` gives the initial state.
       n_particles: ``J``, when ``x0`` is not given (initial law: uniform on the unit ball).
       x0: ``[J, d]`` initial positions.
       d: space dimension, 2 or 3.
-      kernel: ``"blob"`` (default), ``"paper"`` or ``"exact"`` (:mod:`ksdp.kernels`).
-      flow: ``None``, a name in :data:`ksdp.flows.FLOWS`, or a JAX function ``v(x, params.flow)``.
+      kernel: ``"blob"`` (default), ``"paper"`` or ``"exact"`` (`ksdp.kernels`).
+      flow: ``None``, a name in `ksdp.flows.FLOWS`, or a JAX function ``v(x, params.flow)``.
       dt: Euler--Maruyama step.
       tile: targets per tile of the all-pairs drift.
-      check: raise :class:`NonFiniteError` if the run turned non-finite (only outside a trace;
+      check: raise `NonFiniteError` if the run turned non-finite (only outside a trace;
         inside ``jit`` read ``Trajectory.nonfinite_step``).
-      mesh: a :class:`jax.sharding.Mesh` to split the particles across (``J`` a multiple of its
+      mesh: a `jax.sharding.Mesh` to split the particles across (``J`` a multiple of its
         devices); ``axis`` names the mesh axis (default: its only one) and ``method`` how sources
-        travel, ``"ring"`` or ``"allgather"`` (:mod:`ksdp.parallel`). The result equals the
+        travel, ``"ring"`` or ``"allgather"`` (`pair_sum`). The result equals the
         unsharded run to round-off and comes back sharded along ``J``.
 
     Returns:
-      :class:`Trajectory` with ``particles`` of shape ``[S, J, d]``.
+      `Trajectory` with ``particles`` of shape ``[S, J, d]``.
 
     Example:
       >>> import jax, ksdp
@@ -331,8 +373,7 @@ def simulate(key, params: Params = Params(), times=(0.1,), *, n_particles: Optio
     if mesh is None:
         buf, bad = _run_jit(key, params, x0, save_at, **static)
     else:
-        from ksdp import parallel as _parallel
-        buf, bad = _parallel._simulate(key, params, x0, save_at, static, mesh=mesh, axis=axis, method=method)
+        buf, bad = _simulate_mesh(key, params, x0, save_at, static, mesh=mesh, axis=axis, method=method)
     traj = Trajectory(jnp.asarray(t, buf.dtype), buf, bad)
     if check and _is_concrete(bad):
         raise_if_nonfinite(traj, dt)
@@ -346,26 +387,43 @@ def broadcast_params(params: Params):
     if len(sizes) > 1:
         raise ValueError(f"batched parameters must share one leading size, got sizes {sorted(sizes)}.")
     size = sizes.pop() if sizes else 1
-    leaves = [jnp.broadcast_to(jnp.asarray(leaf), (size,) + jnp.shape(leaf)[1:]) if jnp.ndim(leaf) >= 1
-              else jnp.full((size,), leaf) for leaf in leaves]
+    leaves = [
+        jnp.broadcast_to(jnp.asarray(leaf), (size,) + jnp.shape(leaf)[1:])
+        if jnp.ndim(leaf) >= 1
+        else jnp.full((size,), leaf)
+        for leaf in leaves
+    ]
     return jax.tree_util.tree_unflatten(tree, leaves), size
 
 
-def sweep(key, params: Params, times=(0.1,), *, n_particles: Optional[int] = None, x0=None, d: int = 2,
-          kernel: str = "blob", flow=None, dt: float = DEFAULT_DT, tile: Optional[int] = None,
-          check: bool = True, mesh=None, axis: Optional[str] = None) -> Trajectory:
-    """:func:`simulate` for a batch of parameter sets in one compiled, ``vmap``-ed program.
+def sweep(
+    key,
+    params: Params,
+    times=(0.1,),
+    *,
+    n_particles: int | None = None,
+    x0=None,
+    d: int = 2,
+    kernel: str = "blob",
+    flow=None,
+    dt: float = DEFAULT_DT,
+    tile: int | None = None,
+    check: bool = True,
+    mesh=None,
+    axis: str | None = None,
+) -> Trajectory:
+    """`simulate` for a batch of parameter sets in one compiled, ``vmap``-ed program.
 
     Leaves of ``params`` are scalars (shared) or arrays of a common leading size ``P``. Run ``p``
     uses ``jax.random.split(key, P)[p]``, so it equals ``simulate(keys[p], params[p], ...)``.
     ``x0`` is ``[J, d]`` (shared) or ``[P, J, d]``.
 
-    With ``mesh`` (a :class:`jax.sharding.Mesh`; ``axis`` names its axis, default its only one) the
+    With ``mesh`` (a `jax.sharding.Mesh`; ``axis`` names its axis, default its only one) the
     parameter sets are split across the devices, ``P`` padded to a multiple of them; the result is
-    the same as without (:mod:`ksdp.parallel`) and comes back sharded along ``P``.
+    the same as without (`ksdp.parallel`) and comes back sharded along ``P``.
 
     Returns:
-      :class:`Trajectory` with ``particles [P, S, J, d]`` and ``nonfinite_step [P]``.
+      `Trajectory` with ``particles [P, S, J, d]`` and ``nonfinite_step [P]``.
     """
     params, size = broadcast_params(params)
     if x0 is not None:
@@ -382,8 +440,7 @@ def sweep(key, params: Params, times=(0.1,), *, n_particles: Optional[int] = Non
     if mesh is None:
         buf, bad = _run_batched_jit(keys, params, x0, save_at, **static)
     else:
-        from ksdp import parallel as _parallel
-        buf, bad = _parallel._sweep(keys, params, x0, save_at, static, mesh=mesh, axis=axis)
+        buf, bad = _sweep_mesh(keys, params, x0, save_at, static, mesh=mesh, axis=axis)
     traj = Trajectory(jnp.asarray(t, buf.dtype), buf, bad)
     if check and _is_concrete(bad):
         raise_if_nonfinite(traj, dt)
@@ -391,5 +448,139 @@ def sweep(key, params: Params, times=(0.1,), *, n_particles: Optional[int] = Non
 
 
 def second_moment(x):
-    r""":math:`m_2 = \frac1J\sum_j |X^j|^2` over the particle axis ``-2``; ``x`` is ``[..., J, d]``."""
+    r"""$m_2 = \frac1J\sum_j |X^j|^2$ over the particle axis ``-2``; ``x`` is ``[..., J, d]``."""
     return jnp.mean(jnp.sum(jnp.asarray(x) ** 2, axis=-1), axis=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Sharded paths (shared helpers in ksdp.parallel): the drift sharded along particles
+# --------------------------------------------------------------------------------------------
+def _pair_sum_local(targets, sources, delta, *, axis, n_dev, kernel, tile, method):
+    """Inside ``shard_map``: this device's targets against the sources of every device."""
+    if method == "allgather":
+        everything = jax.lax.all_gather(sources, axis, tiled=True)
+        return pair_sum(targets, everything, delta, kernel=kernel, tile=tile)
+    ring = [(j, (j + 1) % n_dev) for j in range(n_dev)]
+
+    def hop(_, carry):
+        acc, src = carry
+        nxt = jax.lax.ppermute(src, axis, ring)  # issued before the compute, so they can overlap
+        return acc + pair_sum(targets, src, delta, kernel=kernel, tile=tile), nxt
+
+    acc = jnp.zeros_like(targets)
+    if n_dev > 1:  # the loop below leaves the last block's contribution out
+        acc, sources = jax.lax.fori_loop(0, n_dev - 1, hop, (acc, sources))
+    return acc + pair_sum(targets, sources, delta, kernel=kernel, tile=tile)
+
+
+@partial(jax.jit, static_argnames=("mesh", "axis", "kernel", "tile", "method"))
+def _pair_sum_sharded(targets, sources, delta, *, mesh, axis, kernel, tile, method):
+    n_dev = mesh.shape[axis]
+    fn = partial(_pair_sum_local, axis=axis, n_dev=n_dev, kernel=kernel, tile=tile, method=method)
+    return jax.shard_map(fn, mesh=mesh, in_specs=(P(axis), P(axis), P()), out_specs=P(axis))(targets, sources, delta)
+
+
+def _pair_sum_mesh(
+    targets,
+    sources,
+    delta,
+    mesh,
+    *,
+    axis: str | None = None,
+    kernel: str = "blob",
+    tile: int | None = None,
+    method: str = "ring",
+):
+    """Back end of ``pair_sum(..., mesh=)``: validates the split, then one jitted ``shard_map``."""
+    axis, n_dev = _parallel.mesh_axis(mesh, axis)
+    _parallel.check_method(method)
+    targets = jnp.asarray(targets)
+    sources = jnp.asarray(sources, targets.dtype)
+    if targets.ndim != 2 or sources.ndim != 2 or sources.shape[1] != targets.shape[1]:
+        raise ValueError(f"targets and sources must be [T, d] and [J, d], got {targets.shape} and {sources.shape}.")
+    _parallel.check_divisible(targets.shape[0], n_dev, "the number of targets", "pad or trim the targets")
+    _parallel.check_divisible(sources.shape[0], n_dev, "the number of sources", "pad or trim the sources")
+    tile = int(min(tile or default_tile(), targets.shape[0] // n_dev))
+    return _pair_sum_sharded(targets, sources, delta, mesh=mesh, axis=axis, kernel=kernel, tile=tile, method=method)
+
+
+# --------------------------------------------------------------------------------------------
+# Simulation sharded along particles
+# --------------------------------------------------------------------------------------------
+def _run_particles(
+    key, params, x0, save_at, *, mesh, axis, method, n_particles, d, kernel, flow, dt, n_snapshots, tile
+):
+    """`_run` with the particles split across ``mesh[axis]`` (see `ksdp.parallel`)."""
+    n_dev = mesh.shape[axis]
+    n_local = n_particles // n_dev
+    init_key, noise_key = jax.random.split(key)
+    x_all = uniform_ball(init_key, n_particles, d) if x0 is None else x0
+    v = _flows.resolve_flow(flow, d)
+
+    def local(x_all, params):
+        start = jax.lax.axis_index(axis) * n_local
+        scale = params.chi * params.mass / n_particles
+
+        def drift(x):
+            chem = _pair_sum_local(x, x, params.delta, axis=axis, n_dev=n_dev, kernel=kernel, tile=tile, method=method)
+            return -scale * chem + jax.vmap(v, in_axes=(0, None))(x, params.flow).astype(x.dtype)
+
+        def noise(n):  # the unsharded run's [J, d] noise, of which this device keeps its rows: O(J d)
+            xi = jax.random.normal(jax.random.fold_in(noise_key, n), (n_particles, d), x_all.dtype)
+            return jax.lax.dynamic_slice_in_dim(xi, start, n_local)
+
+        x = jax.lax.dynamic_slice_in_dim(x_all, start, n_local)
+        buf, bad = _integrate(x, save_at, drift, noise, jnp.sqrt(2.0 * params.mu * dt).astype(x.dtype), dt, n_snapshots)
+        never = jnp.iinfo(jnp.int32).max
+        first = jax.lax.pmin(jnp.where(bad < 0, never, bad), axis)  # the first step on any device
+        return buf, jnp.where(first == never, -1, first)
+
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(), P()), out_specs=(P(None, axis), P()), check_vma=False)(
+        x_all, params
+    )
+
+
+_run_particles_jit = jax.jit(_run_particles, static_argnames=("mesh", "axis", "method") + _STATIC)
+
+
+def _simulate_mesh(key, params, x0, save_at, static: dict, *, mesh, axis=None, method="ring"):
+    """Back end of ``ksdp.simulate(..., mesh=)``: ``(snapshots [S, J, d] sharded, nonfinite_step)``; the
+    step is gathered, so every process can read it."""
+    axis, n_dev = _parallel.mesh_axis(mesh, axis)
+    _parallel.check_method(method)
+    j = static["n_particles"]
+    _parallel.check_divisible(j, n_dev, "n_particles (J)", "choose J accordingly")
+    static = dict(static, tile=int(min(static["tile"], j // n_dev)))
+    buf, bad = _run_particles_jit(key, params, x0, save_at, mesh=mesh, axis=axis, method=method, **static)
+    return buf, jnp.asarray(_parallel.gather(bad))
+
+
+# --------------------------------------------------------------------------------------------
+# Parameter sweeps sharded along the parameter axis
+# --------------------------------------------------------------------------------------------
+def _run_sets(keys, params, x0, save_at, *, mesh, axis, **static):
+    x_spec = P() if x0 is None or x0.ndim == 2 else P(axis)
+
+    def local(keys, params, x0):
+        return _run_batched(keys, params, x0, save_at, **static)
+
+    return jax.shard_map(
+        local, mesh=mesh, in_specs=(P(axis), P(axis), x_spec), out_specs=(P(axis), P(axis)), check_vma=False
+    )(keys, params, x0)
+
+
+_run_sets_jit = jax.jit(_run_sets, static_argnames=("mesh", "axis") + _STATIC)
+
+
+def _sweep_mesh(keys, params, x0, save_at, static: dict, *, mesh, axis=None):
+    """Back end of ``ksdp.sweep(..., mesh=)``: ``P`` is padded to a multiple of the devices (the
+    padding repeats the last set and is dropped). Returns ``(snapshots [P, S, J, d] sharded,
+    nonfinite [P])``, the latter gathered so every process can read it."""
+    axis, n_dev = _parallel.mesh_axis(mesh, axis)
+    size = keys.shape[0]
+    take = _parallel.pad_rows(size, n_dev)
+    if take is not None:
+        keys, params = keys[take], jax.tree_util.tree_map(lambda a: a[take], params)
+        x0 = x0 if x0 is None or x0.ndim == 2 else x0[take]
+    buf, bad = _run_sets_jit(keys, params, x0, save_at, mesh=mesh, axis=axis, **static)
+    return buf[:size] if take is not None else buf, jnp.asarray(_parallel.gather(bad)[:size])

@@ -2,27 +2,28 @@ r"""Interaction kernels of the Keller--Segel particle system.
 
 The chemotactic drift of particle ``j`` is (paper eq. 8)
 
-.. math::
+$$
+b_j = -\frac{\chi M}{J} \sum_{i \ne j} \nabla K_\delta(X^j - X^i),
+$$
 
-    b_j = -\frac{\chi M}{J} \sum_{i \ne j} \nabla K_\delta(X^j - X^i),
-
-with :math:`K` the Green's function of the Laplacian (``d=2``: :math:`\ln|z|/2\pi`;
-``d=3``: :math:`-1/4\pi|z|`). Every kernel here has a radial gradient
-:math:`\nabla K_\delta(z) = z\,\phi(|z|^2)`, so the drift needs only the scalar factor
-:math:`\phi`; :func:`radial_factor` returns it, :func:`potential` returns :math:`K_\delta` itself
+with $K$ the Green's function of the Laplacian (``d=2``: $\ln|z|/2\pi$;
+``d=3``: $-1/4\pi|z|$). Every kernel here has a radial gradient
+$\nabla K_\delta(z) = z\,\phi(|z|^2)$, so the drift needs only the scalar factor
+$\phi$; `radial_factor` returns it, `potential` returns $K_\delta$ itself
 (used by the tests to check the hand-written gradients against ``jax.grad``).
 
 Three kernels (``SPEC.md`` section 1):
 
 * ``"exact"``: the unregularised Green's function (``delta`` is ignored).
-* ``"paper"``: eq. (7), :math:`K_\delta(z) = K(z)\,|z|^2/(|z|^2+\delta^2)`. Repulsive for
-  :math:`|z| \lesssim \delta` (a short-range core), and it biases the second moment early.
-* ``"blob"``: force softening (vortex blob / Plummer), :math:`\nabla K_\delta(z) = z/(2\pi(|z|^2+\delta^2))`
-  in 2D and :math:`z/(4\pi(|z|^2+\delta^2)^{3/2})` in 3D. Attractive everywhere; the experiments use it.
+* ``"paper"``: eq. (7), $K_\delta(z) = K(z)\,|z|^2/(|z|^2+\delta^2)$. Repulsive for
+  $|z| \lesssim \delta$ (a short-range core), and it biases the second moment early.
+* ``"blob"``: force softening (vortex blob / Plummer), $\nabla K_\delta(z) = z/(2\pi(|z|^2+\delta^2))$
+  in 2D and $z/(4\pi(|z|^2+\delta^2)^{3/2})$ in 3D. Attractive everywhere; the experiments use it.
 
 Zero separation (the self term, or two coincident particles) contributes exactly zero: the factor is
 masked *before* dividing (jax-md ``safe_mask``), so ``jax.grad`` through it stays finite.
 """
+
 from __future__ import annotations
 
 import math
@@ -61,11 +62,11 @@ def _factor(r2, delta2, d: int, kernel: str):
 
 
 def radial_factor(r2, delta, d: int, kernel: str = "blob"):
-    r"""Scalar :math:`\phi` with :math:`\nabla K_\delta(z) = z\,\phi(|z|^2)`, zero at ``r2 == 0``.
+    r"""Scalar $\phi$ with $\nabla K_\delta(z) = z\,\phi(|z|^2)$, zero at ``r2 == 0``.
 
     Args:
       r2: squared separations, any shape.
-      delta: regularisation length :math:`\delta` (traced; ignored by ``"exact"``).
+      delta: regularisation length $\delta$ (traced; ignored by ``"exact"``).
       d: space dimension, 2 or 3 (static).
       kernel: ``"exact"``, ``"paper"`` or ``"blob"`` (static).
 
@@ -78,7 +79,7 @@ def radial_factor(r2, delta, d: int, kernel: str = "blob"):
 
 
 def grad_kernel(z, delta, kernel: str = "blob"):
-    r""":math:`\nabla K_\delta(z)` for separations ``z`` of shape ``[..., d]``."""
+    r"""$\nabla K_\delta(z)$ for separations ``z`` of shape ``[..., d]``."""
     z = jnp.asarray(z)
     d = z.shape[-1]
     check_kernel(kernel, d)
@@ -86,9 +87,9 @@ def grad_kernel(z, delta, kernel: str = "blob"):
 
 
 def potential(z, delta, kernel: str = "blob"):
-    r""":math:`K_\delta(z)` for one separation ``z`` of shape ``[d]`` (a scalar), singular at 0.
+    r"""$K_\delta(z)$ for one separation ``z`` of shape ``[d]`` (a scalar), singular at 0.
 
-    Its ``jax.grad`` equals :func:`grad_kernel` away from the origin; the tests check this.
+    Its ``jax.grad`` equals `grad_kernel` away from the origin; the tests check this.
     """
     z = jnp.asarray(z)
     d = z.shape[-1]

@@ -1,7 +1,7 @@
-r"""The DeepParticle network :math:`f_\theta(x;\eta)` (paper Sec. 3.2) and generation.
+r"""The DeepParticle network $f_\theta(x;\eta)$ (paper Sec. 3.2) and generation.
 
 Input ``(x, eta)`` concatenated ("padding"), ``depth`` hidden layers of ``width`` units with
-``activation``, a linear output in :math:`\mathbb{R}^d`. The paper's defaults (5 x 30, tanh) give
+``activation``, a linear output in $\mathbb{R}^d$. The paper's defaults (5 x 30, tanh) give
 3902 parameters for ``d = 2, p = 1`` (the paper quotes 4966, which does not follow from its widths).
 
 Deviation from the paper (``residual=True``, the default): the output is ``x + MLP(x, eta)``. The
@@ -16,18 +16,19 @@ paper's network.
 
 The physical parameter is normalised before it enters the network: optionally ``log10`` (for
 amplitudes spanning decades), then an affine map sending the training range to ``[-1, 1]``. The
-transform lives in :class:`ModelConfig` and is saved with every checkpoint.
+transform lives in `ModelConfig` and is saved with every checkpoint.
 """
+
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ksdp import ipm as _ipm
+from ksdp.initial import uniform_ball
 
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": jax.nn.gelu, "silu": jax.nn.silu}
 
@@ -50,21 +51,29 @@ class ModelConfig(NamedTuple):
     depth: int = 5
     activation: str = "tanh"
     residual: bool = True
-    eta_log: Tuple[bool, ...] = (False,)
-    eta_center: Tuple[float, ...] = (0.0,)
-    eta_scale: Tuple[float, ...] = (1.0,)
+    eta_log: tuple[bool, ...] = (False,)
+    eta_center: tuple[float, ...] = (0.0,)
+    eta_scale: tuple[float, ...] = (1.0,)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self._asdict().items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
-def make_config(d: int, eta_train, *, width: int = 30, depth: int = 5, activation: str = "tanh",
-                residual: bool = True, eta_log=False) -> ModelConfig:
-    """A :class:`ModelConfig` whose normalisation maps the training ``eta`` range to ``[-1, 1]``.
+def make_config(
+    d: int,
+    eta_train,
+    *,
+    width: int = 30,
+    depth: int = 5,
+    activation: str = "tanh",
+    residual: bool = True,
+    eta_log=False,
+) -> ModelConfig:
+    """A `ModelConfig` whose normalisation maps the training ``eta`` range to ``[-1, 1]``.
 
     Args:
       d: space dimension.
@@ -90,8 +99,9 @@ def make_config(d: int, eta_train, *, width: int = 30, depth: int = 5, activatio
     lo, hi = t.min(0), t.max(0)
     center = (lo + hi) / 2
     scale = np.where(hi > lo, (hi - lo) / 2, 1.0)
-    return ModelConfig(d, p, width, depth, activation, bool(residual), logs, tuple(map(float, center)),
-                       tuple(map(float, scale)))
+    return ModelConfig(
+        d, p, width, depth, activation, bool(residual), logs, tuple(map(float, center)), tuple(map(float, scale))
+    )
 
 
 class MLP(nn.Module):
@@ -138,7 +148,7 @@ def init(key, cfg: ModelConfig):
 
 
 def apply(cfg: ModelConfig, params, x, eta):
-    r""":math:`f_\theta(x;\eta)` for ``x [..., N, d]`` and ``eta [..., p]`` (one per cloud)."""
+    r"""$f_\theta(x;\eta)$ for ``x [..., N, d]`` and ``eta [..., p]`` (one per cloud)."""
     e = normalise_eta(cfg, eta)
     e = jnp.broadcast_to(e[..., None, :], x.shape[:-1] + (cfg.p,))
     out = _module(cfg).apply(params, jnp.concatenate([x, e.astype(x.dtype)], axis=-1))
@@ -151,21 +161,21 @@ def n_parameters(params) -> int:
 
 
 def _generate_chunk(cfg, params, eta, key, chunk):
-    x = _ipm.uniform_ball(key, chunk, cfg.d)
+    x = uniform_ball(key, chunk, cfg.d)
     return apply(cfg, params, x, eta)
 
 
 _generate_chunk_jit = jax.jit(_generate_chunk, static_argnums=(0, 4))
 
 
-def generate(cfg: ModelConfig, params, eta, key, n: int, *, chunk: Optional[int] = 65536):
-    r"""``n`` particles of the learnt law at ``eta``: fresh uniform-ball samples pushed through :math:`f_\theta`.
+def generate(cfg: ModelConfig, params, eta, key, n: int, *, chunk: int | None = 65536):
+    r"""``n`` particles of the learnt law at ``eta``: fresh uniform-ball samples pushed through $f_\theta$.
 
     Works for any ``eta``, including values outside the training range (extrapolation). Memory is
     ``O(chunk * width)`` beyond the ``[n, d]`` output: 10^6 particles need ~10 MiB of output.
 
     Args:
-      cfg: the model's :class:`ModelConfig`.
+      cfg: the model's `ModelConfig`.
       params: trained parameters.
       eta: one parameter value (scalar or ``[p]``) or a batch ``[B, p]`` (``[B]`` when ``p == 1``).
       key: random key; chunk ``k`` uses ``fold_in(key, k)``.
@@ -181,8 +191,9 @@ def generate(cfg: ModelConfig, params, eta, key, n: int, *, chunk: Optional[int]
     if eta.ndim > 2:
         raise ValueError(f"eta must be one value [p] or a batch [B, p], got shape {eta.shape}.")
     if eta.ndim == 2:
-        return np.stack([generate(cfg, params, e, jax.random.fold_in(key, b), n, chunk=chunk)
-                         for b, e in enumerate(eta)])
+        return np.stack(
+            [generate(cfg, params, e, jax.random.fold_in(key, b), n, chunk=chunk) for b, e in enumerate(eta)]
+        )
     chunk = int(min(chunk or n, n))
     out = np.empty((n, cfg.d), np.float32)
     for k, start in enumerate(range(0, n, chunk)):

@@ -1,9 +1,9 @@
 r"""DeepParticle training: the alternating min--min loop of Algorithm 1 (paper Sec. 3.3--3.4).
 
-.. math::
-
-    \min_\theta \frac1R\sum_{r=1}^R \min_{\gamma_r} \frac1N\sum_i
-      |f_\theta(x_{i,r};\eta_r) - y_{\gamma_r(i),r}|^2
+$$
+\min_\theta \frac1R\sum_{r=1}^R \min_{\gamma_r} \frac1N\sum_i
+|f_\theta(x_{i,r};\eta_r) - y_{\gamma_r(i),r}|^2
+$$
 
 (eq. 14 averaged over the ``R`` parameter sets, so the learning rate does not depend on ``R``).
 
@@ -14,28 +14,31 @@ sweeps from the identity), then alternates ``renew_every = L`` Adam steps on ``t
 the gradient flows through the matched cost only (Danskin), the matching under ``stop_gradient``.
 
 A mini-batch is one jitted call (``lax.scan`` inside), so the loop compiles once whatever the
-number of mini-batches. The state is data (:class:`TrainState`); checkpoints are written
-atomically after every ``checkpoint_every`` mini-batches and at the end, and :func:`train`
+number of mini-batches. The state is data (`TrainState`); checkpoints are written
+atomically after every ``checkpoint_every`` mini-batches and at the end, and `train`
 resumes from one exactly (same keys, same result to float32 round-off).
 """
+
 from __future__ import annotations
 
 import json
 import os
 import sys
 import time
-from typing import Any, NamedTuple, Optional
+from functools import partial
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import PartitionSpec as P
 
 from ksdp import _io
-from ksdp import ipm as _ipm
 from ksdp import model as _model
 from ksdp import parallel as _parallel
 from ksdp import transport as _transport
+from ksdp.initial import uniform_ball
 
 CHECKPOINT_FORMAT = "ksdp-checkpoint/1"
 
@@ -91,13 +94,16 @@ def check_inputs(model_cfg: _model.ModelConfig, cfg: TrainConfig, targets, eta):
     if eta.ndim != 2 or eta.shape[0] != targets.shape[0]:
         raise ValueError(f"eta must be [R, p] with R={targets.shape[0]} (one per target set), got {eta.shape}.")
     if cfg.n_samples > targets.shape[1]:
-        raise ValueError(f"n_samples N={cfg.n_samples} exceeds the J={targets.shape[1]} particles per set; "
-                         f"lower TrainConfig.n_samples or simulate more particles.")
+        raise ValueError(
+            f"n_samples N={cfg.n_samples} exceeds the J={targets.shape[1]} particles per set; "
+            f"lower TrainConfig.n_samples or simulate more particles."
+        )
     for name in ("n_samples", "resample_every", "renew_every", "sweeps", "initial_sweeps"):
         v = getattr(cfg, name)
         if not isinstance(v, (int, np.integer)) or v < (0 if "sweeps" in name else 1):
-            raise ValueError(f"TrainConfig.{name} must be a {'non-negative' if 'sweeps' in name else 'positive'} "
-                             f"integer, got {v!r}.")
+            raise ValueError(
+                f"TrainConfig.{name} must be a {'non-negative' if 'sweeps' in name else 'positive'} integer, got {v!r}."
+            )
     if cfg.resample_every % cfg.renew_every:
         raise ValueError(f"renew_every={cfg.renew_every} must divide resample_every={cfg.resample_every}.")
     if not (cfg.learning_rate > 0):
@@ -121,7 +127,7 @@ def loss_fn(model_cfg, params, x, y, perm, eta):
     return jnp.mean(jnp.sum((fx - matched) ** 2, axis=-1))
 
 
-def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axis: Optional[str] = None):
+def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axis: str | None = None):
     """One mini-batch: fresh samples, initial matching, then ``K / L`` rounds of Adam + sweeps.
 
     With ``axis`` (inside ``shard_map``), ``targets``, ``eta`` and ``state.perm`` are this device's
@@ -138,9 +144,10 @@ def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axi
         index = jax.lax.axis_index(axis) * n_local + jnp.arange(n_local)
         sets = (index, n_sets)
     key, k_x, k_y, k_match, k_rounds = jax.random.split(state.key, 5)
-    x = _ipm.uniform_ball(k_x, n_sets * n, d).reshape(n_sets, n, d)[index]
+    x = uniform_ball(k_x, n_sets * n, d).reshape(n_sets, n, d)[index]
     pick = jax.vmap(lambda k: jax.random.choice(k, n_particles, (n,), replace=False))(
-        jax.random.split(k_y, n_sets)[index])
+        jax.random.split(k_y, n_sets)[index]
+    )
     y = jnp.take_along_axis(targets, pick[..., None], axis=1)
     perm = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (n_local, n))
     opt = _optimizer(cfg)
@@ -174,7 +181,8 @@ def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axi
 
     n_rounds = cfg.resample_every // cfg.renew_every
     (params, opt_state, perm), losses = jax.lax.scan(
-        one_round, (state.params, state.opt_state, perm), jax.random.split(k_rounds, n_rounds))
+        one_round, (state.params, state.opt_state, perm), jax.random.split(k_rounds, n_rounds)
+    )
     new = TrainState(params, opt_state, perm, state.step + cfg.resample_every, key)
     return new, losses.reshape(-1)
 
@@ -182,20 +190,48 @@ def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axi
 _minibatch_jit = jax.jit(_minibatch, static_argnums=(3, 4))
 
 
+def _minibatch_mesh(mesh, axis: str | None, n_sets: int):
+    """The jitted, sharded mini-batch of `train`: ``fn(state, targets, eta, model_cfg, cfg)``.
+
+    ``targets [R, J, d]``, ``eta [R, p]`` and ``state.perm [R, N]`` are split along ``R = n_sets``
+    (checked to be a multiple of the devices); the network and optimiser state are replicated.
+    """
+    axis, n_dev = _parallel.mesh_axis(mesh, axis)
+    _parallel.check_divisible(n_sets, n_dev, "the number of parameter sets R", "train on a multiple of the devices")
+    return lambda state, targets, eta, model_cfg, cfg: _minibatch_sharded(
+        state, targets, eta, model_cfg, cfg, mesh, axis
+    )
+
+
+@partial(jax.jit, static_argnums=(3, 4, 5, 6))
+def _minibatch_sharded(state, targets, eta, model_cfg, cfg, mesh, axis):
+    state_spec = TrainState(P(), P(), P(axis), P(), P())
+    fn = partial(_minibatch, model_cfg=model_cfg, cfg=cfg, axis=axis)
+    return jax.shard_map(
+        fn, mesh=mesh, in_specs=(state_spec, P(axis), P(axis)), out_specs=(state_spec, P()), check_vma=False
+    )(state, targets, eta)
+
+
 # --------------------------------------------------------------------------------------------
 # Checkpoints
 # --------------------------------------------------------------------------------------------
-def save_checkpoint(path, state: TrainState, model_cfg, cfg: TrainConfig, history, extra: Optional[dict] = None):
+def save_checkpoint(path, state: TrainState, model_cfg, cfg: TrainConfig, history, extra: dict | None = None):
     """Writes the state, configs, normalisation and loss history to one ``.npz`` atomically.
 
-    Sharded arrays are gathered first, across processes too (:func:`ksdp.parallel.gather`), so
+    Sharded arrays are gathered first, across processes too (`ksdp.parallel.gather`), so
     every process must call this; only process 0 writes (with several hosts, ``path`` belongs on a
     disk they share, so that each can resume from it).
     """
     host = _parallel.gather(state._replace(key=jax.random.key_data(state.key)))
     arrays = {f"leaf_{i:04d}": leaf for i, leaf in enumerate(jax.tree_util.tree_leaves(host))}
-    meta = {"format": CHECKPOINT_FORMAT, "model": model_cfg.to_dict(), "train": cfg._asdict(),
-            "step": int(host.step), "n_sets": int(state.perm.shape[0]), "extra": extra or {}}
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "model": model_cfg.to_dict(),
+        "train": cfg._asdict(),
+        "step": int(host.step),
+        "n_sets": int(state.perm.shape[0]),
+        "extra": extra or {},
+    }
     arrays["meta_json"] = np.asarray(json.dumps(meta))
     arrays["history"] = np.asarray(history, np.float32)
     if jax.process_index() == 0:
@@ -215,7 +251,7 @@ def load_checkpoint(path):
     template = template._replace(key=jax.random.key_data(template.key))
     leaves, tree = jax.tree_util.tree_flatten(template)
     stored = [files[f"leaf_{i:04d}"] for i in range(len(leaves))]
-    for a, b in zip(stored, leaves):
+    for a, b in zip(stored, leaves, strict=True):
         if np.shape(a) != np.shape(b):
             raise ValueError(f"{path}: a stored array has shape {np.shape(a)}, the model expects {np.shape(b)}.")
     state = jax.tree_util.tree_unflatten(tree, [jnp.asarray(a) for a in stored])
@@ -233,29 +269,40 @@ class TrainResult(NamedTuple):
     state: TrainState
 
 
-def train(key, targets, eta, model_cfg: _model.ModelConfig, cfg: TrainConfig = TrainConfig(), *,
-          n_steps: int, checkpoint: Optional[str] = None, checkpoint_every: int = 1,
-          resume: bool = True, progress: Optional[bool] = None, mesh=None,
-          axis: Optional[str] = None) -> TrainResult:
-    """Trains :math:`f_\\theta` on target particle sets, one per physical parameter.
+def train(
+    key,
+    targets,
+    eta,
+    model_cfg: _model.ModelConfig,
+    cfg: TrainConfig = TrainConfig(),
+    *,
+    n_steps: int,
+    checkpoint: str | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = True,
+    progress: bool | None = None,
+    mesh=None,
+    axis: str | None = None,
+) -> TrainResult:
+    """Trains $f_\\theta$ on target particle sets, one per physical parameter.
 
     Args:
       key: random key (initial parameters and all sampling).
       targets: ``[R, J, d]`` particles of each training set.
       eta: ``[R, p]`` (or ``[R]``) physical parameters, raw (the model normalises them).
-      model_cfg: from :func:`ksdp.model.make_config`.
-      cfg: :class:`TrainConfig`.
+      model_cfg: from `ksdp.model.make_config`.
+      cfg: `TrainConfig`.
       n_steps: total Adam steps, a multiple of ``cfg.resample_every``.
       checkpoint: path of the checkpoint file; ``None`` for none.
       checkpoint_every: mini-batches between checkpoints (one is always written at the end).
       resume: continue from ``checkpoint`` if it exists (its configs must match).
       progress: show a progress bar (default: when stderr is a terminal).
-      mesh: a :class:`jax.sharding.Mesh` to train data parallel over the ``R`` sets (``R`` a
+      mesh: a `jax.sharding.Mesh` to train data parallel over the ``R`` sets (``R`` a
         multiple of its devices; ``axis`` names the mesh axis, default its only one). Each device
-        matches its own sets; every step equals the unsharded one to round-off (:mod:`ksdp.parallel`).
+        matches its own sets; every step equals the unsharded one to round-off (`ksdp.parallel`).
 
     Returns:
-      :class:`TrainResult`.
+      `TrainResult`.
 
     Raises:
       TrainingError: the loss turned non-finite (the last checkpoint stays as it was).
@@ -267,14 +314,16 @@ def train(key, targets, eta, model_cfg: _model.ModelConfig, cfg: TrainConfig = T
         raise ValueError(f"n_steps={n_steps} must be a multiple of resample_every={cfg.resample_every}.")
     step_fn = _minibatch_jit
     if mesh is not None:
-        step_fn = _parallel._minibatch(mesh, axis, targets.shape[0])
+        step_fn = _minibatch_mesh(mesh, axis, targets.shape[0])
     history: list = []
     state = None
     if checkpoint and resume and os.path.exists(checkpoint):
         state, saved_model, saved_cfg, history, _ = load_checkpoint(checkpoint)
         if saved_model != model_cfg or saved_cfg != cfg or state.perm.shape[0] != targets.shape[0]:
-            raise ValueError(f"checkpoint {checkpoint} was written for another model or training config; "
-                             f"delete it or pass resume=False.")
+            raise ValueError(
+                f"checkpoint {checkpoint} was written for another model or training config; "
+                f"delete it or pass resume=False."
+            )
     if state is None:
         state = init_state(key, model_cfg, cfg, targets.shape[0])
     step = int(state.step)  # counted here: a sharded state need not be readable on this process
@@ -284,6 +333,7 @@ def train(key, targets, eta, model_cfg: _model.ModelConfig, cfg: TrainConfig = T
     bar = None
     if show and total > done:
         from tqdm.auto import tqdm
+
         bar = tqdm(total=n_steps, initial=done * cfg.resample_every, unit="step", desc="train", leave=False)
     t0 = time.perf_counter()
     try:
@@ -292,15 +342,19 @@ def train(key, targets, eta, model_cfg: _model.ModelConfig, cfg: TrainConfig = T
             losses = _parallel.gather(losses)
             if not np.all(np.isfinite(losses)):
                 bad = step + int(np.flatnonzero(~np.isfinite(losses))[0]) + 1
-                raise TrainingError(f"the loss turned non-finite at step {bad}; the last good checkpoint "
-                                    f"({checkpoint or 'none'}) is at step {step}. Lower the "
-                                    f"learning rate or check the targets.")
+                raise TrainingError(
+                    f"the loss turned non-finite at step {bad}; the last good checkpoint "
+                    f"({checkpoint or 'none'}) is at step {step}. Lower the "
+                    f"learning rate or check the targets."
+                )
             state, step = new, step + cfg.resample_every
             history.extend(losses.tolist())
             if bar is not None:
                 bar.update(cfg.resample_every)
-                bar.set_postfix(loss=f"{losses[-1]:.3g}",
-                                rate=f"{(b + 1 - done) * cfg.resample_every / (time.perf_counter() - t0):.0f}/s")
+                bar.set_postfix(
+                    loss=f"{losses[-1]:.3g}",
+                    rate=f"{(b + 1 - done) * cfg.resample_every / (time.perf_counter() - t0):.0f}/s",
+                )
             if checkpoint and ((b + 1 - done) % checkpoint_every == 0 or b + 1 == total):
                 save_checkpoint(checkpoint, state, model_cfg, cfg, history)
     finally:

@@ -1,41 +1,42 @@
 r"""Discrete optimal transport between equal-size point clouds, by permutations.
 
-For point clouds :math:`x, y \in \mathbb{R}^{N\times d}` with uniform weights the optimal plan of
+For point clouds $x, y \in \mathbb{R}^{N\times d}$ with uniform weights the optimal plan of
 the squared-distance cost is a permutation (Birkhoff--von Neumann), and
 
-.. math::
+$$
+W_2^2(x, y) = \min_{\sigma} \frac1N \sum_i |x_i - y_{\sigma(i)}|^2 .
+$$
 
-    W_2^2(x, y) = \min_{\sigma} \frac1N \sum_i |x_i - y_{\sigma(i)}|^2 .
-
-The paper (Sec. 3.3) improves a permutation by re-solving one random :math:`M\times M` sub-problem
-at a time. Here one **sweep** partitions all :math:`N` rows into :math:`\lfloor N/M\rfloor` disjoint
+The paper (Sec. 3.3) improves a permutation by re-solving one random $M\times M$ sub-problem
+at a time. Here one **sweep** partitions all $N$ rows into $\lfloor N/M\rfloor$ disjoint
 random blocks (plus one block holding the remainder rows) and solves every block *exactly* at once
 with ``optax.assignment.hungarian_algorithm`` under ``vmap``. A block keeps its current
 sub-assignment unless the exact solution is strictly cheaper, so a sweep never increases the cost:
 the current sub-permutation is a feasible point of each block problem.
 
 Conventions: ``perm[i]`` is the column (index into ``y``) matched to row ``i``; costs are the
-*mean* squared distance :math:`\frac1N\sum_i |x_i - y_{\sigma(i)}|^2` (a :math:`W_2^2` estimate).
+*mean* squared distance $\frac1N\sum_i |x_i - y_{\sigma(i)}|^2$ (a $W_2^2$ estimate).
 Every function takes one problem ``[N, d]`` or a batch ``[R, N, d]`` (one key per batch member is
 split from ``key``).
 """
+
 from __future__ import annotations
 
 from functools import partial
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from optax import assignment as _assignment
 
-from ksdp.ipm import _is_concrete
+from ksdp._checks import is_concrete as _is_concrete
 
 DEFAULT_BLOCK = 16
 
 
 class AssignmentResult(NamedTuple):
-    """Outcome of :func:`solve`.
+    """Outcome of `solve`.
 
     Attributes:
       perm: ``[N]`` (or ``[R, N]``) int32 permutation.
@@ -51,15 +52,17 @@ class AssignmentResult(NamedTuple):
     converged: jax.Array
 
 
-def check_clouds(x, y, perm=None, block: Optional[int] = None):
+def check_clouds(x, y, perm=None, block: int | None = None):
     """Validates a transport problem; returns ``(x, y)`` as arrays of one floating dtype."""
     x, y = jnp.asarray(x), jnp.asarray(y)
     if x.ndim not in (2, 3) or x.shape[-1] < 1:
         raise ValueError(f"x must be [N, d] or [R, N, d], got shape {x.shape}.")
     if y.shape != x.shape:
         what = "numbers of points N" if x.ndim == y.ndim and x.shape[-1] == y.shape[-1] else "shapes"
-        raise ValueError(f"x and y must have the same shape (equal-size clouds); their {what} differ: "
-                         f"{x.shape} vs {y.shape}. Subsample the larger cloud to the size of the smaller.")
+        raise ValueError(
+            f"x and y must have the same shape (equal-size clouds); their {what} differ: "
+            f"{x.shape} vs {y.shape}. Subsample the larger cloud to the size of the smaller."
+        )
     if x.shape[-2] < 1:
         raise ValueError("the clouds are empty (N = 0).")
     if perm is not None and jnp.shape(perm) != x.shape[:-1]:
@@ -74,7 +77,7 @@ def check_clouds(x, y, perm=None, block: Optional[int] = None):
 
 
 def matched_cost(x, y, perm):
-    r""":math:`\frac1N\sum_i |x_i - y_{\mathrm{perm}[i]}|^2`; ``x, y`` are ``[..., N, d]``, ``perm`` is ``[..., N]``."""
+    r"""$\frac1N\sum_i |x_i - y_{\mathrm{perm}[i]}|^2$; ``x, y`` are ``[..., N, d]``, ``perm`` is ``[..., N]``."""
     matched = jnp.take_along_axis(y, perm[..., None], axis=-2)
     return jnp.mean(jnp.sum((x - matched) ** 2, axis=-1), axis=-1)
 
@@ -137,7 +140,7 @@ def block_rows(key, x, block: int, local):
     # a random cyclic offset so that successive local sweeps cut the runs at different places
     order = jnp.roll(order, jax.random.randint(k3, (), 0, m))
     blocks = order[: n_blocks * m].reshape(n_blocks, m)
-    extra = jnp.concatenate([order[n_blocks * m:], order[: m - rem]])[None] if rem else None
+    extra = jnp.concatenate([order[n_blocks * m :], order[: m - rem]])[None] if rem else None
     return blocks, extra
 
 
@@ -154,7 +157,7 @@ def _set_keys(key, n_local, sets):
     """One key per problem of a batch: ``split(key, R)``, or its rows ``index`` of ``split(key, total)``.
 
     ``sets = (index, total)`` lets a device that holds the problems ``index`` of a batch of ``total``
-    (a shard, :mod:`ksdp.parallel`) draw exactly the keys the whole batch would give them.
+    (a shard, `ksdp.parallel`) draw exactly the keys the whole batch would give them.
     """
     if sets is None:
         return jax.random.split(key, n_local)
@@ -179,11 +182,12 @@ def sweep(key, x, y, perm, local=False, *, block: int = DEFAULT_BLOCK):
 
     Args:
       key: random key choosing the partition of the rows into blocks.
-      x, y: ``[N, d]`` or ``[R, N, d]``.
+      x: ``[N, d]`` or ``[R, N, d]``.
+      y: the other cloud, of the shape of ``x``.
       perm: current permutation(s), ``[N]`` or ``[R, N]`` (the warm start).
       local: ``False``: blocks of random rows (global moves); ``True``: blocks of rows whose ``x``
         are spatial neighbours (the local moves that remain near the optimum). A traced bool:
-        :func:`refine` and :func:`solve` alternate the two.
+        `refine` and `solve` alternate the two.
       block: block size ``M`` (static).
 
     Returns:
@@ -199,7 +203,7 @@ def refine(key, x, y, perm, *, n_sweeps: int, block: int = DEFAULT_BLOCK, sets=N
 
     Args:
       sets: for a shard of a batch, ``(index [R_local], R_total)``: the problems' positions in the
-        whole batch, so the shard uses the same keys as an unsharded call (see :mod:`ksdp.parallel`).
+        whole batch, so the shard uses the same keys as an unsharded call (see `ksdp.parallel`).
 
     Returns:
       ``(perm, costs)`` with ``costs [n_sweeps]`` (or ``[n_sweeps, R]``) after each sweep.
@@ -235,14 +239,16 @@ def _solve(key, x, y, perm, rtol, *, block, max_sweeps):
     return jax.vmap(one)(jax.random.split(key, x.shape[0]), x, y, perm)
 
 
-def solve(key, x, y, perm=None, *, block: int = DEFAULT_BLOCK, max_sweeps: int = 200,
-          rtol: float = 1e-5, exact_max: int = 0) -> AssignmentResult:
+def solve(
+    key, x, y, perm=None, *, block: int = DEFAULT_BLOCK, max_sweeps: int = 200, rtol: float = 1e-5, exact_max: int = 0
+) -> AssignmentResult:
     """Sweeps until a pair of sweeps (one random, one local) improves the cost by less than ``rtol``
     (relative), or ``max_sweeps`` sweeps are done.
 
     Args:
       key: random key.
-      x, y: ``[N, d]`` or ``[R, N, d]`` equal-size clouds.
+      x: ``[N, d]`` or ``[R, N, d]`` equal-size clouds.
+      y: the other cloud, of the shape of ``x``.
       perm: warm start (default: the identity).
       block: sub-problem size ``M >= 2``; ``N < M`` solves the whole problem exactly.
       max_sweeps: sweep budget.
@@ -252,7 +258,7 @@ def solve(key, x, y, perm=None, *, block: int = DEFAULT_BLOCK, max_sweeps: int =
         optimum whose improving cycles are longer than ``M``: see ``docs/algorithms.md``.
 
     Returns:
-      :class:`AssignmentResult`.
+      `AssignmentResult`.
     """
     x, y = check_clouds(x, y, perm, block)
     if x.shape[-2] <= exact_max:
@@ -278,8 +284,9 @@ def exact_assignment(x, y):
 EXACT_MAX = 256
 
 
-def w2(x, y, key=None, *, exact_max: int = EXACT_MAX, block: int = DEFAULT_BLOCK, max_sweeps: int = 500,
-       rtol: float = 1e-6):
+def w2(
+    x, y, key=None, *, exact_max: int = EXACT_MAX, block: int = DEFAULT_BLOCK, max_sweeps: int = 500, rtol: float = 1e-6
+):
     r"""The 2-Wasserstein distance between two equal-size empirical measures, and its permutation.
 
     Exact (one Hungarian solve) for ``N <= exact_max``; otherwise the block solver from the
@@ -287,11 +294,12 @@ def w2(x, y, key=None, *, exact_max: int = EXACT_MAX, block: int = DEFAULT_BLOCK
     sweeps (``tests/test_transport.py`` measures the gap against SciPy at N = 2000).
 
     Args:
-      x, y: ``[N, d]`` or ``[R, N, d]``.
+      x: ``[N, d]`` or ``[R, N, d]``.
+      y: the other cloud, of the shape of ``x``.
       key: random key for the block solver (default ``jax.random.key(0)``).
 
     Returns:
-      ``(w2, perm)``: :math:`W_2` (not squared) and the matching permutation.
+      ``(w2, perm)``: $W_2$ (not squared) and the matching permutation.
 
     Example:
       >>> import jax.numpy as jnp, ksdp
@@ -309,7 +317,7 @@ def sinkhorn_cost(x, y, epsilon: float = 1e-3, *, threshold: float = 1e-4, max_i
     """Entropic cross-check with ott-jax: Sinkhorn's primal cost ``<P, C>`` (mean squared distance).
 
     ``epsilon`` is absolute (the squared-distance cost is not rescaled). As ``epsilon -> 0`` the value
-    tends to :math:`W_2^2`, the quantity :func:`matched_cost` gives at the optimal permutation.
+    tends to $W_2^2$, the quantity `matched_cost` gives at the optimal permutation.
 
     Returns:
       ``(primal_cost, converged)``.

@@ -2,6 +2,7 @@
 
 (The benchmarks themselves are not run here: `python -m benchmarks` takes ~5 minutes.)
 """
+
 import glob
 import json
 import os
@@ -11,8 +12,11 @@ import pytest
 from benchmarks import __main__ as suite
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMBINED = sorted(p for p in glob.glob(os.path.join(ROOT, "benchmarks", "results", "*.json"))
-                  if os.path.basename(p).split("-")[0] not in suite.SCRIPTS + ("ablations",))
+COMBINED = sorted(
+    p
+    for p in glob.glob(os.path.join(ROOT, "benchmarks", "results", "*.json"))
+    if os.path.basename(p).split("-")[0] not in suite.SCRIPTS + ("ablations",)
+)
 
 
 def test_a_combined_result_is_committed():

@@ -1,12 +1,13 @@
 """The documentation runs: every Python block of README.md and docs/ is executed, shell commands
-name real modules and options, the multi-host recipe runs as two processes, and docs/api.md is
-what the docstrings generate.
+name real modules and options, the multi-host recipe runs as two processes, and the site (API
+reference included) builds with ``mkdocs build --strict``.
 
 Each page's Python blocks run in order as one script in a fresh interpreter (so a page may set
 XLA_FLAGS before importing JAX, as docs/scaling.md does). A block whose first line is
 ``# file: NAME`` is a file for the reader to save, not a step: it is written out and run by a
 dedicated test.
 """
+
 import glob
 import importlib.util
 import os
@@ -29,7 +30,9 @@ def blocks(path, lang):
 
 
 def files(path):
-    return {b.split("\n", 1)[0][len("# file: "):].strip(): b for b in blocks(path, "python") if b.startswith("# file: ")}
+    return {
+        b.split("\n", 1)[0][len("# file: ") :].strip(): b for b in blocks(path, "python") if b.startswith("# file: ")
+    }
 
 
 def env():
@@ -46,8 +49,9 @@ def test_python_blocks_run(page, tmp_path):
     script = "\n\n".join(b for b in blocks(page, "python") if not b.startswith("# file: "))
     path = tmp_path / "page.py"
     path.write_text(script)
-    run = subprocess.run([sys.executable, str(path)], cwd=tmp_path, env=env(), capture_output=True, text=True,
-                         timeout=600)
+    run = subprocess.run(
+        [sys.executable, str(path)], cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0, f"{os.path.relpath(page, ROOT)} failed:\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
 
 
@@ -81,17 +85,30 @@ def test_shell_commands_name_real_modules_and_options(module, options):
     if spec.submodule_search_locations:  # a package: needs __main__
         assert importlib.util.find_spec(module + ".__main__"), f"{module} has no __main__"
     if options:
-        help_text = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, env=env(),
-                                   capture_output=True, text=True, timeout=120).stdout
+        help_text = subprocess.run(
+            [sys.executable, "-m", module, "--help"], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120
+        ).stdout
         missing = [o for o in options if o not in help_text]
         assert not missing, f"the docs pass {missing} to `python -m {module}`, whose --help lacks them"
 
 
-def test_api_reference_is_current():
-    from ksdp import _apidoc
-    with open(os.path.join(ROOT, "docs", "api.md")) as f:
-        committed = f.read()
-    assert committed == _apidoc.render(), "docs/api.md is stale: run `python -m ksdp._apidoc > docs/api.md`"
+def test_site_builds_strict(tmp_path):
+    # mkdocs-material + mkdocstrings: every page, the API reference generated from the docstrings, and
+    # every link between pages; --strict turns each warning (a broken link, a docstring parameter that
+    # is not in the signature) into a failure. The build reads only local files.
+    run = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        env=dict(env(), NO_MKDOCS_2_WARNING="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    api = (tmp_path / "site" / "api" / "index.html").read_text()
+    for door in ("ksdp.ipm.simulate", "ksdp.transport.w2", "ksdp.training.train", "ksdp.model.generate"):
+        assert f'id="{door}"' in api, f"{door} is missing from the API reference"
+    assert 'class="arithmatex"' in api  # the docstrings' math reaches the page as math
 
 
 def _free_port():
@@ -106,27 +123,42 @@ def test_multihost_recipe_two_processes(tmp_path):
     e = dict(env(), XLA_FLAGS="--xla_force_host_platform_device_count=2")
     address = f"127.0.0.1:{_free_port()}"
     out = tmp_path / "data.npz"
-    procs = [subprocess.Popen([sys.executable, str(script), address, "2", str(i)] + ([str(out)] if i == 0 else []),
-                              cwd=tmp_path, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), address, "2", str(i)] + ([str(out)] if i == 0 else []),
+            cwd=tmp_path,
+            env=e,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     results = [p.communicate(timeout=600) for p in procs]
-    for p, (so, se) in zip(procs, results):
+    for p, (so, se) in zip(procs, results, strict=True):
         assert p.returncode == 0, so[-2000:] + se[-4000:]
     assert "2 processes, 4 devices" in results[0][0], results[0][0]
 
     import jax
     import jax.numpy as jnp
+
     import ksdp
+
     amplitudes = jnp.array([1.0, 10.0, 30.0, 100.0])
-    one = ksdp.make_dataset(jax.random.key(0), ksdp.Params(flow=amplitudes), (0.02,), n_particles=512,
-                            flow="laminar2d")
+    one = ksdp.make_dataset(jax.random.key(0), ksdp.Params(flow=amplitudes), (0.02,), n_particles=512, flow="laminar2d")
     two = ksdp.load_dataset(str(out))
     # the same per-run program on either side: 200 steps, at most 1 ulp of |x| each
-    np.testing.assert_allclose(two.particles, one.particles, rtol=0,
-                               atol=200 * 2 ** -23 * np.abs(one.particles).max())
-    res = ksdp.train(jax.random.key(1), one.particles[:, -1], amplitudes, ksdp.make_config(2, amplitudes, eta_log=True),
-                     ksdp.TrainConfig(n_samples=256, resample_every=100, renew_every=50), n_steps=200, progress=False)
+    np.testing.assert_allclose(two.particles, one.particles, rtol=0, atol=200 * 2**-23 * np.abs(one.particles).max())
+    res = ksdp.train(
+        jax.random.key(1),
+        one.particles[:, -1],
+        amplitudes,
+        ksdp.make_config(2, amplitudes, eta_log=True),
+        ksdp.TrainConfig(n_samples=256, resample_every=100, renew_every=50),
+        n_steps=200,
+        progress=False,
+    )
     loss = float(re.search(r"final loss ([0-9.e-]+)", results[0][0]).group(1))
     # a mean of R N = 1024 positive terms summed in another order (2 gamma_1024 ~ 1.2e-4), x10 for the
     # parameters' drift over 200 Adam steps, plus the 6 printed decimals
-    assert abs(loss - res.history[-1]) <= 10 * 2 * 1024 * 2 ** -24 * res.history[-1] + 5e-7
+    assert abs(loss - res.history[-1]) <= 10 * 2 * 1024 * 2**-24 * res.history[-1] + 5e-7

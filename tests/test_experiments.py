@@ -1,4 +1,5 @@
 """Every experiment at smoke scale: outputs exist and are finite; a second run reuses the work."""
+
 import json
 import math
 import os

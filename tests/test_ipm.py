@@ -1,4 +1,5 @@
 """The IPM against exact identities (SPEC section 2), a dense float64 reference, and bad input."""
+
 import math
 
 import jax
@@ -69,17 +70,23 @@ def _dense_drift64(x, delta, kernel):
     x = np.asarray(x, np.float64)
     d = x.shape[1]
     z = x[:, None, :] - x[None, :, :]
-    r2 = (z ** 2).sum(-1)
+    r2 = (z**2).sum(-1)
     off = ~np.eye(len(x), dtype=bool)
     s = np.where(off, r2, 1.0)
-    dl2 = delta ** 2
+    dl2 = delta**2
     if d == 2:
-        phi = {"exact": 1 / (2 * np.pi * s), "blob": 1 / (2 * np.pi * (s + dl2)),
-               "paper": (1 / (s + dl2) + dl2 * np.log(s) / (s + dl2) ** 2) / (2 * np.pi)}[kernel]
+        phi = {
+            "exact": 1 / (2 * np.pi * s),
+            "blob": 1 / (2 * np.pi * (s + dl2)),
+            "paper": (1 / (s + dl2) + dl2 * np.log(s) / (s + dl2) ** 2) / (2 * np.pi),
+        }[kernel]
     else:
         r = np.sqrt(s)
-        phi = {"exact": 1 / (4 * np.pi * r ** 3), "blob": 1 / (4 * np.pi * (s + dl2) ** 1.5),
-               "paper": (s - dl2) / (4 * np.pi * r * (s + dl2) ** 2)}[kernel]
+        phi = {
+            "exact": 1 / (4 * np.pi * r**3),
+            "blob": 1 / (4 * np.pi * (s + dl2) ** 1.5),
+            "paper": (s - dl2) / (4 * np.pi * r * (s + dl2) ** 2),
+        }[kernel]
     return (z * np.where(off, phi, 0.0)[..., None]).sum(1)
 
 
@@ -132,18 +139,21 @@ def test_user_flow_and_initial_law():
     np.testing.assert_allclose(shift, [0.02, 0.0], atol=1e-5)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(d=4), "d=4"),
-    (dict(dt=0.0), "dt"),
-    (dict(dt=-1e-4), "dt"),
-    (dict(n_particles=0), "n_particles"),
-    (dict(params=ksdp.Params(delta=0.0)), "delta"),
-    (dict(params=ksdp.Params(mu=-1.0)), "mu"),
-    (dict(times=(0.02, 0.01)), "increasing"),
-    (dict(times=(0.00015,)), "multiples of dt"),
-    (dict(kernel="gauss"), "kernel"),
-    (dict(flow="laminar3d"), "laminar3d"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(d=4), "d=4"),
+        (dict(dt=0.0), "dt"),
+        (dict(dt=-1e-4), "dt"),
+        (dict(n_particles=0), "n_particles"),
+        (dict(params=ksdp.Params(delta=0.0)), "delta"),
+        (dict(params=ksdp.Params(mu=-1.0)), "mu"),
+        (dict(times=(0.02, 0.01)), "increasing"),
+        (dict(times=(0.00015,)), "multiples of dt"),
+        (dict(kernel="gauss"), "kernel"),
+        (dict(flow="laminar3d"), "laminar3d"),
+    ],
+)
 def test_bad_input_raises(kwargs, match):
     args = dict(params=ksdp.Params(), times=(0.001,), n_particles=10)
     args.update(kwargs)
@@ -167,12 +177,13 @@ def test_nonfinite_run_reports_step():
     x0 = jnp.full((4, 2), 1.0)
     with pytest.raises(ksdp.NonFiniteError, match=r"step \d+ \(t = "):
         ksdp.simulate(jax.random.key(0), ksdp.Params(flow=1e3, chi=0.0, mu=0.0), times=(0.05,), x0=x0, flow=flow)
-    traj = ksdp.simulate(jax.random.key(0), ksdp.Params(flow=1e3, chi=0.0, mu=0.0), times=(0.05,), x0=x0,
-                         flow=flow, check=False)
+    traj = ksdp.simulate(
+        jax.random.key(0), ksdp.Params(flow=1e3, chi=0.0, mu=0.0), times=(0.05,), x0=x0, flow=flow, check=False
+    )
     step = int(traj.nonfinite_step)
     # cross-check the step with a plain Python Euler loop in float32
     x = np.float32(1.0)
-    for n in range(1, 501):
+    for n in range(1, 501):  # noqa: B007 (the step that turned non-finite is read after the loop)
         with np.errstate(over="ignore", invalid="ignore"):
             x = np.float32(x + np.float32(1e-4) * np.float32(1e3) * x * x)
         if not np.isfinite(x):

@@ -1,4 +1,5 @@
 """Kernels: hand-written gradients against jax.grad, delta -> 0 limit, behaviour at zero separation."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,8 +39,8 @@ def test_regularised_converges_to_exact(d, kernel):
     for delta in (1e-1, 1e-2, 1e-3, 1e-4):
         approx = kernels.grad_kernel(z, delta, kernel)
         err = jnp.linalg.norm(approx - exact, axis=1) / jnp.linalg.norm(exact, axis=1)
-        e = delta ** 2 / r ** 2
-        bound = e * (3 + 2 * jnp.abs(jnp.log(r))) + e ** 2
+        e = delta**2 / r**2
+        bound = e * (3 + 2 * jnp.abs(jnp.log(r))) + e**2
         assert np.all(np.asarray(err) <= np.asarray(bound) + 1e-5)
         worst.append(float(jnp.max(err)))
     assert worst[-1] < 1e-5  # at delta = 1e-4 it agrees with the exact kernel to round-off

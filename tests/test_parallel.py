@@ -3,6 +3,7 @@
 The number of CPU devices is fixed when JAX starts, so tests/multidevice/ runs in a fresh
 interpreter with XLA_FLAGS=--xla_force_host_platform_device_count=4.
 """
+
 import os
 import subprocess
 import sys
@@ -20,8 +21,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_four_device_suite():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", KSDP_MULTIDEVICE="1")
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/multidevice"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/multidevice"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
     assert " passed" in run.stdout and "skipped" not in run.stdout, run.stdout[-2000:]
 

@@ -1,4 +1,5 @@
 """DeepParticle training: a learnable family with a known answer, resume, compile count, errors."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,16 +16,18 @@ def target(key, eta, n):
 
 
 ETAS = jnp.linspace(0.0, 1.0, 5)
-TINY = T.TrainConfig(n_samples=32, resample_every=20, renew_every=10, sweeps=2, initial_sweeps=4, block=8,
-                     learning_rate=1e-3)
+TINY = T.TrainConfig(
+    n_samples=32, resample_every=20, renew_every=10, sweeps=2, initial_sweeps=4, block=8, learning_rate=1e-3
+)
 
 
 @pytest.fixture(scope="module")
 def trained():
     targets = jnp.stack([target(jax.random.key(i), e, 2000) for i, e in enumerate(ETAS)])
     mc = M.make_config(2, ETAS, width=30, depth=3)
-    cfg = T.TrainConfig(n_samples=500, resample_every=500, renew_every=50, sweeps=4, initial_sweeps=20, block=16,
-                        learning_rate=3e-3)
+    cfg = T.TrainConfig(
+        n_samples=500, resample_every=500, renew_every=50, sweeps=4, initial_sweeps=20, block=16, learning_rate=3e-3
+    )
     return T.train(jax.random.key(0), targets, ETAS, mc, cfg, n_steps=5000, progress=False)
 
 
@@ -72,7 +75,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert int(state.step) == 20 and len(hist) == 20
     resumed = T.train(jax.random.key(3), targets, etas, mc, TINY, n_steps=60, checkpoint=ck, progress=False)
     # the same jitted mini-batch on the same state and keys: identical up to float32 round-off
-    for a, b in zip(jax.tree_util.tree_leaves(full.params), jax.tree_util.tree_leaves(resumed.params)):
+    for a, b in zip(jax.tree_util.tree_leaves(full.params), jax.tree_util.tree_leaves(resumed.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(full.history, resumed.history, rtol=1e-5)
     with pytest.raises(ValueError, match="another model"):

@@ -1,4 +1,5 @@
 """Block assignment against SciPy's exact solver, monotonicity, Sinkhorn, jit/vmap, bad input."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np

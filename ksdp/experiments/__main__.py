@@ -1,4 +1,5 @@
 """``python -m ksdp.experiments``: the paper's experiments, figures and a numeric report."""
+
 import argparse
 import os
 import sys
@@ -8,9 +9,13 @@ import traceback
 import jax
 
 from ksdp import _io
+from ksdp.experiments import report, run
 from ksdp.experiments.specs import EXPERIMENTS, SCALES
 
-EPILOG = "experiments:\n" + "\n".join(f"  {e.name:<24} Sec. {e.section}: {e.summary}" for e in EXPERIMENTS.values()) + """
+EPILOG = (
+    "experiments:\n"
+    + "\n".join(f"  {e.name:<24} Sec. {e.section}: {e.summary}" for e in EXPERIMENTS.values())
+    + """
 
 scales:
   smoke   seconds per experiment (J=128), for tests
@@ -20,11 +25,16 @@ scales:
 Outputs under OUT/<experiment>/: README.md (its page), dataset.npz (reused when its settings match), checkpoint.npz
 (training resumes from it), metrics.json, projections.png, second_moment.png, loss.png; and
 OUT/REPORT.md with every metric. An interrupted run picks up where it stopped."""
+)
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m ksdp.experiments", description=__doc__, epilog=EPILOG,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m ksdp.experiments",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("experiments", nargs="*", metavar="EXPERIMENT", help="names (default: all five)")
     ap.add_argument("--scale", choices=tuple(SCALES), default="quick")
     ap.add_argument("--out", default="ksdp-runs", help="output folder (default: ksdp-runs)")
@@ -35,8 +45,6 @@ def main(argv=None):
         ap.error(f"unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
     names = args.experiments or list(EXPERIMENTS)
     out = os.path.join(args.out, args.scale)
-    from ksdp.experiments import report, run
-
     log = lambda msg: print(msg, flush=True)
     log(f"ksdp experiments: {names} at scale '{args.scale}' on {jax.devices()[0].platform}, output in {out}")
     results, failures = {}, {}
@@ -47,17 +55,19 @@ def main(argv=None):
         try:
             m = run.run(EXPERIMENTS[name], args.scale, out, args.seed, log)
             results[name] = m
-            log(f"[{name}] done in {time.perf_counter() - t0:.0f} s; max W2/floor: "
-                + ", ".join(f"{k} {v:.2f}" for k, v in m["max_ratio"].items()))
+            log(
+                f"[{name}] done in {time.perf_counter() - t0:.0f} s; max W2/floor: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in m["max_ratio"].items())
+            )
         except Exception as e:  # one failure must not lose the others
             failures[name] = f"{type(e).__name__}: {e}"
             log(f"[{name}] FAILED: {failures[name]}")
             traceback.print_exc()
     for name in results:
         page = report.render_experiment(out, name, args.scale)
-        _io.atomic_write(os.path.join(out, name, "README.md"), lambda f: f.write(page), mode="w")
+        _io.write_text(os.path.join(out, name, "README.md"), page)
     text = report.render(out, args.scale, names, failures, time.perf_counter() - t_all)
-    _io.atomic_write(os.path.join(out, "REPORT.md"), lambda f: f.write(text), mode="w")
+    _io.write_text(os.path.join(out, "REPORT.md"), text)
     log(f"wrote {os.path.join(out, 'REPORT.md')} ({time.perf_counter() - t_all:.0f} s in all)")
     return 1 if failures else 0
 

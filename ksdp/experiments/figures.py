@@ -1,7 +1,6 @@
 """Figures of the experiments (PNG, matplotlib Agg): projections DP vs IPM, second moments, loss."""
-from __future__ import annotations
 
-import os
+from __future__ import annotations
 
 import matplotlib
 
@@ -34,12 +33,23 @@ def projections(path, cases, d, title):
     planes = [(0, 1)] if d == 2 else [(0, 1), (0, 2), (1, 2)]
     if d == 2:
         fig, axs = plt.subplots(2, len(cases), figsize=(3.2 * len(cases), 6.2), squeeze=False)
-        grid = [[(axs[0, c], cases[c][1], f"IPM {cases[c][0]}", planes[0]),
-                 (axs[1, c], cases[c][2], f"DP {cases[c][0]}", planes[0])] for c in range(len(cases))]
+        grid = [
+            [
+                (axs[0, c], cases[c][1], f"IPM {cases[c][0]}", planes[0]),
+                (axs[1, c], cases[c][2], f"DP {cases[c][0]}", planes[0]),
+            ]
+            for c in range(len(cases))
+        ]
     else:
         fig, axs = plt.subplots(2 * len(cases), 3, figsize=(9.5, 3.1 * 2 * len(cases)), squeeze=False)
-        grid = [[(axs[2 * c + s, k], cases[c][1 + s], f"{'IPM' if s == 0 else 'DP'} {cases[c][0]}", pl)
-                 for s in (0, 1) for k, pl in enumerate(planes)] for c in range(len(cases))]
+        grid = [
+            [
+                (axs[2 * c + s, k], cases[c][1 + s], f"{'IPM' if s == 0 else 'DP'} {cases[c][0]}", pl)
+                for s in (0, 1)
+                for k, pl in enumerate(planes)
+            ]
+            for c in range(len(cases))
+        ]
     for c, panels in enumerate(grid):
         for ax, pts, label, pl in panels:
             rng = _bounds([cases[c][1], cases[c][2]], pl)
@@ -59,7 +69,7 @@ def second_moment(path, x_ipm, m2_ipm, x_dp, m2_dp, xlabel, title, analytic=None
     ax.plot(x_ipm, m2_ipm, "o", label="IPM (reference)")
     if analytic is not None:
         ax.plot(analytic[0], analytic[1], "k--", lw=1, label=analytic[2])
-    for value, label in (marks or []):
+    for value, label in marks or []:
         ax.axvline(value, color="gray", lw=0.7, ls=":")
         ax.text(value, ax.get_ylim()[1], label, fontsize=7, rotation=90, va="top")
     if logx:

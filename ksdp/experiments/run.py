@@ -1,4 +1,5 @@
 """One experiment end to end: IPM dataset (cached), DeepParticle training (resumable), metrics, figures."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,8 +10,7 @@ import time
 import jax
 import numpy as np
 
-import ksdp
-from ksdp import _io, data, ipm, model, training
+from ksdp import _io, data, ipm, model, training, transport
 from ksdp.experiments import figures
 from ksdp.experiments.specs import SCALES, Experiment
 
@@ -22,9 +22,19 @@ REPLICAS = ("train", "reference", "floor")  # three independent IPM runs per par
 
 def _settings(exp: Experiment, scale: str, seed: int) -> dict:
     train, held, extra = exp.values(scale)
-    return {"experiment": exp.name, "scale": scale, "seed": seed, "kernel": KERNEL, "delta": DELTA, "dt": DT,
-            "n_particles": SCALES[scale].n_particles, "train": train.tolist(), "held_out": held.tolist(),
-            "extrapolated": extra.tolist(), "fixed": exp.fixed}
+    return {
+        "experiment": exp.name,
+        "scale": scale,
+        "seed": seed,
+        "kernel": KERNEL,
+        "delta": DELTA,
+        "dt": DT,
+        "n_particles": SCALES[scale].n_particles,
+        "train": train.tolist(),
+        "held_out": held.tolist(),
+        "extrapolated": extra.tolist(),
+        "fixed": exp.fixed,
+    }
 
 
 def _all_values(exp, scale):
@@ -47,8 +57,14 @@ def simulate_dataset(exp: Experiment, scale: str, seed: int, path: str, log) -> 
     values = _all_values(exp, scale)
     n = SCALES[scale].n_particles
     key = jax.random.key(seed)
-    common = dict(n_particles=n, d=exp.d, kernel=KERNEL, flow=exp.flow, dt=DT,
-                  extra_meta={"settings": settings, "replicas": list(REPLICAS)})
+    common = dict(
+        n_particles=n,
+        d=exp.d,
+        kernel=KERNEL,
+        flow=exp.flow,
+        dt=DT,
+        extra_meta={"settings": settings, "replicas": list(REPLICAS)},
+    )
     if exp.eta == "time":
         params = ipm.Params(delta=DELTA, flow=np.full(len(REPLICAS), exp.fixed))
         ds = data.make_dataset(key, params, values, **common)  # [3, S, J, d]
@@ -68,7 +84,7 @@ def particles_by_value(exp, ds):
 
 
 def _w2(a, b, key):
-    return float(ksdp.w2(a, b, key, exact_max=512, max_sweeps=300, rtol=1e-5)[0])
+    return float(transport.w2(a, b, key, exact_max=512, max_sweeps=300, rtol=1e-5)[0])
 
 
 def run(exp: Experiment, scale: str, out: str, seed: int = 0, log=print) -> dict:
@@ -88,11 +104,23 @@ def run(exp: Experiment, scale: str, out: str, seed: int = 0, log=print) -> dict
 
     t0 = time.perf_counter()
     mcfg = model.make_config(exp.d, train_v, width=sc.width, depth=sc.depth, eta_log=exp.eta == "amplitude")
-    tcfg = training.TrainConfig(n_samples=sc.n_samples, resample_every=sc.resample_every,
-                                renew_every=sc.renew_every, sweeps=sc.sweeps, initial_sweeps=sc.initial_sweeps,
-                                learning_rate=sc.learning_rate)
-    res = training.train(jax.random.key(seed + 1), parts[0, train_idx], train_v, mcfg, tcfg, n_steps=sc.n_steps,
-                         checkpoint=os.path.join(folder, "checkpoint.npz"))
+    tcfg = training.TrainConfig(
+        n_samples=sc.n_samples,
+        resample_every=sc.resample_every,
+        renew_every=sc.renew_every,
+        sweeps=sc.sweeps,
+        initial_sweeps=sc.initial_sweeps,
+        learning_rate=sc.learning_rate,
+    )
+    res = training.train(
+        jax.random.key(seed + 1),
+        parts[0, train_idx],
+        train_v,
+        mcfg,
+        tcfg,
+        n_steps=sc.n_steps,
+        checkpoint=os.path.join(folder, "checkpoint.npz"),
+    )
     timing["train_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -105,24 +133,45 @@ def run(exp: Experiment, scale: str, out: str, seed: int = 0, log=print) -> dict
         kind = "train" if v in train_v else "held-out" if v in held_v else "extrapolated"
         k1, k2, k3, k4, key = jax.random.split(key, 5)
         gen = model.generate(mcfg, res.params, v, k1, n_eval)
-        pick = lambda k, rep: np.asarray(parts[rep, i])[np.asarray(jax.random.permutation(k, sc.n_particles))[:n_eval]]
+        pick = lambda k, rep, i=i: np.asarray(parts[rep, i])[
+            np.asarray(jax.random.permutation(k, sc.n_particles))[:n_eval]
+        ]
         ref, floor = pick(k2, 1), pick(k3, 2)
         w_gen, w_floor = _w2(gen, ref, k4), _w2(floor, ref, k4)
         m2_ref = float(ipm.second_moment(parts[1, i]))
         m2_gen = float(ipm.second_moment(model.generate(mcfg, res.params, v, k1, n_m2)))
-        rows.append({"eta": float(v), "kind": kind, "w2": w_gen, "w2_floor": w_floor, "ratio": w_gen / w_floor,
-                     "m2_ipm": m2_ref, "m2_dp": m2_gen, "m2_rel_error": abs(m2_gen - m2_ref) / m2_ref})
+        rows.append(
+            {
+                "eta": float(v),
+                "kind": kind,
+                "w2": w_gen,
+                "w2_floor": w_floor,
+                "ratio": w_gen / w_floor,
+                "m2_ipm": m2_ref,
+                "m2_dp": m2_gen,
+                "m2_rel_error": abs(m2_gen - m2_ref) / m2_ref,
+            }
+        )
     timing["eval_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     make_figures(exp, folder, values, parts, mcfg, res, rows, sc, train_v, extra_v)
     timing["figures_s"] = time.perf_counter() - t0
-    summary = {k: float(np.max([r["ratio"] for r in rows if r["kind"] == k]))
-               for k in ("train", "held-out", "extrapolated")}
-    metrics = {"experiment": exp.name, "section": exp.section, "summary": exp.summary,
-               "settings": _settings(exp, scale, seed), "scale_settings": dataclasses.asdict(sc),
-               "n_parameters": model.n_parameters(res.params), "final_loss": float(np.mean(res.history[-100:])),
-               "max_ratio": summary, "rows": rows, "timing_s": timing}
+    summary = {
+        k: float(np.max([r["ratio"] for r in rows if r["kind"] == k])) for k in ("train", "held-out", "extrapolated")
+    }
+    metrics = {
+        "experiment": exp.name,
+        "section": exp.section,
+        "summary": exp.summary,
+        "settings": _settings(exp, scale, seed),
+        "scale_settings": dataclasses.asdict(sc),
+        "n_parameters": model.n_parameters(res.params),
+        "final_loss": float(np.mean(res.history[-100:])),
+        "max_ratio": summary,
+        "rows": rows,
+        "timing_s": timing,
+    }
     _io.write_json(os.path.join(folder, "metrics.json"), metrics)
     return metrics
 
@@ -139,19 +188,34 @@ def make_figures(exp, folder, values, parts, mcfg, res, rows, sc, train_v, extra
         i = int(np.flatnonzero(np.isclose(values, v))[0])
         dp = model.generate(mcfg, res.params, v, jax.random.fold_in(key, i), n_show)
         cases.append((f"{label} = {v:g}", np.asarray(parts[1, i]), dp))
-    figures.projections(os.path.join(folder, "projections.png"), cases, exp.d,
-                        f"{exp.name}: IPM reference (J = {sc.n_particles}) vs DeepParticle ({n_show} generated)")
+    figures.projections(
+        os.path.join(folder, "projections.png"),
+        cases,
+        exp.d,
+        f"{exp.name}: IPM reference (J = {sc.n_particles}) vs DeepParticle ({n_show} generated)",
+    )
     # second moment against the parameter
-    dense = np.linspace(values.min(), values.max(), 60) if exp.eta == "time" else \
-        np.geomspace(values.min(), values.max(), 60)
+    dense = (
+        np.linspace(values.min(), values.max(), 60)
+        if exp.eta == "time"
+        else np.geomspace(values.min(), values.max(), 60)
+    )
     m2_dp = [float(ipm.second_moment(model.generate(mcfg, res.params, v, key, 20000))) for v in dense]
     analytic = None
     if exp.name == "ks2d-time":
         m0 = rows[0]["m2_ipm"] + 4 * rows[0]["eta"] * (1 - 2 / sc.n_particles)
         tt = np.linspace(0, values.max(), 50)
         analytic = (tt, m0 - 4 * (1 - 2 / sc.n_particles) * tt, "exact: $m_2(0) - (4 - 8/J)\\,t$")
-    figures.second_moment(os.path.join(folder, "second_moment.png"), [r["eta"] for r in rows],
-                          [r["m2_ipm"] for r in rows], dense, m2_dp, label, f"{exp.name}: second moment",
-                          analytic=analytic, logx=exp.eta == "amplitude",
-                          marks=[(float(v), "extrapolated") for v in extra_v])
+    figures.second_moment(
+        os.path.join(folder, "second_moment.png"),
+        [r["eta"] for r in rows],
+        [r["m2_ipm"] for r in rows],
+        dense,
+        m2_dp,
+        label,
+        f"{exp.name}: second moment",
+        analytic=analytic,
+        logx=exp.eta == "amplitude",
+        marks=[(float(v), "extrapolated") for v in extra_v],
+    )
     figures.loss(os.path.join(folder, "loss.png"), res.history, f"{exp.name}: training loss")

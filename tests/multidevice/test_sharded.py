@@ -5,6 +5,7 @@ Round-off bounds used below (float32, unit round-off u = 2^-24, eps = 2u):
 * a sum of n terms in any order is within gamma_n * sum|terms|, gamma_n = n u / (1 - n u), of the
   exact sum, so two orders differ by at most 2 gamma_n * sum|terms|.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,10 +13,9 @@ import pytest
 
 import ksdp
 from ksdp import kernels, parallel
-from ksdp import training as T
 
 pytestmark = pytest.mark.skipif(jax.device_count() < 4, reason="needs 4 devices (run via tests/test_parallel.py)")
-U = 2.0 ** -24
+U = 2.0**-24
 
 
 def gamma(n):
@@ -39,7 +39,7 @@ def abs_pair_sum(x, delta, d):
 def test_sharded_drift_equals_unsharded(mesh, method, d):
     x = ksdp.uniform_ball(jax.random.key(d), 512, d)
     delta = 0.03
-    a = parallel.pair_sum(x, x, delta, mesh, method=method, tile=32)
+    a = ksdp.pair_sum(x, x, delta, mesh=mesh, method=method, tile=32)
     b = ksdp.pair_sum(x, x, delta, tile=32)
     assert a.shape == b.shape and a.sharding.spec == jax.sharding.PartitionSpec("devices")
     bound = 2 * gamma(512) * abs_pair_sum(x, delta, d)  # two summation orders, see module doc
@@ -108,7 +108,7 @@ def test_sharded_training_equals_unsharded(mesh):
     # Adam moves a weight by lr m/sqrt(v): a relative gradient change rho moves it by <= 2 lr rho;
     # rho <= 2 gamma_{R N d} (a sum of R N d terms), over 40 steps.
     tol = 40 * 2 * tc.learning_rate * 2 * gamma(4 * 64 * 2)
-    for u, v in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
+    for u, v in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params), strict=True):
         assert float(jnp.max(jnp.abs(u - v))) <= tol
 
 
@@ -116,12 +116,20 @@ def test_bad_meshes(mesh):
     with pytest.raises(ValueError, match="multiple of the 4 devices"):
         ksdp.simulate(jax.random.key(0), ksdp.Params(), times=(0.001,), n_particles=130, mesh=mesh)
     with pytest.raises(ValueError, match="number of parameter sets R"):
-        ksdp.train(jax.random.key(0), jnp.zeros((3, 64, 2)), jnp.arange(3.0), ksdp.make_config(2, jnp.arange(3.0)),
-                   ksdp.TrainConfig(n_samples=32, resample_every=10, renew_every=10), n_steps=10, mesh=mesh)
+        ksdp.train(
+            jax.random.key(0),
+            jnp.zeros((3, 64, 2)),
+            jnp.arange(3.0),
+            ksdp.make_config(2, jnp.arange(3.0)),
+            ksdp.TrainConfig(n_samples=32, resample_every=10, renew_every=10),
+            n_steps=10,
+            mesh=mesh,
+        )
     with pytest.raises(ValueError, match="method must be one of"):
-        parallel.pair_sum(jnp.zeros((8, 2)), jnp.zeros((8, 2)), 0.1, mesh, method="tree")
+        ksdp.pair_sum(jnp.zeros((8, 2)), jnp.zeros((8, 2)), 0.1, mesh=mesh, method="tree")
     with pytest.raises(ValueError, match="not an axis of the mesh"):
-        ksdp.sweep(jax.random.key(0), ksdp.Params(mu=jnp.ones(4)), times=(0.001,), n_particles=8, mesh=mesh,
-                   axis="batch")
+        ksdp.sweep(
+            jax.random.key(0), ksdp.Params(mu=jnp.ones(4)), times=(0.001,), n_particles=8, mesh=mesh, axis="batch"
+        )
     with pytest.raises(ValueError, match="n_devices must be an integer in"):
         parallel.make_mesh(5)

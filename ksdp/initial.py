@@ -1,0 +1,18 @@
+"""The initial law: uniform on the unit ball of R^d (the paper's).
+
+Both the IPM (`ksdp.ipm`, the initial particles) and DeepParticle (`ksdp.model`, the
+sources pushed through the network) draw from it, so it lives below both.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def uniform_ball(key, n: int, d: int, dtype=None):
+    """``[n, d]`` samples of the uniform law on the unit ball of R^d (the paper's initial law)."""
+    k1, k2 = jax.random.split(key)
+    g = jax.random.normal(k1, (n, d), dtype or jnp.zeros(()).dtype)
+    u = jax.random.uniform(k2, (n, 1), g.dtype)
+    return g / jnp.linalg.norm(g, axis=1, keepdims=True) * u ** (1.0 / d)

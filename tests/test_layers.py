@@ -1,0 +1,118 @@
+"""The package's imports run one way (issue: one-way layers).
+
+Every ``import`` of a ksdp module, at module level or inside a function or class, is read from the
+source with :mod:`ast` (nothing is executed), so an import placed inside a function to dodge a
+cycle is caught as well. Two checks: the graph has no cycle, and every module imports only from
+layers strictly below its own in :data:`LAYERS` (a new module must be placed there to pass).
+"""
+
+import ast
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(ROOT, "ksdp")
+
+# bottom to top; a module may import only from lower layers (the package root re-exports the doors)
+LAYERS = [
+    {"ksdp._version", "ksdp._checks", "ksdp._io", "ksdp.parallel"},  # shared helpers
+    {"ksdp.kernels", "ksdp.flows", "ksdp.initial"},
+    {"ksdp.ipm"},
+    {"ksdp.data", "ksdp.transport", "ksdp.reference"},
+    {"ksdp.model", "ksdp.metrics"},
+    {"ksdp.training"},
+    {"ksdp"},
+    {"ksdp.experiments", "ksdp.experiments.specs"},
+    {"ksdp.experiments.figures"},
+    {"ksdp.experiments.report"},
+    {"ksdp.experiments.run"},
+    {"ksdp.experiments.__main__"},
+]
+RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}
+
+
+def module_files():
+    out = {}
+    for folder, _, files in os.walk(PACKAGE):
+        for f in files:
+            if f.endswith(".py"):
+                rel = os.path.relpath(os.path.join(folder, f), ROOT)[:-3].replace(os.sep, ".")
+                out[rel[: -len(".__init__")] if rel.endswith(".__init__") else rel] = os.path.join(folder, f)
+    return out
+
+
+MODULES = module_files()
+
+
+def _resolve(name: str) -> str:
+    """The ksdp module a dotted name refers to: itself if it is a module, else its longest module prefix."""
+    while name not in MODULES and "." in name:
+        name = name.rsplit(".", 1)[0]
+    return name
+
+
+def imports_of(module: str, source=None) -> set:
+    """Every ksdp module ``module`` imports, from any scope (``ast.walk`` visits function bodies too)."""
+    path = MODULES[module]
+    tree = ast.parse(open(path).read() if source is None else source, path)
+    package = module if path.endswith("__init__.py") else module.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            # "from ksdp import ipm" imports the submodule ksdp.ipm; "from ksdp import w2" the package
+            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
+        else:
+            continue
+        found.update(_resolve(n) for n in names if n == "ksdp" or n.startswith("ksdp."))
+    found.discard(module)
+    return found
+
+
+GRAPH = {m: imports_of(m) for m in MODULES}
+
+
+def test_the_walker_sees_every_form_of_import():
+    # the checks below can fail: imports inside functions and methods, relative ones, and names
+    # imported from the package root are all edges
+    src = (
+        "import numpy\nfrom . import kernels\n"
+        "def f():\n    from ksdp import training\n"
+        "class C:\n    def g(self):\n        import ksdp.model as m\n        from ksdp.transport import w2\n"
+        "        from ksdp import simulate\n"
+    )
+    assert imports_of("ksdp.ipm", src) == {"ksdp.kernels", "ksdp.training", "ksdp.model", "ksdp.transport", "ksdp"}
+
+
+def test_no_import_cycle():
+    state = {}  # module -> 1 while on the DFS stack, 2 when done
+
+    def visit(m, path):
+        state[m] = 1
+        for n in sorted(GRAPH[m]):
+            if state.get(n) == 1:
+                cycle = path[path.index(n) :] + [n]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if n not in state:
+                visit(n, path + [n])
+        state[m] = 2
+
+    for m in sorted(GRAPH):
+        if m not in state:
+            visit(m, [m])
+
+
+def test_every_module_is_placed_in_a_layer():
+    assert sorted(set(MODULES) - set(RANK)) == [], "place new modules in LAYERS"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_only_from_below(module):
+    above = sorted(n for n in GRAPH[module] if RANK[n] >= RANK[module])
+    assert above == [], f"{module} imports {above}, which are not below it in LAYERS"
