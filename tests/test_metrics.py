@@ -1,0 +1,152 @@
+"""ksdp.metrics on closed-form pairs: equal laws sit at the floor, known defects are detected.
+
+Random tests use fixed seeds; each tolerance is a stated multiple of the estimate's own standard
+error (3 SE: a false failure once in ~370 seeds for a normal estimate) or float32 round-off.
+"""
+
+import math
+
+import jax
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from ksdp import metrics as km
+
+
+def _brute_energy(x, y):
+    """The U-statistic in float64, all pairs at once (small clouds only)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    n, m = len(x), len(y)
+    dxy = np.linalg.norm(x[:, None] - y[None], axis=-1).sum()
+    dxx = np.linalg.norm(x[:, None] - x[None], axis=-1).sum()
+    dyy = np.linalg.norm(y[:, None] - y[None], axis=-1).sum()
+    return 2 * dxy / (n * m) - dxx / (n * (n - 1)) - dyy / (m * (m - 1))
+
+
+def test_energy_distance_equals_the_u_statistic_and_its_jackknife():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(41, 3)), rng.normal(0.3, 1.2, size=(37, 3))
+    e = km.energy_distance(x, y, tile=8)  # a padded last tile
+    # float32 distances (relative error ~ 2^-23 each) summed into totals ~ n^2: relative 1e-6 of the
+    # largest term (~2), far below the statistic (~0.1)
+    assert abs(e.value - _brute_energy(x, y)) < 1e-5
+    # the jackknife from the row sums equals the jackknife by recomputation
+    loo_x = [_brute_energy(np.delete(x, i, 0), y) for i in range(len(x))]
+    loo_y = [_brute_energy(x, np.delete(y, j, 0)) for j in range(len(y))]
+    var = (len(x) - 1) / len(x) * np.sum((loo_x - np.mean(loo_x)) ** 2)
+    var += (len(y) - 1) / len(y) * np.sum((loo_y - np.mean(loo_y)) ** 2)
+    assert e.se == pytest.approx(math.sqrt(var), rel=1e-3)
+
+
+def _gauss_shift_energy(shift):
+    """Energy distance between N(0, 1) and N(shift, 1) in 1D, in closed form.
+
+    X - Y ~ N(-shift, 2): E|X - Y| = sqrt(2) sqrt(2/pi) exp(-shift^2/4) + shift (1 - 2 Phi(-shift/sqrt 2)),
+    and E|X - X'| = 2 / sqrt(pi).
+    """
+    s = math.sqrt(2)
+    exy = s * math.sqrt(2 / math.pi) * math.exp(-(shift**2) / 4) + shift * (1 - 2 * norm.cdf(-shift / s))
+    return 2 * exy - 2 * (2 / math.sqrt(math.pi))
+
+
+def test_energy_distance_sits_at_zero_for_one_law_and_detects_a_shift():
+    rng = np.random.default_rng(1)
+    n = 2000
+    same = km.energy_distance(rng.normal(size=(n, 2)), rng.normal(size=(n, 2)))
+    assert abs(same.value) < 3 * same.se
+    # power: a shift of 0.5 sd in 1D has energy distance 0.140; at n = 2000 the SE is ~0.019
+    # (the sd over 300 replications at n = 500, 0.038, halved), so it is detected at ~7 SE, and the
+    # estimate agrees with the closed form within 3 SE. The statistic grows like shift^2 while its
+    # SE grows like shift / sqrt(n): at n = 2000 the smallest shift seen at 3 SE is ~0.3 sd.
+    x, y = rng.normal(size=(n, 1)), rng.normal(0.5, 1.0, size=(n, 1))
+    e = km.energy_distance(x, y)
+    exact = _gauss_shift_energy(0.5)
+    assert e.value > 3 * e.se
+    assert abs(e.value - exact) < 3 * e.se, (e, exact)
+    assert e.se < exact / 5  # the stated power
+
+
+def test_energy_distance_detects_a_widening():
+    # 2D: N(0, I) vs N(0, 1.25^2 I), n = 2000 each: a 25% wider cloud is ~5 SE away (a 10% wider
+    # one is ~2 SE: the energy distance needs n ~ 10^4 for that)
+    rng = np.random.default_rng(2)
+    e = km.energy_distance(rng.normal(size=(2000, 2)), 1.25 * rng.normal(size=(2000, 2)))
+    assert e.value > 3 * e.se
+
+
+@pytest.fixture(scope="module")
+def c2st_small():
+    # one compiled classifier program (shapes and steps fixed) reused by the C2ST tests
+    return lambda key, x, y: km.c2st(key, x, y, steps=1500)
+
+
+def test_c2st_is_at_chance_for_one_law(c2st_small):
+    rng = np.random.default_rng(3)
+    a = c2st_small(jax.random.key(0), rng.normal(size=(1000, 2)), rng.normal(size=(1000, 2)))
+    assert abs(a.value - 0.5) < 3 * a.se
+
+
+def test_c2st_reaches_the_bayes_accuracy_of_a_shift(c2st_small):
+    # two unit Gaussians whose means are 1 apart: the best classifier is right with probability
+    # Phi(1/2) = 0.691. A trained MLP cannot beat it beyond noise and should come within 3 SE
+    # plus 0.02 of it (the slack a finite training run leaves).
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(1000, 2)), rng.normal(size=(1000, 2)) + np.array([1.0, 0.0])
+    a = c2st_small(jax.random.key(1), x, y)
+    bayes = norm.cdf(0.5)
+    assert bayes - 3 * a.se - 0.02 < a.value < bayes + 3 * a.se, (a, bayes)
+
+
+def test_moments_and_their_errors():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(4000, 2)) * 0.5 + np.array([0.1, 0.0])
+    m = km.moments(x)
+    # exact: com = (0.1, 0), m2 = 2 * 0.25 + 0.01; each within 3 of its SE
+    assert abs(m["com"][0] - 0.1) < 3 * m["com_se"][0] and abs(m["com"][1]) < 3 * m["com_se"][1]
+    assert abs(m["m2"] - 0.51) < 3 * m["m2_se"]
+    assert m["com_se"][0] == pytest.approx(0.5 / math.sqrt(4000), rel=0.05)
+
+
+def test_radial_ks_of_the_uniform_ball():
+    # |X| of the uniform ball in R^d has CDF r^d; the KS statistic of n = 5000 draws exceeds
+    # 1.63 / sqrt(n) with probability 1% (Kolmogorov's distribution)
+    from ksdp.initial import uniform_ball
+
+    for d in (2, 3):
+        x = np.asarray(uniform_ball(jax.random.key(d), 5000, d), np.float64)
+        assert km.radial_ks(x, lambda r, d=d: np.clip(r, 0, 1) ** d) < 1.63 / math.sqrt(5000)
+        # and a 5% wider ball is detected
+        assert km.radial_ks(1.05 * x, lambda r, d=d: np.clip(r, 0, 1) ** d) > 1.63 / math.sqrt(5000)
+
+
+def test_compare_reports_every_metric_next_to_its_floor():
+    rng = np.random.default_rng(6)
+    ref, floor, gen = rng.normal(size=(300, 2)), rng.normal(size=(300, 2)), rng.normal(size=(900, 2))
+    out = km.compare(jax.random.key(2), gen, ref, floor)
+    for k in ("energy", "c2st", "w2"):
+        assert len(out[k]) == 2 and len(out["floor_" + k]) == 2
+    assert out["n_generated"] == 900 and out["moments"]["m2"] > 0
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: km.energy_distance(np.zeros((5, 2)), np.zeros((5, 3))), "dimension"),
+        (lambda: km.energy_distance(np.zeros((2, 2)), np.zeros((5, 2))), "at least 3"),
+        (lambda: km.energy_distance(np.full((5, 2), np.nan), np.zeros((5, 2))), "non-finite"),
+        (lambda: km.energy_distance(np.zeros(5), np.zeros((5, 1))), r"\[n, d\]"),
+        (lambda: km.energy_distance(np.zeros((5, 2)), np.zeros((5, 2)), tile=0), "tile"),
+        (lambda: km.c2st(jax.random.key(0), np.zeros((50, 2)), np.zeros((50, 2)), folds=1), "folds"),
+        (lambda: km.c2st(jax.random.key(0), np.zeros((3, 2)), np.zeros((3, 2))), "at least 5"),
+        (lambda: km.c2st(jax.random.key(0), np.zeros((50, 2)), np.zeros((50, 2)), learning_rate=-1.0), "learning"),
+    ],
+)
+def test_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_integer_clouds_are_a_type_error():
+    with pytest.raises(TypeError, match="floating"):
+        km.energy_distance(np.zeros((5, 2), int), np.zeros((5, 2)))
