@@ -1,6 +1,6 @@
 """The measurements behind the design choices in docs/algorithms.md, each against its alternative.
 
-    python -m benchmarks.ablations [--only kernels slope blocks small residual energy]
+    python -m benchmarks.ablations [--only kernels slope blocks small residual energy reference training]
 
 * ``kernels``: m2(t) of one run (J = 2000, dt = 1e-4, mu = 1) against the exact line
   m2(0) - (4 - 8/J) t at t = 0.025, 0.05, 0.075, 0.1, for the ``blob`` kernel with delta^2 = 1e-3
@@ -17,6 +17,17 @@
 * ``energy``: calibration of the energy distance's jackknife standard error (``ksdp.metrics``): 300
   draws of two 1D unit-Gaussian clouds (n = 500) whose means differ by 0, 0.2, 0.5 sd; the
   root-mean-square SE against the spread of the statistic.
+* ``reference``: the paper's 2D case (mu = chi = 1, M = 16 pi, blob kernel, delta^2 = 1e-3, dt = 1e-4)
+  against ``ksdp.reference``: the blow-up time of the unregularised model on three grids; m2 and the
+  radial KS distance of the IPM (J = 2000 and 10000, one run each) against the blob mean field
+  (the particle error) and of the blob mean field against the unregularised model (the
+  regularisation error), at t = 0.0125 ... 0.1, next to the KS sampling floor ~0.87 / sqrt(J).
+* ``training``: the training schedule against memorisation, at the quick scale of ks2d-time and
+  laminar2d-amplitude (their datasets as ``python -m ksdp.experiments`` simulates them): the paper's
+  schedule (a mini-batch kept for K = 10 L steps), fresh samples at every renewal (K = L), and each
+  with an exponential moving average of the parameters and a cosine learning-rate decay. Per
+  schedule: the final loss against its floor, and C2ST excess, energy z and m2 error (as the
+  experiments report them) at every held-out and training value.
 
 Quality numbers, not times: they do not depend on the machine. JSON under ``benchmarks/results/``.
 """
@@ -28,6 +39,7 @@ import datetime
 import json
 import math
 import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -38,10 +50,11 @@ from benchmarks import _common
 from benchmarks.transport import exact_optimum
 from ksdp import metrics as KM
 from ksdp import model as M
+from ksdp import reference as REF
 from ksdp import training as T
 from ksdp import transport as TR
 
-PARTS = ("kernels", "slope", "blocks", "small", "residual", "energy")
+PARTS = ("kernels", "slope", "blocks", "small", "residual", "energy", "reference", "training")
 
 
 def kernels():
@@ -195,6 +208,133 @@ def energy(reps=300, n=500):
     return rows
 
 
+def reference(sizes=(2000, 10000)):
+    times = (0.0125, 0.025, 0.05, 0.075, 0.0875, 0.1)
+    blow = {n: REF.blowup_time(n_grid=n, t_max=0.2) for n in (750, 1500, 3000)}
+    print(
+        "reference: blow-up time of the unregularised model on 750/1500/3000 cells: "
+        + ", ".join(f"{t:.5f}" for t in blow.values()),
+        flush=True,
+    )
+    delta = ksdp.ipm.DEFAULT_DELTA
+    blob = REF.solve_radial(times, delta=delta)
+    exact = REF.solve_radial(times)  # stops at the blow-up: fewer snapshots
+    m2_blob, m2_exact = blob.second_moment(), exact.second_moment()
+    rows = []
+    for i, t in enumerate(times):
+        row = {"t": t, "m2_blob": float(m2_blob[i])}
+        if i < len(exact.times):
+            # KS between two CDFs: the sup over a fine grid of radii
+            r = np.linspace(0, blob.r[-1], 200001)
+            row["m2_unregularised"] = float(m2_exact[i])
+            row["ks_blob_vs_unregularised"] = float(np.max(np.abs(blob.cdf(i)(r) - exact.cdf(i)(r))))
+        rows.append(row)
+    for n in sizes:
+        traj = ksdp.simulate(jax.random.key(7), ksdp.Params(delta=delta), times, n_particles=n)
+        x = np.asarray(traj.particles, np.float64)
+        for i, row in enumerate(rows):
+            row[f"m2_ipm_J{n}"] = float(np.mean(np.sum(x[i] ** 2, -1)))
+            row[f"ks_ipm_vs_blob_J{n}"] = KM.radial_ks(x[i], blob.cdf(i))
+            row[f"ks_floor_J{n}"] = 0.8687 / math.sqrt(n)  # the mean of sqrt(n) KS under the null
+    for row in rows:
+        print("reference " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()), flush=True)
+    return {"blowup_time": {str(k): v for k, v in blow.items()}, "delta": delta, "rows": rows}
+
+
+SCHEDULES = {
+    "paper (K = 10 L)": {},
+    "fresh (K = L)": {"resample_every": 50},
+    "paper + EMA + cosine": {"ema_decay": 0.999, "decay_steps": "n_steps"},
+    "fresh + EMA": {"resample_every": 50, "ema_decay": 0.999},
+    "fresh + EMA + cosine": {"resample_every": 50, "ema_decay": 0.999, "decay_steps": "n_steps"},
+}
+
+
+def training(names=("ks2d-time", "laminar2d-amplitude"), scale="quick", out="ksdp-runs"):
+    from ksdp.experiments import run as RUN
+    from ksdp.experiments.specs import EXPERIMENTS, SCALES
+
+    sc = SCALES[scale]
+    results = []
+    for name in names:
+        exp = EXPERIMENTS[name]
+        folder = os.path.join(out, scale, name)
+        ds = RUN.simulate_dataset(exp, scale, 0, os.path.join(folder, "dataset.npz"), print)
+        parts = RUN.particles_by_value(exp, ds)
+        values = RUN._all_values(exp, scale)
+        train_v, held_v, _ = exp.values(scale)
+        idx = {float(v): i for i, v in enumerate(values)}
+        train_idx = [idx[float(v)] for v in train_v]
+        mc = M.make_config(exp.d, train_v, width=sc.width, depth=sc.depth, eta_log=exp.eta == "amplitude")
+        base = T.TrainConfig(
+            n_samples=sc.n_samples,
+            resample_every=sc.resample_every,
+            renew_every=sc.renew_every,
+            sweeps=sc.sweeps,
+            initial_sweeps=sc.initial_sweeps,
+            learning_rate=sc.learning_rate,
+        )
+        floor_loss = RUN.loss_floor(jax.random.key(3), parts[0, train_idx], sc.n_samples)
+        for label, change in SCHEDULES.items():
+            change = dict(change)
+            n_steps = change.pop("steps", sc.n_steps)
+            change = {k: (n_steps if v == "n_steps" else v) for k, v in change.items()}
+            tc = base._replace(**change)
+            t0 = time.perf_counter()
+            res = T.train(jax.random.key(1), parts[0, train_idx], train_v, mc, tc, n_steps=n_steps, progress=False)
+            seconds = time.perf_counter() - t0
+            rows = []
+            for v in values:
+                if v not in held_v and v not in train_v:
+                    continue
+                i = idx[float(v)]
+                gen = M.generate(mc, res.params, v, jax.random.key(11), sc.n_generated)
+                cmp = KM.compare(jax.random.key(12), gen, np.asarray(parts[1, i]), np.asarray(parts[2, i]))
+                ipm = KM.moments(np.asarray(parts[:, i]).reshape(-1, exp.d))
+                row = {
+                    "eta": float(v),
+                    "kind": "held-out" if v in held_v else "train",
+                    "energy": cmp["energy"],
+                    "floor_energy": cmp["floor_energy"],
+                    "c2st": cmp["c2st"],
+                    "floor_c2st": cmp["floor_c2st"],
+                    "m2_ipm": ipm["m2"],
+                    "m2_ipm_se": ipm["m2_se"],
+                    "m2_dp": cmp["moments"]["m2"],
+                    "m2_dp_se": cmp["moments"]["m2_se"],
+                }
+                row["m2_rel_error"] = abs(row["m2_dp"] - row["m2_ipm"]) / row["m2_ipm"]
+                row.update(RUN._judge(row, scale))
+                rows.append(row)
+            final = float(np.mean(res.history[-100:]))
+            summary = {
+                "experiment": name,
+                "schedule": label,
+                "n_steps": n_steps,
+                "train_config": tc._asdict(),
+                "train_s": seconds,
+                "final_loss": final,
+                "loss_floor": floor_loss,
+                "held_out_max_c2st_excess": max(r["c2st_excess"] for r in rows if r["kind"] == "held-out"),
+                "held_out_max_energy_z": max(r["energy_z"] for r in rows if r["kind"] == "held-out"),
+                "train_max_c2st_excess": max(r["c2st_excess"] for r in rows if r["kind"] == "train"),
+                "train_max_energy_z": max(r["energy_z"] for r in rows if r["kind"] == "train"),
+                "max_m2_rel_error": max(r["m2_rel_error"] for r in rows),
+                "values_passing": f"{sum(r['c2st_ok'] and r['energy_ok'] and r['m2_ok'] for r in rows)}/{len(rows)}",
+                "rows": rows,
+            }
+            results.append(summary)
+            print(
+                f"training {name} {label:>22}: {seconds:.0f} s, loss {final:.4g} (floor {floor_loss:.4g}), "
+                f"held-out C2ST excess {summary['held_out_max_c2st_excess']:+.3f} "
+                f"z {summary['held_out_max_energy_z']:.1f}, "
+                f"train C2ST excess {summary['train_max_c2st_excess']:+.3f} z {summary['train_max_energy_z']:.1f}, "
+                f"m2 err {summary['max_m2_rel_error']:.3f}, passing {summary['values_passing']}",
+                flush=True,
+            )
+    return results
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
@@ -207,6 +347,8 @@ def main(argv=None):
         "small": small,
         "residual": residual,
         "energy": energy,
+        "reference": reference,
+        "training": training,
     }
     results = {name: parts[name]() for name in args.only}
     # --only updates the parts it ran in today's file and keeps the others

@@ -40,7 +40,7 @@ from ksdp import parallel as _parallel
 from ksdp import transport as _transport
 from ksdp.initial import uniform_ball
 
-CHECKPOINT_FORMAT = "ksdp-checkpoint/1"
+CHECKPOINT_FORMAT = "ksdp-checkpoint/2"  # /2: the state carries the moving average
 
 
 class TrainConfig(NamedTuple):
@@ -54,6 +54,10 @@ class TrainConfig(NamedTuple):
       initial_sweeps: block sweeps matching a fresh mini-batch.
       block: assignment block size ``M``.
       learning_rate: Adam step size.
+      ema_decay: decay of an exponential moving average of the parameters, used for generation
+        (`TrainResult.params`); ``0`` keeps none (the paper).
+      decay_steps: cosine decay of the learning rate to 1% of ``learning_rate`` over this many Adam
+        steps (then constant); ``0`` keeps it constant (the paper).
     """
 
     n_samples: int = 2000
@@ -63,6 +67,8 @@ class TrainConfig(NamedTuple):
     initial_sweeps: int = 50
     block: int = 16
     learning_rate: float = 1e-3
+    ema_decay: float = 0.0
+    decay_steps: int = 0
 
 
 class TrainState(NamedTuple):
@@ -73,6 +79,7 @@ class TrainState(NamedTuple):
     perm: jax.Array  # [R, N] of the last mini-batch
     step: jax.Array  # Adam steps done
     key: jax.Array
+    ema: Any  # moving average of params (equal to params when TrainConfig.ema_decay == 0)
 
 
 class TrainingError(RuntimeError):
@@ -80,6 +87,8 @@ class TrainingError(RuntimeError):
 
 
 def _optimizer(cfg: TrainConfig):
+    if cfg.decay_steps:
+        return optax.adam(optax.cosine_decay_schedule(cfg.learning_rate, cfg.decay_steps, alpha=0.01))
     return optax.adam(cfg.learning_rate)
 
 
@@ -108,6 +117,12 @@ def check_inputs(model_cfg: _model.ModelConfig, cfg: TrainConfig, targets, eta):
         raise ValueError(f"renew_every={cfg.renew_every} must divide resample_every={cfg.resample_every}.")
     if not (cfg.learning_rate > 0):
         raise ValueError(f"learning_rate must be positive, got {cfg.learning_rate}.")
+    if not (0.0 <= cfg.ema_decay < 1.0):
+        raise ValueError(f"TrainConfig.ema_decay must be in [0, 1) (0: no moving average), got {cfg.ema_decay!r}.")
+    if not isinstance(cfg.decay_steps, (int, np.integer)) or cfg.decay_steps < 0:
+        raise ValueError(
+            f"TrainConfig.decay_steps must be an integer >= 0 (0: constant rate), got {cfg.decay_steps!r}."
+        )
     if not bool(jnp.all(jnp.isfinite(targets))):
         raise ValueError("targets contain non-finite particles.")
     return targets, eta
@@ -117,7 +132,7 @@ def init_state(key, model_cfg: _model.ModelConfig, cfg: TrainConfig, n_sets: int
     k_init, k_loop = jax.random.split(key)
     params = _model.init(k_init, model_cfg)
     perm = jnp.broadcast_to(jnp.arange(cfg.n_samples, dtype=jnp.int32), (n_sets, cfg.n_samples))
-    return TrainState(params, _optimizer(cfg).init(params), perm, jnp.int32(0), k_loop)
+    return TrainState(params, _optimizer(cfg).init(params), perm, jnp.int32(0), k_loop, params)
 
 
 def loss_fn(model_cfg, params, x, y, perm, eta):
@@ -166,24 +181,29 @@ def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axi
         return jax.lax.psum(jax.tree_util.tree_map(lambda a: a * (n_local / n_sets), (value, grads)), axis)
 
     perm = match(k_match, state.params, perm, cfg.initial_sweeps)
+    decay = cfg.ema_decay
 
     def one_round(carry, k):
-        params, opt_state, perm = carry
+        params, opt_state, ema, perm = carry
 
         def adam_step(c, _):
-            params, opt_state = c
+            params, opt_state, ema = c
             value, grads = loss_and_grad(params, perm)
             updates, opt_state = opt.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), value
+            params = optax.apply_updates(params, updates)
+            ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p, ema, params)
+            return (params, opt_state, ema), value
 
-        (params, opt_state), losses = jax.lax.scan(adam_step, (params, opt_state), None, length=cfg.renew_every)
-        return (params, opt_state, match(k, params, perm, cfg.sweeps)), losses
+        (params, opt_state, ema), losses = jax.lax.scan(
+            adam_step, (params, opt_state, ema), None, length=cfg.renew_every
+        )
+        return (params, opt_state, ema, match(k, params, perm, cfg.sweeps)), losses
 
     n_rounds = cfg.resample_every // cfg.renew_every
-    (params, opt_state, perm), losses = jax.lax.scan(
-        one_round, (state.params, state.opt_state, perm), jax.random.split(k_rounds, n_rounds)
+    (params, opt_state, ema, perm), losses = jax.lax.scan(
+        one_round, (state.params, state.opt_state, state.ema, perm), jax.random.split(k_rounds, n_rounds)
     )
-    new = TrainState(params, opt_state, perm, state.step + cfg.resample_every, key)
+    new = TrainState(params, opt_state, perm, state.step + cfg.resample_every, key, ema)
     return new, losses.reshape(-1)
 
 
@@ -205,7 +225,7 @@ def _minibatch_mesh(mesh, axis: str | None, n_sets: int):
 
 @partial(jax.jit, static_argnums=(3, 4, 5, 6))
 def _minibatch_sharded(state, targets, eta, model_cfg, cfg, mesh, axis):
-    state_spec = TrainState(P(), P(), P(axis), P(), P())
+    state_spec = TrainState(P(), P(), P(axis), P(), P(), P())
     fn = partial(_minibatch, model_cfg=model_cfg, cfg=cfg, axis=axis)
     return jax.shard_map(
         fn, mesh=mesh, in_specs=(state_spec, P(axis), P(axis)), out_specs=(state_spec, P()), check_vma=False
@@ -263,6 +283,9 @@ def load_checkpoint(path):
 # The driver
 # --------------------------------------------------------------------------------------------
 class TrainResult(NamedTuple):
+    """What `train` returns: the parameters to generate with (the moving average when
+    ``TrainConfig.ema_decay > 0``, else the last iterate), the model, the loss history and the state."""
+
     params: Any
     model: _model.ModelConfig
     history: list  # loss after every Adam step
@@ -360,4 +383,4 @@ def train(
     finally:
         if bar is not None:
             bar.close()
-    return TrainResult(state.params, model_cfg, history, state)
+    return TrainResult(state.ema if cfg.ema_decay else state.params, model_cfg, history, state)

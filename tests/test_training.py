@@ -82,6 +82,34 @@ def test_resume_equals_uninterrupted(tmp_path):
         T.train(jax.random.key(3), targets, etas, mc, TINY._replace(learning_rate=0.1), n_steps=60, checkpoint=ck)
 
 
+def test_moving_average_and_learning_rate_decay():
+    # ema_decay: the returned parameters are the moving average e_n = a e_{n-1} + (1 - a) p_n, which
+    # lags the last iterate p_n
+    targets, etas, mc = _tiny_problem()
+    cfg = TINY._replace(ema_decay=0.9, decay_steps=40)
+    res = T.train(jax.random.key(4), targets, etas, mc, cfg, n_steps=40, progress=False)
+    assert res.params is res.state.ema
+    diff = max(
+        float(jnp.max(jnp.abs(a - b)))
+        for a, b in zip(
+            jax.tree_util.tree_leaves(res.state.ema), jax.tree_util.tree_leaves(res.state.params), strict=True
+        )
+    )
+    assert diff > 0  # the average lags the iterate
+
+    # the decayed rate: after decay_steps the Adam updates are 1% as large as with a constant rate,
+    # so the last 10 steps move the parameters far less than the constant-rate run's last 10
+    def last_move(c):
+        a = T.train(jax.random.key(4), targets, etas, mc, c, n_steps=60, progress=False).state.params
+        b = T.train(jax.random.key(4), targets, etas, mc, c, n_steps=40, progress=False).state.params
+        return sum(
+            float(jnp.sum(jnp.abs(u - v)))
+            for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
+        )
+
+    assert last_move(TINY._replace(decay_steps=40)) < 0.1 * last_move(TINY)
+
+
 def test_compiles_once_whatever_the_number_of_minibatches():
     targets, etas, mc = _tiny_problem()
     T.train(jax.random.key(0), targets, etas, mc, TINY, n_steps=20, progress=False)
@@ -111,6 +139,10 @@ def test_bad_input():
         T.train(jax.random.key(0), targets, etas, mc, TINY._replace(n_samples=65), n_steps=20)
     with pytest.raises(ValueError, match="n_steps"):
         T.train(jax.random.key(0), targets, etas, mc, TINY, n_steps=0)
+    with pytest.raises(ValueError, match="ema_decay"):
+        T.train(jax.random.key(0), targets, etas, mc, TINY._replace(ema_decay=1.0), n_steps=20)
+    with pytest.raises(ValueError, match="decay_steps"):
+        T.train(jax.random.key(0), targets, etas, mc, TINY._replace(decay_steps=-5), n_steps=20)
     with pytest.raises(ValueError, match="multiple"):
         T.train(jax.random.key(0), targets, etas, mc, TINY, n_steps=30)
     with pytest.raises(ValueError, match="renew_every"):

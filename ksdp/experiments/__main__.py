@@ -56,8 +56,11 @@ def main(argv=None):
             m = run.run(EXPERIMENTS[name], args.scale, out, args.seed, log)
             results[name] = m
             log(
-                f"[{name}] done in {time.perf_counter() - t0:.0f} s; max W2/floor: "
-                + ", ".join(f"{k} {v:.2f}" for k, v in m["max_ratio"].items())
+                f"[{name}] done in {time.perf_counter() - t0:.0f} s; worst C2ST excess / energy z / m2 error: "
+                + "; ".join(
+                    f"{k} {v['max_c2st_excess']:+.3f} / {v['max_energy_z']:.1f} / {v['max_m2_rel_error']:.3f}"
+                    for k, v in m["summary_by_kind"].items()
+                )
             )
         except Exception as e:  # one failure must not lose the others
             failures[name] = f"{type(e).__name__}: {e}"

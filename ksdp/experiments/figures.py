@@ -1,4 +1,9 @@
-"""Figures of the experiments (PNG, matplotlib Agg): projections DP vs IPM, second moments, loss."""
+"""Figures of the experiments (PNG, matplotlib Agg): projections DP vs IPM, second moments, loss.
+
+Projections: the IPM panel and the generated panel of one value share their bins and their colour
+scale (one density scale per value), so a difference in colour is a difference in density; row
+labels say which is which, so titles stay short.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import numpy as np  # noqa: E402
 from ksdp import _io  # noqa: E402
 
 AXES = "xyz"
+BINS = 70
 
 
 def _save(fig, path):
@@ -25,67 +31,93 @@ def _bounds(arrays, plane):
     return [[lo[0] - pad[0], hi[0] + pad[0]], [lo[1] - pad[1], hi[1] + pad[1]]]
 
 
+def _pair(ax_ipm, ax_dp, ipm, dp, plane):
+    """Both histograms of one value and plane on the same bins and the same colour scale."""
+    rng = _bounds([ipm, dp], plane)
+    hs = [np.histogram2d(p[:, plane[0]], p[:, plane[1]], bins=BINS, range=rng, density=True)[0] for p in (ipm, dp)]
+    vmax = max(float(h.max()) for h in hs) or 1.0
+    extent = [rng[0][0], rng[0][1], rng[1][0], rng[1][1]]
+    for ax, h in ((ax_ipm, hs[0]), (ax_dp, hs[1])):
+        im = ax.imshow(h.T, origin="lower", extent=extent, aspect="auto", cmap="viridis", vmin=0.0, vmax=vmax)
+        ax.set_xlabel(AXES[plane[0]], fontsize=8, labelpad=1)
+        ax.set_ylabel(AXES[plane[1]], fontsize=8, labelpad=1)
+        ax.tick_params(labelsize=6)
+    return im
+
+
 def projections(path, cases, d, title):
     """``cases``: list of ``(label, ipm [n, d], dp [m, d])``; 2D histograms, IPM above DP.
 
-    2D: one column per case. 3D: rows are (case, IPM/DP), columns the xy, xz, yz planes.
+    2D: one column per case, rows IPM and DP. 3D: one row per case and source (IPM, DP), columns the
+    xy, xz and yz planes.
     """
-    planes = [(0, 1)] if d == 2 else [(0, 1), (0, 2), (1, 2)]
     if d == 2:
-        fig, axs = plt.subplots(2, len(cases), figsize=(3.2 * len(cases), 6.2), squeeze=False)
-        grid = [
-            [
-                (axs[0, c], cases[c][1], f"IPM {cases[c][0]}", planes[0]),
-                (axs[1, c], cases[c][2], f"DP {cases[c][0]}", planes[0]),
-            ]
-            for c in range(len(cases))
-        ]
+        fig, axs = plt.subplots(2, len(cases), figsize=(2.9 * len(cases), 5.6), squeeze=False, layout="constrained")
+        for c, (label, ipm, dp) in enumerate(cases):
+            _pair(axs[0, c], axs[1, c], ipm, dp, (0, 1))
+            axs[0, c].set_title(label, fontsize=9)
+        axs[0, 0].annotate("IPM", (-0.45, 0.5), xycoords="axes fraction", rotation=90, va="center", fontsize=10)
+        axs[1, 0].annotate(
+            "DeepParticle", (-0.45, 0.5), xycoords="axes fraction", rotation=90, va="center", fontsize=10
+        )
     else:
-        fig, axs = plt.subplots(2 * len(cases), 3, figsize=(9.5, 3.1 * 2 * len(cases)), squeeze=False)
-        grid = [
-            [
-                (axs[2 * c + s, k], cases[c][1 + s], f"{'IPM' if s == 0 else 'DP'} {cases[c][0]}", pl)
-                for s in (0, 1)
-                for k, pl in enumerate(planes)
-            ]
-            for c in range(len(cases))
-        ]
-    for c, panels in enumerate(grid):
-        for ax, pts, label, pl in panels:
-            rng = _bounds([cases[c][1], cases[c][2]], pl)
-            ax.hist2d(pts[:, pl[0]], pts[:, pl[1]], bins=70, range=rng, density=True, cmap="viridis")
-            ax.set_title(label, fontsize=8)
-            ax.set_xlabel(AXES[pl[0]], fontsize=8)
-            ax.set_ylabel(AXES[pl[1]], fontsize=8)
-            ax.tick_params(labelsize=7)
-    fig.suptitle(title, fontsize=10)
+        planes = [(0, 1), (0, 2), (1, 2)]
+        fig, axs = plt.subplots(
+            2 * len(cases), 3, figsize=(8.4, 2.6 * 2 * len(cases)), squeeze=False, layout="constrained"
+        )
+        for c, (label, ipm, dp) in enumerate(cases):
+            for k, plane in enumerate(planes):
+                _pair(axs[2 * c, k], axs[2 * c + 1, k], ipm, dp, plane)
+            axs[2 * c, 0].annotate(
+                f"IPM\n{label}",
+                (-0.5, 0.5),
+                xycoords="axes fraction",
+                rotation=90,
+                va="center",
+                ha="center",
+                fontsize=9,
+            )
+            axs[2 * c + 1, 0].annotate(
+                f"DP\n{label}", (-0.5, 0.5), xycoords="axes fraction", rotation=90, va="center", ha="center", fontsize=9
+            )
+        for k, plane in enumerate(planes):
+            axs[0, k].set_title(f"{AXES[plane[0]]}{AXES[plane[1]]} plane", fontsize=9)
+    fig.suptitle(title + "\n(each value: IPM and DP on the same bins and colour scale)", fontsize=9)
     _save(fig, path)
 
 
-def second_moment(path, x_ipm, m2_ipm, x_dp, m2_dp, xlabel, title, analytic=None, logx=False, marks=None):
-    """m2 against the parameter: IPM reference points, DP curve, optional analytic line."""
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+def second_moment(path, x_ipm, m2_ipm, m2_ipm_se, x_dp, m2_dp, xlabel, title, curves=(), logx=False, marks=None):
+    """m2 against the parameter: IPM points (2 standard errors), DP curve, optional reference curves."""
+    fig, ax = plt.subplots(figsize=(5.8, 4.1), layout="constrained")
     ax.plot(x_dp, m2_dp, "-", label="DeepParticle (generated)")
-    ax.plot(x_ipm, m2_ipm, "o", label="IPM (reference)")
-    if analytic is not None:
-        ax.plot(analytic[0], analytic[1], "k--", lw=1, label=analytic[2])
+    ax.errorbar(x_ipm, m2_ipm, yerr=2 * np.asarray(m2_ipm_se), fmt="o", ms=4, capsize=2, label="IPM (3 runs, 2 SE)")
+    for x, y, label in curves:
+        ax.plot(x, y, "--", lw=1, label=label)
     for value, label in marks or []:
         ax.axvline(value, color="gray", lw=0.7, ls=":")
-        ax.text(value, ax.get_ylim()[1], label, fontsize=7, rotation=90, va="top")
+        ax.annotate(
+            label, (value, 1.0), xycoords=("data", "axes fraction"), fontsize=7, rotation=90, va="top", ha="right"
+        )
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("second moment $m_2$")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     _save(fig, path)
 
 
-def loss(path, history, title):
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+def loss(path, history, title, floor=None):
+    """The training loss per Adam step, with the squared W2 floor of the mini-batch size."""
+    fig, ax = plt.subplots(figsize=(5.8, 3.6), layout="constrained")
     h = np.asarray(history)
-    ax.semilogy(np.arange(1, len(h) + 1), h, lw=0.5)
+    ax.semilogy(np.arange(1, len(h) + 1), h, lw=0.5, label="training loss")
+    if floor is not None and np.isfinite(floor):
+        ax.axhline(
+            floor, color="k", ls="--", lw=1, label=f"W2$^2$ between two independent samples of one set: {floor:.3g}"
+        )
     ax.set_xlabel("Adam step")
-    ax.set_ylabel("training loss (eq. 14, mean over sets)")
+    ax.set_ylabel("loss (eq. 14, mean over sets)")
     ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
     _save(fig, path)
