@@ -26,9 +26,14 @@ def test_outputs_exist_and_are_finite(smoke_run, name):
         m = json.load(f)
     kinds = {r["kind"] for r in m["rows"]}
     assert kinds == {"train", "held-out", "extrapolated"}
+    assert m["complete"] and math.isfinite(m["loss_floor"]) and m["loss_floor"] > 0
     for r in m["rows"]:
-        for k in ("w2", "w2_floor", "ratio", "m2_ipm", "m2_dp"):
+        for k in ("w2", "w2_floor", "ratio", "m2_ipm", "m2_dp", "m2_ipm_se", "m2_dp_se"):
             assert math.isfinite(r[k]) and r[k] >= 0, (k, r)
+        for k in ("energy", "floor_energy", "c2st", "floor_c2st"):
+            assert len(r[k]) == 2 and all(math.isfinite(v) for v in r[k]) and r[k][1] > 0, (k, r)
+        assert 0 <= r["c2st"][0] <= 1 and isinstance(r["c2st_ok"], bool)
+        assert ("ks_dp" in r) == (name == "ks2d-time")  # the radial reference exists for the flow-free case
 
 
 def test_report_and_resume(smoke_run):
@@ -42,6 +47,26 @@ def test_report_and_resume(smoke_run):
     assert cli.main(["ks2d-time", "--scale", "smoke", "--out", out]) == 0
     assert os.path.getmtime(os.path.join(folder, "ks2d-time", "dataset.npz")) == stamp["ks2d-time"]
     assert os.path.getmtime(os.path.join(folder, "ks2d-time", "checkpoint.npz")) == ck["ks2d-time"]
+
+
+def test_rows_are_on_disk_before_a_late_failure(smoke_run, monkeypatch):
+    # a failure after the evaluation (here: in the figures) keeps every computed row in metrics.json
+    from ksdp.experiments import run
+
+    folder, out = smoke_run
+    path = os.path.join(folder, "laminar2d-time", "metrics.json")
+    os.remove(path)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("figures failed")
+
+    monkeypatch.setattr(run, "make_figures", broken)
+    with pytest.raises(RuntimeError, match="figures failed"):
+        run.run(EXPERIMENTS["laminar2d-time"], "smoke", folder, 0, log=lambda *_: None)
+    with open(path) as f:
+        m = json.load(f)
+    train, held, extra = EXPERIMENTS["laminar2d-time"].values("smoke")
+    assert not m["complete"] and len(m["rows"]) == len(train) + len(held) + len(extra)
 
 
 def test_cli_rejects_unknown_experiment():

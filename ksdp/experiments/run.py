@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -51,7 +52,7 @@ def simulate_dataset(exp: Experiment, scale: str, seed: int, path: str, log) -> 
             ds = data.load_dataset(path)
             if ds.meta.get("settings") == settings:
                 log(f"  dataset: reusing {path}")
-                return ds
+                return ds._replace(meta={**ds.meta, "reused": True})
             log("  dataset: cached file has other settings; simulating again")
         except ValueError as e:
             log(f"  dataset: cached file unreadable ({e}); simulating again")
@@ -127,6 +128,41 @@ def loss_floor(key, targets, n: int) -> float:
     return float(np.mean(out))
 
 
+def configs(exp: Experiment, scale: str):
+    """The network's and the training's configs of an experiment at a scale: ``(ModelConfig, TrainConfig)``."""
+    sc = SCALES[scale]
+    train_v = exp.values(scale)[0]
+    mcfg = model.make_config(exp.d, train_v, width=sc.width, depth=sc.depth, eta_log=exp.eta == "amplitude")
+    tcfg = training.TrainConfig(
+        n_samples=sc.n_samples,
+        resample_every=sc.resample_every,
+        renew_every=sc.renew_every,
+        sweeps=sc.sweeps,
+        initial_sweeps=sc.initial_sweeps,
+        learning_rate=sc.learning_rate,
+        ema_decay=sc.ema_decay,
+        decay_steps=sc.n_steps if sc.cosine_decay else 0,
+    )
+    return mcfg, tcfg
+
+
+def _previous_timing(path, settings) -> dict:
+    """Stage times of an earlier run with the same settings (kept for the stages this run reuses)."""
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return dict(old.get("timing_s", {})) if old.get("settings") == settings else {}
+
+
+def _checkpoint_step(path) -> int:
+    try:
+        return int(training.load_checkpoint(path)[0].step)
+    except Exception:  # unreadable: training decides what to do with it
+        return -1
+
+
 def run(exp: Experiment, scale: str, out: str, seed: int = 0, log=print) -> dict:
     """Runs one experiment; returns its metrics dict (also written to ``OUT/<name>/metrics.json``).
 
@@ -137,9 +173,12 @@ def run(exp: Experiment, scale: str, out: str, seed: int = 0, log=print) -> dict
     folder = os.path.join(out, exp.name)
     os.makedirs(folder, exist_ok=True)
     timing = {}
+    previous = _previous_timing(os.path.join(folder, "metrics.json"), _settings(exp, scale, seed))
     t0 = time.perf_counter()
     ds = simulate_dataset(exp, scale, seed, os.path.join(folder, "dataset.npz"), log)
     timing["ipm_s"] = time.perf_counter() - t0
+    if ds.meta.get("reused") and "ipm_s" in previous:  # the stage was done by an earlier run: its time
+        timing["ipm_s"] = previous["ipm_s"]
     values = _all_values(exp, scale)
     train_v, held_v, extra_v = exp.values(scale)
     parts = particles_by_value(exp, ds)  # [3, V, J, d]
@@ -147,15 +186,9 @@ def run(exp: Experiment, scale: str, out: str, seed: int = 0, log=print) -> dict
     train_idx = [index[float(v)] for v in train_v]
 
     t0 = time.perf_counter()
-    mcfg = model.make_config(exp.d, train_v, width=sc.width, depth=sc.depth, eta_log=exp.eta == "amplitude")
-    tcfg = training.TrainConfig(
-        n_samples=sc.n_samples,
-        resample_every=sc.resample_every,
-        renew_every=sc.renew_every,
-        sweeps=sc.sweeps,
-        initial_sweeps=sc.initial_sweeps,
-        learning_rate=sc.learning_rate,
-    )
+    mcfg, tcfg = configs(exp, scale)
+    ck_path = os.path.join(folder, "checkpoint.npz")
+    resumed_complete = os.path.exists(ck_path) and _checkpoint_step(ck_path) >= sc.n_steps
     res = training.train(
         jax.random.key(seed + 1),
         parts[0, train_idx],
@@ -163,9 +196,11 @@ def run(exp: Experiment, scale: str, out: str, seed: int = 0, log=print) -> dict
         mcfg,
         tcfg,
         n_steps=sc.n_steps,
-        checkpoint=os.path.join(folder, "checkpoint.npz"),
+        checkpoint=ck_path,
     )
     timing["train_s"] = time.perf_counter() - t0
+    if resumed_complete and "train_s" in previous:
+        timing["train_s"] = previous["train_s"]  # the checkpoint was complete: keep the time it took
 
     t0 = time.perf_counter()
     key = jax.random.key(seed + 2)
@@ -231,6 +266,19 @@ def run(exp: Experiment, scale: str, out: str, seed: int = 0, log=print) -> dict
         )
     timing["eval_s"] = time.perf_counter() - t0
 
+    # the generated m2 on a fine grid of the parameter (the figure's curve; for the flow-free time
+    # experiment the acceptance asks that it decrease over the training range)
+    dense = (
+        np.linspace(values.min(), values.max(), 60)
+        if exp.eta == "time"
+        else np.geomspace(values.min(), values.max(), 60)
+    )
+    m2_curve = [
+        float(ipm.second_moment(model.generate(mcfg, res.params, v, jax.random.key(123), 20000))) for v in dense
+    ]
+    metrics["m2_curve"] = {"eta": dense.tolist(), "m2_dp": m2_curve}
+    _io.write_json(path, metrics)
+
     t0 = time.perf_counter()
     make_figures(exp, folder, values, parts, mcfg, res, metrics, sc, radial)
     timing["figures_s"] = time.perf_counter() - t0
@@ -279,12 +327,7 @@ def make_figures(exp, folder, values, parts, mcfg, res, metrics, sc, radial):
         f"{exp.name}: IPM ({len(REPLICAS)} runs of J = {sc.n_particles} pooled) vs DeepParticle ({n_show} generated)",
     )
     # second moment against the parameter
-    dense = (
-        np.linspace(values.min(), values.max(), 60)
-        if exp.eta == "time"
-        else np.geomspace(values.min(), values.max(), 60)
-    )
-    m2_dp = [float(ipm.second_moment(model.generate(mcfg, res.params, v, key, 20000))) for v in dense]
+    dense, m2_dp = metrics["m2_curve"]["eta"], metrics["m2_curve"]["m2_dp"]
     rows = metrics["rows"]
     curves = []
     if radial is not None:
