@@ -69,6 +69,15 @@ def test_rows_are_on_disk_before_a_late_failure(smoke_run, monkeypatch):
     assert not m["complete"] and len(m["rows"]) == len(train) + len(held) + len(extra)
 
 
+def test_report_only_computes_nothing(smoke_run):
+    folder, out = smoke_run
+    stamp = os.path.getmtime(os.path.join(folder, "ks2d-time", "metrics.json"))
+    os.remove(os.path.join(folder, "REPORT.md"))
+    assert cli.main(["ks2d-time", "--scale", "smoke", "--out", out, "--report-only"]) == 0
+    assert "assembled from each run's metrics.json" in open(os.path.join(folder, "REPORT.md")).read()
+    assert os.path.getmtime(os.path.join(folder, "ks2d-time", "metrics.json")) == stamp
+
+
 def test_cli_rejects_unknown_experiment():
     with pytest.raises(SystemExit):
         cli.main(["no-such-experiment", "--scale", "smoke"])

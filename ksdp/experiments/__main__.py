@@ -40,6 +40,11 @@ def main(argv=None):
     ap.add_argument("--scale", choices=tuple(SCALES), default="quick")
     ap.add_argument("--out", default="ksdp-runs", help="output folder (default: ksdp-runs)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="compute nothing: rebuild REPORT.md and the pages from the metrics.json files already in OUT",
+    )
     args = ap.parse_args(argv)
     unknown = [e for e in args.experiments if e not in EXPERIMENTS]
     if unknown:
@@ -50,7 +55,17 @@ def main(argv=None):
     log(f"ksdp experiments: {names} at scale '{args.scale}' on {jax.devices()[0].platform}, output in {out}")
     results, failures = {}, {}
     t_all = time.perf_counter()
-    for name in names:
+    if args.report_only:
+        for name in names:
+            m = report.load_metrics(out, name)
+            if m is None or not m.get("complete"):
+                failures[name] = "no complete metrics.json in " + os.path.join(out, name)
+            else:
+                results[name] = m
+        names_to_run = []
+    else:
+        names_to_run = names
+    for name in names_to_run:
         log(f"[{name}] start")
         t0 = time.perf_counter()
         try:
@@ -70,7 +85,8 @@ def main(argv=None):
     for name in results:
         page = report.render_experiment(out, name, args.scale)
         _io.write_text(os.path.join(out, name, "README.md"), page)
-    text = report.render(out, args.scale, names, failures, time.perf_counter() - t_all)
+    seconds = None if args.report_only else time.perf_counter() - t_all
+    text = report.render(out, args.scale, names, failures, seconds)
     _io.write_text(os.path.join(out, "REPORT.md"), text)
     log(f"wrote {os.path.join(out, 'REPORT.md')} ({time.perf_counter() - t_all:.0f} s in all)")
     return 1 if failures else 0

@@ -59,7 +59,8 @@ def _table(rows, with_ks):
     return [head + " pass |", sep + "---|"] + [_fmt_row(r, with_ks) for r in rows]
 
 
-def _load(out, name):
+def load_metrics(out, name):
+    """``OUT/<name>/metrics.json`` as a dict, or None if there is none."""
     path = os.path.join(out, name, "metrics.json")
     if not os.path.exists(path):
         return None
@@ -114,14 +115,19 @@ def render(out: str, scale: str, names, failures: dict, seconds: float) -> str:
     lines = [
         f"# ksdp experiments: scale `{scale}`",
         "",
-        f"Command: `python -m ksdp.experiments {' '.join(names)} --scale {scale}`; wall time {seconds:.0f} s.",
+        f"Command: `python -m ksdp.experiments {' '.join(names)} --scale {scale}`; "
+        + (
+            f"wall time {seconds:.0f} s."
+            if seconds is not None
+            else "assembled from each run's metrics.json (`--report-only`); stage times below."
+        ),
         "",
         *[t.format(slack=C2ST_SLACK[scale]) for t in METRICS_TEXT],
         "",
     ]
     settings, verdicts = [], []
     for name in names:
-        m = _load(out, name)
+        m = load_metrics(out, name)
         if name in failures or m is None:
             lines += [f"## {name}: FAILED", "", failures.get(name, "no metrics"), ""]
             verdicts.append(f"- {name}: FAILED ({failures.get(name, 'no metrics')})")
@@ -163,7 +169,7 @@ def render_experiment(out: str, name: str, scale: str, figures: str = ".") -> st
     ``second_moment.png`` and ``loss.png``; a folder ending in ``-`` is used as a file-name prefix
     (``docs/figures/ks2d-time-projections.png``).
     """
-    m = _load(out, name)
+    m = load_metrics(out, name)
     exp, s, sc = EXPERIMENTS[name], m["settings"], m["scale_settings"]
     fig = (lambda f: f"{figures}{f}") if figures.endswith("-") else (lambda f: f"{figures}/{f}")
     what = "time t" if exp.eta == "time" else "flow amplitude A (the network sees log10 A)"
