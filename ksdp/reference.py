@@ -237,13 +237,9 @@ def _solve_blob(t, d, chi, mu, mass, delta, n_grid, r_max, rtol):
     (a1, b1, c1), (a2, b2, c2) = _fd_weights(r)
     ri = r[1:-1]
     fmat = -chi * mass * _field_matrix(r, delta, d)  # u = fmat @ diff(m)
-    n = n_grid - 1
-    # diff(m) = D m_interior + e (the boundary values m_0 = 0, m_G = 1)
-    dmat = sparse.diags([np.ones(n), -np.ones(n)], [0, -1], shape=(n + 1, n)).toarray()
-    e = np.zeros(n + 1)
-    e[-1] = 1.0
-    fd = fmat @ dmat
-    fe = fmat @ e
+    # diff(m) over the cells, with m_0 = 0 and m_G = 1: u = fmat @ diff(m) = fd @ m_interior + fe
+    fd = fmat[:, :-1] - fmat[:, 1:]
+    fe = fmat[:, -1]
 
     def parts(m):
         full = np.concatenate([[0.0], m, [1.0]])

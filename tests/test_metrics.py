@@ -55,10 +55,10 @@ def test_energy_distance_sits_at_zero_for_one_law_and_detects_a_shift():
     n = 2000
     same = km.energy_distance(rng.normal(size=(n, 2)), rng.normal(size=(n, 2)))
     assert abs(same.value) < 3 * same.se
-    # power: a shift of 0.5 sd in 1D has energy distance 0.140; at n = 2000 the SE is ~0.019
-    # (the sd over 300 replications at n = 500, 0.038, halved), so it is detected at ~7 SE, and the
+    # power: a shift of 0.5 sd in 1D has energy distance 0.140; at n = 2000 the SE is ~0.018
+    # (the sd over 300 replications at n = 500, 0.036, halved), so it is detected at ~8 SE, and the
     # estimate agrees with the closed form within 3 SE. The statistic grows like shift^2 while its
-    # SE grows like shift / sqrt(n): at n = 2000 the smallest shift seen at 3 SE is ~0.3 sd.
+    # SE grows like shift / sqrt(n).
     x, y = rng.normal(size=(n, 1)), rng.normal(0.5, 1.0, size=(n, 1))
     e = km.energy_distance(x, y)
     exact = _gauss_shift_energy(0.5)
