@@ -147,5 +147,51 @@ def test_bad_input():
         T.train(jax.random.key(0), targets, etas, mc, TINY, n_steps=30)
     with pytest.raises(ValueError, match="renew_every"):
         T.train(jax.random.key(0), targets, etas, mc, TINY._replace(renew_every=7), n_steps=20)
+    with pytest.raises(TypeError, match="debias"):
+        T.train(jax.random.key(0), targets, etas, mc, TINY._replace(debias=1), n_steps=20)
     with pytest.raises(ValueError, match="positive"):
         M.make_config(2, [0.0, 1.0], eta_log=True)
+
+
+@pytest.fixture(scope="module")
+def shrinkage():
+    """Two balls (radii 0.8 and 1.2 in 3D) learnt at N = 256 with the paper's loss and the debiased one."""
+    from ksdp.initial import uniform_ball
+
+    scales = jnp.array([0.8, 1.2])
+    targets = uniform_ball(jax.random.key(1), 2 * 2048, 3).reshape(2, 2048, 3) * scales[:, None, None]
+    mc = M.make_config(3, scales, width=30, depth=3)
+    n, steps = 256, 3000
+    out = {}
+    for debias in (False, True):
+        cfg = T.TrainConfig(
+            n_samples=n, resample_every=50, renew_every=50, sweeps=4, initial_sweeps=20, learning_rate=3e-3,
+            ema_decay=0.99, decay_steps=steps, debias=debias,
+        )  # fmt: skip
+        res = T.train(jax.random.key(2), targets, scales, mc, cfg, n_steps=steps, progress=False)
+        gen = M.generate(mc, res.params, scales, jax.random.key(3), 20000)
+        out[debias] = np.asarray(jnp.mean(jnp.sum(gen**2, -1), -1))
+    # the effect size: the squared W2 between two independent N-samples of each ball (exact, 4 draws)
+    floor = [
+        np.mean([float(TR.w2(*uniform_ball(jax.random.key(10 + r), 2 * n, 3).reshape(2, n, 3) * s, exact_max=512)[0])
+                 ** 2 for r in range(4)])
+        for s in scales
+    ]  # fmt: skip
+    return out, np.asarray(floor), 3 / 5 * np.asarray(scales) ** 2  # m2 of the ball of radius s in 3D
+
+
+def test_debiased_loss_removes_the_shrinkage(shrinkage):
+    # The paper's loss fits the conditional mean of a noisy matching: the generated m2 falls short of
+    # the target's by about one squared W2 floor of the mini-batch (here ~0.05-0.1 of m2 0.38-0.86).
+    # m2 of 20000 generated points has SE sd(|x|^2)/sqrt(20000) < 0.002, far below floor/3.
+    m2, floor, exact = shrinkage
+    assert np.all(exact - m2[False] > 0.5 * floor), (m2[False], exact, floor)
+    assert np.all(np.abs(m2[True] - exact) < floor / 3), (m2[True], exact, floor)
+
+
+def test_fresh_batch_loss_takes_the_first_step_of_each_minibatch():
+    h = np.arange(100.0)  # 10 mini-batches of 10 steps: first steps 0, 10, ..., 90
+    assert T.fresh_batch_loss(h, 10) == np.mean(np.arange(0, 100, 10))
+    assert T.fresh_batch_loss(h, 10, n_batches=2) == 85.0
+    with pytest.raises(ValueError, match="no whole mini-batch"):
+        T.fresh_batch_loss(h[:5], 10)

@@ -142,6 +142,7 @@ def configs(exp: Experiment, scale: str):
         learning_rate=sc.learning_rate,
         ema_decay=sc.ema_decay,
         decay_steps=sc.n_steps if sc.cosine_decay else 0,
+        debias=sc.debias,
     )
     return mcfg, tcfg
 
@@ -207,6 +208,7 @@ def run(exp: Experiment, scale: str, out: str, seed: int = 0, log=print) -> dict
     radial = radial_reference(exp, values)
     m2_radial = None if radial is None else radial.second_moment()
     final_loss = float(np.mean(res.history[-100:]))
+    fresh_loss = training.fresh_batch_loss(res.history, sc.resample_every)
     floor_loss = loss_floor(jax.random.key(seed + 3), parts[0, train_idx], sc.n_samples)
     metrics = {
         "experiment": exp.name,
@@ -216,6 +218,7 @@ def run(exp: Experiment, scale: str, out: str, seed: int = 0, log=print) -> dict
         "scale_settings": dataclasses.asdict(sc),
         "n_parameters": model.n_parameters(res.params),
         "final_loss": final_loss,
+        "fresh_batch_loss": fresh_loss,
         "loss_floor": floor_loss,
         "memorises": bool(final_loss < floor_loss),
         "complete": False,
