@@ -25,15 +25,17 @@ from ksdp.ipm import (
     velocity,
 )
 from ksdp.model import ModelConfig, generate, make_config
-from ksdp.training import TrainConfig, train
+from ksdp.training import CheckpointMismatch, TrainConfig, TrainingError, train
 from ksdp.transport import w2
 
 __all__ = [
+    "CheckpointMismatch",
     "Dataset",
     "ModelConfig",
     "NonFiniteError",
     "Params",
     "TrainConfig",
+    "TrainingError",
     "Trajectory",
     "__version__",
     "flows",

@@ -21,6 +21,7 @@ resumes from one exactly (same keys, same result to float32 round-off).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -87,6 +88,27 @@ class TrainState(NamedTuple):
 
 class TrainingError(RuntimeError):
     """Training produced a non-finite loss; the last good checkpoint is kept."""
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint was written for other training data, key or configs than those given."""
+
+
+def fingerprint(key, targets, eta, model_cfg: _model.ModelConfig, cfg: TrainConfig) -> str:
+    """SHA-256 of what a training run depends on: targets, eta, key and both configs.
+
+    Stored in every checkpoint; `train` resumes only from a checkpoint with the same fingerprint.
+    """
+    targets, eta = check_inputs(model_cfg, cfg, targets, eta)
+    h = hashlib.sha256()
+    if jax.dtypes.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    for a in (targets, eta, key):
+        a = np.ascontiguousarray(np.asarray(a))
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    h.update(json.dumps([model_cfg.to_dict(), cfg._asdict()], sort_keys=True).encode())
+    return h.hexdigest()
 
 
 def _optimizer(cfg: TrainConfig):
@@ -384,7 +406,7 @@ def train(
       n_steps: total Adam steps, a multiple of ``cfg.resample_every``.
       checkpoint: path of the checkpoint file; ``None`` for none.
       checkpoint_every: mini-batches between checkpoints (one is always written at the end).
-      resume: continue from ``checkpoint`` if it exists (its configs must match).
+      resume: continue from ``checkpoint`` if it exists (its data, key and configs must match).
       progress: show a progress bar (default: when stderr is a terminal).
       mesh: a `jax.sharding.Mesh` to train data parallel over the ``R`` sets (``R`` a
         multiple of its devices; ``axis`` names the mesh axis, default its only one). Each device
@@ -395,6 +417,8 @@ def train(
 
     Raises:
       TrainingError: the loss turned non-finite (the last checkpoint stays as it was).
+      CheckpointMismatch: ``checkpoint`` exists but was written for other targets, eta, key or
+        configs (`fingerprint`), or holds more than ``n_steps`` steps.
     """
     targets, eta = check_inputs(model_cfg, cfg, targets, eta)
     if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
@@ -406,16 +430,28 @@ def train(
         step_fn = _minibatch_mesh(mesh, axis, targets.shape[0])
     history: list = []
     state = None
+    fp = fingerprint(key, targets, eta, model_cfg, cfg)
     if checkpoint and resume and os.path.exists(checkpoint):
-        state, saved_model, saved_cfg, history, _ = load_checkpoint(checkpoint)
+        state, saved_model, saved_cfg, history, extra = load_checkpoint(checkpoint)
         if saved_model != model_cfg or saved_cfg != cfg or state.perm.shape[0] != targets.shape[0]:
-            raise ValueError(
+            raise CheckpointMismatch(
                 f"checkpoint {checkpoint} was written for another model or training config; "
                 f"delete it or pass resume=False."
+            )
+        if extra.get("fingerprint") != fp:
+            raise CheckpointMismatch(
+                f"checkpoint {checkpoint} was written for other training data, eta or key (its fingerprint "
+                f"{str(extra.get('fingerprint'))[:12]} is not {fp[:12]}); delete it or pass resume=False."
+            )
+        if int(state.step) > n_steps:
+            raise CheckpointMismatch(
+                f"checkpoint {checkpoint} holds {int(state.step)} steps, more than n_steps={n_steps}; pass "
+                f"n_steps >= {int(state.step)}, or resume=False to train {n_steps} steps afresh."
             )
     if state is None:
         state = init_state(key, model_cfg, cfg, targets.shape[0])
     step = int(state.step)  # counted here: a sharded state need not be readable on this process
+    saved = step if history else None  # the step of this run's checkpoint on disk
     done = step // cfg.resample_every
     total = n_steps // cfg.resample_every
     show = sys.stderr.isatty() if progress is None else progress
@@ -431,10 +467,14 @@ def train(
             losses = _parallel.gather(losses)
             if not np.all(np.isfinite(losses)):
                 bad = step + int(np.flatnonzero(~np.isfinite(losses))[0]) + 1
+                kept = (
+                    f"the checkpoint {checkpoint} holds step {saved}"
+                    if saved is not None
+                    else "no checkpoint was written for this run"
+                )
                 raise TrainingError(
-                    f"the loss turned non-finite at step {bad}; the last good checkpoint "
-                    f"({checkpoint or 'none'}) is at step {step}. Lower the "
-                    f"learning rate or check the targets."
+                    f"the loss turned non-finite at step {bad}; {kept}. Lower the learning rate or check "
+                    f"the targets."
                 )
             state, step = new, step + cfg.resample_every
             history.extend(losses.tolist())
@@ -445,7 +485,8 @@ def train(
                     rate=f"{(b + 1 - done) * cfg.resample_every / (time.perf_counter() - t0):.0f}/s",
                 )
             if checkpoint and ((b + 1 - done) % checkpoint_every == 0 or b + 1 == total):
-                save_checkpoint(checkpoint, state, model_cfg, cfg, history)
+                save_checkpoint(checkpoint, state, model_cfg, cfg, history, {"fingerprint": fp})
+                saved = step
     finally:
         if bar is not None:
             bar.close()

@@ -3,11 +3,14 @@
 import json
 import math
 import os
+import shutil
 
 import pytest
 
+from ksdp import training as T
 from ksdp.experiments import __main__ as cli
-from ksdp.experiments.specs import EXPERIMENTS
+from ksdp.experiments import run
+from ksdp.experiments.specs import EXPERIMENTS, SCALES
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +52,21 @@ def test_report_and_resume(smoke_run):
     assert os.path.getmtime(os.path.join(folder, "ks2d-time", "checkpoint.npz")) == ck["ks2d-time"]
 
 
+def test_other_seed_trains_afresh_and_keeps_the_old_checkpoint(smoke_run, tmp_path):
+    # rerunning in the same folder with another seed re-simulates the dataset; the checkpoint, trained
+    # on the old one, is moved aside (not resumed, not lost) and the network trained afresh
+    folder, _ = smoke_run
+    shutil.copytree(os.path.join(folder, "ks2d-time"), tmp_path / "ks2d-time")
+    old = open(tmp_path / "ks2d-time" / "checkpoint.npz", "rb").read()
+    lines = []
+    run.run(EXPERIMENTS["ks2d-time"], "smoke", str(tmp_path), 1, log=lines.append)
+    assert open(tmp_path / "ks2d-time" / "checkpoint.stale-1.npz", "rb").read() == old
+    assert any("training afresh" in line for line in lines)
+    assert len(T.load_checkpoint(str(tmp_path / "ks2d-time" / "checkpoint.npz"))[3]) == SCALES["smoke"].n_steps
+
+
 def test_rows_are_on_disk_before_a_late_failure(smoke_run, monkeypatch):
     # a failure after the evaluation (here: in the figures) keeps every computed row in metrics.json
-    from ksdp.experiments import run
-
     folder, out = smoke_run
     path = os.path.join(folder, "laminar2d-time", "metrics.json")
     os.remove(path)

@@ -78,8 +78,33 @@ def test_resume_equals_uninterrupted(tmp_path):
     for a, b in zip(jax.tree_util.tree_leaves(full.params), jax.tree_util.tree_leaves(resumed.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(full.history, resumed.history, rtol=1e-5)
-    with pytest.raises(ValueError, match="another model"):
+    with pytest.raises(T.CheckpointMismatch, match="another model"):
         T.train(jax.random.key(3), targets, etas, mc, TINY._replace(learning_rate=0.1), n_steps=60, checkpoint=ck)
+
+
+@pytest.mark.parametrize("change", ["targets", "eta", "key", "fewer steps"])
+def test_checkpoint_resumes_only_for_its_data(tmp_path, change):
+    # the checkpoint's fingerprint covers targets, eta, key and configs; a shorter run than the one
+    # stored is refused too (it would return the longer-trained state)
+    targets, etas, mc = _tiny_problem()
+    ck = str(tmp_path / "ck.npz")
+    T.train(jax.random.key(3), targets, etas, mc, TINY, n_steps=40, checkpoint=ck, progress=False)
+    key, n_steps = jax.random.key(3), 60
+    if change == "targets":
+        targets = targets.at[0, 0, 0].add(1e-3)
+    elif change == "eta":
+        etas = etas.at[1].add(1e-3)
+    elif change == "key":
+        key = jax.random.key(4)
+    else:
+        n_steps = 20
+    match = "more than n_steps" if change == "fewer steps" else "other training data"
+    with pytest.raises(T.CheckpointMismatch, match=match):
+        T.train(key, targets, etas, mc, TINY, n_steps=n_steps, checkpoint=ck, progress=False)
+    # resume=False trains afresh and overwrites it
+    res = T.train(key, targets, etas, mc, TINY, n_steps=n_steps, checkpoint=ck, resume=False, progress=False)
+    assert T.load_checkpoint(ck)[4]["fingerprint"] == T.fingerprint(key, targets, etas, mc, TINY)
+    assert len(res.history) == n_steps
 
 
 def test_moving_average_and_learning_rate_decay():
@@ -123,10 +148,10 @@ def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path):
     ck = str(tmp_path / "ck.npz")
     T.train(jax.random.key(0), targets, etas, mc, TINY, n_steps=20, checkpoint=ck, progress=False)
     huge = targets.at[0].multiply(1e30)  # finite particles whose squared distances overflow
-    with pytest.raises(T.TrainingError, match="non-finite"):
-        T.train(jax.random.key(0), huge, etas, mc, TINY, n_steps=40, checkpoint=ck, progress=False)
+    with pytest.raises(T.TrainingError, match="non-finite at step 1; no checkpoint was written"):
+        T.train(jax.random.key(0), huge, etas, mc, TINY, n_steps=40, checkpoint=ck, resume=False, progress=False)
     state, *_ = T.load_checkpoint(ck)
-    assert int(state.step) == 20
+    assert int(state.step) == 20  # the other run's checkpoint is left as it was
 
 
 def test_bad_input():

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import time
+from functools import partial
 
 import jax
 import numpy as np
@@ -157,6 +158,16 @@ def _previous_timing(path, settings) -> dict:
     return dict(old.get("timing_s", {})) if old.get("settings") == settings else {}
 
 
+def _aside(path: str) -> str:
+    """Renames ``path`` to a free ``<stem>.stale-<n><ext>`` next to it and returns the new name."""
+    stem, ext = os.path.splitext(path)
+    n = 1
+    while os.path.exists(f"{stem}.stale-{n}{ext}"):
+        n += 1
+    os.replace(path, f"{stem}.stale-{n}{ext}")
+    return f"{stem}.stale-{n}{ext}"
+
+
 def _checkpoint_step(path) -> int:
     try:
         return int(training.load_checkpoint(path)[0].step)
@@ -190,15 +201,15 @@ def run(exp: Experiment, scale: str, out: str, seed: int = 0, log=print) -> dict
     mcfg, tcfg = configs(exp, scale)
     ck_path = os.path.join(folder, "checkpoint.npz")
     resumed_complete = os.path.exists(ck_path) and _checkpoint_step(ck_path) >= sc.n_steps
-    res = training.train(
-        jax.random.key(seed + 1),
-        parts[0, train_idx],
-        train_v,
-        mcfg,
-        tcfg,
-        n_steps=sc.n_steps,
-        checkpoint=ck_path,
-    )
+    fit = partial(training.train, jax.random.key(seed + 1), parts[0, train_idx], train_v, mcfg, tcfg)
+    try:
+        res = fit(n_steps=sc.n_steps, checkpoint=ck_path)
+    except training.CheckpointMismatch as e:  # written for other data or settings: keep it, train afresh
+        stale = _aside(ck_path)
+        log(f"  training: {e} Moved it to {stale}; training afresh.")
+        resumed_complete = False
+        t0 = time.perf_counter()
+        res = fit(n_steps=sc.n_steps, checkpoint=ck_path)
     timing["train_s"] = time.perf_counter() - t0
     if resumed_complete and "train_s" in previous:
         timing["train_s"] = previous["train_s"]  # the checkpoint was complete: keep the time it took
