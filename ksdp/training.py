@@ -473,8 +473,7 @@ def train(
                     else "no checkpoint was written for this run"
                 )
                 raise TrainingError(
-                    f"the loss turned non-finite at step {bad}; {kept}. Lower the learning rate or check "
-                    f"the targets."
+                    f"the loss turned non-finite at step {bad}; {kept}. Lower the learning rate or check the targets."
                 )
             state, step = new, step + cfg.resample_every
             history.extend(losses.tolist())
