@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ksdp._checks import is_concrete
 from ksdp.initial import uniform_ball
 
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": jax.nn.gelu, "silu": jax.nn.silu}
@@ -80,16 +81,21 @@ def make_config(
       eta_train: ``[R]`` or ``[R, p]`` training parameter values.
       eta_log: bool or per-parameter bools: take ``log10`` first (values must be positive).
     """
+    for name, v, low in (("d", d, 1), ("width", width, 1), ("depth", depth, 1)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+            raise TypeError(f"{name} must be an integer, got {v!r}.")
+        if v < low:
+            raise ValueError(f"{name} must be >= {low}, got {v}.")
     eta = np.asarray(eta_train, np.float64)
     eta = eta[:, None] if eta.ndim == 1 else eta
     if eta.ndim != 2 or eta.shape[0] < 1:
         raise ValueError(f"eta_train must be [R] or [R, p], got shape {np.shape(eta_train)}.")
+    if not np.all(np.isfinite(eta)):
+        raise ValueError("eta_train contains NaN or infinite values; pass the finite training parameters.")
     p = eta.shape[1]
     logs = tuple(bool(v) for v in np.broadcast_to(np.asarray(eta_log, bool), (p,)))
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation={activation!r} is unknown; use one of {tuple(ACTIVATIONS)}.")
-    if width < 1 or depth < 1:
-        raise ValueError(f"width and depth must be >= 1, got width={width}, depth={depth}.")
     t = eta.copy()
     for k, lg in enumerate(logs):
         if lg:
@@ -139,6 +145,12 @@ def check_eta(cfg: ModelConfig, eta):
         eta = eta[..., None]
     if eta.shape[-1] != cfg.p:
         raise ValueError(f"eta must end in the {cfg.p} physical parameter(s) of this model, got shape {eta.shape}.")
+    if is_concrete(eta):
+        if not bool(jnp.all(jnp.isfinite(eta))):
+            raise ValueError("eta contains NaN or infinite values; pass finite physical parameters.")
+        logs = np.asarray(cfg.eta_log)
+        if logs.any() and not bool(jnp.all(eta[..., logs] > 0)):
+            raise ValueError("eta must be positive for the parameters this model takes in log10 (eta_log).")
     return eta
 
 
@@ -187,6 +199,8 @@ def generate(cfg: ModelConfig, params, eta, key, n: int, *, chunk: int | None = 
     """
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n (particles to generate) must be a positive integer, got {n!r}.")
+    if chunk is not None and (not isinstance(chunk, (int, np.integer)) or isinstance(chunk, bool) or chunk < 1):
+        raise ValueError(f"chunk must be a positive integer (particles per compiled call) or None, got {chunk!r}.")
     eta = check_eta(cfg, eta)
     if eta.ndim > 2:
         raise ValueError(f"eta must be one value [p] or a batch [B, p], got shape {eta.shape}.")

@@ -138,6 +138,10 @@ def check_inputs(model_cfg: _model.ModelConfig, cfg: TrainConfig, targets, eta):
             raise ValueError(
                 f"TrainConfig.{name} must be a {'non-negative' if 'sweeps' in name else 'positive'} integer, got {v!r}."
             )
+    if not isinstance(cfg.block, (int, np.integer)) or cfg.block < 2:
+        raise ValueError(
+            f"TrainConfig.block (the assignment sub-problem size M) must be an integer >= 2, got {cfg.block!r}."
+        )
     if cfg.resample_every % cfg.renew_every:
         raise ValueError(f"renew_every={cfg.renew_every} must divide resample_every={cfg.resample_every}.")
     if not isinstance(cfg.debias, (bool, np.bool_)):
@@ -423,6 +427,8 @@ def train(
     targets, eta = check_inputs(model_cfg, cfg, targets, eta)
     if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
         raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}.")
+    if not isinstance(checkpoint_every, (int, np.integer)) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be a positive integer (mini-batches), got {checkpoint_every!r}.")
     if n_steps % cfg.resample_every:
         raise ValueError(f"n_steps={n_steps} must be a multiple of resample_every={cfg.resample_every}.")
     step_fn = _minibatch_jit

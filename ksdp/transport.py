@@ -22,6 +22,7 @@ split from ``key``).
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import NamedTuple
 
@@ -67,6 +68,15 @@ def check_clouds(x, y, perm=None, block: int | None = None):
         raise ValueError("the clouds are empty (N = 0).")
     if perm is not None and jnp.shape(perm) != x.shape[:-1]:
         raise ValueError(f"perm must have shape {x.shape[:-1]}, got {jnp.shape(perm)}.")
+    if perm is not None and _is_concrete(perm):
+        p = np.asarray(perm)
+        if not np.issubdtype(p.dtype, np.integer) or not np.array_equal(
+            np.sort(p, axis=-1), np.broadcast_to(np.arange(p.shape[-1]), p.shape)
+        ):
+            raise ValueError(
+                "perm (the warm start) must be a permutation of 0..N-1 along its last axis; "
+                "pass None to start from the identity."
+            )
     if block is not None and (not isinstance(block, (int, np.integer)) or block < 2):
         raise ValueError(f"block (the sub-problem size M) must be an integer >= 2, got {block!r}.")
     dtype = jnp.result_type(x.dtype, y.dtype, jnp.float32)
@@ -261,6 +271,12 @@ def solve(
       `AssignmentResult`.
     """
     x, y = check_clouds(x, y, perm, block)
+    if not isinstance(max_sweeps, (int, np.integer)) or isinstance(max_sweeps, bool) or max_sweeps < 1:
+        raise ValueError(f"max_sweeps must be an integer >= 1 (the sweep budget), got {max_sweeps!r}.")
+    if not isinstance(exact_max, (int, np.integer)) or isinstance(exact_max, bool) or exact_max < 0:
+        raise ValueError(f"exact_max must be an integer >= 0 (0: never solve exactly), got {exact_max!r}.")
+    if not (isinstance(rtol, (int, float, np.floating)) and math.isfinite(rtol) and rtol >= 0):
+        raise ValueError(f"rtol must be a finite number >= 0 (relative improvement per sweep), got {rtol!r}.")
     if x.shape[-2] <= exact_max:
         p = exact_assignment(x, y)
         cost = matched_cost(x, y, p)

@@ -1,0 +1,102 @@
+"""Bad input at the public doors: each case raises a ValueError or TypeError naming the argument.
+
+One table per door; every row is a call that used to compute something silently wrong (or fail with
+a message that did not say what was wrong).
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ksdp import model as M
+from ksdp import training as T
+from ksdp import transport as TR
+
+MC = M.make_config(2, [0.0, 1.0], width=4, depth=1)
+MC_LOG = M.make_config(2, [1.0, 100.0], width=4, depth=1, eta_log=True)
+PARAMS = M.init(jax.random.key(0), MC)
+X = jax.random.normal(jax.random.key(1), (8, 2))
+Y = jax.random.normal(jax.random.key(2), (8, 2))
+TARGETS = jax.random.normal(jax.random.key(3), (2, 64, 2))
+TINY = T.TrainConfig(n_samples=16, resample_every=10, renew_every=10, sweeps=1, initial_sweeps=2, block=8)
+
+MAKE_CONFIG = [
+    ("d=2.0", dict(d=2.0, eta_train=[0.0, 1.0]), TypeError, "d must be an integer"),
+    ("d=0", dict(d=0, eta_train=[0.0, 1.0]), ValueError, "d must be >= 1"),
+    ("width=2.5", dict(d=2, eta_train=[0.0, 1.0], width=2.5), TypeError, "width must be an integer"),
+    ("depth=0", dict(d=2, eta_train=[0.0, 1.0], depth=0), ValueError, "depth must be >= 1"),
+    ("NaN eta_train", dict(d=2, eta_train=[0.0, math.nan]), ValueError, "eta_train contains NaN"),
+    ("inf eta_train", dict(d=2, eta_train=[0.0, math.inf]), ValueError, "eta_train contains NaN or infinite"),
+    ("log of 0", dict(d=2, eta_train=[0.0, 1.0], eta_log=True), ValueError, "not all positive"),
+]
+
+
+@pytest.mark.parametrize("label,kwargs,error,match", MAKE_CONFIG, ids=[c[0] for c in MAKE_CONFIG])
+def test_make_config(label, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        M.make_config(**kwargs)
+
+
+GENERATE = [
+    ("chunk=-1", MC, dict(eta=0.5, n=10, chunk=-1), "chunk must be a positive integer"),
+    ("chunk=0", MC, dict(eta=0.5, n=10, chunk=0), "chunk must be a positive integer"),
+    ("chunk=2.5", MC, dict(eta=0.5, n=10, chunk=2.5), "chunk must be a positive integer"),
+    ("NaN eta", MC, dict(eta=math.nan, n=10), "eta contains NaN"),
+    ("inf eta in a batch", MC, dict(eta=jnp.array([0.5, jnp.inf]), n=10), "eta contains NaN or infinite"),
+    ("log eta <= 0", MC_LOG, dict(eta=0.0, n=10), "positive"),
+    ("n=0", MC, dict(eta=0.5, n=0), "n \\(particles"),
+]
+
+
+@pytest.mark.parametrize("label,cfg,kwargs,match", GENERATE, ids=[c[0] for c in GENERATE])
+def test_generate(label, cfg, kwargs, match):
+    params = PARAMS if cfg is MC else M.init(jax.random.key(0), cfg)
+    with pytest.raises(ValueError, match=match):
+        M.generate(cfg, params, key=jax.random.key(0), **kwargs)
+
+
+TRAIN = [
+    ("block=1 (no matching)", dict(cfg=TINY._replace(block=1)), ValueError, "block"),
+    ("block=0", dict(cfg=TINY._replace(block=0)), ValueError, "block"),
+    ("checkpoint_every=0", dict(checkpoint_every=0), ValueError, "checkpoint_every"),
+    ("debias=1", dict(cfg=TINY._replace(debias=1)), TypeError, "debias"),
+    ("NaN eta", dict(eta=jnp.array([0.0, jnp.nan])), ValueError, "eta contains NaN"),
+    ("NaN target", dict(targets=TARGETS.at[0, 0, 0].set(jnp.nan)), ValueError, "non-finite"),
+]
+
+
+@pytest.mark.parametrize("label,change,error,match", TRAIN, ids=[c[0] for c in TRAIN])
+def test_train(label, change, error, match):
+    kw = dict(targets=TARGETS, eta=jnp.array([0.0, 1.0]), cfg=TINY) | change
+    extra = {k: v for k, v in kw.items() if k not in ("targets", "eta", "cfg")}
+    with pytest.raises(error, match=match):
+        T.train(jax.random.key(0), kw["targets"], kw["eta"], MC, kw["cfg"], n_steps=10, progress=False, **extra)
+
+
+SOLVE = [
+    ("max_sweeps=0", dict(max_sweeps=0), "max_sweeps"),
+    ("max_sweeps=2.5", dict(max_sweeps=2.5), "max_sweeps"),
+    ("rtol=nan", dict(rtol=math.nan), "rtol"),
+    ("rtol<0", dict(rtol=-1e-3), "rtol"),
+    ("exact_max=-1", dict(exact_max=-1), "exact_max"),
+    ("warm start not a permutation", dict(perm=jnp.zeros(8, jnp.int32)), "permutation"),
+    ("warm start of floats", dict(perm=jnp.arange(8.0)), "permutation"),
+    ("block=1", dict(block=1), "block"),
+]
+
+
+@pytest.mark.parametrize("label,kwargs,match", SOLVE, ids=[c[0] for c in SOLVE])
+def test_solve(label, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TR.solve(jax.random.key(0), X, Y, **kwargs)
+
+
+def test_valid_calls_still_work():
+    # the checks reject only what is wrong: a permutation warm start, rtol = 0, a chunk larger than n
+    res = TR.solve(jax.random.key(0), X, Y, perm=jnp.arange(8)[::-1], rtol=0.0, max_sweeps=3)
+    assert sorted(np.asarray(res.perm).tolist()) == list(range(8))
+    assert M.generate(MC, PARAMS, 0.5, jax.random.key(0), 10, chunk=1000).shape == (10, 2)
+    assert M.generate(MC_LOG, M.init(jax.random.key(0), MC_LOG), 3.0, jax.random.key(0), 5).shape == (5, 2)
