@@ -191,7 +191,15 @@ def time_grid(times, dt: float):
             f"times {t[bad].tolist()} are not whole multiples of dt={dt}; choose times on the dt grid "
             f"or a dt that divides them."
         )
+    if steps[-1] > MAX_STEPS:
+        raise ValueError(
+            f"times up to {t[-1]:g} at dt={dt!r} need {steps[-1]:.3g} Euler steps (more than {MAX_STEPS:.0e}); "
+            f"increase dt."
+        )
     return t, steps.astype(np.int64)
+
+
+MAX_STEPS = 10**9  # Euler steps one run may take (a dt of 1e-300 would otherwise overflow the step count)
 
 
 def check_params(params: Params) -> None:
@@ -276,6 +284,8 @@ _run_batched_jit = jax.jit(_run_batched, static_argnames=_STATIC)
 
 
 def _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile):
+    if not isinstance(d, (int, np.integer)) or isinstance(d, bool):
+        raise TypeError(f"d (the space dimension) must be the integer 2 or 3, got {d!r}.")
     _kernels.check_kernel(kernel, d)
     check_params(params)
     t, steps = time_grid(times, dt)
@@ -369,6 +379,7 @@ def simulate(
         if jnp.ndim(x0) != 2:
             raise ValueError(f"x0 must have shape [J, d], got {jnp.shape(x0)}; use ksdp.sweep for a batch.")
         x0 = _check_x0(x0, d)
+    _check_one_set(params, flow)
     t, save_at, x0, static = _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile)
     if mesh is None:
         buf, bad = _run_jit(key, params, x0, save_at, **static)
@@ -378,6 +389,20 @@ def simulate(
     if check and _is_concrete(bad):
         raise_if_nonfinite(traj, dt)
     return traj
+
+
+def _check_one_set(params: Params, flow) -> None:
+    """`simulate` runs one parameter set: a batched field would broadcast over the coordinates."""
+    if not isinstance(params, Params):
+        raise TypeError(f"params must be ksdp.Params, got {type(params).__name__}.")
+    names = ("chi", "mu", "mass", "delta") + (("flow",) if flow is None or isinstance(flow, str) else ())
+    for name in names:
+        shape = np.shape(getattr(params, name))
+        if shape != ():
+            raise ValueError(
+                f"params.{name} has shape {shape}, but simulate runs one parameter set and needs scalars; "
+                f"use ksdp.sweep to run a batch of parameter sets."
+            )
 
 
 def broadcast_params(params: Params):
@@ -433,7 +458,9 @@ def sweep(
                 raise ValueError(f"x0 has {x0.shape[0]} initial states for {size} parameter sets.")
             for x in x0:
                 _check_x0(x, d)
-        elif x0.ndim != 2:
+        elif x0.ndim == 2:
+            x0 = _check_x0(x0, d)
+        else:
             raise ValueError(f"x0 must have shape [J, d] or [P, J, d], got {x0.shape}.")
     t, save_at, x0, static = _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile)
     keys = jax.random.split(key, size)

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import ksdp
 from ksdp import model as M
 from ksdp import training as T
 from ksdp import transport as TR
@@ -100,3 +101,26 @@ def test_valid_calls_still_work():
     assert sorted(np.asarray(res.perm).tolist()) == list(range(8))
     assert M.generate(MC, PARAMS, 0.5, jax.random.key(0), 10, chunk=1000).shape == (10, 2)
     assert M.generate(MC_LOG, M.init(jax.random.key(0), MC_LOG), 3.0, jax.random.key(0), 5).shape == (5, 2)
+
+
+SIMULATE = [
+    ("batched mu", dict(params=ksdp.Params(mu=jnp.array([0.0, 1.0]), chi=0.0)), ValueError, "use ksdp.sweep"),
+    ("mu as a list", dict(params=ksdp.Params(mu=[1.0, 2.0])), ValueError, "params.mu has shape"),
+    ("batched flow amplitude", dict(params=ksdp.Params(flow=jnp.ones(3)), flow="laminar2d"), ValueError, "sweep"),
+    ("d=2.0", dict(d=2.0), TypeError, "d \\(the space dimension\\)"),
+    ("dt=1e-300", dict(dt=1e-300), ValueError, "increase dt"),
+    ("params not Params", dict(params={"mu": 1.0}), TypeError, "ksdp.Params"),
+]
+
+
+@pytest.mark.parametrize("label,kwargs,error,match", SIMULATE, ids=[c[0] for c in SIMULATE])
+def test_simulate(label, kwargs, error, match):
+    kw = dict(times=(0.001,), n_particles=16) | kwargs
+    with pytest.raises(error, match=match):
+        ksdp.simulate(jax.random.key(0), **kw)
+
+
+def test_sweep_checks_a_shared_x0_against_d():
+    # a shared [J, 3] x0 with d = 2 used to run in 3D
+    with pytest.raises(ValueError, match="d=2"):
+        ksdp.sweep(jax.random.key(0), ksdp.Params(mu=jnp.array([0.0, 1.0])), (0.001,), x0=jnp.zeros((16, 3)), d=2)
