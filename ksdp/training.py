@@ -87,7 +87,12 @@ class TrainState(NamedTuple):
 
 
 class TrainingError(RuntimeError):
-    """Training produced a non-finite loss; the last good checkpoint is kept."""
+    """Training produced a non-finite or diverging loss; the last good checkpoint is kept."""
+
+
+# a loss this many times the first step's stops training: the untrained residual map starts at the
+# squared W2 between the source ball and the targets, and a healthy run only lowers it
+DIVERGED = 100.0
 
 
 class CheckpointMismatch(ValueError):
@@ -420,7 +425,8 @@ def train(
       `TrainResult`.
 
     Raises:
-      TrainingError: the loss turned non-finite (the last checkpoint stays as it was).
+      TrainingError: the loss turned non-finite or diverged (above `DIVERGED` times the first
+        step's); the last checkpoint stays as it was.
       CheckpointMismatch: ``checkpoint`` exists but was written for other targets, eta, key or
         configs (`fingerprint`), or holds more than ``n_steps`` steps.
     """
@@ -480,6 +486,18 @@ def train(
                 )
                 raise TrainingError(
                     f"the loss turned non-finite at step {bad}; {kept}. Lower the learning rate or check the targets."
+                )
+            first = history[0] if history else float(losses[0])
+            if np.max(losses) > DIVERGED * max(first, float(np.finfo(np.float32).tiny)):
+                bad = step + int(np.argmax(losses > DIVERGED * first)) + 1
+                kept = (
+                    f"the checkpoint {checkpoint} holds step {saved}"
+                    if saved is not None
+                    else "no checkpoint was written for this run"
+                )
+                raise TrainingError(
+                    f"the loss diverged: {float(np.max(losses)):.3g} at step {bad}, more than {DIVERGED:g} times "
+                    f"the first step's {first:.3g}; {kept}. Lower the learning rate (now {cfg.learning_rate:g})."
                 )
             state, step = new, step + cfg.resample_every
             history.extend(losses.tolist())

@@ -1,5 +1,7 @@
 """DeepParticle training: a learnable family with a known answer, resume, compile count, errors."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -152,6 +154,16 @@ def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path):
         T.train(jax.random.key(0), huge, etas, mc, TINY, n_steps=40, checkpoint=ck, resume=False, progress=False)
     state, *_ = T.load_checkpoint(ck)
     assert int(state.step) == 20  # the other run's checkpoint is left as it was
+
+
+@pytest.mark.parametrize("lr", [1e2, 1e8, 1e17])
+def test_diverging_loss_stops_training(tmp_path, lr):
+    # a finite but exploding loss (it used to "finish" at 1e32) is an error; no checkpoint of it
+    targets, etas, mc = _tiny_problem()
+    ck = str(tmp_path / "ck.npz")
+    with pytest.raises(T.TrainingError, match="diverged|non-finite"):
+        T.train(jax.random.key(0), targets, etas, mc, TINY._replace(learning_rate=lr), n_steps=200, checkpoint=ck)
+    assert not os.path.exists(ck) or T.load_checkpoint(ck)[0].step < 200
 
 
 def test_bad_input():
