@@ -25,10 +25,11 @@ from ksdp.ipm import (
     velocity,
 )
 from ksdp.model import ModelConfig, generate, make_config
-from ksdp.training import CheckpointMismatch, TrainConfig, TrainingError, train
+from ksdp.training import CheckpointError, CheckpointMismatch, TrainConfig, TrainingError, train
 from ksdp.transport import w2
 
 __all__ = [
+    "CheckpointError",
     "CheckpointMismatch",
     "Dataset",
     "ModelConfig",

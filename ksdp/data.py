@@ -126,7 +126,12 @@ def load_dataset(path) -> Dataset:
     missing = {"particles", "times", "meta_json"} - set(files)
     if missing:
         raise ValueError(f"{path} is not a ksdp dataset: arrays {sorted(missing)} are missing.")
-    meta = json.loads(str(files["meta_json"]))
+    try:
+        meta = json.loads(str(files["meta_json"]))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: its metadata is not JSON ({e}); delete it and simulate again.") from e
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: its metadata is not a JSON object; delete it and simulate again.")
     params = {k[len("param_") :]: v for k, v in files.items() if k.startswith("param_")}
     ds = Dataset(files["particles"], files["times"], params, meta)
     validate(ds, source=str(path))
@@ -153,8 +158,16 @@ def validate(ds: Dataset, source: str = "dataset") -> Dataset:
     for name, value in ds.params.items():
         if np.shape(value) != (size,):
             raise ValueError(f"{source}: parameter {name!r} has shape {np.shape(value)}, expected ({size},).")
+    if p.dtype.kind != "f":
+        raise ValueError(f"{source}: particles must be real floating point, got dtype {p.dtype}.")
     if not np.all(np.isfinite(p)):
         raise ValueError(f"{source}: particles contain non-finite values.")
+    if ds.times.dtype.kind not in "fiu" or not np.all(np.isfinite(ds.times)) or np.any(np.diff(ds.times) <= 0):
+        raise ValueError(f"{source}: times must be finite and strictly increasing, got {ds.times.tolist()}.")
+    for name, value in ds.params.items():
+        value = np.asarray(value)
+        if value.dtype.kind not in "fiub" or not np.all(np.isfinite(value)):
+            raise ValueError(f"{source}: parameter {name!r} must hold finite real values, got {value.tolist()}.")
     if not math.isfinite(ds.meta["dt"]) or ds.meta["dt"] <= 0:
         raise ValueError(f"{source}: dt={ds.meta['dt']} is not positive.")
     return ds

@@ -355,25 +355,78 @@ def save_checkpoint(path, state: TrainState, model_cfg, cfg: TrainConfig, histor
         _io.atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable, truncated, or holds values no training run writes."""
+
+
+MAX_STEPS = 10**9  # a plausible bound on the Adam steps a checkpoint holds
+
+
 def load_checkpoint(path):
-    """Reads a checkpoint: ``(state, model_cfg, train_cfg, history, extra)``."""
-    with np.load(path, allow_pickle=False) as z:
-        files = dict(z.items())
-    meta = json.loads(str(files["meta_json"]))
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a ksdp checkpoint (format {meta.get('format')!r}).")
-    model_cfg = _model.ModelConfig.from_dict(meta["model"])
-    cfg = TrainConfig(**meta["train"])
-    template = init_state(jax.random.key(0), model_cfg, cfg, meta["n_sets"])
+    """Reads a checkpoint: ``(state, model_cfg, train_cfg, history, extra)``.
+
+    Validates before trusting: each member's size against the zip header (so a small file cannot
+    make the loader allocate gigabytes), shapes and dtypes against the model, finite parameters and
+    optimiser state, a permutation per set and a plausible step matching the loss history.
+
+    Raises:
+      CheckpointError: (a `ValueError`) naming the file and what is wrong with it.
+    """
+
+    def bad(what):
+        return CheckpointError(f"{path}: {what}; delete it (or move it aside) and train afresh.")
+
+    try:
+        meta_only = _io.read_npz(path, lambda name: 1 << 20 if name == "meta_json" else None)
+        meta = json.loads(str(meta_only["meta_json"]))
+        if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+            raise bad(f"not a ksdp checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+        model_cfg = _model.ModelConfig.from_dict(meta["model"])
+        cfg = TrainConfig(**meta["train"])
+        step, n_sets = meta["step"], meta["n_sets"]
+        if not (isinstance(step, int) and 0 <= step <= MAX_STEPS and step % cfg.resample_every == 0):
+            raise bad(f"its step {step!r} is not a whole number of mini-batches of {cfg.resample_every} in [0, 1e9]")
+        if not (isinstance(n_sets, int) and 1 <= n_sets <= 10**7):
+            raise bad(f"its number of parameter sets {n_sets!r} is implausible")
+        template = init_state(jax.random.key(0), model_cfg, cfg, n_sets)
+    except CheckpointError:
+        raise
+    except ValueError as e:
+        raise CheckpointError(f"{e} Delete it (or move it aside) and train afresh.") from e
+    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
+        raise bad(f"its metadata is incomplete or malformed ({type(e).__name__}: {e})") from e
     template = template._replace(key=jax.random.key_data(template.key))
     leaves, tree = jax.tree_util.tree_flatten(template)
-    stored = [files[f"leaf_{i:04d}"] for i in range(len(leaves))]
-    for a, b in zip(stored, leaves, strict=True):
-        if np.shape(a) != np.shape(b):
-            raise ValueError(f"{path}: a stored array has shape {np.shape(a)}, the model expects {np.shape(b)}.")
+    sizes = {f"leaf_{i:04d}": np.asarray(leaf).nbytes + 4096 for i, leaf in enumerate(leaves)}
+    sizes["history"] = 4 * step + 4096
+    try:
+        files = _io.read_npz(path, lambda name: sizes.get(name))
+    except ValueError as e:
+        raise CheckpointError(f"{e} Delete it (or move it aside) and train afresh.") from e
+    missing = sorted(set(sizes) - set(files))
+    if missing:
+        raise bad(f"arrays {missing[:3]} are missing")
+    stored = []
+    for i, leaf in enumerate(leaves):
+        a, want = files[f"leaf_{i:04d}"], np.asarray(leaf)
+        if a.shape != want.shape:
+            raise bad(f"a stored array has shape {a.shape}, the model expects {want.shape}")
+        if a.dtype != want.dtype:
+            raise bad(f"a stored array has dtype {a.dtype}, the model expects {want.dtype}")
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            raise bad("its parameters or optimiser state contain NaN or inf")
+        stored.append(a)
     state = jax.tree_util.tree_unflatten(tree, [jnp.asarray(a) for a in stored])
+    if int(state.step) != step:
+        raise bad(f"its state holds step {int(state.step)} but its metadata step {step}")
+    perm = np.asarray(state.perm)
+    if not np.array_equal(np.sort(perm, axis=-1), np.broadcast_to(np.arange(perm.shape[-1]), perm.shape)):
+        raise bad("its matchings are not permutations")
+    history = files["history"]
+    if history.dtype != np.float32 or history.shape != (step,) or not np.all(np.isfinite(history)):
+        raise bad(f"its loss history ({history.dtype}, shape {history.shape}) is not {step} finite float32 losses")
     state = state._replace(key=jax.random.wrap_key_data(state.key))
-    return state, model_cfg, cfg, files["history"].tolist(), meta.get("extra", {})
+    return state, model_cfg, cfg, history.tolist(), meta.get("extra", {})
 
 
 # --------------------------------------------------------------------------------------------

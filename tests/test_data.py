@@ -51,3 +51,19 @@ def test_load_rejects_bad_files(tmp_path, small_dataset):
         data.validate(small_dataset._replace(meta=meta))
     with pytest.raises(ValueError, match="disagree"):
         data.validate(small_dataset._replace(particles=small_dataset.particles[:, :, :10]))
+
+
+@pytest.mark.parametrize(
+    "label,change,match",
+    [
+        ("NaN parameter", lambda ds: ds._replace(params={"flow": np.array([np.nan, 1.0])}), "finite real"),
+        ("complex particles", lambda ds: ds._replace(particles=ds.particles.astype(np.complex64)), "real floating"),
+        ("decreasing times", lambda ds: ds._replace(times=ds.times[::-1].copy()), "times"),
+    ],
+)
+def test_validate_rejects_inconsistent_values(small_dataset, label, change, match):
+    bad = change(small_dataset)
+    if label == "decreasing times":  # the metadata must agree, or the times check is never reached
+        bad = bad._replace(meta={**bad.meta, "times": bad.times.tolist()})
+    with pytest.raises(ValueError, match=match):
+        data.validate(bad)

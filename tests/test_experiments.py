@@ -65,6 +65,18 @@ def test_other_seed_trains_afresh_and_keeps_the_old_checkpoint(smoke_run, tmp_pa
     assert len(T.load_checkpoint(str(tmp_path / "ks2d-time" / "checkpoint.npz"))[3]) == SCALES["smoke"].n_steps
 
 
+def test_unreadable_checkpoint_is_moved_aside_and_retrained(smoke_run, tmp_path):
+    folder, _ = smoke_run
+    shutil.copytree(os.path.join(folder, "laminar2d-time"), tmp_path / "laminar2d-time")
+    ck = tmp_path / "laminar2d-time" / "checkpoint.npz"
+    ck.write_bytes(ck.read_bytes()[:100])  # killed mid-copy, or a disk error
+    lines = []
+    run.run(EXPERIMENTS["laminar2d-time"], "smoke", str(tmp_path), 0, log=lines.append)
+    assert (tmp_path / "laminar2d-time" / "checkpoint.stale-1.npz").stat().st_size == 100
+    assert any("not a readable" in line and "training afresh" in line for line in lines)
+    T.load_checkpoint(str(ck))  # a whole, valid checkpoint again
+
+
 def test_rows_are_on_disk_before_a_late_failure(smoke_run, monkeypatch):
     # a failure after the evaluation (here: in the figures) keeps every computed row in metrics.json
     folder, out = smoke_run

@@ -204,7 +204,7 @@ def run(exp: Experiment, scale: str, out: str, seed: int = 0, log=print) -> dict
     fit = partial(training.train, jax.random.key(seed + 1), parts[0, train_idx], train_v, mcfg, tcfg)
     try:
         res = fit(n_steps=sc.n_steps, checkpoint=ck_path)
-    except training.CheckpointMismatch as e:  # written for other data or settings: keep it, train afresh
+    except (training.CheckpointMismatch, training.CheckpointError) as e:  # other data, or unreadable: keep it aside
         stale = _aside(ck_path)
         log(f"  training: {e} Moved it to {stale}; training afresh.")
         resumed_complete = False
