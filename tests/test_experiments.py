@@ -107,3 +107,21 @@ def test_report_only_computes_nothing(smoke_run):
 def test_cli_rejects_unknown_experiment():
     with pytest.raises(SystemExit):
         cli.main(["no-such-experiment", "--scale", "smoke"])
+
+
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["--seed", str(2**70)], "--seed must be an integer"),
+        (["--seed", "-1"], "--seed must be an integer"),
+        (["--out", "FILE"], "not a writable folder"),
+        (["no-such-experiment"], "unknown experiment"),
+    ],
+)
+def test_cli_checks_arguments_before_any_work(tmp_path, capsys, argv, match):
+    (tmp_path / "a-file").write_text("x")
+    argv = [str(tmp_path / "a-file") if a == "FILE" else a for a in argv]
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--scale", "smoke", *argv] + ([] if "--out" in argv else ["--out", str(tmp_path)]))
+    assert info.value.code == 2 and match in capsys.readouterr().err
+    assert not (tmp_path / "smoke" / "ks2d-time").exists()  # nothing computed

@@ -3,6 +3,7 @@
 import argparse
 import os
 import sys
+import tempfile
 import time
 import traceback
 
@@ -29,6 +30,17 @@ OUT/REPORT.md with every metric. An interrupted run picks up where it stopped.""
 )
 
 
+def _unwritable(folder: str) -> str | None:
+    """Why ``folder`` cannot hold the outputs (``None`` if it can): checked before any work."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        return f"{folder} is not a writable folder ({e.strerror or e})"
+    return None
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(
         prog="python -m ksdp.experiments",
@@ -50,7 +62,12 @@ def main(argv=None):
     if unknown:
         ap.error(f"unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
     names = args.experiments or list(EXPERIMENTS)
+    if not 0 <= args.seed < 2**62:
+        ap.error(f"--seed must be an integer in [0, 2^62), got {args.seed}.")
     out = os.path.join(args.out, args.scale)
+    problem = _unwritable(out)
+    if problem:
+        ap.error(f"--out {args.out!r}: {problem}; choose a folder you can write to.")
     log = lambda msg: print(msg, flush=True)
     log(f"ksdp experiments: {names} at scale '{args.scale}' on {jax.devices()[0].platform}, output in {out}")
     results, failures = {}, {}
