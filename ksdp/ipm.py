@@ -217,6 +217,9 @@ def check_params(params: Params) -> None:
             raise ValueError(f"params.mu (diffusivity) must be >= 0, got {value!r}.")
         if name == "delta" and np.any(a <= 0):
             raise ValueError(f"params.delta must be > 0 (use kernel='exact' for no regularisation), got {value!r}.")
+    for leaf in jax.tree_util.tree_leaves(params.flow):
+        if _is_concrete(leaf) and np.asarray(leaf).dtype.kind in "fiuc" and not np.all(np.isfinite(leaf)):
+            raise ValueError(f"params.flow (the flow's parameters) must be finite, got {params.flow!r}.")
 
 
 def _check_x0(x0, d: int):
@@ -283,7 +286,23 @@ def _run_batched(keys, params, x0, save_at, **static):
 _run_batched_jit = jax.jit(_run_batched, static_argnames=_STATIC)
 
 
-def _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile):
+def _check_user_flow(flow, params, d: int, batched: bool) -> None:
+    """A user flow maps one position ``[d]`` (and ``params.flow``) to one velocity ``[d]``."""
+    x = jax.ShapeDtypeStruct((d,), jnp.float32)
+    flow_params = jax.tree_util.tree_map(lambda a: a[0], params.flow) if batched else params.flow  # one set
+    try:
+        out = jax.eval_shape(flow, x, flow_params)
+    except Exception as e:
+        raise TypeError(f"the flow function failed on one position of shape {x.shape}: {type(e).__name__}: {e}") from e
+    shape = getattr(out, "shape", None)
+    if shape != x.shape:
+        raise TypeError(
+            f"the flow function must map one position of shape {x.shape} to a velocity of the same shape, got "
+            f"{shape if shape is not None else type(out).__name__}."
+        )
+
+
+def _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile, batched=False):
     if not isinstance(d, (int, np.integer)) or isinstance(d, bool):
         raise TypeError(f"d (the space dimension) must be the integer 2 or 3, got {d!r}.")
     _kernels.check_kernel(kernel, d)
@@ -301,6 +320,8 @@ def _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile):
     if tile is not None and (not isinstance(tile, (int, np.integer)) or tile < 1):
         raise ValueError(f"tile must be a positive integer, got {tile!r}.")
     _flows.resolve_flow(flow, d)
+    if callable(flow):
+        _check_user_flow(flow, params, d, batched)
     save_at = np.full(int(steps[-1]) + 1, -1, np.int32)
     save_at[steps] = np.arange(len(steps), dtype=np.int32)
     static = dict(
@@ -462,7 +483,7 @@ def sweep(
             x0 = _check_x0(x0, d)
         else:
             raise ValueError(f"x0 must have shape [J, d] or [P, J, d], got {x0.shape}.")
-    t, save_at, x0, static = _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile)
+    t, save_at, x0, static = _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile, batched=True)
     keys = jax.random.split(key, size)
     if mesh is None:
         buf, bad = _run_batched_jit(keys, params, x0, save_at, **static)

@@ -166,7 +166,7 @@ def test_bad_particles_and_flow_shape():
         ksdp.simulate(jax.random.key(0), times=(0.001,), x0=jnp.array([[0.0, jnp.nan], [1.0, 0.0]]))
     with pytest.raises(ValueError, match="x0"):
         ksdp.simulate(jax.random.key(0), times=(0.001,), x0=jnp.zeros((5, 3)), d=2)
-    with pytest.raises(ValueError, match="flow"):
+    with pytest.raises(TypeError, match="flow"):
         ksdp.simulate(jax.random.key(0), times=(0.001,), n_particles=8, flow=lambda x, p: jnp.zeros(3))
 
 
