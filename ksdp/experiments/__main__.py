@@ -20,7 +20,7 @@ EPILOG = (
 
 scales:
   smoke   seconds per experiment (J=128), for tests
-  quick   the default: all five in 13 minutes on a 2-core CPU (J=2000, N=1000, 6000 steps)
+  quick   the default: all five in 34 minutes on a shared 2-core CPU (J=2000, N=1000, 6000 steps)
   paper   the paper's sizes (J=10000, N=2000, L=200, 50000 steps); ks2d-time took 30 minutes and
           laminar2d-amplitude 51 on a 2-core CPU (docs/index.md)
 
