@@ -5,7 +5,9 @@
 For each J, d in {2, 3} and kernel in {"paper", "blob"}: one drift evaluation (J^2 pairs) by
 ``ksdp.ipm.pair_sum`` (jitted, float32) and by NumPy broadcasting ``[n, 1, d] - [1, J, d]`` in row
 chunks (float32, so the ratio compares like with like). Then a whole simulation, J = 10,000 for
-``--steps`` Euler steps (the GPU goal is 1000 steps in under 2 s). JSON under ``benchmarks/results/``.
+``--steps`` Euler steps (the GPU goal is 1000 steps in under 2 s), and the cost of its numerical
+health check (`ksdp.Trajectory.health`, with the finiteness check) against the same Euler scan
+without either. JSON under ``benchmarks/results/``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import ksdp
@@ -89,6 +92,38 @@ def main(argv=None):
     sim = {"J": n_sim, "steps": args.steps, "seconds": t_sim, "seconds_per_1000_steps": t_sim * 1000 / args.steps}
     print(
         f"simulate J={n_sim}, {args.steps} steps: {t_sim:.3f} s ({sim['seconds_per_1000_steps']:.2f} s per 1000 steps)"
+    )
+
+    # the same Euler--Maruyama scan without the health and finiteness tracking: the checks' cost
+    def plain(key, n_steps):
+        init_key, noise_key = jax.random.split(key)
+        x = ksdp.uniform_ball(init_key, n_sim, 2)
+        scale = jnp.sqrt(2.0 * ipm.DEFAULT_DT)
+
+        def step(x, n):
+            noise = jax.random.normal(jax.random.fold_in(noise_key, n), x.shape, x.dtype)
+            return x + ipm.DEFAULT_DT * ipm.velocity(x, ksdp.Params()) + scale * noise, None
+
+        return jax.lax.scan(step, x, jnp.arange(1, n_steps + 1))[0]
+
+    plain_jit = jax.jit(plain, static_argnums=1)
+    plain_jit(jax.random.key(0), args.steps).block_until_ready()
+    checked, unchecked = [t_sim], []
+    for _ in range(2):  # alternate the two, best of three each: the machine's load drifts
+        t0 = time.perf_counter()
+        plain_jit(jax.random.key(0), args.steps).block_until_ready()
+        unchecked.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        run()
+        checked.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    plain_jit(jax.random.key(0), args.steps).block_until_ready()
+    unchecked.append(time.perf_counter() - t0)
+    overhead = min(checked) / min(unchecked) - 1
+    sim.update(checked_seconds=checked, unchecked_seconds=unchecked, health_overhead=overhead)
+    print(
+        f"  the same scan without the health and finiteness checks: {min(unchecked):.3f} s against "
+        f"{min(checked):.3f} s (best of 3 each): the checks cost {100 * overhead:+.1f}% of a step"
     )
     return _common.save("ipm", {"drift": rows, "simulate": sim, "delta": delta}, args.out)
 

@@ -65,15 +65,27 @@ class Trajectory(NamedTuple):
       particles: ``[S, J, d]`` positions at those times.
       nonfinite_step: ``int32``; ``-1`` if every position stayed finite, else the first Euler step
         (1-based; time ``step * dt``) after which some position was not finite.
+      health: the run's largest step of the interaction in units of delta,
+        $\\max_n \\max_j dt\\,|\text{chemotactic drift}_j| / \\delta$ (the flow and the noise left out).
+        The regularised drift varies on the scale delta, so an explicit Euler step is trustworthy
+        while this stays well below 1; healthy runs of the experiments stay below 0.2.
+      unstable_step: ``int32``; ``-1``, or the first step at which ``health`` exceeded
+        `HEALTH_LIMIT`: the run is exploding even if it is still finite.
     """
 
     times: Any
     particles: Any
     nonfinite_step: Any
+    health: Any = None
+    unstable_step: Any = None
 
 
 class NonFiniteError(FloatingPointError):
-    """A simulation produced non-finite positions; the message names the step and time."""
+    """A simulation produced non-finite positions, or is exploding (`Trajectory.health` above
+    `HEALTH_LIMIT`); the message names the step, the time and the remedy."""
+
+
+HEALTH_LIMIT = 1.0  # one Euler step may move a particle at most delta by the interaction alone
 
 
 def default_tile() -> int:
@@ -153,6 +165,12 @@ def velocity(x, params: Params, *, kernel: str = "blob", flow=None, tile: int | 
     Returns:
       ``[J, d]``.
     """
+    chem, adv = _velocity_parts(x, params, kernel=kernel, flow=flow, tile=tile)
+    return chem + adv
+
+
+def _velocity_parts(x, params: Params, *, kernel: str, flow, tile: int | None):
+    """``(chemotactic drift, flow)`` of `velocity`, each ``[J, d]``."""
     x = jnp.asarray(x)
     n, d = x.shape
     v = _flows.resolve_flow(flow, d)
@@ -163,7 +181,7 @@ def velocity(x, params: Params, *, kernel: str = "blob", flow=None, tile: int | 
             f"flow {_flows.flow_name(flow)} returned shape {adv.shape[1:]} for a point of shape ({d},); "
             f"a flow must map one position [d] to a velocity [d]."
         )
-    return chem + adv.astype(x.dtype)
+    return chem, adv.astype(x.dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,26 +257,33 @@ def _check_x0(x0, d: int):
 _STATIC = ("n_particles", "d", "kernel", "flow", "dt", "n_snapshots", "tile")
 
 
-def _integrate(x, save_at, drift, noise, noise_scale, dt, n_snapshots):
-    """The Euler--Maruyama scan from ``x``: ``x += dt * drift(x) + noise_scale * noise(n)`` at step ``n``.
+def _integrate(x, save_at, drift, noise, noise_scale, dt, n_snapshots, delta):
+    """The Euler--Maruyama scan from ``x``: ``x += dt * (chem + adv) + noise_scale * noise(n)`` at step
+    ``n``, with ``(chem, adv) = drift(x)``.
 
-    Returns ``(snapshots [S, *x.shape], first non-finite step or -1)``. `_run` and the
-    particle-sharded run of `ksdp.parallel` differ only in ``drift`` and ``noise``.
+    Returns ``(snapshots [S, *x.shape], first non-finite step or -1, health, first unstable step or
+    -1)`` (`Trajectory`; ``health`` over this device's particles). `_run` and the particle-sharded
+    run of `ksdp.parallel` differ only in ``drift`` and ``noise``.
     """
     buf = jnp.zeros((n_snapshots,) + x.shape, x.dtype)
     buf = jax.lax.cond(save_at[0] >= 0, lambda b: b.at[save_at[0]].set(x), lambda b: b, buf)
 
     def step(carry, inp):
-        x, buf, bad = carry
+        x, buf, bad, health, unstable = carry
         n, slot = inp
-        x = x + dt * drift(x) + noise_scale * noise(n)
+        chem, adv = drift(x)
+        h = dt * jnp.sqrt(jnp.max(jnp.sum(chem * chem, axis=-1))) / delta
+        health = jnp.maximum(health, h)
+        unstable = jnp.where((unstable < 0) & ~(h <= HEALTH_LIMIT), n, unstable)  # NaN h counts as unstable
+        x = x + dt * (chem + adv) + noise_scale * noise(n)
         bad = jnp.where((bad < 0) & ~jnp.all(jnp.isfinite(x)), n, bad)
         buf = jax.lax.cond(slot >= 0, lambda b: b.at[slot].set(x), lambda b: b, buf)
-        return (x, buf, bad), None
+        return (x, buf, bad, health, unstable), None
 
     steps = jnp.arange(1, save_at.shape[0], dtype=jnp.int32)
-    (x, buf, bad), _ = jax.lax.scan(step, (x, buf, jnp.int32(-1)), (steps, save_at[1:]))
-    return buf, bad
+    init = (x, buf, jnp.int32(-1), jnp.zeros((), x.dtype), jnp.int32(-1))
+    (x, buf, bad, health, unstable), _ = jax.lax.scan(step, init, (steps, save_at[1:]))
+    return buf, bad, health, unstable
 
 
 def _run(key, params, x0, save_at, *, n_particles, d, kernel, flow, dt, n_snapshots, tile):
@@ -267,11 +292,12 @@ def _run(key, params, x0, save_at, *, n_particles, d, kernel, flow, dt, n_snapsh
     return _integrate(
         x,
         save_at,
-        lambda y: velocity(y, params, kernel=kernel, flow=flow, tile=tile),
+        lambda y: _velocity_parts(y, params, kernel=kernel, flow=flow, tile=tile),
         lambda n: jax.random.normal(jax.random.fold_in(noise_key, n), x.shape, x.dtype),
         jnp.sqrt(2.0 * params.mu * dt).astype(x.dtype),
         dt,
         n_snapshots,
+        params.delta,
     )
 
 
@@ -337,14 +363,26 @@ def _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile, batched=
 
 
 def raise_if_nonfinite(traj: Trajectory, dt: float) -> Trajectory:
-    """Turns ``traj.nonfinite_step`` (data) into a `NonFiniteError` (an exception)."""
+    """Turns ``traj.nonfinite_step`` and ``traj.unstable_step`` (data) into a `NonFiniteError`."""
+    where = lambda runs, size: f" in run(s) {runs.tolist()} of the batch" if size > 1 else ""
     bad = np.atleast_1d(np.asarray(traj.nonfinite_step))
+    unstable = np.atleast_1d(np.asarray(traj.unstable_step if traj.unstable_step is not None else -1))
+    if np.any(unstable >= 0):
+        runs = np.flatnonzero(unstable >= 0)
+        first = int(unstable[runs[0]])
+        health = np.atleast_1d(np.asarray(traj.health))
+        raise NonFiniteError(
+            f"the simulation became unstable at step {first} (t = {first * dt:.6g}){where(runs, unstable.size)}: one "
+            f"Euler step moved a particle more than delta by the interaction alone (largest: "
+            f"{float(np.max(health[runs])):.3g} delta; healthy runs stay below 0.2). Its positions are "
+            f"not a solution: reduce dt (now {dt:g}), increase delta, or use a regularised kernel "
+            f"(check=False returns the run anyway)."
+        )
     if np.any(bad >= 0):
         runs = np.flatnonzero(bad >= 0)
         first = int(bad[runs[0]])
-        where = f" in run(s) {runs.tolist()} of the batch" if bad.size > 1 else ""
         raise NonFiniteError(
-            f"the simulation turned non-finite at step {first} (t = {first * dt:.6g}){where}; "
+            f"the simulation turned non-finite at step {first} (t = {first * dt:.6g}){where(runs, bad.size)}; "
             f"reduce dt, increase delta, or use a regularised kernel."
         )
     return traj
@@ -380,8 +418,9 @@ def simulate(
       flow: ``None``, a name in `ksdp.flows.FLOWS`, or a JAX function ``v(x, params.flow)``.
       dt: Euler--Maruyama step.
       tile: targets per tile of the all-pairs drift.
-      check: raise `NonFiniteError` if the run turned non-finite (only outside a trace;
-        inside ``jit`` read ``Trajectory.nonfinite_step``).
+      check: raise `NonFiniteError` if the run turned non-finite or unstable (`Trajectory.health`
+        above `HEALTH_LIMIT`; only outside a trace: inside ``jit`` read ``Trajectory.nonfinite_step``
+        and ``Trajectory.unstable_step``).
       mesh: a `jax.sharding.Mesh` to split the particles across (``J`` a multiple of its
         devices); ``axis`` names the mesh axis (default: its only one) and ``method`` how sources
         travel, ``"ring"`` or ``"allgather"`` (`pair_sum`). The result equals the
@@ -403,11 +442,11 @@ def simulate(
     _check_one_set(params, flow)
     t, save_at, x0, static = _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile)
     if mesh is None:
-        buf, bad = _run_jit(key, params, x0, save_at, **static)
+        buf, *rest = _run_jit(key, params, x0, save_at, **static)
     else:
-        buf, bad = _simulate_mesh(key, params, x0, save_at, static, mesh=mesh, axis=axis, method=method)
-    traj = Trajectory(jnp.asarray(t, buf.dtype), buf, bad)
-    if check and _is_concrete(bad):
+        buf, *rest = _simulate_mesh(key, params, x0, save_at, static, mesh=mesh, axis=axis, method=method)
+    traj = Trajectory(jnp.asarray(t, buf.dtype), buf, *rest)
+    if check and _is_concrete(traj.nonfinite_step):
         raise_if_nonfinite(traj, dt)
     return traj
 
@@ -486,11 +525,11 @@ def sweep(
     t, save_at, x0, static = _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile, batched=True)
     keys = jax.random.split(key, size)
     if mesh is None:
-        buf, bad = _run_batched_jit(keys, params, x0, save_at, **static)
+        buf, *rest = _run_batched_jit(keys, params, x0, save_at, **static)
     else:
-        buf, bad = _sweep_mesh(keys, params, x0, save_at, static, mesh=mesh, axis=axis)
-    traj = Trajectory(jnp.asarray(t, buf.dtype), buf, bad)
-    if check and _is_concrete(bad):
+        buf, *rest = _sweep_mesh(keys, params, x0, save_at, static, mesh=mesh, axis=axis)
+    traj = Trajectory(jnp.asarray(t, buf.dtype), buf, *rest)
+    if check and _is_concrete(traj.nonfinite_step):
         raise_if_nonfinite(traj, dt)
     return traj
 
@@ -571,21 +610,26 @@ def _run_particles(
 
         def drift(x):
             chem = _pair_sum_local(x, x, params.delta, axis=axis, n_dev=n_dev, kernel=kernel, tile=tile, method=method)
-            return -scale * chem + jax.vmap(v, in_axes=(0, None))(x, params.flow).astype(x.dtype)
+            return -scale * chem, jax.vmap(v, in_axes=(0, None))(x, params.flow).astype(x.dtype)
 
         def noise(n):  # the unsharded run's [J, d] noise, of which this device keeps its rows: O(J d)
             xi = jax.random.normal(jax.random.fold_in(noise_key, n), (n_particles, d), x_all.dtype)
             return jax.lax.dynamic_slice_in_dim(xi, start, n_local)
 
         x = jax.lax.dynamic_slice_in_dim(x_all, start, n_local)
-        buf, bad = _integrate(x, save_at, drift, noise, jnp.sqrt(2.0 * params.mu * dt).astype(x.dtype), dt, n_snapshots)
+        noise_scale = jnp.sqrt(2.0 * params.mu * dt).astype(x.dtype)
+        buf, bad, health, unstable = _integrate(x, save_at, drift, noise, noise_scale, dt, n_snapshots, params.delta)
         never = jnp.iinfo(jnp.int32).max
-        first = jax.lax.pmin(jnp.where(bad < 0, never, bad), axis)  # the first step on any device
-        return buf, jnp.where(first == never, -1, first)
 
-    return jax.shard_map(local, mesh=mesh, in_specs=(P(), P()), out_specs=(P(None, axis), P()), check_vma=False)(
-        x_all, params
-    )
+        def first(s):  # the first step on any device
+            s = jax.lax.pmin(jnp.where(s < 0, never, s), axis)
+            return jnp.where(s == never, -1, s)
+
+        return buf, first(bad), jax.lax.pmax(health, axis), first(unstable)
+
+    return jax.shard_map(
+        local, mesh=mesh, in_specs=(P(), P()), out_specs=(P(None, axis), P(), P(), P()), check_vma=False
+    )(x_all, params)
 
 
 _run_particles_jit = jax.jit(_run_particles, static_argnames=("mesh", "axis", "method") + _STATIC)
@@ -599,8 +643,8 @@ def _simulate_mesh(key, params, x0, save_at, static: dict, *, mesh, axis=None, m
     j = static["n_particles"]
     _parallel.check_divisible(j, n_dev, "n_particles (J)", "choose J accordingly")
     static = dict(static, tile=int(min(static["tile"], j // n_dev)))
-    buf, bad = _run_particles_jit(key, params, x0, save_at, mesh=mesh, axis=axis, method=method, **static)
-    return buf, jnp.asarray(_parallel.gather(bad))
+    buf, *rest = _run_particles_jit(key, params, x0, save_at, mesh=mesh, axis=axis, method=method, **static)
+    return (buf, *(jnp.asarray(_parallel.gather(r)) for r in rest))
 
 
 # --------------------------------------------------------------------------------------------
@@ -613,7 +657,7 @@ def _run_sets(keys, params, x0, save_at, *, mesh, axis, **static):
         return _run_batched(keys, params, x0, save_at, **static)
 
     return jax.shard_map(
-        local, mesh=mesh, in_specs=(P(axis), P(axis), x_spec), out_specs=(P(axis), P(axis)), check_vma=False
+        local, mesh=mesh, in_specs=(P(axis), P(axis), x_spec), out_specs=(P(axis),) * 4, check_vma=False
     )(keys, params, x0)
 
 
@@ -630,5 +674,5 @@ def _sweep_mesh(keys, params, x0, save_at, static: dict, *, mesh, axis=None):
     if take is not None:
         keys, params = keys[take], jax.tree_util.tree_map(lambda a: a[take], params)
         x0 = x0 if x0 is None or x0.ndim == 2 else x0[take]
-    buf, bad = _run_sets_jit(keys, params, x0, save_at, mesh=mesh, axis=axis, **static)
-    return buf[:size] if take is not None else buf, jnp.asarray(_parallel.gather(bad)[:size])
+    buf, *rest = _run_sets_jit(keys, params, x0, save_at, mesh=mesh, axis=axis, **static)
+    return (buf[:size] if take is not None else buf, *(jnp.asarray(_parallel.gather(r)[:size]) for r in rest))

@@ -59,6 +59,10 @@ def test_sharded_simulation_equals_unsharded(mesh, method):
     drift = 1e-4 * 16 * np.pi / j * 2 * gamma(j) * float(jnp.max(abs_pair_sum(x0, ksdp.ipm.DEFAULT_DELTA, 2)))
     tol = 10 * 2 * (drift + 2 * U * float(jnp.max(jnp.abs(t1.particles))))  # x2: the cloud contracts
     assert float(jnp.max(jnp.abs(t1.particles - t2.particles))) <= tol
+    # health: the maximum over every device's particles of dt |drift| / delta, whose drifts differ by
+    # the summation-order bound above (relative 2 gamma_J of the largest)
+    assert int(t2.unstable_step) == int(t1.unstable_step) == -1
+    np.testing.assert_allclose(float(t2.health), float(t1.health), rtol=10 * 2 * gamma(j))
 
 
 def test_sharded_simulation_reports_the_same_nonfinite_step(mesh):
@@ -83,6 +87,9 @@ def test_sharded_sweep_equals_unsharded(mesh, n_sets):
     # 1 ulp of |x| a step over the 10 steps
     assert float(jnp.max(jnp.abs(a.particles - b.particles))) <= 10 * 2 * U * float(jnp.max(jnp.abs(a.particles)))
     np.testing.assert_array_equal(np.asarray(a.nonfinite_step), np.asarray(b.nonfinite_step))
+    np.testing.assert_array_equal(np.asarray(a.unstable_step), np.asarray(b.unstable_step))
+    assert np.asarray(b.health).shape == (n_sets,)
+    np.testing.assert_allclose(np.asarray(b.health), np.asarray(a.health), rtol=10 * 2 * U)
 
 
 def test_sharded_dataset_equals_unsharded(mesh):
