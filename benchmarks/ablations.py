@@ -1,6 +1,6 @@
 """The measurements behind the design choices in docs/algorithms.md, each against its alternative.
 
-    python -m benchmarks.ablations [--only kernels slope blocks small residual energy reference training]
+    python -m benchmarks.ablations [--only kernels slope blocks small residual energy reference training health]
 
 * ``kernels``: m2(t) of one run (J = 2000, dt = 1e-4, mu = 1) against the exact line
   m2(0) - (4 - 8/J) t at t = 0.025, 0.05, 0.075, 0.1, for the ``blob`` kernel with delta^2 = 1e-3
@@ -30,6 +30,11 @@
   schedule: the final loss against its floor, and C2ST excess, energy z and m2 error (as the
   experiments report them) at every held-out and training value.
 
+* ``health``: the health figure of ``ksdp.Trajectory.health`` (dt |chemotactic drift| / delta) on
+  every snapshot of every experiment dataset found under ``ksdp-runs/<scale>/`` (as
+  ``python -m ksdp.experiments`` leaves them): the margin of ``ksdp.ipm.HEALTH_LIMIT`` = 1 over
+  healthy runs at the experiments' parameters.
+
 Quality numbers, not times: they do not depend on the machine. JSON under ``benchmarks/results/``.
 """
 
@@ -57,7 +62,7 @@ from ksdp import transport as TR
 from ksdp.experiments import run as RUN
 from ksdp.experiments.specs import EXPERIMENTS, SCALES
 
-PARTS = ("kernels", "slope", "blocks", "small", "residual", "energy", "reference", "training")
+PARTS = ("kernels", "slope", "blocks", "small", "residual", "energy", "reference", "training", "health")
 
 
 def kernels():
@@ -371,6 +376,32 @@ def training(names=("ks2d-time", "laminar2d-amplitude"), scale="quick", out="ksd
     return results
 
 
+def health(out="ksdp-runs"):
+    results = []
+    for scale in SCALES:
+        for name in EXPERIMENTS:
+            path = os.path.join(out, scale, name, "dataset.npz")
+            if not os.path.exists(path):
+                continue
+            ds = ksdp.load_dataset(path)
+            p = ds.particles  # [P, S, J, d]
+            mass, delta, dt = float(np.max(ds.params["mass"])), float(np.max(ds.params["delta"])), ds.meta["dt"]
+            f = jax.jit(
+                lambda x: dt * mass / x.shape[0] * jnp.max(jnp.linalg.norm(ksdp.pair_sum(x, x, delta), axis=-1)) / delta
+            )
+            h = [float(f(jnp.asarray(p[a, s]))) for a in range(p.shape[0]) for s in range(p.shape[1])]
+            row = {
+                "scale": scale,
+                "experiment": name,
+                "snapshots": len(h),
+                "max": max(h),
+                "median": float(np.median(h)),
+            }
+            results.append(row)
+            print(f"health {scale} {name}: max {row['max']:.3f}, median {row['median']:.3f} over {len(h)} snapshots")
+    return results
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
@@ -398,6 +429,7 @@ def main(argv=None):
         "residual": residual,
         "energy": energy,
         "reference": reference,
+        "health": health,
         "training": lambda: training(names=args.experiments, schedules=args.schedules),
     }
     results = {name: parts[name]() for name in args.only}
