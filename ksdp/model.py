@@ -151,6 +151,8 @@ def check_eta(cfg: ModelConfig, eta):
         logs = np.asarray(cfg.eta_log)
         if logs.any() and not bool(jnp.all(eta[..., logs] > 0)):
             raise ValueError("eta must be positive for the parameters this model takes in log10 (eta_log).")
+        if not bool(jnp.all(jnp.isfinite(normalise_eta(cfg, eta)))):
+            raise ValueError("eta overflows float32 once normalised to the training range; pass a smaller value.")
     return eta
 
 

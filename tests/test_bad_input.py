@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import ksdp
 from ksdp import model as M
@@ -48,6 +50,7 @@ GENERATE = [
     ("NaN eta", MC, dict(eta=math.nan, n=10), "eta contains NaN"),
     ("inf eta in a batch", MC, dict(eta=jnp.array([0.5, jnp.inf]), n=10), "eta contains NaN or infinite"),
     ("log eta <= 0", MC_LOG, dict(eta=0.0, n=10), "positive"),
+    ("eta overflowing once normalised", MC, dict(eta=3e38, n=10), "overflows"),
     ("n=0", MC, dict(eta=0.5, n=0), "n \\(particles"),
 ]
 
@@ -128,3 +131,28 @@ def test_sweep_checks_a_shared_x0_against_d():
     # a shared [J, 3] x0 with d = 2 used to run in 3D
     with pytest.raises(ValueError, match="d=2"):
         ksdp.sweep(jax.random.key(0), ksdp.Params(mu=jnp.array([0.0, 1.0])), (0.001,), x0=jnp.zeros((16, 3)), d=2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=-2, max_value=9), min_size=8, max_size=8))
+def test_warm_start_is_accepted_exactly_when_it_is_a_permutation(values):
+    # property: solve starts from any permutation of 0..7 and refuses every other integer vector
+    perm = jnp.asarray(values, jnp.int32)
+    if sorted(values) == list(range(8)):
+        res = TR.solve(jax.random.key(0), X, Y, perm=perm, max_sweeps=1)
+        assert sorted(np.asarray(res.perm).tolist()) == list(range(8))
+    else:
+        with pytest.raises(ValueError, match="permutation"):
+            TR.solve(jax.random.key(0), X, Y, perm=perm, max_sweeps=1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.one_of(st.floats(-1e30, 1e30), st.sampled_from([math.nan, math.inf, -math.inf])))
+def test_generate_accepts_exactly_the_finite_eta(eta):
+    # property: any finite eta (far outside the training range too) generates finite particles; NaN
+    # and inf are refused. (An eta whose normalised value overflows float32, |eta| ~ 1e38, is refused.)
+    if math.isfinite(eta):
+        assert np.all(np.isfinite(M.generate(MC, PARAMS, eta, jax.random.key(0), 4)))
+    else:
+        with pytest.raises(ValueError, match="eta"):
+            M.generate(MC, PARAMS, eta, jax.random.key(0), 4)
