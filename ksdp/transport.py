@@ -325,8 +325,17 @@ def w2(
       (1.0, [1, 0])
     """
     key = jax.random.key(0) if key is None else key
+    x, y = check_clouds(x, y)
+    scale = 1.0
+    if _is_concrete(x) and _is_concrete(y):
+        # squared distances of float32 points beyond ~1e19 overflow (below ~1e-19 they underflow): the
+        # matching does not depend on the unit, so solve in units of the largest coordinate
+        size = float(jnp.maximum(jnp.max(jnp.abs(x)), jnp.max(jnp.abs(y))))
+        if size > 1e15 or 0 < size < 1e-15:
+            scale = size
+            x, y = x / scale, y / scale
     res = solve(key, x, y, block=block, max_sweeps=max_sweeps, rtol=rtol, exact_max=exact_max)
-    return jnp.sqrt(res.cost), res.perm
+    return scale * jnp.sqrt(res.cost), res.perm
 
 
 def sinkhorn_cost(x, y, epsilon: float = 1e-3, *, threshold: float = 1e-4, max_iterations: int = 20000):

@@ -156,3 +156,12 @@ def test_generate_accepts_exactly_the_finite_eta(eta):
     else:
         with pytest.raises(ValueError, match="eta"):
             M.generate(MC, PARAMS, eta, jax.random.key(0), 4)
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-20])
+def test_w2_in_any_unit(scale):
+    # float32 squared distances overflow beyond ~1e19 (underflow below ~1e-19); W2 scales with the unit
+    d1, p1 = TR.w2(X, Y)
+    d2, p2 = TR.w2(X * scale, Y * scale)
+    np.testing.assert_array_equal(np.asarray(p1), np.asarray(p2))
+    np.testing.assert_allclose(float(d2), float(d1) * scale, rtol=1e-5)  # float32 round-off of the rescale
