@@ -118,12 +118,10 @@ def load_dataset(path) -> Dataset:
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"no dataset at {path}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            files = dict(z.items())
-    except Exception as e:  # a corrupt or foreign file
-        raise ValueError(f"{path} is not a readable .npz dataset: {e}") from e
-    missing = {"particles", "times", "meta_json"} - set(files)
+    # small members first (metadata, times, parameters); the particles only once their size is known
+    small = lambda name: (1 << 20) if name in ("meta_json", "times") or name.startswith("param_") else None
+    files = _io.read_npz(path, small)
+    missing = {"times", "meta_json"} - set(files)
     if missing:
         raise ValueError(f"{path} is not a ksdp dataset: arrays {sorted(missing)} are missing.")
     try:
@@ -132,6 +130,14 @@ def load_dataset(path) -> Dataset:
         raise ValueError(f"{path}: its metadata is not JSON ({e}); delete it and simulate again.") from e
     if not isinstance(meta, dict):
         raise ValueError(f"{path}: its metadata is not a JSON object; delete it and simulate again.")
+    try:
+        n_sets = max([int(np.size(v)) for k, v in files.items() if k.startswith("param_")] + [1])
+        expected = 8 * n_sets * len(files["times"]) * int(meta["n_particles"]) * int(meta["d"]) + 4096
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: its metadata lacks the sizes of a ksdp dataset ({e}); simulate again.") from e
+    files.update(_io.read_npz(path, lambda name: expected if name == "particles" else None))
+    if "particles" not in files:
+        raise ValueError(f"{path} is not a ksdp dataset: arrays ['particles'] are missing.")
     params = {k[len("param_") :]: v for k, v in files.items() if k.startswith("param_")}
     ds = Dataset(files["particles"], files["times"], params, meta)
     validate(ds, source=str(path))

@@ -67,3 +67,20 @@ def test_validate_rejects_inconsistent_values(small_dataset, label, change, matc
         bad = bad._replace(meta={**bad.meta, "times": bad.times.tolist()})
     with pytest.raises(ValueError, match=match):
         data.validate(bad)
+
+
+def test_load_checks_the_particles_size_before_reading_them(tmp_path, small_dataset):
+    # a dataset whose metadata promises fewer particles than its member holds is refused from the
+    # zip header, before the member is read (a small file cannot make the loader allocate gigabytes)
+    import json
+
+    path = tmp_path / "ds.npz"
+    ksdp.save_dataset(path, small_dataset)
+    with np.load(path, allow_pickle=False) as z:
+        arrays = dict(z.items())
+    meta = json.loads(str(arrays["meta_json"]))
+    meta["n_particles"] = 4
+    arrays["meta_json"] = np.asarray(json.dumps(meta))
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="more than the"):
+        ksdp.load_dataset(path)
