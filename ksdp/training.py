@@ -90,8 +90,9 @@ class TrainingError(RuntimeError):
     """Training produced a non-finite or diverging loss; the last good checkpoint is kept."""
 
 
-# a loss this many times the first step's stops training: the untrained residual map starts at the
-# squared W2 between the source ball and the targets, and a healthy run only lowers it
+# a loss this many times the best mini-batch mean so far (the first step's, in the first mini-batch)
+# stops training: the untrained residual map starts at the squared W2 between the source ball and the
+# targets, and a healthy run only lowers it, up to the noise between mini-batches
 DIVERGED = 100.0
 
 
@@ -478,8 +479,8 @@ def train(
       `TrainResult`.
 
     Raises:
-      TrainingError: the loss turned non-finite or diverged (above `DIVERGED` times the first
-        step's); the last checkpoint stays as it was.
+      TrainingError: the loss turned non-finite or diverged (above `DIVERGED` times the best
+        mini-batch mean so far); the last checkpoint stays as it was.
       CheckpointMismatch: ``checkpoint`` exists but was written for other targets, eta, key or
         configs (`fingerprint`), or holds more than ``n_steps`` steps.
     """
@@ -517,6 +518,8 @@ def train(
         state = init_state(key, model_cfg, cfg, targets.shape[0])
     step = int(state.step)  # counted here: a sharded state need not be readable on this process
     saved = step if history else None  # the step of this run's checkpoint on disk
+    k = cfg.resample_every
+    best = min((float(np.mean(history[i : i + k])) for i in range(0, len(history) - k + 1, k)), default=np.inf)
     done = step // cfg.resample_every
     total = n_steps // cfg.resample_every
     show = sys.stderr.isatty() if progress is None else progress
@@ -540,20 +543,24 @@ def train(
                 raise TrainingError(
                     f"the loss turned non-finite at step {bad}; {kept}. Lower the learning rate or check the targets."
                 )
-            first = history[0] if history else float(losses[0])
-            if np.max(losses) > DIVERGED * max(first, float(np.finfo(np.float32).tiny)):
-                bad = step + int(np.argmax(losses > DIVERGED * first)) + 1
+            # against the best mini-batch mean so far (the first step's loss in the first mini-batch)
+            ref = max(min(best, float(losses[0])), float(np.finfo(np.float32).tiny))
+            if np.max(losses) > DIVERGED * ref:
+                bad = step + int(np.argmax(losses > DIVERGED * ref)) + 1
                 kept = (
                     f"the checkpoint {checkpoint} holds step {saved}"
                     if saved is not None
                     else "no checkpoint was written for this run"
                 )
+                hint = "; or train with TrainConfig.debias=False" if cfg.debias else ""
                 raise TrainingError(
                     f"the loss diverged: {float(np.max(losses)):.3g} at step {bad}, more than {DIVERGED:g} times "
-                    f"the first step's {first:.3g}; {kept}. Lower the learning rate (now {cfg.learning_rate:g})."
+                    f"the best mini-batch mean so far ({ref:.3g}); {kept}. Lower the learning rate (now "
+                    f"{cfg.learning_rate:g}){hint}."
                 )
             state, step = new, step + cfg.resample_every
             history.extend(losses.tolist())
+            best = min(best, float(np.mean(losses)))
             if bar is not None:
                 bar.update(cfg.resample_every)
                 bar.set_postfix(
