@@ -164,16 +164,15 @@ def validate(ds: Dataset, source: str = "dataset") -> Dataset:
     for name, value in ds.params.items():
         if np.shape(value) != (size,):
             raise ValueError(f"{source}: parameter {name!r} has shape {np.shape(value)}, expected ({size},).")
+        value = np.asarray(value)
+        if value.dtype.kind not in "fiub" or not np.all(np.isfinite(value)):
+            raise ValueError(f"{source}: parameter {name!r} must hold finite real values, got {value.tolist()}.")
     if p.dtype.kind != "f":
         raise ValueError(f"{source}: particles must be real floating point, got dtype {p.dtype}.")
     if not np.all(np.isfinite(p)):
         raise ValueError(f"{source}: particles contain non-finite values.")
     if ds.times.dtype.kind not in "fiu" or not np.all(np.isfinite(ds.times)) or np.any(np.diff(ds.times) <= 0):
         raise ValueError(f"{source}: times must be finite and strictly increasing, got {ds.times.tolist()}.")
-    for name, value in ds.params.items():
-        value = np.asarray(value)
-        if value.dtype.kind not in "fiub" or not np.all(np.isfinite(value)):
-            raise ValueError(f"{source}: parameter {name!r} must hold finite real values, got {value.tolist()}.")
     if not math.isfinite(ds.meta["dt"]) or ds.meta["dt"] <= 0:
         raise ValueError(f"{source}: dt={ds.meta['dt']} is not positive.")
     return ds

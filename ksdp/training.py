@@ -39,6 +39,7 @@ from ksdp import _io
 from ksdp import model as _model
 from ksdp import parallel as _parallel
 from ksdp import transport as _transport
+from ksdp._checks import is_permutation
 from ksdp.initial import uniform_ball
 
 CHECKPOINT_FORMAT = "ksdp-checkpoint/2"  # /2: the state carries the moving average
@@ -105,7 +106,11 @@ def fingerprint(key, targets, eta, model_cfg: _model.ModelConfig, cfg: TrainConf
 
     Stored in every checkpoint; `train` resumes only from a checkpoint with the same fingerprint.
     """
-    targets, eta = check_inputs(model_cfg, cfg, targets, eta)
+    return _fingerprint(key, *check_inputs(model_cfg, cfg, targets, eta), model_cfg, cfg)
+
+
+def _fingerprint(key, targets, eta, model_cfg, cfg) -> str:
+    """`fingerprint` of inputs `check_inputs` has already validated."""
     h = hashlib.sha256()
     if jax.dtypes.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
         key = jax.random.key_data(key)
@@ -231,7 +236,6 @@ def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axi
         jax.random.split(k_y, n_sets)[index]
     )
     y = jnp.take_along_axis(targets, pick[..., None], axis=1)
-    ident = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (n_local, n))
     opt = _optimizer(cfg)
     if cfg.debias:  # a second, independent batch of sources (its key leaves the paper's draws as they were)
         x_self = uniform_ball(jax.random.fold_in(k_x, 1), n_sets * n, d).reshape(n_sets, n, d)[index]
@@ -262,8 +266,7 @@ def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axi
         # this device's share of the mean over all sets, summed over the mesh: the global loss/gradient
         return jax.lax.psum(jax.tree_util.tree_map(lambda a: a * (n_local / n_sets), (cost, grads)), axis)
 
-    perm = ident if not cfg.debias else jnp.stack([ident, ident], 1)
-    perm = match(k_match, state.params, perm, cfg.initial_sweeps)
+    perm = match(k_match, state.params, _identity(cfg, n_local), cfg.initial_sweeps)
     decay = cfg.ema_decay
 
     def one_round(carry, k):
@@ -324,7 +327,7 @@ def fresh_batch_loss(history, resample_every: int, n_batches: int = 20) -> float
     to the particular points of the mini-batch.
     """
     h = np.asarray(history, float)
-    first = h[: len(h) - len(h) % resample_every : resample_every] if len(h) >= resample_every else h[:0]
+    first = h[: len(h) - len(h) % resample_every : resample_every]  # empty without a whole mini-batch
     if not len(first):
         raise ValueError(f"the history ({len(h)} steps) holds no whole mini-batch of {resample_every} steps.")
     return float(np.mean(first[-n_batches:]))
@@ -377,6 +380,9 @@ def load_checkpoint(path):
     def bad(what):
         return CheckpointError(f"{path}: {what}; delete it (or move it aside) and train afresh.")
 
+    def unreadable(e):
+        return CheckpointError(f"{e} Delete it (or move it aside) and train afresh.")
+
     try:
         meta_only = _io.read_npz(path, lambda name: 1 << 20 if name == "meta_json" else None)
         meta = json.loads(str(meta_only["meta_json"]))
@@ -392,8 +398,8 @@ def load_checkpoint(path):
         template = init_state(jax.random.key(0), model_cfg, cfg, n_sets)
     except CheckpointError:
         raise
-    except ValueError as e:
-        raise CheckpointError(f"{e} Delete it (or move it aside) and train afresh.") from e
+    except ValueError as e:  # from _io.read_npz, naming the file
+        raise unreadable(e) from e
     except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
         raise bad(f"its metadata is incomplete or malformed ({type(e).__name__}: {e})") from e
     template = template._replace(key=jax.random.key_data(template.key))
@@ -403,7 +409,7 @@ def load_checkpoint(path):
     try:
         files = _io.read_npz(path, lambda name: sizes.get(name))
     except ValueError as e:
-        raise CheckpointError(f"{e} Delete it (or move it aside) and train afresh.") from e
+        raise unreadable(e) from e
     missing = sorted(set(sizes) - set(files))
     if missing:
         raise bad(f"arrays {missing[:3]} are missing")
@@ -420,8 +426,7 @@ def load_checkpoint(path):
     state = jax.tree_util.tree_unflatten(tree, [jnp.asarray(a) for a in stored])
     if int(state.step) != step:
         raise bad(f"its state holds step {int(state.step)} but its metadata step {step}")
-    perm = np.asarray(state.perm)
-    if not np.array_equal(np.sort(perm, axis=-1), np.broadcast_to(np.arange(perm.shape[-1]), perm.shape)):
+    if not is_permutation(state.perm):
         raise bad("its matchings are not permutations")
     history = files["history"]
     if history.dtype != np.float32 or history.shape != (step,) or not np.all(np.isfinite(history)):
@@ -496,7 +501,7 @@ def train(
         step_fn = _minibatch_mesh(mesh, axis, targets.shape[0])
     history: list = []
     state = None
-    fp = fingerprint(key, targets, eta, model_cfg, cfg)
+    fp = _fingerprint(key, targets, eta, model_cfg, cfg)
     if checkpoint and resume and os.path.exists(checkpoint):
         state, saved_model, saved_cfg, history, extra = load_checkpoint(checkpoint)
         if saved_model != model_cfg or saved_cfg != cfg or state.perm.shape[0] != targets.shape[0]:
@@ -528,6 +533,9 @@ def train(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n_steps, initial=done * cfg.resample_every, unit="step", desc="train", leave=False)
+    kept = lambda s: (
+        f"the checkpoint {checkpoint} holds step {s}" if s is not None else "no checkpoint was written for this run"
+    )
     t0 = time.perf_counter()
     try:
         for b in range(done, total):
@@ -535,27 +543,18 @@ def train(
             losses = _parallel.gather(losses)
             if not np.all(np.isfinite(losses)):
                 bad = step + int(np.flatnonzero(~np.isfinite(losses))[0]) + 1
-                kept = (
-                    f"the checkpoint {checkpoint} holds step {saved}"
-                    if saved is not None
-                    else "no checkpoint was written for this run"
-                )
                 raise TrainingError(
-                    f"the loss turned non-finite at step {bad}; {kept}. Lower the learning rate or check the targets."
+                    f"the loss turned non-finite at step {bad}; {kept(saved)}. Lower the learning rate or check "
+                    "the targets."
                 )
             # against the best mini-batch mean so far (the first step's loss in the first mini-batch)
             ref = max(min(best, float(losses[0])), float(np.finfo(np.float32).tiny))
             if np.max(losses) > DIVERGED * ref:
                 bad = step + int(np.argmax(losses > DIVERGED * ref)) + 1
-                kept = (
-                    f"the checkpoint {checkpoint} holds step {saved}"
-                    if saved is not None
-                    else "no checkpoint was written for this run"
-                )
                 hint = "; or train with TrainConfig.debias=False" if cfg.debias else ""
                 raise TrainingError(
                     f"the loss diverged: {float(np.max(losses)):.3g} at step {bad}, more than {DIVERGED:g} times "
-                    f"the best mini-batch mean so far ({ref:.3g}); {kept}. Lower the learning rate (now "
+                    f"the best mini-batch mean so far ({ref:.3g}); {kept(saved)}. Lower the learning rate (now "
                     f"{cfg.learning_rate:g}){hint}."
                 )
             state, step = new, step + cfg.resample_every

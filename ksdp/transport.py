@@ -32,6 +32,7 @@ import numpy as np
 from optax import assignment as _assignment
 
 from ksdp._checks import is_concrete as _is_concrete
+from ksdp._checks import is_permutation
 
 DEFAULT_BLOCK = 16
 
@@ -68,15 +69,11 @@ def check_clouds(x, y, perm=None, block: int | None = None):
         raise ValueError("the clouds are empty (N = 0).")
     if perm is not None and jnp.shape(perm) != x.shape[:-1]:
         raise ValueError(f"perm must have shape {x.shape[:-1]}, got {jnp.shape(perm)}.")
-    if perm is not None and _is_concrete(perm):
-        p = np.asarray(perm)
-        if not np.issubdtype(p.dtype, np.integer) or not np.array_equal(
-            np.sort(p, axis=-1), np.broadcast_to(np.arange(p.shape[-1]), p.shape)
-        ):
-            raise ValueError(
-                "perm (the warm start) must be a permutation of 0..N-1 along its last axis; "
-                "pass None to start from the identity."
-            )
+    if perm is not None and _is_concrete(perm) and not is_permutation(perm):
+        raise ValueError(
+            "perm (the warm start) must be a permutation of 0..N-1 along its last axis; "
+            "pass None to start from the identity."
+        )
     if block is not None and (not isinstance(block, (int, np.integer)) or block < 2):
         raise ValueError(f"block (the sub-problem size M) must be an integer >= 2, got {block!r}.")
     dtype = jnp.result_type(x.dtype, y.dtype, jnp.float32)
@@ -325,9 +322,9 @@ def w2(
       (1.0, [1, 0])
     """
     key = jax.random.key(0) if key is None else key
-    x, y = check_clouds(x, y)
+    x, y = jnp.asarray(x), jnp.asarray(y)  # validated by solve
     scale = 1.0
-    if _is_concrete(x) and _is_concrete(y):
+    if _is_concrete(x) and _is_concrete(y) and x.size and y.size:
         # squared distances of float32 points beyond ~1e19 overflow (below ~1e-19 they underflow): the
         # matching does not depend on the unit, so solve in units of the largest coordinate
         size = float(jnp.maximum(jnp.max(jnp.abs(x)), jnp.max(jnp.abs(y))))
