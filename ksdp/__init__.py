@@ -2,7 +2,7 @@
 
 Doors (thin entry points over pure functions):
 
-* `simulate`, `sweep`: the IPM (`ksdp.ipm`).
+* `simulate`, `sweep`: the IPM (`ksdp.ipm`; its drift direct or on a particle mesh, `ksdp.particle_mesh`).
 * `make_dataset`, `save_dataset`, `load_dataset`: IPM datasets (`ksdp.data`).
 * `w2`: the 2-Wasserstein distance by exact / block assignment (`ksdp.transport`).
 * `train`, `generate`: DeepParticle (`ksdp.training`, `ksdp.model`).
@@ -10,7 +10,7 @@ Doors (thin entry points over pure functions):
 Every door that can run on several devices takes ``mesh=`` (`ksdp.parallel`).
 """
 
-from ksdp import flows, initial, kernels, model, parallel, transport
+from ksdp import flows, initial, kernels, model, parallel, particle_mesh, transport
 from ksdp._version import __version__
 from ksdp.data import Dataset, load_dataset, make_dataset, save_dataset
 from ksdp.ipm import (
@@ -49,6 +49,7 @@ __all__ = [
     "model",
     "pair_sum",
     "parallel",
+    "particle_mesh",
     "save_dataset",
     "second_moment",
     "simulate",

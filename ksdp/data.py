@@ -56,13 +56,18 @@ def make_dataset(
     extra_meta: dict | None = None,
     mesh=None,
     axis=None,
+    drift: str = "auto",
+    grid: int | None = None,
 ) -> Dataset:
     """Runs `ksdp.sweep` over ``params`` and packs the result with its metadata.
 
     The flow parameter of every set must be a scalar (true of the built-in flows) so it can be stored.
     With ``mesh`` the sweep is split across devices (`ksdp.sweep`) and gathered to the host,
     across processes too (`ksdp.parallel.gather`); the dataset is the same as without.
+    ``drift`` and ``grid`` choose how the drift is summed (`ksdp.simulate`); the metadata records
+    the choice that ran.
     """
+    drift, grid = _ipm.resolve_drift(drift, grid, int(n_particles), d, kernel)
     traj = _ipm.sweep(
         key,
         params,
@@ -75,6 +80,8 @@ def make_dataset(
         tile=tile,
         mesh=mesh,
         axis=axis,
+        drift=drift,
+        grid=grid,
     )
     if mesh is not None:
         traj = traj._replace(particles=_parallel.gather(traj.particles))
@@ -92,6 +99,8 @@ def make_dataset(
         "d": int(d),
         "dt": float(dt),
         "kernel": kernel,
+        "drift": drift,
+        "grid": grid,
         "flow": _flows.flow_name(flow),
         "key": np.asarray(jax.random.key_data(key)).tolist(),
         "times": np.asarray(traj.times, np.float64).tolist(),

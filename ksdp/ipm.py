@@ -31,6 +31,7 @@ from jax.sharding import PartitionSpec as P
 from ksdp import flows as _flows
 from ksdp import kernels as _kernels
 from ksdp import parallel as _parallel
+from ksdp import particle_mesh as _pm
 from ksdp._checks import is_concrete as _is_concrete
 from ksdp.initial import uniform_ball
 
@@ -71,6 +72,9 @@ class Trajectory(NamedTuple):
         while this stays well below 1; healthy runs of the experiments stay below 0.2.
       unstable_step: ``int32``; ``-1``, or the first step at which ``health`` exceeded
         `HEALTH_LIMIT`: the run is exploding even if it is still finite.
+      grid_spacing: the particle-mesh drift's largest cell over the run in units of delta,
+        $\\max_n \\max_k h_k / \\delta$ (`ksdp.particle_mesh`); ``0`` for the direct drift. The drift's
+        error grows like its square; a checked run refuses more than `ksdp.particle_mesh.SPACING_LIMIT`.
     """
 
     times: Any
@@ -78,11 +82,13 @@ class Trajectory(NamedTuple):
     nonfinite_step: Any
     health: Any = None
     unstable_step: Any = None
+    grid_spacing: Any = None
 
 
 class NonFiniteError(FloatingPointError):
     """A simulation produced non-finite positions, or is exploding (`Trajectory.health` above
-    `HEALTH_LIMIT`); the message names the step, the time and the remedy."""
+    `HEALTH_LIMIT`), or its particle mesh was too coarse (`Trajectory.grid_spacing` above
+    `ksdp.particle_mesh.SPACING_LIMIT`); the message names the step or the spacing and the remedy."""
 
 
 HEALTH_LIMIT = 1.0  # one Euler step may move a particle at most delta by the interaction alone
@@ -152,7 +158,16 @@ def pair_sum(
     return out.reshape(n_tiles * tile, d)[:n_t]
 
 
-def velocity(x, params: Params, *, kernel: str = "blob", flow=None, tile: int | None = None):
+def velocity(
+    x,
+    params: Params,
+    *,
+    kernel: str = "blob",
+    flow=None,
+    tile: int | None = None,
+    drift: str = "direct",
+    grid: int | None = None,
+):
     r"""Drift of eq. (8): $-\frac{\chi M}{J}\sum_{i\ne j}\nabla K_\delta(X^j-X^i) + v(X^j)$.
 
     Args:
@@ -161,27 +176,66 @@ def velocity(x, params: Params, *, kernel: str = "blob", flow=None, tile: int | 
       kernel: as in `simulate`.
       flow: as in `simulate`.
       tile: as in `simulate`.
+      drift: ``"direct"`` (default) or ``"pm"``, as in `simulate` (``"auto"`` chooses by ``J``).
+      grid: as in `simulate`.
 
     Returns:
       ``[J, d]``.
     """
-    chem, adv = _velocity_parts(x, params, kernel=kernel, flow=flow, tile=tile)
+    x = jnp.asarray(x)
+    drift, grid = resolve_drift(drift, grid, x.shape[0], x.shape[-1], kernel)
+    chem, adv, _ = _velocity_parts(x, params, kernel=kernel, flow=flow, tile=tile, drift=drift, grid=grid)
     return chem + adv
 
 
-def _velocity_parts(x, params: Params, *, kernel: str, flow, tile: int | None):
-    """``(chemotactic drift, flow)`` of `velocity`, each ``[J, d]``."""
+DRIFTS = ("auto", "direct", "pm")
+# "auto" takes the particle mesh from this J on (d = 2; in 3D its grid is too coarse or too slow at
+# 1e-3 accuracy, so "auto" stays direct): the crossover measured by benchmarks/particle_mesh.py
+AUTO_PM = {2: 10_000}
+
+
+def resolve_drift(drift: str, grid, n_particles: int, d: int, kernel: str, *, sharded: bool = False):
+    """``(drift, grid)`` to run: ``"auto"`` resolved by ``J`` and ``d``, the grid checked (``None`` for direct).
+
+    Raises ``ValueError`` for an unknown drift, a bad grid, a kernel the mesh cannot carry, or the
+    particle mesh on particles sharded across devices (``sharded``).
+    """
+    if drift not in DRIFTS:
+        raise ValueError(f"drift={drift!r} is not supported; use one of {DRIFTS}.")
+    if drift == "auto":
+        use_pm = kernel in _pm.KERNELS and not sharded and d in AUTO_PM and n_particles >= AUTO_PM[d]
+        drift = "pm" if use_pm else "direct"
+    if drift == "direct":
+        if grid is not None:
+            _pm.check_grid(grid, d)  # a bad value is an error even where it is not used
+        return "direct", None
+    _pm.check_kernel(kernel)
+    if sharded:
+        raise ValueError(
+            "drift='pm' cannot split the particles across devices (mesh= on simulate); use drift='direct', "
+            "or sweep(..., mesh=) to split parameter sets."
+        )
+    return "pm", _pm.check_grid(grid, d)
+
+
+def _velocity_parts(x, params: Params, *, kernel: str, flow, tile: int | None, drift: str = "direct", grid=None):
+    """``(chemotactic drift [J, d], flow [J, d], largest cell / delta)`` of `velocity` (0 for direct)."""
     x = jnp.asarray(x)
     n, d = x.shape
     v = _flows.resolve_flow(flow, d)
-    chem = -(params.chi * params.mass / n) * pair_sum(x, x, params.delta, kernel=kernel, tile=tile)
+    if drift == "pm":
+        total, h = _pm._pair_sum(x, x, params.delta, grid)
+        spacing = (jnp.max(h) / params.delta).astype(x.dtype)
+    else:
+        total, spacing = pair_sum(x, x, params.delta, kernel=kernel, tile=tile), jnp.zeros((), x.dtype)
+    chem = -(params.chi * params.mass / n) * total
     adv = jax.vmap(v, in_axes=(0, None))(x, params.flow)
     if adv.shape != x.shape:
         raise ValueError(
             f"flow {_flows.flow_name(flow)} returned shape {adv.shape[1:]} for a point of shape ({d},); "
             f"a flow must map one position [d] to a velocity [d]."
         )
-    return chem, adv.astype(x.dtype)
+    return chem, adv.astype(x.dtype), spacing
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,45 +308,46 @@ def _check_x0(x0, d: int):
 # --------------------------------------------------------------------------------------------
 # The Euler--Maruyama scan
 # --------------------------------------------------------------------------------------------
-_STATIC = ("n_particles", "d", "kernel", "flow", "dt", "n_snapshots", "tile")
+_STATIC = ("n_particles", "d", "kernel", "flow", "dt", "n_snapshots", "tile", "drift", "grid")
 
 
 def _integrate(x, save_at, drift, noise, noise_scale, dt, n_snapshots, delta):
     """The Euler--Maruyama scan from ``x``: ``x += dt * (chem + adv) + noise_scale * noise(n)`` at step
-    ``n``, with ``(chem, adv) = drift(x)``.
+    ``n``, with ``(chem, adv, grid spacing) = drift(x)``.
 
     Returns ``(snapshots [S, *x.shape], first non-finite step or -1, health, first unstable step or
-    -1)`` (`Trajectory`; ``health`` over this device's particles). `_run` and the particle-sharded
-    run of `ksdp.parallel` differ only in ``drift`` and ``noise``.
+    -1, largest grid spacing)`` (`Trajectory`; ``health`` over this device's particles). `_run` and
+    the particle-sharded run of `ksdp.parallel` differ only in ``drift`` and ``noise``.
     """
     buf = jnp.zeros((n_snapshots,) + x.shape, x.dtype)
     buf = jax.lax.cond(save_at[0] >= 0, lambda b: b.at[save_at[0]].set(x), lambda b: b, buf)
 
     def step(carry, inp):
-        x, buf, bad, health, unstable = carry
+        x, buf, bad, health, unstable, spacing = carry
         n, slot = inp
-        chem, adv = drift(x)
+        chem, adv, s = drift(x)
+        spacing = jnp.maximum(spacing, s)
         h = dt * jnp.sqrt(jnp.max(jnp.sum(chem * chem, axis=-1))) / delta
         health = jnp.maximum(health, h)
         unstable = jnp.where((unstable < 0) & ~(h <= HEALTH_LIMIT), n, unstable)  # NaN h counts as unstable
         x = x + dt * (chem + adv) + noise_scale * noise(n)
         bad = jnp.where((bad < 0) & ~jnp.all(jnp.isfinite(x)), n, bad)
         buf = jax.lax.cond(slot >= 0, lambda b: b.at[slot].set(x), lambda b: b, buf)
-        return (x, buf, bad, health, unstable), None
+        return (x, buf, bad, health, unstable, spacing), None
 
     steps = jnp.arange(1, save_at.shape[0], dtype=jnp.int32)
-    init = (x, buf, jnp.int32(-1), jnp.zeros((), x.dtype), jnp.int32(-1))
-    (x, buf, bad, health, unstable), _ = jax.lax.scan(step, init, (steps, save_at[1:]))
-    return buf, bad, health, unstable
+    init = (x, buf, jnp.int32(-1), jnp.zeros((), x.dtype), jnp.int32(-1), jnp.zeros((), x.dtype))
+    (x, buf, bad, health, unstable, spacing), _ = jax.lax.scan(step, init, (steps, save_at[1:]))
+    return buf, bad, health, unstable, spacing
 
 
-def _run(key, params, x0, save_at, *, n_particles, d, kernel, flow, dt, n_snapshots, tile):
+def _run(key, params, x0, save_at, *, n_particles, d, kernel, flow, dt, n_snapshots, tile, drift, grid):
     init_key, noise_key = jax.random.split(key)
     x = uniform_ball(init_key, n_particles, d) if x0 is None else x0
     return _integrate(
         x,
         save_at,
-        lambda y: _velocity_parts(y, params, kernel=kernel, flow=flow, tile=tile),
+        lambda y: _velocity_parts(y, params, kernel=kernel, flow=flow, tile=tile, drift=drift, grid=grid),
         lambda n: jax.random.normal(jax.random.fold_in(noise_key, n), x.shape, x.dtype),
         jnp.sqrt(2.0 * params.mu * dt).astype(x.dtype),
         dt,
@@ -328,7 +383,7 @@ def _check_user_flow(flow, params, d: int, batched: bool) -> None:
         )
 
 
-def _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile, batched=False):
+def _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile, drift, grid, batched=False, sharded=False):
     if not isinstance(d, (int, np.integer)) or isinstance(d, bool):
         raise TypeError(f"d (the space dimension) must be the integer 2 or 3, got {d!r}.")
     _kernels.check_kernel(kernel, d)
@@ -345,6 +400,7 @@ def _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile, batched=
         raise ValueError(f"n_particles (J) must be a positive integer, got {n_particles!r}.")
     if tile is not None and (not isinstance(tile, (int, np.integer)) or tile < 1):
         raise ValueError(f"tile must be a positive integer, got {tile!r}.")
+    drift, grid = resolve_drift(drift, grid, int(n_particles), d, kernel, sharded=sharded)
     _flows.resolve_flow(flow, d)
     if callable(flow):
         _check_user_flow(flow, params, d, batched)
@@ -358,6 +414,8 @@ def _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile, batched=
         dt=float(dt),
         n_snapshots=len(steps),
         tile=int(min(tile or default_tile(), n_particles)),
+        drift=drift,
+        grid=grid,
     )
     return t, jnp.asarray(save_at), x0, static
 
@@ -385,6 +443,15 @@ def raise_if_nonfinite(traj: Trajectory, dt: float) -> Trajectory:
             f"the simulation turned non-finite at step {first} (t = {first * dt:.6g}){where(runs, bad.size)}; "
             f"reduce dt, increase delta, or use a regularised kernel."
         )
+    spacing = np.atleast_1d(np.asarray(traj.grid_spacing if traj.grid_spacing is not None else 0.0))
+    if np.any(spacing > _pm.SPACING_LIMIT):
+        runs = np.flatnonzero(spacing > _pm.SPACING_LIMIT)
+        raise NonFiniteError(
+            f"the particle-mesh grid was too coarse{where(runs, spacing.size)}: its largest cell reached "
+            f"{float(np.max(spacing[runs])):.3g} delta (the limit is {_pm.SPACING_LIMIT:g}; the drift's error grows "
+            f"like its square). The cloud spread too far for the grid: pass a larger grid, or drift='direct' "
+            f"(check=False returns the run anyway)."
+        )
     return traj
 
 
@@ -404,6 +471,8 @@ def simulate(
     mesh=None,
     axis: str | None = None,
     method: str = "ring",
+    drift: str = "auto",
+    grid: int | None = None,
 ) -> Trajectory:
     r"""Runs the IPM and returns snapshots at ``times``.
 
@@ -419,12 +488,18 @@ def simulate(
       dt: Euler--Maruyama step.
       tile: targets per tile of the all-pairs drift.
       check: raise `NonFiniteError` if the run turned non-finite or unstable (`Trajectory.health`
-        above `HEALTH_LIMIT`; only outside a trace: inside ``jit`` read ``Trajectory.nonfinite_step``
-        and ``Trajectory.unstable_step``).
+        above `HEALTH_LIMIT`) or its particle mesh too coarse (`Trajectory.grid_spacing`); only
+        outside a trace: inside ``jit`` read those fields.
       mesh: a `jax.sharding.Mesh` to split the particles across (``J`` a multiple of its
         devices); ``axis`` names the mesh axis (default: its only one) and ``method`` how sources
         travel, ``"ring"`` or ``"allgather"`` (`pair_sum`). The result equals the
-        unsharded run to round-off and comes back sharded along ``J``.
+        unsharded run to round-off and comes back sharded along ``J`` (direct drift only).
+      drift: how the chemotactic drift is summed: ``"direct"`` (all pairs in tiles, `pair_sum`,
+        ``O(J^2)``), ``"pm"`` (particle mesh, `ksdp.particle_mesh`, ``O(J + G^d log G)``, blob kernel
+        only, relative error about 1e-3 or less at its default grid while the cloud fits it) or
+        ``"auto"`` (default): the particle mesh in 2D from `AUTO_PM` particles on, else direct.
+      grid: particle-mesh nodes per axis (default `ksdp.particle_mesh.DEFAULT_GRID`); ``check``
+        also refuses a run whose cells grew past `ksdp.particle_mesh.SPACING_LIMIT` delta.
 
     Returns:
       `Trajectory` with ``particles`` of shape ``[S, J, d]``.
@@ -440,7 +515,9 @@ def simulate(
             raise ValueError(f"x0 must have shape [J, d], got {jnp.shape(x0)}; use ksdp.sweep for a batch.")
         x0 = _check_x0(x0, d)
     _check_one_set(params, flow)
-    t, save_at, x0, static = _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile)
+    t, save_at, x0, static = _prepare(
+        params, times, n_particles, x0, d, kernel, flow, dt, tile, drift, grid, sharded=mesh is not None
+    )
     if mesh is None:
         buf, *rest = _run_jit(key, params, x0, save_at, **static)
     else:
@@ -496,6 +573,8 @@ def sweep(
     check: bool = True,
     mesh=None,
     axis: str | None = None,
+    drift: str = "auto",
+    grid: int | None = None,
 ) -> Trajectory:
     """`simulate` for a batch of parameter sets in one compiled, ``vmap``-ed program.
 
@@ -506,6 +585,9 @@ def sweep(
     With ``mesh`` (a `jax.sharding.Mesh`; ``axis`` names its axis, default its only one) the
     parameter sets are split across the devices, ``P`` padded to a multiple of them; the result is
     the same as without (`ksdp.parallel`) and comes back sharded along ``P``.
+
+    ``drift`` and ``grid`` as in `simulate` (the particle mesh works under ``mesh`` here: each device
+    runs whole parameter sets).
 
     Returns:
       `Trajectory` with ``particles [P, S, J, d]`` and ``nonfinite_step [P]``.
@@ -522,7 +604,7 @@ def sweep(
             x0 = _check_x0(x0, d)
         else:
             raise ValueError(f"x0 must have shape [J, d] or [P, J, d], got {x0.shape}.")
-    t, save_at, x0, static = _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile, batched=True)
+    t, save_at, x0, static = _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile, drift, grid, batched=True)
     keys = jax.random.split(key, size)
     if mesh is None:
         buf, *rest = _run_batched_jit(keys, params, x0, save_at, **static)
@@ -595,7 +677,7 @@ def _pair_sum_mesh(
 # Simulation sharded along particles
 # --------------------------------------------------------------------------------------------
 def _run_particles(
-    key, params, x0, save_at, *, mesh, axis, method, n_particles, d, kernel, flow, dt, n_snapshots, tile
+    key, params, x0, save_at, *, mesh, axis, method, n_particles, d, kernel, flow, dt, n_snapshots, tile, drift, grid
 ):
     """`_run` with the particles split across ``mesh[axis]`` (see `ksdp.parallel`)."""
     n_dev = mesh.shape[axis]
@@ -608,9 +690,10 @@ def _run_particles(
         start = jax.lax.axis_index(axis) * n_local
         scale = params.chi * params.mass / n_particles
 
-        def drift(x):
+        def parts(x):
             chem = _pair_sum_local(x, x, params.delta, axis=axis, n_dev=n_dev, kernel=kernel, tile=tile, method=method)
-            return -scale * chem, jax.vmap(v, in_axes=(0, None))(x, params.flow).astype(x.dtype)
+            adv = jax.vmap(v, in_axes=(0, None))(x, params.flow).astype(x.dtype)
+            return -scale * chem, adv, jnp.zeros((), x.dtype)  # direct drift only (resolve_drift)
 
         def noise(n):  # the unsharded run's [J, d] noise, of which this device keeps its rows: O(J d)
             xi = jax.random.normal(jax.random.fold_in(noise_key, n), (n_particles, d), x_all.dtype)
@@ -618,17 +701,19 @@ def _run_particles(
 
         x = jax.lax.dynamic_slice_in_dim(x_all, start, n_local)
         noise_scale = jnp.sqrt(2.0 * params.mu * dt).astype(x.dtype)
-        buf, bad, health, unstable = _integrate(x, save_at, drift, noise, noise_scale, dt, n_snapshots, params.delta)
+        buf, bad, health, unstable, spacing = _integrate(
+            x, save_at, parts, noise, noise_scale, dt, n_snapshots, params.delta
+        )
         never = jnp.iinfo(jnp.int32).max
 
         def first(s):  # the first step on any device
             s = jax.lax.pmin(jnp.where(s < 0, never, s), axis)
             return jnp.where(s == never, -1, s)
 
-        return buf, first(bad), jax.lax.pmax(health, axis), first(unstable)
+        return buf, first(bad), jax.lax.pmax(health, axis), first(unstable), spacing
 
     return jax.shard_map(
-        local, mesh=mesh, in_specs=(P(), P()), out_specs=(P(None, axis), P(), P(), P()), check_vma=False
+        local, mesh=mesh, in_specs=(P(), P()), out_specs=(P(None, axis), P(), P(), P(), P()), check_vma=False
     )(x_all, params)
 
 
@@ -657,7 +742,7 @@ def _run_sets(keys, params, x0, save_at, *, mesh, axis, **static):
         return _run_batched(keys, params, x0, save_at, **static)
 
     return jax.shard_map(
-        local, mesh=mesh, in_specs=(P(axis), P(axis), x_spec), out_specs=(P(axis),) * 4, check_vma=False
+        local, mesh=mesh, in_specs=(P(axis), P(axis), x_spec), out_specs=(P(axis),) * 5, check_vma=False
     )(keys, params, x0)
 
 

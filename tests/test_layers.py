@@ -18,6 +18,7 @@ PACKAGE = os.path.join(ROOT, "ksdp")
 LAYERS = [
     {"ksdp._version", "ksdp._checks", "ksdp._io", "ksdp.parallel"},  # shared helpers
     {"ksdp.kernels", "ksdp.flows", "ksdp.initial"},
+    {"ksdp.particle_mesh"},
     {"ksdp.ipm"},
     {"ksdp.data", "ksdp.transport", "ksdp.reference"},
     {"ksdp.model", "ksdp.metrics"},

@@ -1,0 +1,157 @@
+"""The particle-mesh drift (ksdp.particle_mesh) against the direct sum, its invariants, and its errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ksdp
+from ksdp import ipm
+from ksdp import particle_mesh as pm
+
+_pm_jit = jax.jit(pm.pair_sum, static_argnames=("grid", "kernel"))
+_direct_jit = jax.jit(ipm.pair_sum)
+
+
+def _rel(a, b):
+    return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+
+@pytest.mark.parametrize("d, delta, grids", [(2, 0.05, (64, 128)), (3, 0.1, (32, 64))])
+def test_converges_to_the_direct_sum(d, delta, grids):
+    # TSC assignment with the prefilter is second order in h / delta: halving the cells must cut the
+    # relative L2 error at least 3x (4x in theory; 3x leaves room for the aliasing term and
+    # round-off). On the finer grid (h / delta ~ 0.33 in 2D, 0.35 in 3D) the error was measured at
+    # 1.6e-4 (2D) and 6.2e-4 (3D); the bounds 1e-3 and 2e-3 fail without the prefilter (1.4e-3 and
+    # 6.2e-3 measured) and for a misplaced grid offset (error ~1).
+    x = ksdp.uniform_ball(jax.random.key(d), 2000, d)
+    exact = _direct_jit(x, x, delta)
+    coarse, fine = (_rel(_pm_jit(x, x, delta, grid=g), exact) for g in grids)
+    assert fine < coarse / 3, (coarse, fine)
+    assert fine < (1e-3 if d == 2 else 2e-3), fine
+
+
+def test_targets_other_than_sources_and_float64():
+    # Targets off the sources (the grid covers both) and float64 (the sum follows the input dtype):
+    # the same second-order error as above, so the same bound.
+    with jax.enable_x64(True):
+        key_t, key_s = jax.random.split(jax.random.key(0))
+        src = ksdp.uniform_ball(key_s, 1500, 2).astype(jnp.float64)
+        tgt = 1.3 * ksdp.uniform_ball(key_t, 700, 2).astype(jnp.float64)
+        fast = pm.pair_sum(tgt, src, 0.05, grid=128)
+        assert fast.dtype == jnp.float64 and fast.shape == (700, 2)
+        assert _rel(fast, ipm.pair_sum(tgt, src, 0.05)) < 1e-3
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_momentum_is_conserved_and_no_self_force(d):
+    # The same TSC weights assign and interpolate and the kernel is odd, so the mesh force of i on j
+    # is exactly minus that of j on i: the drifts sum to zero and a lone particle feels nothing, up
+    # to float32 round-off of the FFTs (~1e-6 of the typical drift; 1e-4 leaves a margin of 100).
+    x = ksdp.uniform_ball(jax.random.key(1), 1000, d) + jnp.array([0.3] * d)
+    out = _pm_jit(x, x, 0.1, grid=32)
+    scale = float(jnp.sqrt(jnp.mean(jnp.sum(out**2, axis=1))))
+    assert float(jnp.linalg.norm(jnp.sum(out, axis=0))) < 1e-4 * scale * len(x)
+    one = _pm_jit(x[:1], x[:1], 0.1, grid=32)
+    assert float(jnp.max(jnp.abs(one))) < 1e-4 * scale
+
+
+def test_vmap_and_grad():
+    # vmap over delta equals separate calls (same program, batched); the gradient with respect to
+    # delta (traced) matches a central difference of the same function in float64 (step 1e-5:
+    # truncation ~1e-10 relative, far below the 1e-5 asked).
+    x = ksdp.uniform_ball(jax.random.key(2), 500, 2)
+    deltas = jnp.array([0.05, 0.1])
+    batched = jax.vmap(lambda dl: pm.pair_sum(x, x, dl, grid=64))(deltas)
+    for i, dl in enumerate(deltas):
+        np.testing.assert_allclose(batched[i], _pm_jit(x, x, dl, grid=64), rtol=1e-5, atol=1e-5)
+    with jax.enable_x64(True):
+        x64 = x.astype(jnp.float64)
+        f = lambda dl: jnp.sum(pm.pair_sum(x64, x64, dl, grid=64)[:, 0] * x64[:, 0])
+        g = jax.grad(f)(0.1)
+        fd = (f(0.1 + 1e-5) - f(0.1 - 1e-5)) / 2e-5
+        assert abs(g - fd) < 1e-5 * abs(fd), (g, fd)
+
+
+def test_simulate_with_the_particle_mesh_follows_the_direct_run():
+    # Same key, same noise: the two runs differ only by the drift's error e (~1e-4 of the drift at
+    # grid 256, h / delta ~ 0.2). Over t = 0.02 a particle drifts sum |b| dt ~ 0.3, so the runs
+    # separate by ~e * 0.3 ~ 3e-5 (measured: 2.7e-5 at most; the blob kernel is Lipschitz on the
+    # scale delta, so 200 steps do not amplify it much); the bound 1e-3 is 30x that and fails for a
+    # drift with a wrong sign or factor (separation ~0.3).
+    kwargs = dict(times=(0.0, 0.01, 0.02), n_particles=1000, dt=1e-4)
+    params = ksdp.Params(delta=0.05)
+    direct = ksdp.simulate(jax.random.key(3), params, drift="direct", **kwargs)
+    mesh = ksdp.simulate(jax.random.key(3), params, drift="pm", grid=256, **kwargs)
+    assert float(jnp.max(jnp.abs(mesh.particles - direct.particles))) < 1e-3
+    assert float(direct.grid_spacing) == 0.0
+    assert 0 < float(mesh.grid_spacing) < pm.SPACING_LIMIT
+
+
+def test_sweep_vmaps_the_particle_mesh():
+    # sweep runs p equal simulate(keys[p], params[p]): one compiled program, same numbers to
+    # float32 round-off of a batched FFT.
+    params = ksdp.Params(delta=0.05, flow=jnp.array([1.0, 30.0]))
+    kwargs = dict(times=(0.01,), n_particles=500, flow="laminar2d", drift="pm", grid=128)
+    traj = ksdp.sweep(jax.random.key(4), params, **kwargs)
+    keys = jax.random.split(jax.random.key(4), 2)
+    for p in range(2):
+        one = ksdp.simulate(keys[p], ksdp.Params(delta=0.05, flow=params.flow[p]), **kwargs)
+        np.testing.assert_allclose(traj.particles[p], one.particles, atol=1e-5)
+    assert traj.grid_spacing.shape == (2,)
+
+
+def test_a_coarse_grid_is_refused():
+    # 16 nodes over the unit ball with delta = 0.01 gives cells of ~17 delta: the drift is wrong by
+    # O(1); the checked run says so, check=False returns it with the spacing on record.
+    kwargs = dict(times=(0.001,), n_particles=200, drift="pm", grid=16)
+    with pytest.raises(ksdp.NonFiniteError, match="grid was too coarse"):
+        ksdp.simulate(jax.random.key(0), ksdp.Params(delta=0.01), **kwargs)
+    traj = ksdp.simulate(jax.random.key(0), ksdp.Params(delta=0.01), check=False, **kwargs)
+    assert float(traj.grid_spacing) > 10
+
+
+def test_auto_resolution():
+    assert ipm.resolve_drift("auto", None, ipm.AUTO_PM[2], 2, "blob") == ("pm", pm.DEFAULT_GRID[2])
+    assert ipm.resolve_drift("auto", None, ipm.AUTO_PM[2] - 1, 2, "blob") == ("direct", None)
+    assert ipm.resolve_drift("auto", None, 10**6, 3, "blob") == ("direct", None)
+    assert ipm.resolve_drift("auto", None, 10**6, 2, "paper") == ("direct", None)
+    assert ipm.resolve_drift("auto", None, 10**6, 2, "blob", sharded=True) == ("direct", None)
+    assert ipm.resolve_drift("pm", 64, 10, 3, "blob") == ("pm", 64)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(drift="fast"), "drift='fast' is not supported"),
+        (dict(drift="pm", grid=4), "grid"),
+        (dict(drift="pm", grid=64.0), "grid"),
+        (dict(drift="direct", grid=True), "grid"),
+        (dict(drift="pm", kernel="exact"), "supports kernel"),
+    ],
+)
+def test_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ksdp.simulate(jax.random.key(0), ksdp.Params(), times=(0.001,), n_particles=10, **kwargs)
+
+
+def test_bad_settings_of_the_function_and_the_device_mesh():
+    x = jnp.zeros((4, 2))
+    with pytest.raises(ValueError, match="supports kernel"):
+        pm.pair_sum(x, x, 0.1, kernel="paper")
+    with pytest.raises(ValueError, match=r"\[T, d\] and \[J, d\]"):
+        pm.pair_sum(x, jnp.zeros((4, 3)), 0.1)
+    with pytest.raises(ValueError, match="grid"):
+        pm.pair_sum(x, x, 0.1, grid=2)
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("p",))
+    with pytest.raises(ValueError, match="cannot split the particles"):
+        ksdp.simulate(jax.random.key(0), ksdp.Params(), times=(0.001,), n_particles=8, drift="pm", mesh=mesh)
+
+
+def test_dataset_records_the_drift():
+    ds = ksdp.make_dataset(
+        jax.random.key(0), ksdp.Params(delta=0.05), (0.001,), n_particles=64, drift="pm", grid=64
+    )
+    assert ds.meta["drift"] == "pm" and ds.meta["grid"] == 64
+    ds = ksdp.make_dataset(jax.random.key(0), ksdp.Params(delta=0.05), (0.001,), n_particles=64)
+    assert ds.meta["drift"] == "direct" and ds.meta["grid"] is None
