@@ -1,13 +1,13 @@
 """``python -m benchmarks``: every benchmark, one summary table, one JSON, figures.
 
-    python -m benchmarks [--full] [--only ipm transport train scaling] [--out benchmarks/results]
+    python -m benchmarks [--full] [--only ipm particle_mesh transport train scaling] [--out benchmarks/results]
 
-Runs each script (``benchmarks/{ipm,transport,train,scaling}.py``) in a fresh interpreter, so each
+Runs each script (``benchmarks/{ipm,particle_mesh,transport,train,scaling}.py``) in a fresh interpreter, so each
 compiles and allocates on its own; ``scaling`` gets 4 forced host devices on a CPU. The scripts'
 own JSON files go to a temporary folder (so a suite run never overwrites a standalone run's file);
 this command writes ``<out>/<device>-<date>.json`` with all of them,
 prints a table where every figure is a ratio against a baseline measured in the same run (with the
-absolute figure and the device), and draws ``<device>-<date>-{ipm,transport,scaling}.png``.
+absolute figure and the device), and draws ``<device>-<date>-{ipm,particle_mesh,transport,scaling}.png``.
 
 Sizes: on a CPU the suite uses sizes that finish in under 10 minutes on 2 cores (J up to 16k,
 N up to 2000); ``--full`` (and any accelerator) uses each script's own defaults.
@@ -24,9 +24,10 @@ import time
 
 from benchmarks import _common
 
-SCRIPTS = ("ipm", "transport", "train", "scaling")
+SCRIPTS = ("ipm", "particle_mesh", "transport", "train", "scaling")
 CPU_SUITE = {
     "ipm": ["--sizes", "1000", "4000", "16000", "--steps", "100"],
+    "particle_mesh": ["--quick"],
     "transport": ["--sizes", "500", "2000"],
     "train": ["--minibatches", "1"],
     "scaling": [],
@@ -78,6 +79,21 @@ def summary(results: dict, device: str) -> list:
                 "-",
             )
         )
+    if "particle_mesh" in results:
+        r = results["particle_mesh"]
+        for d in (2, 3):
+            timed = [x for x in r["timing"]["rows"] if x["d"] == d]
+            if timed:
+                x = timed[-1]
+                label = "" if x["direct_measured"] else ", extrapolated J^2"
+                rows.append(
+                    (
+                        f"particle-mesh drift J={x['J']} d={d} G={x['grid']}",
+                        f"{x['pm_s'] * 1e3:.3g} ms",
+                        x["ratio"],
+                        f"direct drift ({x['direct_s']:.3g} s{label})",
+                    )
+                )
     if "transport" in results:
         for row in results["transport"]["rows"]:
             rows.append(
@@ -216,6 +232,11 @@ def plot(results: dict, stem: str) -> list:
         )
         ax.legend(fontsize=7)
         paths.append(_save(fig, stem + "-scaling.png"))
+    if "particle_mesh" in results:
+        from benchmarks import particle_mesh
+
+        r = results["particle_mesh"]
+        paths.append(particle_mesh.figure(r, stem + "-particle_mesh.png", r["environment"]["device"]))
     return paths
 
 

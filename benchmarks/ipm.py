@@ -5,7 +5,8 @@
 For each J, d in {2, 3} and kernel in {"paper", "blob"}: one drift evaluation (J^2 pairs) by
 ``ksdp.ipm.pair_sum`` (jitted, float32) and by NumPy broadcasting ``[n, 1, d] - [1, J, d]`` in row
 chunks (float32, so the ratio compares like with like). Then a whole simulation, J = 10,000 for
-``--steps`` Euler steps (the GPU goal is 1000 steps in under 2 s), and the cost of its numerical
+``--steps`` Euler steps with the direct drift (the GPU goal is 1000 steps in under 2 s; the
+particle mesh has its own benchmark, ``benchmarks/particle_mesh.py``), and the cost of its numerical
 health check (`ksdp.Trajectory.health`, with the finiteness check) against the same Euler scan
 without either. JSON under ``benchmarks/results/``.
 """
@@ -83,7 +84,7 @@ def main(argv=None):
 
     n_sim, times = 10_000, (args.steps * ipm.DEFAULT_DT,)
     run = lambda: ksdp.simulate(
-        jax.random.key(0), ksdp.Params(), times, n_particles=n_sim
+        jax.random.key(0), ksdp.Params(), times, n_particles=n_sim, drift="direct"
     ).particles.block_until_ready()
     run()
     t0 = time.perf_counter()

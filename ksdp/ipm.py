@@ -176,7 +176,7 @@ def velocity(
       kernel: as in `simulate`.
       flow: as in `simulate`.
       tile: as in `simulate`.
-      drift: ``"direct"`` (default) or ``"pm"``, as in `simulate` (``"auto"`` chooses by ``J``).
+      drift: ``"direct"`` (default), ``"pm"`` or ``"p3m"``, as in `simulate` (``"auto"`` chooses by ``J``).
       grid: as in `simulate`.
 
     Returns:
@@ -188,10 +188,10 @@ def velocity(
     return chem + adv
 
 
-DRIFTS = ("auto", "direct", "pm")
-# "auto" takes the particle mesh from this J on (d = 2; in 3D its grid is too coarse or too slow at
-# 1e-3 accuracy, so "auto" stays direct): the crossover measured by benchmarks/particle_mesh.py
-AUTO_PM = {2: 10_000}
+DRIFTS = ("auto", "direct", "pm", "p3m")
+# "auto" takes the mesh from this J on: PM in 2D, P3M in 3D (where PM needs a grid too fine for 1e-3
+# accuracy): the crossovers measured by benchmarks/particle_mesh.py
+AUTO_MESH = {2: ("pm", 10_000), 3: ("p3m", 50_000)}
 
 
 def resolve_drift(drift: str, grid, n_particles: int, d: int, kernel: str, *, sharded: bool = False):
@@ -203,8 +203,9 @@ def resolve_drift(drift: str, grid, n_particles: int, d: int, kernel: str, *, sh
     if drift not in DRIFTS:
         raise ValueError(f"drift={drift!r} is not supported; use one of {DRIFTS}.")
     if drift == "auto":
-        use_pm = kernel in _pm.KERNELS and not sharded and d in AUTO_PM and n_particles >= AUTO_PM[d]
-        drift = "pm" if use_pm else "direct"
+        mesh_drift, from_j = AUTO_MESH.get(d, ("direct", 0))
+        use_mesh = kernel in _pm.KERNELS and not sharded and n_particles >= from_j
+        drift = mesh_drift if use_mesh else "direct"
     if drift == "direct":
         if grid is not None:
             _pm.check_grid(grid, d)  # a bad value is an error even where it is not used
@@ -212,10 +213,10 @@ def resolve_drift(drift: str, grid, n_particles: int, d: int, kernel: str, *, sh
     _pm.check_kernel(kernel)
     if sharded:
         raise ValueError(
-            "drift='pm' cannot split the particles across devices (mesh= on simulate); use drift='direct', "
-            "or sweep(..., mesh=) to split parameter sets."
+            f"drift={drift!r} cannot split the particles across devices (mesh= on simulate); use drift='direct', "
+            f"or sweep(..., mesh=) to split parameter sets."
         )
-    return "pm", _pm.check_grid(grid, d)
+    return drift, _pm.check_grid(grid, d, p3m=drift == "p3m", n_particles=n_particles)
 
 
 def _velocity_parts(x, params: Params, *, kernel: str, flow, tile: int | None, drift: str = "direct", grid=None):
@@ -226,6 +227,8 @@ def _velocity_parts(x, params: Params, *, kernel: str, flow, tile: int | None, d
     if drift == "pm":
         total, h = _pm._pair_sum(x, x, params.delta, grid)
         spacing = (jnp.max(h) / params.delta).astype(x.dtype)
+    elif drift == "p3m":  # its error does not depend on h / delta: nothing to refuse
+        total, spacing = _pm._pair_sum(x, x, params.delta, grid, _pm.DEFAULT_CUTOFF)[0], jnp.zeros((), x.dtype)
     else:
         total, spacing = pair_sum(x, x, params.delta, kernel=kernel, tile=tile), jnp.zeros((), x.dtype)
     chem = -(params.chi * params.mass / n) * total
@@ -495,11 +498,13 @@ def simulate(
         travel, ``"ring"`` or ``"allgather"`` (`pair_sum`). The result equals the
         unsharded run to round-off and comes back sharded along ``J`` (direct drift only).
       drift: how the chemotactic drift is summed: ``"direct"`` (all pairs in tiles, `pair_sum`,
-        ``O(J^2)``), ``"pm"`` (particle mesh, `ksdp.particle_mesh`, ``O(J + G^d log G)``, blob kernel
-        only, relative error about 1e-3 or less at its default grid while the cloud fits it) or
-        ``"auto"`` (default): the particle mesh in 2D from `AUTO_PM` particles on, else direct.
-      grid: particle-mesh nodes per axis (default `ksdp.particle_mesh.DEFAULT_GRID`); ``check``
-        also refuses a run whose cells grew past `ksdp.particle_mesh.SPACING_LIMIT` delta.
+        ``O(J^2)``); ``"pm"`` (particle mesh, `ksdp.particle_mesh`, ``O(J + G^d log G)``, blob kernel
+        only; relative error below 1e-3 in 2D at its default grid while the cells stay below delta);
+        ``"p3m"`` (the mesh for the far field and the pairs within 5 cells directly: about 1e-3
+        whatever the spread, at the cost of those pairs); or ``"auto"`` (default): by `AUTO_MESH`,
+        PM in 2D from 10^4 particles, P3M in 3D from 5 x 10^4, else direct.
+      grid: mesh nodes per axis (default `ksdp.particle_mesh.DEFAULT_GRID` or ``DEFAULT_P3M_GRID``);
+        ``check`` also refuses a PM run whose cells grew past `ksdp.particle_mesh.SPACING_LIMIT` delta.
 
     Returns:
       `Trajectory` with ``particles`` of shape ``[S, J, d]``.
@@ -604,7 +609,9 @@ def sweep(
             x0 = _check_x0(x0, d)
         else:
             raise ValueError(f"x0 must have shape [J, d] or [P, J, d], got {x0.shape}.")
-    t, save_at, x0, static = _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile, drift, grid, batched=True)
+    t, save_at, x0, static = _prepare(
+        params, times, n_particles, x0, d, kernel, flow, dt, tile, drift, grid, batched=True
+    )
     keys = jax.random.split(key, size)
     if mesh is None:
         buf, *rest = _run_batched_jit(keys, params, x0, save_at, **static)

@@ -32,5 +32,6 @@ def test_summary_and_figures_rebuild(path, tmp_path):
     rows = suite.summary(payload["benchmarks"], payload["environment"]["device"])
     assert [r[0] for r in rows] == [r["what"] for r in payload["summary"]]
     figures = suite.plot(payload["benchmarks"], str(tmp_path / "x"))
-    assert sorted(os.path.basename(f) for f in figures) == ["x-ipm.png", "x-scaling.png", "x-transport.png"]
+    names = ["x-ipm.png", "x-particle_mesh.png", "x-scaling.png", "x-transport.png"]
+    assert sorted(os.path.basename(f) for f in figures) == names
     assert all(os.path.getsize(f) > 10_000 for f in figures)

@@ -116,6 +116,8 @@ def test_cli_rejects_unknown_experiment():
         (["--seed", "-1"], "--seed must be an integer"),
         (["--out", "FILE"], "not a writable folder"),
         (["no-such-experiment"], "unknown experiment"),
+        (["--particles", "100"], "--particles must be at least 128"),
+        (["--drift", "fast"], "invalid choice: 'fast'"),
     ],
 )
 def test_cli_checks_arguments_before_any_work(tmp_path, capsys, argv, match):
@@ -125,3 +127,28 @@ def test_cli_checks_arguments_before_any_work(tmp_path, capsys, argv, match):
         cli.main(["--scale", "smoke", *argv] + ([] if "--out" in argv else ["--out", str(tmp_path)]))
     assert info.value.code == 2 and match in capsys.readouterr().err
     assert not (tmp_path / "smoke" / "ks2d-time").exists()  # nothing computed
+
+
+def test_same_data_rule():
+    base = run._settings(EXPERIMENTS["ks2d-time"], "smoke", 0, drift="direct")
+    pm = {**base, "drift": "pm", "grid": 512}
+    old = {k: v for k, v in base.items() if k not in ("drift", "grid")}  # a dataset from before the mesh
+    assert run.same_data(base, base) and run.same_data(old, base)
+    assert run.same_data(base, pm) and run.same_data(old, pm)  # the exact sum serves its approximation
+    assert not run.same_data(pm, base)  # never the other way round
+    assert not run.same_data({**base, "n_particles": 999}, base)
+    assert not run.same_data(None, base)
+
+
+def test_particles_option_and_a_direct_dataset_reused_for_the_mesh(tmp_path):
+    # --particles J replaces the scale's J; a dataset simulated with the direct sum is reused when
+    # the particle mesh is asked for (it is the sum the mesh approximates), and the log says which
+    exp = EXPERIMENTS["laminar2d-time"]
+    path = str(tmp_path / "dataset.npz")
+    lines = []
+    ds = run.simulate_dataset(exp, "smoke", 0, path, lines.append, n_particles=200, drift="direct")
+    assert ds.particles.shape[2] == 200 and ds.meta["settings"]["drift"] == "direct"
+    again = run.simulate_dataset(exp, "smoke", 0, path, lines.append, n_particles=200, drift="pm")
+    assert again.meta.get("reused") and "drift: direct" in lines[-1]
+    with pytest.raises(ValueError, match="too small for the smoke scale"):
+        run.run(exp, "smoke", str(tmp_path), 0, n_particles=100)

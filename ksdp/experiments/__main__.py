@@ -54,6 +54,19 @@ def main(argv=None):
     ap.add_argument("--out", default="ksdp-runs", help="output folder (default: ksdp-runs)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
+        "--particles",
+        type=int,
+        default=None,
+        metavar="J",
+        help="IPM particles per run (training pool, reference, floor); default: the scale's J",
+    )
+    ap.add_argument(
+        "--drift",
+        choices=("auto", "direct", "pm"),
+        default="auto",
+        help="how the IPM sums the drift: all pairs, particle mesh, or by J (default; ksdp.simulate)",
+    )
+    ap.add_argument(
         "--report-only",
         action="store_true",
         help="compute nothing: rebuild REPORT.md and the pages from the metrics.json files already in OUT",
@@ -63,6 +76,11 @@ def main(argv=None):
     if unknown:
         ap.error(f"unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
     names = args.experiments or list(EXPERIMENTS)
+    if args.particles is not None and args.particles < 2 * SCALES[args.scale].n_samples:
+        ap.error(
+            f"--particles must be at least {2 * SCALES[args.scale].n_samples} at the {args.scale} scale (two disjoint "
+            f"samples of N = {SCALES[args.scale].n_samples} per training set), got {args.particles}."
+        )
     if not 0 <= args.seed < 2**62:
         ap.error(f"--seed must be an integer in [0, 2^62), got {args.seed}.")
     out = os.path.join(args.out, args.scale)
@@ -87,7 +105,9 @@ def main(argv=None):
         log(f"[{name}] start")
         t0 = time.perf_counter()
         try:
-            m = run.run(EXPERIMENTS[name], args.scale, out, args.seed, log)
+            m = run.run(
+                EXPERIMENTS[name], args.scale, out, args.seed, log, n_particles=args.particles, drift=args.drift
+            )
             results[name] = m
             log(
                 f"[{name}] done in {time.perf_counter() - t0:.0f} s; worst C2ST excess / energy z / m2 error: "

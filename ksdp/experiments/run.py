@@ -23,8 +23,14 @@ DT = 1e-4
 REPLICAS = ("train", "reference", "floor")  # three independent IPM runs per parameter value
 
 
-def _settings(exp: Experiment, scale: str, seed: int) -> dict:
+MAX_PAIRED = 10_000  # C2ST and W2 compare at most this many points per cloud (their cost grows faster than J)
+
+
+def _settings(exp: Experiment, scale: str, seed: int, n_particles: int | None = None, drift: str = "auto") -> dict:
+    """What the dataset depends on; ``n_particles`` defaults to the scale's J, ``drift`` is resolved."""
     train, held, extra = exp.values(scale)
+    n = SCALES[scale].n_particles if n_particles is None else n_particles
+    drift, grid = ipm.resolve_drift(drift, None, n, exp.d, KERNEL)
     return {
         "experiment": exp.name,
         "scale": scale,
@@ -32,7 +38,9 @@ def _settings(exp: Experiment, scale: str, seed: int) -> dict:
         "kernel": KERNEL,
         "delta": DELTA,
         "dt": DT,
-        "n_particles": SCALES[scale].n_particles,
+        "n_particles": n,
+        "drift": drift,
+        "grid": grid,
         "train": train.tolist(),
         "held_out": held.tolist(),
         "extrapolated": extra.tolist(),
@@ -40,32 +48,52 @@ def _settings(exp: Experiment, scale: str, seed: int) -> dict:
     }
 
 
+def same_data(cached: dict | None, wanted: dict) -> bool:
+    """Whether a dataset simulated with ``cached`` settings serves ``wanted``.
+
+    A dataset from before the particle mesh has no drift recorded: it used the direct sum. A
+    direct-sum dataset serves a request for the particle mesh (it is the sum the mesh approximates),
+    never the other way round.
+    """
+    if not isinstance(cached, dict):
+        return False
+    cached = {"drift": "direct", "grid": None, **cached}
+    if cached["drift"] == "direct" and wanted.get("drift") == "pm":
+        cached = {**cached, "drift": "pm", "grid": wanted.get("grid")}
+    return cached == wanted
+
+
 def _all_values(exp, scale):
     train, held, extra = exp.values(scale)
     return np.unique(np.concatenate([train, held, extra]))
 
 
-def simulate_dataset(exp: Experiment, scale: str, seed: int, path: str, log) -> data.Dataset:
+def simulate_dataset(
+    exp: Experiment, scale: str, seed: int, path: str, log, n_particles: int | None = None, drift: str = "auto"
+) -> data.Dataset:
     """IPM particles ``[3 replicas, n_values, J, d]`` for every parameter value; reused if cached."""
-    settings = _settings(exp, scale, seed)
+    settings = _settings(exp, scale, seed, n_particles, drift)
     if os.path.exists(path):
         try:
             ds = data.load_dataset(path)
-            if ds.meta.get("settings") == settings:
-                log(f"  dataset: reusing {path}")
+            if same_data(ds.meta.get("settings"), settings):
+                used = ds.meta["settings"].get("drift", "direct")
+                log(f"  dataset: reusing {path} (drift: {used})")
                 return ds._replace(meta={**ds.meta, "reused": True})
             log("  dataset: cached file has other settings; simulating again")
         except ValueError as e:
             log(f"  dataset: cached file unreadable ({e}); simulating again")
     values = _all_values(exp, scale)
-    n = SCALES[scale].n_particles
     key = jax.random.key(seed)
+    log(f"  dataset: simulating J = {settings['n_particles']} with the {settings['drift']} drift")
     common = dict(
-        n_particles=n,
+        n_particles=settings["n_particles"],
         d=exp.d,
         kernel=KERNEL,
         flow=exp.flow,
         dt=DT,
+        drift=settings["drift"],
+        grid=settings["grid"],
         extra_meta={"settings": settings, "replicas": list(REPLICAS)},
     )
     if exp.eta == "time":
@@ -149,13 +177,13 @@ def configs(exp: Experiment, scale: str):
 
 
 def _previous_timing(path, settings) -> dict:
-    """Stage times of an earlier run with the same settings (kept for the stages this run reuses)."""
+    """Stage times of an earlier run on the same data (kept for the stages this run reuses)."""
     try:
         with open(path) as f:
             old = json.load(f)
     except (OSError, ValueError):
         return {}
-    return dict(old.get("timing_s", {})) if old.get("settings") == settings else {}
+    return dict(old.get("timing_s", {})) if same_data(old.get("settings"), settings) else {}
 
 
 def _aside(path: str) -> str:
@@ -175,19 +203,42 @@ def _checkpoint_step(path) -> int:
         return -1
 
 
-def run(exp: Experiment, scale: str, out: str, seed: int = 0, log=print) -> dict:
+def run(
+    exp: Experiment,
+    scale: str,
+    out: str,
+    seed: int = 0,
+    log=print,
+    *,
+    n_particles: int | None = None,
+    drift: str = "auto",
+) -> dict:
     """Runs one experiment; returns its metrics dict (also written to ``OUT/<name>/metrics.json``).
+
+    ``n_particles`` replaces the scale's J (the IPM's size: training pool, reference and floor);
+    ``drift`` how the IPM sums its drift (`ksdp.simulate`; ``"auto"`` chooses by J). C2ST and W2
+    compare at most `MAX_PAIRED` points per cloud, the energy distance and the moments all of them.
 
     ``metrics.json`` is rewritten after every evaluated parameter value (``"complete": false``
     until the last), so a failure late in the evaluation or in the figures loses no computed row.
     """
     sc = SCALES[scale]
+    if n_particles is not None:
+        if not isinstance(n_particles, (int, np.integer)) or isinstance(n_particles, bool) or n_particles < 1:
+            raise ValueError(f"n_particles must be a positive integer, got {n_particles!r}.")
+        if n_particles < 2 * sc.n_samples:
+            raise ValueError(
+                f"n_particles={n_particles} is too small for the {scale} scale: the loss floor compares two "
+                f"disjoint samples of N = {sc.n_samples} from each training set; use at least {2 * sc.n_samples}."
+            )
+        sc = dataclasses.replace(sc, n_particles=int(n_particles))
+    settings = _settings(exp, scale, seed, sc.n_particles, drift)
     folder = os.path.join(out, exp.name)
     os.makedirs(folder, exist_ok=True)
     timing = {}
-    previous = _previous_timing(os.path.join(folder, "metrics.json"), _settings(exp, scale, seed))
+    previous = _previous_timing(os.path.join(folder, "metrics.json"), settings)
     t0 = time.perf_counter()
-    ds = simulate_dataset(exp, scale, seed, os.path.join(folder, "dataset.npz"), log)
+    ds = simulate_dataset(exp, scale, seed, os.path.join(folder, "dataset.npz"), log, sc.n_particles, drift)
     timing["ipm_s"] = time.perf_counter() - t0
     if ds.meta.get("reused") and "ipm_s" in previous:  # the stage was done by an earlier run: its time
         timing["ipm_s"] = previous["ipm_s"]
@@ -225,7 +276,11 @@ def run(exp: Experiment, scale: str, out: str, seed: int = 0, log=print) -> dict
         "experiment": exp.name,
         "section": exp.section,
         "summary": exp.summary,
-        "settings": _settings(exp, scale, seed),
+        "settings": {
+            **settings,
+            "drift": ds.meta["settings"].get("drift", "direct"),
+            "grid": ds.meta["settings"].get("grid"),
+        },
         "scale_settings": dataclasses.asdict(sc),
         "n_parameters": model.n_parameters(res.params),
         "final_loss": final_loss,
@@ -244,7 +299,7 @@ def run(exp: Experiment, scale: str, out: str, seed: int = 0, log=print) -> dict
         gen = model.generate(mcfg, res.params, v, k_gen, sc.n_generated)
         ref, floor = np.asarray(parts[1, i]), np.asarray(parts[2, i])
         pooled = np.asarray(parts[:, i]).reshape(-1, exp.d)
-        cmp = metrics_.compare(k_cmp, gen, ref, floor)
+        cmp = metrics_.compare(k_cmp, gen, ref, floor, w2_points=MAX_PAIRED, c2st_points=MAX_PAIRED)
         ipm_m = metrics_.moments(pooled)
         row = {
             "eta": float(v),
