@@ -81,15 +81,15 @@ def summary(results: dict, device: str) -> list:
         )
     if "particle_mesh" in results:
         r = results["particle_mesh"]
-        for d in (2, 3):
-            timed = [x for x in r["timing"]["rows"] if x["d"] == d]
+        for d, method in ((2, "pm"), (3, "p3m")):
+            timed = [x for x in r["timing"]["rows"] if x["d"] == d and x["method"] == method]
             if timed:
                 x = timed[-1]
                 label = "" if x["direct_measured"] else ", extrapolated J^2"
                 rows.append(
                     (
-                        f"particle-mesh drift J={x['J']} d={d} G={x['grid']}",
-                        f"{x['pm_s'] * 1e3:.3g} ms",
+                        f"{method.upper()} drift J={x['J']} d={d} G={x['grid']}",
+                        f"{x['mesh_s'] * 1e3:.3g} ms",
                         x["ratio"],
                         f"direct drift ({x['direct_s']:.3g} s{label})",
                     )

@@ -5,8 +5,10 @@ import math
 import os
 import shutil
 
+import numpy as np
 import pytest
 
+import ksdp
 from ksdp import training as T
 from ksdp.experiments import __main__ as cli
 from ksdp.experiments import run
@@ -152,3 +154,43 @@ def test_particles_option_and_a_direct_dataset_reused_for_the_mesh(tmp_path):
     assert again.meta.get("reused") and "drift: direct" in lines[-1]
     with pytest.raises(ValueError, match="too small for the smoke scale"):
         run.run(exp, "smoke", str(tmp_path), 0, n_particles=100)
+
+
+def _rewrite_npz(path, change):
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    change(arrays)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _set_nan(a):
+    a["particles"] = a["particles"].copy()
+    a["particles"][0, 0, 0, 0] = np.nan
+
+
+DATASET_DAMAGE = {
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[:200]),
+    "not a zip": lambda p: p.write_text("not a dataset"),
+    "non-finite particle": lambda p: _rewrite_npz(p, _set_nan),
+    "times not increasing": lambda p: _rewrite_npz(p, lambda a: a.__setitem__("times", a["times"][::-1].copy())),
+    "metadata not JSON": lambda p: _rewrite_npz(p, lambda a: a.__setitem__("meta_json", np.asarray("{"))),
+}
+
+
+@pytest.mark.parametrize("damage", list(DATASET_DAMAGE))
+def test_damaged_dataset_is_moved_aside_and_simulated_again(smoke_run, tmp_path, damage):
+    # every kind of damage the loader checks for: the CLI keeps the damaged file (renamed, not lost),
+    # says so, and simulates the dataset again
+    folder, _ = smoke_run
+    exp = EXPERIMENTS["laminar2d-time"]
+    path = tmp_path / "dataset.npz"
+    shutil.copy(os.path.join(folder, exp.name, "dataset.npz"), path)
+    DATASET_DAMAGE[damage](path)
+    damaged = path.read_bytes()
+    lines = []
+    ds = run.simulate_dataset(exp, "smoke", 0, str(path), lines.append)
+    assert (tmp_path / "dataset.stale-1.npz").read_bytes() == damaged
+    assert any("unreadable" in line and "dataset.stale-1.npz" in line and "simulating again" in line for line in lines)
+    assert not ds.meta.get("reused") and np.all(np.isfinite(ds.particles))
+    ksdp.load_dataset(str(path))  # a whole, valid dataset again

@@ -81,8 +81,8 @@ def simulate_dataset(
                 log(f"  dataset: reusing {path} (drift: {used})")
                 return ds._replace(meta={**ds.meta, "reused": True})
             log("  dataset: cached file has other settings; simulating again")
-        except ValueError as e:
-            log(f"  dataset: cached file unreadable ({e}); simulating again")
+        except ValueError as e:  # unreadable or invalid: kept aside (not lost), then simulated again
+            log(f"  dataset: cached file unreadable ({e}); moved it to {_aside(path)}; simulating again")
     values = _all_values(exp, scale)
     key = jax.random.key(seed)
     log(f"  dataset: simulating J = {settings['n_particles']} with the {settings['drift']} drift")
