@@ -47,7 +47,8 @@ def run_script(name: str, extra: list, out: str) -> dict:
     sys.stdout.write(proc.stdout)
     if proc.returncode:
         raise RuntimeError(f"benchmarks.{name} failed with exit code {proc.returncode}")
-    path = [line.split("wrote ", 1)[1].strip() for line in proc.stdout.splitlines() if line.startswith("wrote ")][-1]
+    written = [line.split("wrote ", 1)[1].strip() for line in proc.stdout.splitlines() if line.startswith("wrote ")]
+    path = [p for p in written if p.endswith(".json")][-1]  # a script may also write figures
     with open(path) as f:
         payload = json.load(f)
     payload["command"] = "python -m " + " ".join([f"benchmarks.{name}", *extra])

@@ -20,7 +20,8 @@
   10^5 and 10^4 points in 2D (this part is a time, so it depends on the machine).
 * ``reference``: the paper's 2D case (mu = chi = 1, M = 16 pi, blob kernel, delta^2 = 1e-3, dt = 1e-4)
   against ``ksdp.reference``: the blow-up time of the unregularised model on three grids; m2 and the
-  radial KS distance of the IPM (J = 2000 and 10000, one run each) against the blob mean field
+  radial KS distance of the IPM (J = 2000 and 10000 by default, ``--reference-sizes`` for others;
+  one run each, the drift as ``ksdp.simulate`` chooses it: the particle mesh from 10^4) against the blob mean field
   (the particle error) and of the blob mean field against the unregularised model (the
   regularisation error), at t = 0.0125 ... 0.1, next to the KS sampling floor ~0.87 / sqrt(J).
 * ``training``: the training schedule against memorisation, at the quick scale of ks2d-time and
@@ -244,8 +245,12 @@ def reference(sizes=(2000, 10000)):
             row["m2_unregularised"] = float(m2_exact[i])
             row["ks_blob_vs_unregularised"] = float(np.max(np.abs(blob.cdf(i)(r) - exact.cdf(i)(r))))
         rows.append(row)
+    drifts = {}
     for n in sizes:
+        drifts[n] = ksdp.ipm.resolve_drift("auto", None, n, 2, "blob")[0]  # the particle mesh from J = 10^4
+        t0 = time.perf_counter()
         traj = ksdp.simulate(jax.random.key(7), ksdp.Params(delta=delta), times, n_particles=n)
+        print(f"reference: IPM J = {n} ({drifts[n]} drift) in {time.perf_counter() - t0:.0f} s", flush=True)
         x = np.asarray(traj.particles, np.float64)
         for i, row in enumerate(rows):
             row[f"m2_ipm_J{n}"] = float(np.mean(np.sum(x[i] ** 2, -1)))
@@ -253,7 +258,12 @@ def reference(sizes=(2000, 10000)):
             row[f"ks_floor_J{n}"] = 0.8687 / math.sqrt(n)  # the mean of sqrt(n) KS under the null
     for row in rows:
         print("reference " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()), flush=True)
-    return {"blowup_time": {str(k): v for k, v in blow.items()}, "delta": delta, "rows": rows}
+    return {
+        "blowup_time": {str(k): v for k, v in blow.items()},
+        "delta": delta,
+        "drift": {str(n): v for n, v in drifts.items()},
+        "rows": rows,
+    }
 
 
 SCHEDULES = {
@@ -420,6 +430,13 @@ def main(argv=None):
         default=["ks2d-time", "laminar2d-amplitude"],
         help="experiments of the 'training' part (quick scale; default: ks2d-time laminar2d-amplitude)",
     )
+    ap.add_argument(
+        "--reference-sizes",
+        type=int,
+        nargs="+",
+        default=[2000, 10000],
+        help="IPM sizes J of the 'reference' part (from 10^4 on with the particle mesh; 10^6 takes minutes)",
+    )
     args = ap.parse_args(argv)
     parts = {
         "kernels": kernels,
@@ -428,7 +445,7 @@ def main(argv=None):
         "small": small,
         "residual": residual,
         "energy": energy,
-        "reference": reference,
+        "reference": lambda: reference(sizes=tuple(args.reference_sizes)),
         "health": health,
         "training": lambda: training(names=args.experiments, schedules=args.schedules),
     }
