@@ -25,6 +25,8 @@ Prints tables and writes ``results/particle-mesh-<device>-<date>.json`` and a fi
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
 import time
 
@@ -327,6 +329,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small sizes (a minute): J = 2000 states, J <= 10^5, no runs")
     ap.add_argument("--n-states", type=int, default=10_000, help="J of the paper's states")
     ap.add_argument("--direct-max", type=int, default=30_000, help="largest J the direct drift is timed at")
+    ap.add_argument("--runs", nargs="+", default=None, help="names of the runs to do (default: all four)")
     ap.add_argument("--cache", default=os.path.join("ksdp-runs", "benchmark-states.npz"))
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
@@ -334,23 +337,53 @@ def main(argv=None):
     n_states = 2000 if args.quick else args.n_states
     cache = args.cache.replace(".npz", f"-{n_states}.npz")
     payload = {"delta": DELTA, "default_grid": pm.DEFAULT_GRID, "spacing_limit": pm.SPACING_LIMIT}
+    # --only and --runs update the parts they run in today's file and keep the others; every part
+    # (and every large run) is saved as soon as it is done, so a killed run loses only the one running
+    today = os.path.join(
+        args.out or _common.RESULTS, f"particle-mesh-{_common.device_name()}-{datetime.date.today().isoformat()}.json"
+    )
+    old = {}
+    if not args.quick and os.path.exists(today):
+        with open(today) as f:
+            old = json.load(f)
+
+    def save() -> str:
+        merged = {**{k: old[k] for k in ("accuracy", "statistics", "timing", "runs") if k in old}, **payload}
+        if "runs" in payload and "runs" in old:  # runs done now replace their old rows only
+            done = {r["run"] for r in payload["runs"]}
+            merged["runs"] = [r for r in old["runs"] if r["run"] not in done] + payload["runs"]
+        return _common.save("particle-mesh", merged, args.out)
+
     if parts & {"states", "accuracy", "statistics"}:
         states = make_states(n_states, cache)
     if "accuracy" in parts:
         quick = {2: GRIDS[2][:3], 3: GRIDS[3][:2]}, {2: P3M_GRIDS[2][:2], 3: P3M_GRIDS[3][:2]}
         payload["accuracy"] = accuracy(states, *(quick if args.quick else (GRIDS, P3M_GRIDS)))
+        save()
     if "statistics" in parts:
         payload["statistics"] = statistics(states, STATISTICS[:1] if args.quick else STATISTICS)
-    if parts & {"timing", "runs"}:
+        save()
+    if "timing" in parts:
         sizes = [1000, 3000, 10_000, 30_000, 100_000] + ([] if args.quick else [300_000, 1_000_000])
         payload["timing"] = timing(
             sizes, min(args.direct_max, 10_000) if args.quick else args.direct_max, 30_000 if args.quick else 100_000
         )
+        save()
     if "runs" in parts and not args.quick:
-        payload["runs"] = runs(RUNS, payload["timing"]["direct_s_per_pair"])
-    path = _common.save("particle-mesh", payload, args.out)
-    figure(payload, path.replace(".json", ".png"), _common.device_name())
-    return payload
+        unknown = set(args.runs or ()) - {r[0] for r in RUNS}
+        if unknown:
+            ap.error(f"unknown run(s) {sorted(unknown)}; choose from {[r[0] for r in RUNS]}")
+        # the direct drift's cost per pair, measured in this run (the extrapolation's baseline)
+        per_pair = (payload.get("timing") or timing([args.direct_max], args.direct_max, 0))["direct_s_per_pair"]
+        payload["runs"] = []
+        for run in RUNS:
+            if args.runs is None or run[0] in args.runs:
+                payload["runs"] += runs([run], per_pair)
+                save()
+    path = save()
+    merged = json.load(open(path))
+    figure(merged, path.replace(".json", ".png"), _common.device_name())
+    return merged
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ compiled program serves every value and ``jax.vmap`` over a batch of them runs i
 The all-pairs drift is computed tile by tile over targets (memory ``O(J * tile)``), component by
 component: on a CPU this layout fuses into one pass per tile; a prototype measured it ~30x faster
 than a stacked ``[d, J, tile]`` layout, and ``benchmarks/ipm.py`` measures it at 22-48x a
-vectorised NumPy baseline (J = 1k-16k).
+vectorised NumPy baseline (J = 1k-16k). From J ~ 10^4 a mesh is cheaper: ``drift="pm"`` or
+``"p3m"`` (`ksdp.particle_mesh`; ``"auto"``, the default of `simulate` and `sweep`, chooses by J).
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ class Trajectory(NamedTuple):
       unstable_step: ``int32``; ``-1``, or the first step at which ``health`` exceeded
         `HEALTH_LIMIT`: the run is exploding even if it is still finite.
       grid_spacing: the particle-mesh drift's largest cell over the run in units of delta,
-        $\\max_n \\max_k h_k / \\delta$ (`ksdp.particle_mesh`); ``0`` for the direct drift. The drift's
-        error grows like its square; a checked run refuses more than `ksdp.particle_mesh.SPACING_LIMIT`.
+        $\\max_n \\max_k h_k / \\delta$ (`ksdp.particle_mesh`); ``0`` for the direct drift and for P3M,
+        whose error does not depend on it. PM's error grows like its square; a checked run refuses
+        more than `ksdp.particle_mesh.SPACING_LIMIT`.
     """
 
     times: Any
