@@ -15,7 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMBINED = sorted(
     p
     for p in glob.glob(os.path.join(ROOT, "benchmarks", "results", "*.json"))
-    if os.path.basename(p).split("-")[0] not in suite.SCRIPTS + ("ablations",)
+    # a script's own file is <name>-<device>-<date>.json (particle_mesh writes particle-mesh-...)
+    if not os.path.basename(p).startswith(tuple(n.replace("_", "-") + "-" for n in suite.SCRIPTS + ("ablations",)))
 )
 
 
