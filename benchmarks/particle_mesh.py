@@ -347,12 +347,13 @@ def main(argv=None):
         with open(today) as f:
             old = json.load(f)
 
-    def save() -> str:
+    def save() -> dict:
         merged = {**{k: old[k] for k in ("accuracy", "statistics", "timing", "runs") if k in old}, **payload}
         if "runs" in payload and "runs" in old:  # runs done now replace their old rows only
             done = {r["run"] for r in payload["runs"]}
             merged["runs"] = [r for r in old["runs"] if r["run"] not in done] + payload["runs"]
-        return _common.save("particle-mesh", merged, args.out)
+        merged["path"] = _common.save("particle-mesh", merged, args.out)
+        return merged
 
     if parts & {"states", "accuracy", "statistics"}:
         states = make_states(n_states, cache)
@@ -380,9 +381,8 @@ def main(argv=None):
             if args.runs is None or run[0] in args.runs:
                 payload["runs"] += runs([run], per_pair)
                 save()
-    path = save()
-    merged = json.load(open(path))
-    figure(merged, path.replace(".json", ".png"), _common.device_name())
+    merged = save()
+    figure(merged, merged["path"].replace(".json", ".png"), _common.device_name())
     return merged
 
 

@@ -32,7 +32,7 @@ switch $S$ (`switch`) that is 1 at the origin and vanishes with its derivative a
 above; the near part, zero beyond $r_c$, is summed directly over the pairs closer than $r_c$, found
 by sorting both clouds into cells of side $r_c$ (`_near_sum`). Its error falls with the cutoff
 whatever $h / \delta$ (measured on a 3D ball of 3000: 2.4e-3, 1.0e-3, 5.4e-4 at 2.5, 5 and 8 cells;
-3e-4 to 8e-4 on the paper's states at 5), so a coarse grid serves a wide or sparse cloud; its cost
+2.7e-4 to 8.3e-4 on the paper's 3D states at 5), so a coarse grid serves a wide or sparse cloud; its cost
 is the mesh plus the pairs within $r_c$, which grows like $J^2$ at a fixed grid where the cloud is
 dense.
 """
