@@ -4,7 +4,7 @@ Doors (thin entry points over pure functions):
 
 * `simulate`, `sweep`: the IPM (`ksdp.ipm`; its drift direct or on a particle mesh, `ksdp.particle_mesh`).
 * `make_dataset`, `save_dataset`, `load_dataset`: IPM datasets (`ksdp.data`).
-* `w2`: the 2-Wasserstein distance by exact / block assignment (`ksdp.transport`).
+* `w2`: the 2-Wasserstein distance with a certified gap (exact for small N, an auction above; `ksdp.transport`).
 * `train`, `generate`: DeepParticle (`ksdp.training`, `ksdp.model`).
 
 Every door that can run on several devices takes ``mesh=`` (`ksdp.parallel`).

@@ -332,7 +332,7 @@ def compare(
     def w2(k, a, b, n):
         n = min(n or j, len(a), len(b))
         a, b = take(k, a, n), take(jax.random.fold_in(k, 1), b, n)
-        return float(_transport.w2(a, b, k, exact_max=512, max_sweeps=300, rtol=1e-5)[0])
+        return float(_transport.w2(a, b, k).w2)  # the auction: within 1e-4 of the optimum, certified
 
     out = {
         "n_generated": len(generated),

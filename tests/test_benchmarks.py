@@ -12,11 +12,12 @@ import pytest
 from benchmarks import __main__ as suite
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ALONE = suite.SCRIPTS + ("ablations", "assignment")  # scripts that write <name>-<device>-<date>.json
 COMBINED = sorted(
     p
     for p in glob.glob(os.path.join(ROOT, "benchmarks", "results", "*.json"))
     # a script's own file is <name>-<device>-<date>.json (particle_mesh writes particle-mesh-...)
-    if not os.path.basename(p).startswith(tuple(n.replace("_", "-") + "-" for n in suite.SCRIPTS + ("ablations",)))
+    if not os.path.basename(p).startswith(tuple(n.replace("_", "-") + "-" for n in ALONE))
 )
 
 

@@ -17,7 +17,7 @@ PACKAGE = os.path.join(ROOT, "ksdp")
 # bottom to top; a module may import only from lower layers (the package root re-exports the doors)
 LAYERS = [
     {"ksdp._version", "ksdp._checks", "ksdp._io", "ksdp.parallel"},  # shared helpers
-    {"ksdp.kernels", "ksdp.flows", "ksdp.initial"},
+    {"ksdp.kernels", "ksdp.flows", "ksdp.initial", "ksdp.assignment"},
     {"ksdp.particle_mesh"},
     {"ksdp.ipm"},
     {"ksdp.data", "ksdp.transport", "ksdp.reference"},

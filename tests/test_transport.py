@@ -86,18 +86,77 @@ def test_agrees_with_sinkhorn():
     # Entropic bias of the primal cost at epsilon = 3e-3 against W2^2 ~ 0.2 is ~0.1% (measured);
     # the issue asks for agreement within 1%.
     x, y = _clouds(200, 2, seed=7)
-    d, perm = T.w2(x, y)
+    d = T.w2(x, y).w2
     primal, converged = T.sinkhorn_cost(x, y, epsilon=3e-3)
     assert bool(converged)
     assert abs(float(primal) / float(d) ** 2 - 1) < 0.01
 
 
-def test_w2_large_uses_blocks_and_is_close():
+def test_w2_blocks_is_close():
     x, y = _clouds(400, 3, seed=8)
     opt, c = _optimum(x, y)
-    d, perm = T.w2(x, y, exact_max=100)
+    res = T.w2(x, y, exact_max=100, method="blocks")
     # an upper bound (a permutation), within the 2% that block descent reaches in 3D (docs)
-    assert opt * (1 - OPT_RTOL) <= float(d) ** 2 <= opt * 1.02, float(d) ** 2 / opt - 1
+    assert opt * (1 - OPT_RTOL) <= float(res.w2) ** 2 <= opt * 1.02, float(res.w2) ** 2 / opt - 1
+    # its only certificate is the distance of the means, a true lower bound
+    assert float(res.lower) ** 2 <= opt and float(res.gap) >= float(res.w2) ** 2 / opt - 1
+
+
+# The auction's certificate: the tests check it against SciPy's exact optimum of the float64 costs.
+AUCTION_CASES = [(n, d, s) for n, d in [(2, 2), (7, 2), (300, 2), (300, 3), (1000, 2)] for s in (0, 1)]
+
+
+@pytest.mark.parametrize("n,d,seed", AUCTION_CASES)
+def test_auction_certificate_is_honest(n, d, seed):
+    x, y = _clouds(n, d, seed=20 + seed)
+    opt, c = _optimum(x, y)
+    res = T.auction(x, y, tol=1e-4)
+    assert sorted(np.asarray(res.perm).tolist()) == list(range(n))
+    assert res.cost == pytest.approx(_cost64(c, res.perm), rel=1e-12)  # the cost is the matching's, in float64
+    assert res.lower <= opt  # a true lower bound: never above the optimum
+    assert res.cost >= opt * (1 - 1e-12)
+    assert (res.cost - opt) / opt <= res.gap  # the reported gap covers the true one
+    assert res.converged and res.gap <= 1e-4
+
+
+def test_dual_bound_is_a_bound_for_any_prices():
+    # weak duality holds for every nonnegative price vector, not only the auction's
+    x, y = _clouds(200, 2, seed=31)
+    opt, _ = _optimum(x, y)
+    rng = np.random.default_rng(0)
+    for scale in (0.0, 1e-3, 0.1, 10.0):
+        p = jnp.asarray(rng.random(200) * scale, jnp.float32)
+        assert T.dual_bound(x, y, p) <= opt
+    # and the auction's prices make it tight within the auction's gap
+    res = T.auction(x, y, tol=1e-4)
+    assert opt - T.dual_bound(x, y, res.prices) <= 1e-4 * opt
+    with pytest.raises(ValueError, match="prices must be >= 0"):
+        T.dual_bound(x, y, -jnp.ones(200))
+
+
+def test_auction_budget_and_float32_floor_are_reported():
+    x, y = _clouds(300, 2, seed=32)
+    opt, c = _optimum(x, y)
+    # a budget too small to finish: still a permutation, an honest gap, not converged
+    res = T.auction(x, y, max_rounds=50)
+    assert sorted(np.asarray(res.perm).tolist()) == list(range(300))
+    assert not res.converged and res.lower <= opt and (res.cost - opt) / opt <= res.gap
+    # a tolerance below what float32 prices resolve: the best certificate, not converged
+    res = T.auction(x, y, tol=1e-9)
+    assert not res.converged and res.lower <= opt <= res.cost and res.gap < 1e-3
+
+
+def test_w2_default_is_certified():
+    x, y = _clouds(600, 2, seed=33)
+    opt, c = _optimum(x, y)
+    res = T.w2(x, y)
+    assert bool(res.converged) and float(res.gap) <= 1e-4
+    assert float(res.lower) ** 2 <= opt * (1 + 1e-6) and float(res.w2) ** 2 >= opt * (1 - 1e-6)
+    small = T.w2(x[:50], y[:50])  # N <= exact_max: exact, gap 0
+    assert float(small.gap) == 0.0 and bool(small.converged)
+    batch = T.w2(jnp.stack([x, y]), jnp.stack([y, x]))
+    assert batch.w2.shape == (2,) and batch.perm.shape == (2, 600)
+    np.testing.assert_allclose(np.asarray(batch.w2), float(res.w2), rtol=1e-4)  # W2 is symmetric
 
 
 def test_jit_and_vmap_over_parameter_sets():
@@ -137,3 +196,11 @@ def test_bad_input():
         T.solve(jax.random.key(0), x, x, perm=jnp.arange(9))
     with pytest.raises(ValueError, match=r"\[N, d\]"):
         T.w2(jnp.zeros(5), jnp.zeros(5))
+    with pytest.raises(ValueError, match="method"):
+        T.w2(x, x, method="hungarian")
+    with pytest.raises(ValueError, match="tol"):
+        T.auction(x, x, tol=0.0)
+    with pytest.raises(ValueError, match="max_rounds"):
+        T.auction(x, x, max_rounds=0)
+    with pytest.raises(ValueError, match="one problem"):
+        T.auction(jnp.zeros((2, 10, 2)), jnp.zeros((2, 10, 2)))

@@ -115,7 +115,7 @@ def particles_by_value(exp, ds):
 
 
 def _w2(a, b, key):
-    return float(transport.w2(a, b, key, exact_max=512, max_sweeps=300, rtol=1e-5)[0])
+    return float(transport.w2(a, b, key).w2)  # certified within 1e-4 of the optimum
 
 
 def _judge(row: dict, scale: str) -> dict:

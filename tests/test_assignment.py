@@ -1,0 +1,88 @@
+"""The small-block exact solver (`ksdp.assignment.solve_batch`) against SciPy and optax."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+from optax import assignment as optax_assignment
+
+from ksdp import assignment as A
+
+SOLVE = jax.jit(A.solve_batch)
+SOLVE_VMAP = jax.jit(jax.vmap(A.solve_batch))  # a batch of batches: [G, B, M, M]
+
+
+def _problems(rng, b, m, kind):
+    if kind == "uniform":
+        return rng.random((b, m, m))
+    if kind == "ties":  # few distinct values: many optimal permutations
+        return np.round(rng.random((b, m, m)) * 3)
+    if kind == "identity":  # the identity optimal in every other block (the sweeps' common case)
+        c = rng.random((b, m, m))
+        c[::2] -= 2 * np.eye(m)
+        return c
+    # squared distances of near-matched points: the identity near-optimal, as in a warm sweep
+    x = rng.random((b, m, 2))
+    y = x + 0.05 * rng.normal(size=(b, m, 2))
+    return ((x[:, :, None] - y[:, None]) ** 2).sum(-1)
+
+
+def _check(c64, sol):
+    sol = np.asarray(sol)
+    for k, (c, s) in enumerate(zip(c64, sol, strict=True)):
+        assert sorted(s.tolist()) == list(range(c.shape[0])), k
+        r, col = scipy.optimize.linear_sum_assignment(c)
+        opt = c[r, col].sum()
+        # float32: each of the M costs carries a relative round-off ~6e-8 and Dijkstra's reduced
+        # costs a few more; 1e-5 of the total (plus 1e-6 absolute) is far below a wrong swap's
+        # cost on these problems (~1e-2)
+        assert c[np.arange(c.shape[0]), s].sum() <= opt + 1e-5 * abs(opt) + 1e-6, k
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 8, 16, 31, 32, 33, 64])
+@pytest.mark.parametrize("kind", ["uniform", "ties", "identity", "near"])
+def test_equals_scipy_under_jit(m, kind):
+    rng = np.random.default_rng(m)
+    c = _problems(rng, 12, m, kind)
+    _check(c, SOLVE(jnp.asarray(c, jnp.float32)))
+
+
+@pytest.mark.parametrize("m", [1, 2, 7, 16])
+def test_equals_scipy_under_vmap(m):
+    rng = np.random.default_rng(100 + m)
+    c = np.stack([_problems(rng, 6, m, k) for k in ("uniform", "ties", "identity")])  # [3, 6, m, m]
+    sol = SOLVE_VMAP(jnp.asarray(c, jnp.float32))
+    _check(c.reshape(-1, m, m), np.asarray(sol).reshape(-1, m))
+
+
+def test_one_matrix_and_chunk_levels():
+    rng = np.random.default_rng(7)
+    c = _problems(rng, 1, 9, "uniform")[0]
+    _check(c[None], A.solve_batch(jnp.asarray(c, jnp.float32))[None])
+    # every chunk size: 1 bad block, a few, most (levels=1 solves the whole batch at once)
+    for n_bad in (1, 5, 40):
+        cc = _problems(rng, 64, 8, "identity")
+        cc[1::2] -= 2 * np.eye(8)  # identity optimal everywhere ...
+        cc[:n_bad] = rng.random((n_bad, 8, 8))  # ... but in n_bad blocks
+        for levels in (1, 4):
+            _check(cc, A.solve_batch(jnp.asarray(cc, jnp.float32), levels=levels))
+
+
+def test_identity_check_is_exact_in_both_directions():
+    rng = np.random.default_rng(8)
+    c = _problems(rng, 200, 8, "near")
+    shown = np.asarray(A.identity_is_optimal(jnp.asarray(c, jnp.float32)))
+    truth = np.array([np.isclose(np.trace(m), m[scipy.optimize.linear_sum_assignment(m)].sum()) for m in c])
+    assert not np.any(shown & ~truth)  # never claims a non-optimal identity
+    assert shown.sum() >= 0.9 * truth.sum()  # and finds (nearly) all optimal ones: float ties may hide a few
+
+
+def test_matches_optax_hungarian():
+    # optax's Hungarian algorithm, the solver ksdp used before, as a second reference
+    rng = np.random.default_rng(9)
+    c = jnp.asarray(_problems(rng, 50, 16, "uniform"), jnp.float32)
+    i, j = jax.vmap(optax_assignment.hungarian_algorithm)(c)
+    ref = jnp.sum(c[jnp.arange(50)[:, None], i, j], axis=1)
+    ours = jnp.sum(jnp.take_along_axis(c, SOLVE(c)[..., None], 2)[..., 0], axis=1)
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=1e-6)  # float32 sums of 16 terms
