@@ -85,9 +85,9 @@ def training_throughput(minibatches):
     cfg = T.TrainConfig()  # the paper's N, K, L, sweeps
     targets, eta = T.check_inputs(mc, cfg, targets, eta)
     out = {}
-    for name, solver in (("ksdp", A.solve_batch), ("optax", _optax_solve_batch)):
-        original = A.solve_batch
-        A.solve_batch = solver  # the transport module looks it up at trace time
+    for name, solver in (("ksdp", A._solve_batch), ("optax", _optax_solve_batch)):
+        original = A._solve_batch
+        A._solve_batch = solver  # the transport module looks it up at trace time
         try:
 
             def minibatch(*a):  # a new function object: jax must trace it afresh, with this solver
@@ -103,7 +103,7 @@ def training_throughput(minibatches):
             jax.block_until_ready(losses)
             out[f"{name}_steps_per_s"] = minibatches * cfg.resample_every / (time.perf_counter() - t0)
         finally:
-            A.solve_batch = original
+            A._solve_batch = original
     out["ratio"] = out["ksdp_steps_per_s"] / out["optax_steps_per_s"]
     return out
 

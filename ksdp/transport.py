@@ -104,7 +104,7 @@ def _solve_blocks(x, y, perm, rows):
     gather = jax.vmap(lambda a, idx: a[idx])
     xb, yb = gather(x, rows), gather(y, cols)  # [R, B, m, d]
     c = jnp.sum((xb[:, :, :, None, :] - yb[:, :, None, :, :]) ** 2, axis=-1)  # [R, B, m, m]
-    local = _assign.solve_batch(c.reshape(-1, *c.shape[2:])).reshape(c.shape[:3])
+    local = _assign._solve_batch(c.reshape(-1, *c.shape[2:]), rounds=None, levels=3).reshape(c.shape[:3])
     old = jnp.trace(c, axis1=2, axis2=3)
     new = jnp.sum(jnp.take_along_axis(c, local[..., None], axis=3)[..., 0], axis=2)
     keep = ~(new < old)  # strict improvement only: a sweep can never raise the cost
@@ -325,7 +325,8 @@ class AuctionResult(NamedTuple):
       gap: ``(cost - lower) / lower`` (``0`` where both vanish), the certified relative gap on $W_2^2$.
       converged: ``gap <= tol``.
       rounds: bidding rounds run.
-      prices: ``[N]`` column prices (float32 or the inputs' dtype); ``-prices`` are column duals.
+      prices: ``[N]`` nonnegative column prices whose `dual_bound` is ``lower`` (the auction's, after
+        one c-transform pair); ``-prices`` are column duals.
     """
 
     perm: jax.Array
@@ -371,9 +372,38 @@ def _top2(xa, y, q):
     return j1, w1, w2
 
 
-def _row_min(x, y, q):
-    """``min_j (q_j - 2 x_i . y_j)`` for every row, in tiles of `AUCTION_TILE` rows: ``[N]``."""
-    return jax.lax.map(lambda xi: jnp.min(q - 2.0 * (y @ xi)), x, batch_size=AUCTION_TILE)
+def _tiled_row_min(x, y, p, *, linear):
+    """``min_j (f(x_i, y_j) + p_j)`` for every row, in tiles of `AUCTION_TILE` rows: ``[N]``.
+
+    ``linear=False``: ``f = |x_i - y_j|^2``, summed coordinate by coordinate (``d + 1`` nonnegative
+    terms when ``p >= 0``: the form `dual_bound`'s round-off bound is derived for);
+    ``linear=True``: ``f = -2 x_i . y_j`` (the auction's bids, with ``p`` the shifted prices ``q``).
+    The coordinates are unrolled so XLA fuses a tile into one pass (16x faster than materialising
+    ``[tile, N, d]`` on the 2-core CPU).
+    """
+    n, d = x.shape
+    tile = min(AUCTION_TILE, n)
+    pad = -n % tile
+    xt = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad, d))]).reshape(-1, tile, d)
+
+    def one(xa):
+        c = jnp.zeros((tile, y.shape[0]), x.dtype)
+        for k in range(d):
+            c = c + (-2.0 * xa[:, k : k + 1] * y[None, :, k] if linear else (xa[:, k : k + 1] - y[None, :, k]) ** 2)
+        return jnp.min(c + p[None], axis=1)
+
+    return jax.lax.map(one, xt).reshape(-1)[:n]
+
+
+def _improve_prices(x, y, p):
+    """One c-transform pair: ``u_i = min_j (C_ij + p_j)``, then ``p'_j = max_i (u_i - C_ij)`` (shifted to >= 0).
+
+    The dual objective can only rise (each step is the best response of one side to the other);
+    from the auction's prices it closes about half the certificate's gap (measured).
+    """
+    u = _tiled_row_min(x, y, p, linear=False)
+    pc = -_tiled_row_min(y, x, -u, linear=False)
+    return pc - jnp.min(pc)
 
 
 @partial(jax.jit, static_argnames=("levels", "theta"))
@@ -396,7 +426,7 @@ def _auction(x, y, eps0, tol, max_rounds, *, levels=AUCTION_LEVELS, theta=AUCTIO
     dt = x.dtype
     kmax = max(levels)
     cap = n + kmax
-    xx = jnp.sum(x * x, axis=1)
+    yy = jnp.sum(y * y, axis=1)
 
     def bid_round(k, st):
         q, owner, assign, queue, head, n_free, eps, rounds = st
@@ -436,9 +466,9 @@ def _auction(x, y, eps0, tol, max_rounds, *, levels=AUCTION_LEVELS, theta=AUCTIO
         return q, owner, assign, rounds
 
     def slack(q, assign):
-        best = _row_min(x, y, q)
+        best = _tiled_row_min(x, y, q, linear=True)
         own = q[assign] - 2.0 * jnp.sum(x * y[assign], axis=1)
-        return jnp.maximum(own - best, 0), jnp.sum(best + xx) - jnp.sum(q - jnp.sum(y * y, axis=1))
+        return jnp.maximum(own - best, 0)
 
     def eps_floor(q):
         return 8 * jnp.finfo(dt).eps * jnp.maximum(jnp.max(jnp.abs(q)), 1.0)
@@ -449,8 +479,12 @@ def _auction(x, y, eps0, tol, max_rounds, *, levels=AUCTION_LEVELS, theta=AUCTIO
 
     def body(st):
         q, owner, assign, eps, rounds, _ = st
-        sl, lower = slack(q, assign)
-        good = jnp.sum(sl) <= 0.5 * tol * jnp.abs(lower)
+        sl = slack(q, assign)
+        # the certificate `auction` will give, in float32: the prices after one c-transform pair
+        pc = _improve_prices(x, y, jnp.maximum(q - yy, 0))
+        lower = (jnp.sum(_tiled_row_min(x, y, pc, linear=False)) - jnp.sum(pc)) / n
+        cost = jnp.mean(jnp.sum((x - y[assign]) ** 2, axis=1))
+        good = cost - lower <= 0.8 * tol * jnp.abs(lower)  # float32 estimate; float64 round-off is ~1e-7
         floor = eps_floor(q)
         stop = good | (eps <= floor) | (rounds >= max_rounds)
         eps = jnp.maximum(eps / theta, floor)
@@ -468,10 +502,8 @@ def _auction(x, y, eps0, tol, max_rounds, *, levels=AUCTION_LEVELS, theta=AUCTIO
     return assign, q, rounds, eps
 
 
-@jax.jit
-def _cost_row_min(x, y, p):
-    """``min_j (|x_i - y_j|^2 + p_j)`` in the inputs' dtype, in tiles of `AUCTION_TILE` rows."""
-    return jax.lax.map(lambda xi: jnp.min(jnp.sum((xi[None] - y) ** 2, axis=-1) + p), x, batch_size=AUCTION_TILE)
+_row_min_jit = jax.jit(partial(_tiled_row_min, linear=False))
+_improve_jit = jax.jit(_improve_prices)
 
 
 def dual_bound(x, y, prices) -> float:
@@ -495,7 +527,7 @@ def dual_bound(x, y, prices) -> float:
     k = x.shape[-1] + 3
     u = float(jnp.finfo(x.dtype).eps) / 2
     gamma = k * u / (1 - k * u)
-    rows = np.asarray(_cost_row_min(x, y, p), np.float64) / (1 + gamma)
+    rows = np.asarray(_row_min_jit(x, y, p), np.float64) / (1 + gamma)
     return (float(np.sum(rows)) - float(np.sum(np.asarray(p, np.float64)))) / x.shape[0]
 
 
@@ -542,6 +574,11 @@ def auction(x, y, *, tol: float = 1e-4, max_rounds: int | None = None) -> Auctio
         p[p < 0] = np.setdiff1d(np.arange(n), p[p >= 0])
         perm = jnp.asarray(p, jnp.int32)
         cost = float(np.mean(np.sum((xn - yn[p]) ** 2, axis=1)))
+    improved = _improve_jit(x, y, prices)  # one c-transform pair: a tighter dual, never a looser one
+    bound = dual_bound(x, y, improved)
+    if not bound >= dual_bound(x, y, prices) - 1e-12 * abs(bound):  # float32 round-off of the transform
+        improved = prices
+    prices = improved
     lower = min(dual_bound(x, y, prices), cost)  # never above a feasible cost
     lower -= 1e-12 * abs(lower)  # float64 round-off of the host sums
     gap = (cost - lower) / lower if lower > 0 else (0.0 if cost <= 0 else math.inf)

@@ -40,11 +40,10 @@ def _check(c64, sol):
         assert c[np.arange(c.shape[0]), s].sum() <= opt + 1e-5 * abs(opt) + 1e-6, k
 
 
-@pytest.mark.parametrize("m", [1, 2, 3, 5, 8, 16, 31, 32, 33, 64])
-@pytest.mark.parametrize("kind", ["uniform", "ties", "identity", "near"])
-def test_equals_scipy_under_jit(m, kind):
+@pytest.mark.parametrize("m", [1, 2, 3, 16, 32, 33, 64])  # 32 and 33: one and two words of path bits
+def test_equals_scipy_under_jit(m):
     rng = np.random.default_rng(m)
-    c = _problems(rng, 12, m, kind)
+    c = np.concatenate([_problems(rng, 12, m, kind) for kind in ("uniform", "ties", "identity", "near")])
     _check(c, SOLVE(jnp.asarray(c, jnp.float32)))
 
 
@@ -86,3 +85,20 @@ def test_matches_optax_hungarian():
     ref = jnp.sum(c[jnp.arange(50)[:, None], i, j], axis=1)
     ours = jnp.sum(jnp.take_along_axis(c, SOLVE(c)[..., None], 2)[..., 0], axis=1)
     np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=1e-6)  # float32 sums of 16 terms
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="square"):
+        A.solve_batch(jnp.zeros((3, 4, 5)))
+    with pytest.raises(ValueError, match="square"):
+        A.solve_batch(jnp.zeros(4))
+    with pytest.raises(TypeError, match="floats"):
+        A.solve_batch(jnp.zeros((2, 3, 3), jnp.int32))
+    with pytest.raises(ValueError, match="finite"):
+        A.solve_batch(jnp.zeros((2, 3, 3)).at[1, 0, 2].set(jnp.nan))
+    with pytest.raises(ValueError, match="empty"):
+        A.solve_batch(jnp.zeros((0, 3, 3)))
+    with pytest.raises(ValueError, match="levels"):
+        A.solve_batch(jnp.zeros((2, 3, 3)), levels=0)
+    with pytest.raises(ValueError, match="rounds"):
+        A.solve_batch(jnp.zeros((2, 3, 3)), rounds=-1)

@@ -103,7 +103,7 @@ def test_w2_blocks_is_close():
 
 
 # The auction's certificate: the tests check it against SciPy's exact optimum of the float64 costs.
-AUCTION_CASES = [(n, d, s) for n, d in [(2, 2), (7, 2), (300, 2), (300, 3), (1000, 2)] for s in (0, 1)]
+AUCTION_CASES = [(n, d, s) for n, d in [(2, 2), (7, 2), (300, 2), (300, 3), (600, 2)] for s in (0, 1)]
 
 
 @pytest.mark.parametrize("n,d,seed", AUCTION_CASES)
