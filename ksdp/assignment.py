@@ -106,7 +106,9 @@ def _sap(c):
             sc = sc | (act[None] & at_j)
             owner = jnp.sum(jnp.where(at_j, row4col, 0), axis=0)
             pm_j = jnp.sum(jnp.where(at_j[None], pmask, jnp.uint32(0)), axis=1, dtype=jnp.uint32)  # [W, B]
-            go = act & (owner >= 0)  # column j is taken: continue from its row
+            # column j is taken: continue from its row. An infinite or NaN distance (overflowed or
+            # non-finite costs) ends the search: the block is returned as the identity
+            go = act & (owner >= 0) & (low < inf)
             hit = go[None] & (ar == owner[None])
             scanned_row = scanned_row | hit
             rowdist = jnp.where(hit, low[None], rowdist)
@@ -131,15 +133,17 @@ def _sap(c):
             lambda s: jnp.any(s[-1]), search, s0
         )
         # dual update (empty sets in blocks without a k-th free row), then flip the path
-        u = jnp.where(scanned_row, u + (minval[None] - rowdist), u)
-        v = jnp.where(sc, v - (minval[None] - spc), v)
+        found = live & (minval < inf)
+        u = jnp.where(scanned_row & found[None], u + (minval[None] - rowdist), u)
+        v = jnp.where(sc & found[None], v - (minval[None] - spc), v)
         on_path = jnp.any((pm_sink[:, None, :] & own_bit) != 0, axis=0)  # [M(j), B]
-        row4col = jnp.where(on_path & live[None], path, row4col)
+        row4col = jnp.where(on_path & found[None], path, row4col)
         return u, v, row4col
 
     _, _, row4col = jax.lax.fori_loop(0, jnp.max(n_free), augment, (u, v, row4col))
     col4row = jnp.max(jnp.where(row4col[None, :, :] == ar[:, :, None], ar[None, :, :], -1), axis=1)  # [M(i), B]
-    return col4row.T
+    complete = jnp.all(col4row >= 0, axis=0)  # False only where a search met a non-finite cost
+    return jnp.where(complete[None], col4row, ar).T
 
 
 def solve_batch(c, *, rounds: int | None = None, levels: int = 3):

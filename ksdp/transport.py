@@ -560,6 +560,10 @@ def auction(x, y, *, tol: float = 1e-4, max_rounds: int | None = None) -> Auctio
         max_rounds = 1000 * n
     if not isinstance(max_rounds, (int, np.integer)) or isinstance(max_rounds, bool) or max_rounds < 1:
         raise ValueError(f"max_rounds must be an integer >= 1, got {max_rounds!r}.")
+    size = float(jnp.maximum(jnp.max(jnp.abs(x)), jnp.max(jnp.abs(y))))
+    if size > 1e15 or 0 < size < 1e-15:  # squared distances would overflow or underflow: solve in units of size
+        res = auction(x / size, y / size, tol=tol, max_rounds=max_rounds)
+        return res._replace(cost=res.cost * size**2, lower=res.lower * size**2, prices=res.prices * size**2)
     # the starting epsilon: half the mean squared distance of the identity matching (the cost scale)
     eps0 = jnp.maximum(0.5 * matched_cost(x, y, identity(x)), jnp.finfo(x.dtype).tiny)
     assign, q, rounds, _ = _auction(x, y, eps0, jnp.asarray(tol, x.dtype), jnp.int32(min(max_rounds, 2**31 - 1)))
@@ -610,7 +614,10 @@ def w2(
       key: random key for the block descent (default ``jax.random.key(0)``).
       method: ``"auction"`` or ``"blocks"``.
       tol: the auction's target gap.
-      exact_max, block, max_sweeps, rtol: see `solve`.
+      exact_max: problems with ``N <= exact_max`` are solved exactly (see `solve`).
+      block: block size of ``method="blocks"`` (see `solve`).
+      max_sweeps: sweep budget of ``method="blocks"``.
+      rtol: convergence threshold of ``method="blocks"``.
 
     Returns:
       `W2Result` ``(w2, perm, lower, gap, converged)``.

@@ -204,3 +204,13 @@ def test_bad_input():
         T.auction(x, x, max_rounds=0)
     with pytest.raises(ValueError, match="one problem"):
         T.auction(jnp.zeros((2, 10, 2)), jnp.zeros((2, 10, 2)))
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-20])
+def test_auction_in_any_unit(scale):
+    x, y = _clouds(300, 2, seed=34)
+    ref = T.auction(x, y)
+    res = T.auction(x * scale, y * scale)
+    np.testing.assert_array_equal(np.asarray(res.perm), np.asarray(ref.perm))
+    assert res.cost == pytest.approx(ref.cost * scale**2, rel=1e-5)  # float32 round-off of the rescale
+    assert res.lower <= res.cost and res.gap == pytest.approx(ref.gap, rel=1e-2, abs=1e-6)
