@@ -566,7 +566,9 @@ def auction(x, y, *, tol: float = 1e-4, max_rounds: int | None = None) -> Auctio
         return res._replace(cost=res.cost * size**2, lower=res.lower * size**2, prices=res.prices * size**2)
     # the starting epsilon: half the mean squared distance of the identity matching (the cost scale)
     eps0 = jnp.maximum(0.5 * matched_cost(x, y, identity(x)), jnp.finfo(x.dtype).tiny)
-    assign, q, rounds, _ = _auction(x, y, eps0, jnp.asarray(tol, x.dtype), jnp.int32(min(max_rounds, 2**31 - 1)))
+    levels = tuple(k for k in AUCTION_LEVELS if k <= n)  # no round wider than the problem (less to compile)
+    budget = jnp.int32(min(max_rounds, 2**31 - 1))
+    assign, q, rounds, _ = _auction(x, y, eps0, jnp.asarray(tol, x.dtype), budget, levels=levels)
     perm = assign
     ok = bool(jnp.all(perm >= 0))
     prices = jnp.maximum(q - jnp.sum(y * y, axis=1), 0)  # q starts at |y|^2 and only rises
