@@ -8,7 +8,7 @@ Reports, each against a baseline measured in the same run:
   K = 1000, L = 200), one jitted ``lax.scan`` per mini-batch; baseline: the same schedule driven from
   Python, one jitted Adam step per call and one jitted renewal per L steps (the loop a user would
   write first);
-* seconds per block sweep over all 8 sets (batched Hungarian under ``vmap``); baseline: the same
+* seconds per block sweep over all 8 sets (``ksdp.assignment.solve_batch``, blocks batched); baseline: the same
   blocks solved one after another by ``scipy.optimize.linear_sum_assignment``;
 * generated particles per second (10^6 particles, chunks of 65,536); baseline: the network applied
   to all 10^6 sources in one un-chunked jitted call.

@@ -16,7 +16,7 @@ minimising $\sum_i c_{i\sigma(i)}$. It is the sub-problem solver of the block sw
    leaves, on the remaining blocks only: they are gathered into a chunk of ``B / 16``, ``B / 4``
    or ``B`` blocks (the smallest that holds them), since every Dijkstra step costs the same for
    every block of a chunk. Inside, the batch is the minor axis of every array (``[M, B]``: XLA's
-   CPU loops run 4x faster on that layout than on ``[B, M]``), the row of the cost matrix is one
+   CPU loops vectorise over it, unlike ``[B, M]`` with its short minor axis), the row of the cost matrix is one
    flat gather, and the augmenting path is flipped in one step from a bit set of its columns kept
    during the search (no sequential walk back).
 
@@ -160,7 +160,7 @@ def solve_batch(c, *, rounds: int | None = None, levels: int = 3):
       rounds: Bellman--Ford relaxations of the identity check (default ``M``, enough to settle
         every block whose identity is optimal; ``0`` skips the check).
       levels: how many chunk sizes to compile (``1``: always the whole batch). Each size is one
-        more compiled loop (about 0.6 s of compilation on the 2-core CPU).
+        more compiled loop.
     """
     c = jnp.asarray(c)
     if c.ndim not in (2, 3) or c.shape[-1] != c.shape[-2]:
