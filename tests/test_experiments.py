@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from damage import CHECKPOINT_DAMAGE
 
 import ksdp
 from ksdp import training as T
@@ -67,16 +68,28 @@ def test_other_seed_trains_afresh_and_keeps_the_old_checkpoint(smoke_run, tmp_pa
     assert len(T.load_checkpoint(str(tmp_path / "ks2d-time" / "checkpoint.npz"))[3]) == SCALES["smoke"].n_steps
 
 
-def test_unreadable_checkpoint_is_moved_aside_and_retrained(smoke_run, tmp_path):
+@pytest.mark.parametrize("label", list(CHECKPOINT_DAMAGE))
+def test_damaged_checkpoint_is_moved_aside_and_retrained(smoke_run, tmp_path, label):
+    # every kind of damage the checkpoint loader checks for, through the CLI's training stage
+    # (`run.train_network`, what `run.run` calls): the damaged file is kept (renamed, not lost), the
+    # log says why, and the network is trained afresh to a whole, valid checkpoint
     folder, _ = smoke_run
-    shutil.copytree(os.path.join(folder, "laminar2d-time"), tmp_path / "laminar2d-time")
-    ck = tmp_path / "laminar2d-time" / "checkpoint.npz"
-    ck.write_bytes(ck.read_bytes()[:100])  # killed mid-copy, or a disk error
+    exp = EXPERIMENTS["laminar2d-time"]
+    ck = tmp_path / "checkpoint.npz"
+    shutil.copy(os.path.join(folder, exp.name, "checkpoint.npz"), ck)
+    damage, match = CHECKPOINT_DAMAGE[label]
+    damage(str(ck))
+    damaged = ck.read_bytes()
+    ds = ksdp.load_dataset(os.path.join(folder, exp.name, "dataset.npz"))
+    values = [float(v) for v in run._all_values(exp, "smoke")]  # the dataset's order
+    train_idx = [values.index(float(v)) for v in exp.values("smoke")[0]]
+    targets = run.particles_by_value(exp, ds)[0, train_idx]
     lines = []
-    run.run(EXPERIMENTS["laminar2d-time"], "smoke", str(tmp_path), 0, log=lines.append)
-    assert (tmp_path / "laminar2d-time" / "checkpoint.stale-1.npz").stat().st_size == 100
-    assert any("not a readable" in line and "training afresh" in line for line in lines)
-    T.load_checkpoint(str(ck))  # a whole, valid checkpoint again
+    res, complete, _ = run.train_network(exp, "smoke", 0, targets, str(ck), log=lines.append)
+    assert (tmp_path / "checkpoint.stale-1.npz").read_bytes() == damaged
+    assert any(match in line and "Moved it to" in line and "training afresh" in line for line in lines), lines
+    assert not complete and len(res.history) == SCALES["smoke"].n_steps
+    assert int(T.load_checkpoint(str(ck))[0].step) == SCALES["smoke"].n_steps
 
 
 def test_rows_are_on_disk_before_a_late_failure(smoke_run, monkeypatch):

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from damage import CHECKPOINT_DAMAGE
 
 from ksdp import model as M
 from ksdp import training as T
@@ -234,53 +235,13 @@ def test_fresh_batch_loss_takes_the_first_step_of_each_minibatch():
         T.fresh_batch_loss(h[:5], 10)
 
 
-def _rewrite(path, change):
-    """Rewrites the checkpoint at ``path`` with ``change(arrays)`` applied to its npz members."""
-    with np.load(path, allow_pickle=False) as z:
-        arrays = dict(z.items())
-    change(arrays)
-    np.savez(path, **arrays)
-
-
-def _meta(arrays, **kw):
-    import json
-
-    meta = json.loads(str(arrays["meta_json"]))
-    meta.update(kw)
-    arrays["meta_json"] = np.asarray(json.dumps(meta))
-
-
-CORRUPT = [
-    ("truncated file", None, "not a readable .npz"),
-    ("not a zip", "text", "not a readable .npz"),
-    ("NaN weights", lambda a: a.__setitem__("leaf_0000", a["leaf_0000"] * np.nan), "NaN or inf"),
-    ("integer weights", lambda a: a.__setitem__("leaf_0000", a["leaf_0000"].astype(np.int32)), "dtype"),
-    ("step 10^9 + 20", lambda a: _meta(a, step=10**9 + 20), "step"),
-    ("step -20", lambda a: _meta(a, step=-20), "step"),
-    ("metadata without the model", lambda a: _meta(a, model=None), "metadata"),
-    ("foreign format", lambda a: _meta(a, format="other"), "not a ksdp checkpoint"),
-    ("missing member", lambda a: a.pop("leaf_0001"), "missing"),
-    ("history too long", lambda a: a.__setitem__("history", np.zeros(10**6, np.float32)), "bytes"),
-    ("perm not a permutation", None, "permutation"),
-]
-
-
-@pytest.mark.parametrize("label,change,match", CORRUPT, ids=[c[0] for c in CORRUPT])
-def test_corrupt_checkpoints_are_named_errors(tmp_path, label, change, match):
+@pytest.mark.parametrize("label", list(CHECKPOINT_DAMAGE))
+def test_corrupt_checkpoints_are_named_errors(tmp_path, label):
+    damage, match = CHECKPOINT_DAMAGE[label]
     targets, etas, mc = _tiny_problem()
     ck = str(tmp_path / "ck.npz")
     T.train(jax.random.key(0), targets, etas, mc, TINY, n_steps=20, checkpoint=ck, progress=False)
-    if label == "truncated file":
-        data = open(ck, "rb").read()
-        open(ck, "wb").write(data[: len(data) // 2])
-    elif change == "text":
-        open(ck, "w").write("not a checkpoint")
-    elif label == "perm not a permutation":
-        with np.load(ck) as z:  # the [R, N] int32 leaf: the matchings
-            perm_leaf = next(k for k in z.files if z[k].dtype == np.int32 and z[k].shape == (3, TINY.n_samples))
-        _rewrite(ck, lambda a: a.__setitem__(perm_leaf, np.zeros_like(a[perm_leaf])))
-    else:
-        _rewrite(ck, change)
+    damage(ck)
     with pytest.raises(T.CheckpointError, match=match) as info:
         T.load_checkpoint(ck)
     assert ck in str(info.value) and "train afresh" in str(info.value)

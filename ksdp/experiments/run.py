@@ -203,6 +203,34 @@ def _checkpoint_step(path) -> int:
         return -1
 
 
+def train_network(exp: Experiment, scale: str, seed: int, targets, ck_path: str, log=print):
+    """The training stage of `run`: trains on ``targets`` (``[R, J, d]``, the training values'
+    particles) with the scale's configs, resuming from the checkpoint at ``ck_path``.
+
+    A checkpoint that is unreadable or was written for other data (`training.CheckpointError`,
+    `training.CheckpointMismatch`) is moved aside to ``checkpoint.stale-<n>.npz``, never deleted,
+    and the network is trained afresh, saying so.
+
+    Returns ``(TrainResult, resumed_complete, seconds)``: whether the checkpoint already held every
+    step (nothing was trained), and the time the training that did happen took.
+    """
+    n_steps = SCALES[scale].n_steps
+    mcfg, tcfg = configs(exp, scale)
+    train_v = exp.values(scale)[0]
+    resumed_complete = os.path.exists(ck_path) and _checkpoint_step(ck_path) >= n_steps
+    fit = partial(training.train, jax.random.key(seed + 1), targets, train_v, mcfg, tcfg, n_steps=n_steps)
+    t0 = time.perf_counter()
+    try:
+        res = fit(checkpoint=ck_path)
+    except (training.CheckpointMismatch, training.CheckpointError) as e:  # other data, or unreadable: keep it aside
+        stale = _aside(ck_path)
+        log(f"  training: {e} Moved it to {stale}; training afresh.")
+        resumed_complete = False
+        t0 = time.perf_counter()
+        res = fit(checkpoint=ck_path)
+    return res, resumed_complete, time.perf_counter() - t0
+
+
 def run(
     exp: Experiment,
     scale: str,
@@ -248,20 +276,10 @@ def run(
     index = {float(v): i for i, v in enumerate(values)}
     train_idx = [index[float(v)] for v in train_v]
 
-    t0 = time.perf_counter()
-    mcfg, tcfg = configs(exp, scale)
-    ck_path = os.path.join(folder, "checkpoint.npz")
-    resumed_complete = os.path.exists(ck_path) and _checkpoint_step(ck_path) >= sc.n_steps
-    fit = partial(training.train, jax.random.key(seed + 1), parts[0, train_idx], train_v, mcfg, tcfg)
-    try:
-        res = fit(n_steps=sc.n_steps, checkpoint=ck_path)
-    except (training.CheckpointMismatch, training.CheckpointError) as e:  # other data, or unreadable: keep it aside
-        stale = _aside(ck_path)
-        log(f"  training: {e} Moved it to {stale}; training afresh.")
-        resumed_complete = False
-        t0 = time.perf_counter()
-        res = fit(n_steps=sc.n_steps, checkpoint=ck_path)
-    timing["train_s"] = time.perf_counter() - t0
+    mcfg, _ = configs(exp, scale)
+    res, resumed_complete, timing["train_s"] = train_network(
+        exp, scale, seed, parts[0, train_idx], os.path.join(folder, "checkpoint.npz"), log
+    )
     if resumed_complete and "train_s" in previous:
         timing["train_s"] = previous["train_s"]  # the checkpoint was complete: keep the time it took
 
