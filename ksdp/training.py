@@ -60,8 +60,9 @@ class TrainConfig(NamedTuple):
         (`TrainResult.params`); ``0`` keeps none (the paper).
       decay_steps: cosine decay of the learning rate to 1% of ``learning_rate`` over this many Adam
         steps (then constant); ``0`` keeps it constant (the paper).
-      debias: subtract half the matched cost between two independent generated batches (see
-        `loss_fn`), which removes the shrinkage of the min--min loss; ``False`` is the paper's loss.
+      debias: subtract half the matched cost between two independent generated batches, capped
+        (see `debiased_objective`), which removes the shrinkage of the min--min loss; ``False`` is
+        the paper's loss.
     """
 
     n_samples: int = 2000
@@ -118,7 +119,10 @@ def _fingerprint(key, targets, eta, model_cfg, cfg) -> str:
         a = np.ascontiguousarray(np.asarray(a))
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())
-    h.update(json.dumps([model_cfg.to_dict(), cfg._asdict()], sort_keys=True).encode())
+    # the debiased loss changed once (its self term is capped, `debiased_objective`): a checkpoint
+    # trained with the uncapped loss is not resumed with the capped one
+    loss = ["self term capped"] if cfg.debias else []
+    h.update(json.dumps([model_cfg.to_dict(), cfg._asdict(), *loss], sort_keys=True).encode())
     return h.hexdigest()
 
 
@@ -189,29 +193,57 @@ def loss_fn(model_cfg, params, x, y, perm, eta):
     return jnp.mean(jnp.sum((fx - matched) ** 2, axis=-1))
 
 
-def debiased_loss_fn(model_cfg, params, x, x_self, y, perm, perm_self, eta):
-    r"""The debiased loss: ``(objective, matched cost)``.
+# The self term of the debiased loss counts a pair's cost up to SELF_CAP times the largest squared
+# distance of a mini-batch target from the targets' mean; 4x that bounds the targets' squared
+# diameter, so the cap never binds on a pair of points inside the targets' extent.
+SELF_CAP = 4.0
+
+
+def debiased_objective(fx, fs, y, perm, perm_self):
+    r"""The debiased loss of generated points: ``(objective, matched cost)``.
+
+    ``fx`` and ``fs`` (``[..., N, d]``) are two independent batches of generated points, ``y`` the
+    targets, ``perm`` the matching of ``fx`` to ``y`` and ``perm_self`` that of ``fx`` to ``fs``:
 
     $$
-    \frac1N\sum_i |f(x_i) - y_{\gamma(i)}|^2 - \frac12\,\frac1N\sum_i |f(x_i) - f(x'_{\tau(i)})|^2
+    \frac1N\sum_i |f_i - y_{\gamma(i)}|^2
+      - \frac12\,\frac1N\sum_i \min\big(|f_i - f'_{\tau(i)}|^2,\; c\big),
+    \qquad c = 4 \max_j |y_j - \bar y|^2 .
     $$
 
-    with ``x'`` a second, independent batch of sources and ``tau`` its matching to ``f(x)``; the
-    gradient flows through both ``f(x)`` and ``f(x')``. The first term alone (the paper's loss, the
-    expected squared W2 between an ``N``-sample of the generated law and one of the target law) is
-    smallest for a law *narrower* than the target: a sample matched to another sample pulls its outer
-    points in, and the fitted map regresses towards its conditional mean, losing about one squared
-    W2 floor from the second moment. The second term is the same expectation between two samples of
-    the generated law; its derivative at the target law is twice the first term's, so the objective
-    is stationary at the target law (to first order the bias cancels, as in the Sinkhorn
-    divergence). The matched cost, the first term, is returned for the loss history.
+    The first term alone (the paper's loss, the expected squared W2 between an ``N``-sample of the
+    generated law and one of the target law) is smallest for a law *narrower* than the target: a
+    sample matched to another sample pulls its outer points in, and the fitted map regresses towards
+    its conditional mean, losing about one squared W2 floor from the second moment. The second term is
+    the same expectation between two samples of the generated law; its derivative at the target law is
+    twice the first term's, so the objective is stationary at the target law (to first order the bias
+    cancels, as in the Sinkhorn divergence).
+
+    The cap ``c`` (at least the targets' squared diameter, so it does not bind inside their extent)
+    keeps the objective bounded below. Without it a rare far point costs nothing on average: drawn in
+    ``f`` it pays ``R^2`` in the first term and earns back ``R^2 / 2`` in the second, drawn in ``f'``
+    it earns ``R^2 / 2``, so its expected contribution is zero at every distance ``R``, and nothing
+    holds back a few generated points running away (a paper-scale laminar2d-time run did, after
+    20000 steps). With the cap the second term earns at most ``c / 2`` per pair, and a far point pays
+    ``R^2 - c`` in expectation. The matched cost, the first term, is returned for the loss history.
     """
-    fx = _model.apply(model_cfg, params, x, eta)
-    fs = _model.apply(model_cfg, params, x_self, eta)
     matched = jax.lax.stop_gradient(jnp.take_along_axis(y, perm[..., None], axis=-2))
     cost = jnp.mean(jnp.sum((fx - matched) ** 2, axis=-1))
     other = jnp.take_along_axis(fs, perm_self[..., None], axis=-2)
-    return cost - 0.5 * jnp.mean(jnp.sum((fx - other) ** 2, axis=-1)), cost
+    y = jax.lax.stop_gradient(y)
+    radius2 = jnp.max(jnp.sum((y - jnp.mean(y, axis=-2, keepdims=True)) ** 2, axis=-1), axis=-1, keepdims=True)
+    pair = jnp.minimum(jnp.sum((fx - other) ** 2, axis=-1), SELF_CAP * radius2)
+    return cost - 0.5 * jnp.mean(pair), cost
+
+
+def debiased_loss_fn(model_cfg, params, x, x_self, y, perm, perm_self, eta):
+    """The debiased loss of the network on sources ``x`` and ``x_self``: ``(objective, matched cost)``.
+
+    `debiased_objective` of ``f(x)`` and ``f(x_self)``; the gradient flows through both.
+    """
+    fx = _model.apply(model_cfg, params, x, eta)
+    fs = _model.apply(model_cfg, params, x_self, eta)
+    return debiased_objective(fx, fs, y, perm, perm_self)
 
 
 def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axis: str | None = None):

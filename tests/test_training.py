@@ -11,6 +11,7 @@ from damage import CHECKPOINT_DAMAGE
 from ksdp import model as M
 from ksdp import training as T
 from ksdp import transport as TR
+from ksdp.initial import uniform_ball
 
 
 def target(key, eta, n):
@@ -194,8 +195,6 @@ def test_bad_input():
 @pytest.fixture(scope="module")
 def shrinkage():
     """Two balls (radii 0.8 and 1.2 in 3D) learnt at N = 256 with the paper's loss and the debiased one."""
-    from ksdp.initial import uniform_ball
-
     scales = jnp.array([0.8, 1.2])
     targets = uniform_ball(jax.random.key(1), 2 * 2048, 3).reshape(2, 2048, 3) * scales[:, None, None]
     mc = M.make_config(3, scales, width=30, depth=3)
@@ -225,6 +224,32 @@ def test_debiased_loss_removes_the_shrinkage(shrinkage):
     m2, floor, exact = shrinkage
     assert np.all(exact - m2[False] > 0.5 * floor), (m2[False], exact, floor)
     assert np.all(np.abs(m2[True] - exact) < floor / 3), (m2[True], exact, floor)
+
+
+@pytest.mark.parametrize("cap", ["shipped", "none"])
+def test_debiased_loss_pulls_a_far_point_back(monkeypatch, cap):
+    # A far point drawn once in f (case A) and once in f' (case B), as rare points are in training.
+    # Without the cap its two radial forces cancel: A pulls it in with 2(R - a) - (R - b), B pushes
+    # it out with (R - c) (a, b, c: projections of unit-disc points, |.| <= 1), so
+    # |sum| <= 4 / N for every R and nothing stops it drifting away (the laminar2d-time runaway).
+    # With the cap (4 max |y|^2 ~ 4 < (R - 1)^2) the self pairs carry no force: sum >= 2 (R - 1) / N.
+    # Exact bounds from the geometry, for any matching (identity here), float32 round-off aside.
+    if cap == "none":
+        monkeypatch.setattr(T, "SELF_CAP", np.inf)
+    n, radius = 256, 10.0
+    y, f, f_self = (uniform_ball(k, n, 2) for k in jax.random.split(jax.random.key(0), 3))
+    out = jnp.array([radius, 0.0])
+    ident = jnp.arange(n)
+
+    def radial_force(fx, fs, which):
+        g = jax.grad(lambda a, b: T.debiased_objective(a, b, y, ident, ident)[0], argnums=which)(fx, fs)
+        return float(g[0, 0])  # d objective / d R at the far point (index 0, on the x axis)
+
+    force = radial_force(f.at[0].set(out), f_self, 0) + radial_force(f, f_self.at[0].set(out), 1)
+    if cap == "none":
+        assert abs(force) <= 4 / n + 1e-6, force
+    else:
+        assert force >= 2 * (radius - 1) / n, force
 
 
 def test_fresh_batch_loss_takes_the_first_step_of_each_minibatch():
