@@ -221,16 +221,26 @@ def resolve_drift(drift: str, grid, n_particles: int, d: int, kernel: str, *, sh
     return drift, _pm.check_grid(grid, d, p3m=drift == "p3m", n_particles=n_particles)
 
 
-def _velocity_parts(x, params: Params, *, kernel: str, flow, tile: int | None, drift: str = "direct", grid=None):
-    """``(chemotactic drift [J, d], flow [J, d], largest cell / delta)`` of `velocity` (0 for direct)."""
+def _cutoff(drift: str):
+    return _pm.DEFAULT_CUTOFF if drift == "p3m" else None
+
+
+def _velocity_parts(
+    x, params: Params, *, kernel: str, flow, tile: int | None, drift: str = "direct", grid=None, mesh_plan=None
+):
+    """``(chemotactic drift [J, d], flow [J, d], largest cell / delta)`` of `velocity` (0 for direct).
+
+    ``mesh_plan``: the mesh drifts' `ksdp.particle_mesh.plan` for ``x`` (else the cloud's tight box).
+    """
     x = jnp.asarray(x)
     n, d = x.shape
     v = _flows.resolve_flow(flow, d)
     if drift == "pm":
-        total, h = _pm._pair_sum(x, x, params.delta, grid)
+        total, h = _pm._pair_sum(x, x, params.delta, grid, None, mesh_plan)
         spacing = (jnp.max(h) / params.delta).astype(x.dtype)
     elif drift == "p3m":  # its error does not depend on h / delta: nothing to refuse
-        total, spacing = _pm._pair_sum(x, x, params.delta, grid, _pm.DEFAULT_CUTOFF)[0], jnp.zeros((), x.dtype)
+        total = _pm._pair_sum(x, x, params.delta, grid, _pm.DEFAULT_CUTOFF, mesh_plan)[0]
+        spacing = jnp.zeros((), x.dtype)
     else:
         total, spacing = pair_sum(x, x, params.delta, kernel=kernel, tile=tile), jnp.zeros((), x.dtype)
     chem = -(params.chi * params.mass / n) * total
@@ -316,9 +326,10 @@ def _check_x0(x0, d: int):
 _STATIC = ("n_particles", "d", "kernel", "flow", "dt", "n_snapshots", "tile", "drift", "grid")
 
 
-def _integrate(x, save_at, drift, noise, noise_scale, dt, n_snapshots, delta):
+def _integrate(x, save_at, drift, noise, noise_scale, dt, n_snapshots, delta, aux=()):
     """The Euler--Maruyama scan from ``x``: ``x += dt * (chem + adv) + noise_scale * noise(n)`` at step
-    ``n``, with ``(chem, adv, grid spacing) = drift(x)``.
+    ``n``, with ``(chem, adv, grid spacing, aux) = drift(x, aux)``; ``aux`` is carried from step to
+    step (the mesh drifts' `ksdp.particle_mesh.Plan`; ``()`` for the direct one).
 
     Returns ``(snapshots [S, *x.shape], first non-finite step or -1, health, first unstable step or
     -1, largest grid spacing)`` (`Trajectory`; ``health`` over this device's particles). `_run` and
@@ -328,9 +339,9 @@ def _integrate(x, save_at, drift, noise, noise_scale, dt, n_snapshots, delta):
     buf = jax.lax.cond(save_at[0] >= 0, lambda b: b.at[save_at[0]].set(x), lambda b: b, buf)
 
     def step(carry, inp):
-        x, buf, bad, health, unstable, spacing = carry
+        x, buf, bad, health, unstable, spacing, aux = carry
         n, slot = inp
-        chem, adv, s = drift(x)
+        chem, adv, s, aux = drift(x, aux)
         spacing = jnp.maximum(spacing, s)
         h = dt * jnp.sqrt(jnp.max(jnp.sum(chem * chem, axis=-1))) / delta
         health = jnp.maximum(health, h)
@@ -338,26 +349,37 @@ def _integrate(x, save_at, drift, noise, noise_scale, dt, n_snapshots, delta):
         x = x + dt * (chem + adv) + noise_scale * noise(n)
         bad = jnp.where((bad < 0) & ~jnp.all(jnp.isfinite(x)), n, bad)
         buf = jax.lax.cond(slot >= 0, lambda b: b.at[slot].set(x), lambda b: b, buf)
-        return (x, buf, bad, health, unstable, spacing), None
+        return (x, buf, bad, health, unstable, spacing, aux), None
 
     steps = jnp.arange(1, save_at.shape[0], dtype=jnp.int32)
-    init = (x, buf, jnp.int32(-1), jnp.zeros((), x.dtype), jnp.int32(-1), jnp.zeros((), x.dtype))
-    (x, buf, bad, health, unstable, spacing), _ = jax.lax.scan(step, init, (steps, save_at[1:]))
+    init = (x, buf, jnp.int32(-1), jnp.zeros((), x.dtype), jnp.int32(-1), jnp.zeros((), x.dtype), aux)
+    (x, buf, bad, health, unstable, spacing, _), _ = jax.lax.scan(step, init, (steps, save_at[1:]))
     return buf, bad, health, unstable, spacing
 
 
 def _run(key, params, x0, save_at, *, n_particles, d, kernel, flow, dt, n_snapshots, tile, drift, grid):
     init_key, noise_key = jax.random.split(key)
     x = uniform_ball(init_key, n_particles, d) if x0 is None else x0
+    mesh = drift in ("pm", "p3m")
+
+    def parts(y, mesh_plan):
+        if mesh:  # the mesh follows the cloud; its kernel transforms are kept while its cells are
+            mesh_plan = _pm.plan(y, params.delta, grid, _cutoff(drift), mesh_plan)
+        out = _velocity_parts(
+            y, params, kernel=kernel, flow=flow, tile=tile, drift=drift, grid=grid, mesh_plan=mesh_plan
+        )
+        return (*out, mesh_plan)
+
     return _integrate(
         x,
         save_at,
-        lambda y: _velocity_parts(y, params, kernel=kernel, flow=flow, tile=tile, drift=drift, grid=grid),
+        parts,
         lambda n: jax.random.normal(jax.random.fold_in(noise_key, n), x.shape, x.dtype),
         jnp.sqrt(2.0 * params.mu * dt).astype(x.dtype),
         dt,
         n_snapshots,
         params.delta,
+        _pm.plan(x, params.delta, grid, _cutoff(drift)) if mesh else (),
     )
 
 
@@ -699,10 +721,10 @@ def _run_particles(
         start = jax.lax.axis_index(axis) * n_local
         scale = params.chi * params.mass / n_particles
 
-        def parts(x):
+        def parts(x, aux):
             chem = _pair_sum_local(x, x, params.delta, axis=axis, n_dev=n_dev, kernel=kernel, tile=tile, method=method)
             adv = jax.vmap(v, in_axes=(0, None))(x, params.flow).astype(x.dtype)
-            return -scale * chem, adv, jnp.zeros((), x.dtype)  # direct drift only (resolve_drift)
+            return -scale * chem, adv, jnp.zeros((), x.dtype), aux  # direct drift only (resolve_drift)
 
         def noise(n):  # the unsharded run's [J, d] noise, of which this device keeps its rows: O(J d)
             xi = jax.random.normal(jax.random.fold_in(noise_key, n), (n_particles, d), x_all.dtype)

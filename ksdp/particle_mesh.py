@@ -40,6 +40,7 @@ dense.
 from __future__ import annotations
 
 import itertools
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -100,10 +101,8 @@ def box(points, delta, grid: int):
       delta: regularisation length (cells are at least ``delta / 16``).
       grid: nodes per axis ``G`` (static).
     """
-    lo = jnp.min(points, axis=0)
-    hi = jnp.max(points, axis=0)
-    h = jnp.maximum((hi - lo) / (grid - 2 * MARGIN), _FLOOR * delta)
-    return lo - MARGIN * h, h
+    h = _tight_cells(points, delta, grid)
+    return jnp.min(points, axis=0) - MARGIN * h, h
 
 
 def _tsc(u, grid: int):
@@ -198,11 +197,63 @@ def _kernel_transforms(delta, h, grid: int, d: int, dtype, cutoff=None):
     return [jnp.fft.rfftn(z * phi) / prefilter for z in axes]
 
 
-def _pair_sum(targets, sources, delta, grid: int, cutoff: float | None = None):
-    """`pair_sum` and the grid's cells ``h [d]``; with ``cutoff`` (in cells, static) the P3M split."""
+# A run's mesh takes its cells from the ladder delta * CELL_RATIO^k, so the kernel's transforms (a
+# third of PM's FFTs, and half of a 3D P3M step's mesh time) are computed again only when a cell moves
+# to another rung (`plan`); a cell is at most CELL_RATIO^2 (9%) larger than the cloud's tight box needs.
+CELL_RATIO = 2.0 ** (1 / 16)
+
+
+class Plan(NamedTuple):
+    """Cells ``h [d]`` of a run's mesh and the kernel's transforms for them (`plan`)."""
+
+    h: Any
+    k_hats: Any  # d arrays of the padded grid's rfft shape
+
+
+def _tight_cells(points, delta, grid: int):
+    lo, hi = jnp.min(points, axis=0), jnp.max(points, axis=0)
+    return jnp.maximum((hi - lo) / (grid - 2 * MARGIN), _FLOOR * delta)
+
+
+def plan(points, delta, grid: int, cutoff: float | None = None, previous: Plan | None = None) -> Plan:
+    r"""The mesh of one step of a run: cells on the ladder $\delta\,r^k$ ($r$ = `CELL_RATIO`) and the
+    kernel's transforms for them.
+
+    ``previous`` (the last step's plan) is kept while every axis's cell lies between the cloud's
+    tight cell and $r^2$ times it; otherwise each axis takes the smallest rung at or above its tight
+    cell, and the transforms are computed for it. Keeping a plan skips the kernel's sampling and its
+    ``d`` forward FFTs; the band of two rungs keeps a cloud whose extent hovers around a rung from
+    switching at every step. Under ``vmap`` both branches run (the result is the same).
+    """
+    d = points.shape[1]
+    tight = _tight_cells(points, delta, grid)
+
+    def fresh(_):
+        rung = jnp.ceil(jnp.log(tight / delta) / np.log(CELL_RATIO))
+        h = (delta * CELL_RATIO**rung).astype(points.dtype)
+        r_cut = None if cutoff is None else cutoff * jnp.max(h)
+        return Plan(h, tuple(_kernel_transforms(delta, h, grid, d, points.dtype, r_cut)))
+
+    if previous is None:
+        return fresh(None)
+    keep = jnp.all(previous.h >= tight) & jnp.all(previous.h <= tight * CELL_RATIO**2)
+    return lax.cond(keep, lambda _: previous, fresh, None)
+
+
+def _pair_sum(targets, sources, delta, grid: int, cutoff: float | None = None, mesh_plan: Plan | None = None):
+    """`pair_sum` and the grid's cells ``h [d]``; with ``cutoff`` (in cells, static) the P3M split.
+
+    With ``mesh_plan`` (`plan` of these points), its cells and kernel transforms; otherwise the
+    cloud's tight box.
+    """
     t, d = targets.shape
     same = targets is sources
-    origin, h = box(targets if same else jnp.concatenate([targets, sources], axis=0), delta, grid)
+    cloud = targets if same else jnp.concatenate([targets, sources], axis=0)
+    if mesh_plan is None:
+        origin, h = box(cloud, delta, grid)
+    else:
+        h = mesh_plan.h
+        origin = jnp.min(cloud, axis=0) - MARGIN * h
     r_cut = None if cutoff is None else cutoff * jnp.max(h)
     size = (2 * grid,) * d
     first, w = _stencils(sources, origin, h, grid)
@@ -215,10 +266,8 @@ def _pair_sum(targets, sources, delta, grid: int, cutoff: float | None = None):
     )
     rho_hat = jnp.fft.rfftn(rho, s=size)
     inside = (slice(0, grid),) * d
-    field = [
-        jnp.fft.irfftn(rho_hat * k_hat, s=size)[inside].astype(targets.dtype)
-        for k_hat in _kernel_transforms(delta, h, grid, d, rho.dtype, r_cut)
-    ]  # d components [G, ..., G]
+    k_hats = _kernel_transforms(delta, h, grid, d, rho.dtype, r_cut) if mesh_plan is None else mesh_plan.k_hats
+    field = [jnp.fft.irfftn(rho_hat * k_hat, s=size)[inside].astype(targets.dtype) for k_hat in k_hats]
     if not same:
         first, w = _stencils(targets, origin, h, grid)
     out = _interpolate(field, first, w.astype(targets.dtype))

@@ -211,3 +211,34 @@ def test_dataset_records_the_drift():
     assert ds.meta["drift"] == "pm" and ds.meta["grid"] == 64
     ds = ksdp.make_dataset(jax.random.key(0), ksdp.Params(delta=0.05), (0.001,), n_particles=64)
     assert ds.meta["drift"] == "direct" and ds.meta["grid"] is None
+
+
+def test_a_run_keeps_its_mesh_plan_while_the_cells_fit():
+    # `plan` puts the cells on the ladder delta * r^k (r = CELL_RATIO): a fresh plan takes the
+    # smallest rung at or above the tight cell; the plan is kept while every cell lies within
+    # [tight, r^2 tight] and then its kernel transforms are the fresh ones for its cells, exactly;
+    # the drift with a kept plan (cells up to 9% larger) stays within PM's error of the direct sum.
+    delta, grid = 0.05, 64
+    x = ksdp.uniform_ball(jax.random.key(0), 1000, 2)
+    tight = (jnp.max(x, 0) - jnp.min(x, 0)) / (grid - 2 * pm.MARGIN)
+    first = pm.plan(x, delta, grid)
+    assert bool(jnp.all(first.h >= tight * (1 - 1e-6))) and bool(jnp.all(first.h < tight * pm.CELL_RATIO))
+    same = pm.plan(0.95 * x, delta, grid, previous=first)  # cells 5% too large: within two rungs, kept
+    for a, b in zip(jax.tree_util.tree_leaves(same), jax.tree_util.tree_leaves(first), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for scale in (1.2, 0.8):  # outgrown, or more than two rungs too coarse: fresh cells and transforms
+        moved = pm.plan(scale * x, delta, grid, previous=first)
+        fresh = pm.plan(scale * x, delta, grid)
+        assert not np.allclose(moved.h, first.h)
+        for a, b in zip(jax.tree_util.tree_leaves(moved), jax.tree_util.tree_leaves(fresh), strict=True):
+            np.testing.assert_array_equal(a, b)
+    y = 0.95 * x
+    exact = _direct_jit(y, y, delta)
+    kept = pm._pair_sum(y, y, delta, grid, None, same)[0]
+    tight_box = _pm_jit(y, y, delta, grid=grid)
+    # at h ~ 0.6-1.3 delta PM's error falls like h^3.2-h^3.6 (the accuracy table of
+    # benchmarks/particle_mesh.py: laminar2d and ks2d between G = 256 and 512), so cells `ratio`
+    # times the tight ones (~1.1 here) may cost at most ratio^4 times the tight box's error
+    ratio = float(jnp.max(same.h / (0.95 * tight)))
+    assert 1 < ratio <= pm.CELL_RATIO**2 * (1 + 1e-6)
+    assert _rel(kept, exact) < ratio**4 * _rel(tight_box, exact), (_rel(kept, exact), _rel(tight_box, exact), ratio)
