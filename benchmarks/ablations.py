@@ -294,6 +294,15 @@ MORE_SCHEDULES = {
         "decay_steps": "n_steps",
         "debias": True,
     },
+    # the matching's quality (the assignment issue): three times the block sweeps per matching
+    "fresh + EMA + cosine + debias, 3x sweeps": {
+        "resample_every": "renew_every",
+        "ema_decay": 0.999,
+        "decay_steps": "n_steps",
+        "debias": True,
+        "initial_sweeps": "3x",
+        "sweeps": "3x",
+    },
     "fresh + EMA + cosine, 2x steps": {
         "resample_every": "renew_every",
         "ema_decay": 0.999,
@@ -326,7 +335,10 @@ def training(names=("ks2d-time", "laminar2d-amplitude"), scale="quick", out="ksd
             change = dict(change)
             n_steps = change.pop("steps", sc.n_steps)
             named = {"n_steps": n_steps, "renew_every": base.renew_every}
-            change = {k: named.get(v, v) if isinstance(v, str) else v for k, v in change.items()}
+            change = {
+                k: (3 * getattr(base, k) if v == "3x" else named[v]) if isinstance(v, str) else v
+                for k, v in change.items()
+            }
             tc = base._replace(**change)
             t0 = time.perf_counter()
             res = T.train(jax.random.key(1), parts[0, train_idx], train_v, mc, tc, n_steps=n_steps, progress=False)
