@@ -99,7 +99,7 @@ DIVERGED = 100.0
 
 
 class CheckpointMismatch(ValueError):
-    """A checkpoint was written for other training data, key or configs than those given."""
+    """A checkpoint was written for other training data, key, configs or loss than those given."""
 
 
 def fingerprint(key, targets, eta, model_cfg: _model.ModelConfig, cfg: TrainConfig) -> str:
@@ -541,11 +541,15 @@ def train(
                 f"checkpoint {checkpoint} was written for another model or training config; "
                 f"delete it or pass resume=False."
             )
-        if extra.get("fingerprint") != fp:
-            raise CheckpointMismatch(
-                f"checkpoint {checkpoint} was written for other training data, eta or key (its fingerprint "
-                f"{str(extra.get('fingerprint'))[:12]} is not {fp[:12]}); delete it or pass resume=False."
+        saved_fp = extra.get("fingerprint")
+        if saved_fp != fp:
+            why = (
+                "carries no fingerprint (an older ksdp wrote it)"
+                if saved_fp is None
+                else f"was written for other training data, eta, key or loss (its fingerprint {str(saved_fp)[:12]} "
+                f"is not {fp[:12]})"
             )
+            raise CheckpointMismatch(f"checkpoint {checkpoint} {why}; delete it or pass resume=False.")
         if int(state.step) > n_steps:
             raise CheckpointMismatch(
                 f"checkpoint {checkpoint} holds {int(state.step)} steps, more than n_steps={n_steps}; pass "

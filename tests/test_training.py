@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from damage import CHECKPOINT_DAMAGE
+from damage import CHECKPOINT_DAMAGE, rewrite
 
 from ksdp import model as M
 from ksdp import training as T
@@ -86,7 +86,7 @@ def test_resume_equals_uninterrupted(tmp_path):
         T.train(jax.random.key(3), targets, etas, mc, TINY._replace(learning_rate=0.1), n_steps=60, checkpoint=ck)
 
 
-@pytest.mark.parametrize("change", ["targets", "eta", "key", "fewer steps"])
+@pytest.mark.parametrize("change", ["targets", "eta", "key", "fewer steps", "no fingerprint"])
 def test_checkpoint_resumes_only_for_its_data(tmp_path, change):
     # the checkpoint's fingerprint covers targets, eta, key and configs; a shorter run than the one
     # stored is refused too (it would return the longer-trained state)
@@ -100,9 +100,13 @@ def test_checkpoint_resumes_only_for_its_data(tmp_path, change):
         etas = etas.at[1].add(1e-3)
     elif change == "key":
         key = jax.random.key(4)
+    elif change == "no fingerprint":  # written before checkpoints carried one
+        rewrite(
+            ck, lambda a: a.__setitem__("meta_json", np.asarray(str(a["meta_json"]).replace('"fingerprint"', '"x"')))
+        )
     else:
         n_steps = 20
-    match = "more than n_steps" if change == "fewer steps" else "other training data"
+    match = {"fewer steps": "more than n_steps", "no fingerprint": "no fingerprint"}.get(change, "other training data")
     with pytest.raises(T.CheckpointMismatch, match=match):
         T.train(key, targets, etas, mc, TINY, n_steps=n_steps, checkpoint=ck, progress=False)
     # resume=False trains afresh and overwrites it
