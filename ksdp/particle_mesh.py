@@ -144,9 +144,9 @@ def _interpolate(components, first, w):
     """TSC read of the field ``components`` (``d`` arrays ``[G, ..., G]``) at the stencils: ``[T, d]``.
 
     Components go in pairs as the real and imaginary parts of one complex field: XLA's CPU gather
-    costs about as much per window of complex numbers as of reals, and a window of ``3^d x d`` reals
-    (one gather of every component) took 9 times as long as one complex window in 2D at J = 10^6
-    (90 ms against 10 ms).
+    costs about as much per window of complex numbers as of reals, and far more per window of
+    ``3^d x d`` reals (one gather of every component), which was the slowest piece of a 2D step at
+    J = 10^6 (docs/algorithms.md).
     """
     d = len(components)
 
@@ -197,9 +197,9 @@ def _kernel_transforms(delta, h, grid: int, d: int, dtype, cutoff=None):
     return [jnp.fft.rfftn(z * phi) / prefilter for z in axes]
 
 
-# A run's mesh takes its cells from the ladder delta * CELL_RATIO^k, so the kernel's transforms (a
-# third of PM's FFTs, and half of a 3D P3M step's mesh time) are computed again only when a cell moves
-# to another rung (`plan`); a cell is at most CELL_RATIO^2 (9%) larger than the cloud's tight box needs.
+# A run's mesh takes its cells from the ladder delta * CELL_RATIO^k, so the kernel's transforms (the
+# kernel sampled on the padded grid and d of PM's 2d + 1 FFTs) are computed again only when a cell
+# moves to another rung (`plan`); a cell is at most CELL_RATIO^2 (9%) larger than the tight box needs.
 CELL_RATIO = 2.0 ** (1 / 16)
 
 
@@ -236,7 +236,8 @@ def plan(points, delta, grid: int, cutoff: float | None = None, previous: Plan |
 
     if previous is None:
         return fresh(None)
-    keep = jnp.all(previous.h >= tight) & jnp.all(previous.h <= tight * CELL_RATIO**2)
+    # (a rung rounded an ulp below its tight cell, as at the floor delta / 16, still counts as holding it)
+    keep = jnp.all(previous.h >= tight * (1 - 1e-6)) & jnp.all(previous.h <= tight * CELL_RATIO**2)
     return lax.cond(keep, lambda _: previous, fresh, None)
 
 
