@@ -12,7 +12,7 @@ from damage import CHECKPOINT_DAMAGE
 import ksdp
 from ksdp import training as T
 from ksdp.experiments import __main__ as cli
-from ksdp.experiments import run
+from ksdp.experiments import report, run
 from ksdp.experiments.specs import EXPERIMENTS, SCALES
 
 
@@ -207,3 +207,16 @@ def test_damaged_dataset_is_moved_aside_and_simulated_again(smoke_run, tmp_path,
     assert any("unreadable" in line and "dataset.stale-1.npz" in line and "simulating again" in line for line in lines)
     assert not ds.meta.get("reused") and np.all(np.isfinite(ds.particles))
     ksdp.load_dataset(str(path))  # a whole, valid dataset again
+
+
+def test_report_command_names_the_options_that_differ():
+    # the command printed in REPORT.md and the pages reruns what was run: --particles, --drift
+    # (when not what "auto" picks for that J), --seed and --out appear only when not the defaults
+    cmd = report.command("ksdp-runs/quick", ["ks2d-time"], "quick", {"settings": {"n_particles": 2000}})
+    assert cmd == "python -m ksdp.experiments ks2d-time --scale quick"
+    m = {"settings": {"n_particles": 100_000, "drift": "pm", "seed": 3}}  # auto takes PM at this J in 2D
+    cmd = report.command("ksdp-runs/quick", ["ks2d-time"], "quick", m)
+    assert cmd == "python -m ksdp.experiments ks2d-time --scale quick --particles 100000 --seed 3"
+    m = {"settings": {"n_particles": 2000, "drift": "pm", "seed": 0}}
+    cmd = report.command("elsewhere/quick", ["ks2d-time"], "quick", m)
+    assert cmd == "python -m ksdp.experiments ks2d-time --scale quick --drift pm --out elsewhere"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 
-from ksdp.experiments.specs import C2ST_SLACK, EXPERIMENTS
+from ksdp import ipm
+from ksdp.experiments.specs import C2ST_SLACK, EXPERIMENTS, SCALES
 
 # ks2d-time (the fidelity issue): up to t = 0.075 the generated radial law is as close to the mean
 # field as the IPM's; the centre of mass within 0.02 of the origin; m2(t) decreasing over the training range
@@ -111,6 +112,26 @@ def _acceptance(m) -> list:
     return lines
 
 
+def command(out: str, names, scale: str, m: dict | None) -> str:
+    """The CLI command that wrote these results, with the options its metrics record (``m``:
+    one experiment's metrics.json) where they differ from the defaults."""
+    parts = ["python -m ksdp.experiments", *names, "--scale", scale]
+    s = (m or {}).get("settings", {})
+    if s.get("n_particles", SCALES[scale].n_particles) != SCALES[scale].n_particles:
+        parts += ["--particles", str(s["n_particles"])]
+    if (
+        "drift" in s
+        and s["drift"] != ipm.resolve_drift("auto", None, s["n_particles"], EXPERIMENTS[names[0]].d, "blob")[0]
+    ):
+        parts += ["--drift", s["drift"]]
+    if s.get("seed", 0) != 0:
+        parts += ["--seed", str(s["seed"])]
+    parent = os.path.dirname(os.path.normpath(out))
+    if parent != "ksdp-runs":
+        parts += ["--out", parent]
+    return " ".join(parts)
+
+
 def _fmt(x, spec=".4g"):
     return "-" if x is None else format(x, spec)
 
@@ -119,7 +140,7 @@ def render(out: str, scale: str, names, failures: dict, seconds: float) -> str:
     lines = [
         f"# ksdp experiments: scale `{scale}`",
         "",
-        f"Command: `python -m ksdp.experiments {' '.join(names)} --scale {scale}`; "
+        f"Command: `{command(out, names, scale, next(filter(None, (load_metrics(out, n) for n in names)), None))}`; "
         + (
             f"wall time {seconds:.0f} s."
             if seconds is not None
@@ -186,7 +207,7 @@ def render_experiment(out: str, name: str, scale: str, figures: str = ".") -> st
         "",
         f"{exp.summary}.",
         "",
-        f"Command: `python -m ksdp.experiments {name} --scale {scale}` (outputs in `ksdp-runs/{scale}/{name}/`).",
+        f"Command: `{command(out, [name], scale, m)}` (outputs in `{os.path.join(os.path.normpath(out), name)}/`).",
         "",
         f"- d = {exp.d}, flow `{exp.flow}`, {fixed}; learnt parameter: {what}.",
         f"- IPM: J = {s['n_particles']}, kernel `{s['kernel']}`, delta^2 = {s['delta'] ** 2:.3g}, "
