@@ -239,7 +239,7 @@ def _velocity_parts(
         total, h = _pm._pair_sum(x, x, params.delta, grid, None, mesh_plan)
         spacing = (jnp.max(h) / params.delta).astype(x.dtype)
     elif drift == "p3m":  # its error does not depend on h / delta: nothing to refuse
-        total = _pm._pair_sum(x, x, params.delta, grid, _pm.DEFAULT_CUTOFF, mesh_plan)[0]
+        total = _pm._pair_sum(x, x, params.delta, grid, _cutoff(drift), mesh_plan)[0]
         spacing = jnp.zeros((), x.dtype)
     else:
         total, spacing = pair_sum(x, x, params.delta, kernel=kernel, tile=tile), jnp.zeros((), x.dtype)

@@ -121,7 +121,8 @@ def command(out: str, names, scale: str, m: dict | None) -> str:
         parts += ["--particles", str(s["n_particles"])]
     if (
         "drift" in s
-        and s["drift"] != ipm.resolve_drift("auto", None, s["n_particles"], EXPERIMENTS[names[0]].d, "blob")[0]
+        and s["drift"]
+        != ipm.resolve_drift("auto", None, s["n_particles"], EXPERIMENTS[m.get("experiment", names[0])].d, "blob")[0]
     ):
         parts += ["--drift", s["drift"]]
     if s.get("seed", 0) != 0:
