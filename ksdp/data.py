@@ -8,9 +8,12 @@ so an interrupted run never leaves a truncated dataset behind.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -58,6 +61,9 @@ def make_dataset(
     axis=None,
     drift: str = "auto",
     grid: int | None = None,
+    chunk: int | None = None,
+    parts: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Dataset:
     """Runs `ksdp.sweep` over ``params`` and packs the result with its metadata.
 
@@ -66,25 +72,16 @@ def make_dataset(
     across processes too (`ksdp.parallel.gather`); the dataset is the same as without.
     ``drift`` and ``grid`` choose how the drift is summed (`ksdp.simulate`); the metadata records
     the choice that ran.
+
+    A long sweep can run in parts so that a kill loses at most one part: ``chunk`` parameter sets at
+    a time (set ``p`` keeps its key ``jax.random.split(key, P)[p]``, so the parts repeat the
+    arithmetic of a single sweep: equal to float32 round-off, the batch size changing at most the
+    last bits of a step), each part saved atomically under the folder ``parts`` as it finishes. A rerun
+    with the same arguments reuses the parts whose inputs match (a fingerprint of the key, the
+    sets' values and every setting) and simulates the rest; the caller removes the folder once the
+    dataset is saved. ``log`` (e.g. ``print``) receives one line per part.
     """
     drift, grid = _ipm.resolve_drift(drift, grid, int(n_particles), d, kernel)
-    traj = _ipm.sweep(
-        key,
-        params,
-        times,
-        n_particles=n_particles,
-        d=d,
-        kernel=kernel,
-        flow=flow,
-        dt=dt,
-        tile=tile,
-        mesh=mesh,
-        axis=axis,
-        drift=drift,
-        grid=grid,
-    )
-    if mesh is not None:
-        traj = traj._replace(particles=_parallel.gather(traj.particles))
     batched, size = _ipm.broadcast_params(params)
     values = {}
     for name, leaf in batched._asdict().items():
@@ -92,6 +89,34 @@ def make_dataset(
         if len(leaves) != 1 or np.shape(leaves[0]) != (size,):
             raise ValueError(f"params.{name} must be a scalar per parameter set to be stored in a dataset.")
         values[name] = np.asarray(leaves[0], np.float64)
+    if chunk is not None and (not isinstance(chunk, (int, np.integer)) or isinstance(chunk, bool) or chunk < 1):
+        raise ValueError(f"chunk must be a positive integer (parameter sets per part), got {chunk!r}.")
+    chunk = size if chunk is None else min(int(chunk), size)
+    run = dict(n_particles=n_particles, d=d, kernel=kernel, flow=flow, dt=dt, tile=tile, mesh=mesh, axis=axis)
+    run.update(drift=drift, grid=grid)
+    keys = jax.random.split(key, size)
+    pieces, times_out = [], None
+    print_ = log or (lambda _: None)
+    for start in range(0, size, chunk):
+        stop = min(size, start + chunk)
+        sub = jax.tree_util.tree_map(lambda a, lo=start, hi=stop: a[lo:hi], batched)
+        stamp = _part_fingerprint(keys[start:stop], {k: v[start:stop] for k, v in values.items()}, times, run, flow)
+        path = None if parts is None else os.path.join(os.fspath(parts), f"sets-{start}-{stop}.npz")
+        part = _load_part(path, stamp) if path is not None else None
+        if part is not None:
+            print_(f"  dataset part {start}-{stop} of {size} sets: reused {path}")
+        else:
+            t0 = time.perf_counter()
+            traj = _ipm.sweep(keys[start:stop], sub, times, **run)
+            if mesh is not None:
+                traj = traj._replace(particles=_parallel.gather(traj.particles))
+            part = (np.asarray(traj.particles, np.float32), np.asarray(traj.times, np.float64))
+            if path is not None:
+                _save_part(path, stamp, *part)
+            saved = f", saved to {path}" if path is not None else ""
+            print_(f"  dataset part {start}-{stop} of {size} sets: {time.perf_counter() - t0:.0f} s{saved}")
+        pieces.append(part[0])
+        times_out = part[1]
     meta = {
         "format": FORMAT,
         "version": __version__,
@@ -103,10 +128,47 @@ def make_dataset(
         "grid": grid,
         "flow": _flows.flow_name(flow),
         "key": np.asarray(jax.random.key_data(key)).tolist(),
-        "times": np.asarray(traj.times, np.float64).tolist(),
+        "times": times_out.tolist(),
     }
     meta.update(extra_meta or {})
-    return Dataset(np.asarray(traj.particles, np.float32), np.asarray(traj.times, np.float64), values, meta)
+    return Dataset(np.concatenate(pieces), times_out, values, meta)
+
+
+def _part_fingerprint(keys, values: dict, times, run: dict, flow) -> str:
+    """A hash of everything one part of a sweep depends on."""
+    described = {
+        "format": FORMAT,
+        "version": __version__,
+        "keys": np.asarray(jax.random.key_data(keys)).tolist(),
+        "values": {k: np.asarray(v, np.float64).tolist() for k, v in sorted(values.items())},
+        "times": np.asarray(times, np.float64).ravel().tolist(),
+        **{k: v for k, v in run.items() if k not in ("flow", "mesh", "axis")},
+        "flow": _flows.flow_name(flow),
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _save_part(path: str, stamp: str, particles: np.ndarray, times: np.ndarray) -> None:
+    arrays = {"particles": particles, "times": times, "stamp": np.asarray(stamp)}
+    _io.atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def _load_part(path: str, stamp: str):
+    """``(particles, times)`` of a saved part with this fingerprint; None if absent, other or unreadable."""
+    if not os.path.exists(path):
+        return None
+    try:
+        small = _io.read_npz(path, lambda name: 1 << 16 if name in ("stamp", "times") else None)
+        if str(small.get("stamp")) != stamp:
+            return None
+        n = os.path.getsize(path) + 4096  # a part is stored uncompressed: its particles fit the file
+        files = _io.read_npz(path, lambda name: n if name == "particles" else None)
+        p, t = files["particles"], np.asarray(small["times"], np.float64)
+    except (ValueError, KeyError, OSError):
+        return None
+    if p.dtype != np.float32 or p.ndim != 4 or p.shape[1] != t.shape[0] or not np.all(np.isfinite(p)):
+        return None
+    return p, t
 
 
 def save_dataset(path, ds: Dataset) -> None:

@@ -608,8 +608,10 @@ def sweep(
     """`simulate` for a batch of parameter sets in one compiled, ``vmap``-ed program.
 
     Leaves of ``params`` are scalars (shared) or arrays of a common leading size ``P``. Run ``p``
-    uses ``jax.random.split(key, P)[p]``, so it equals ``simulate(keys[p], params[p], ...)``.
-    ``x0`` is ``[J, d]`` (shared) or ``[P, J, d]``.
+    uses ``jax.random.split(key, P)[p]``, so it equals ``simulate(keys[p], params[p], ...)``;
+    ``key`` may also be those ``P`` keys (``[P]`` typed keys or ``[P, 2]`` raw ones), so a slice
+    of the sets runs on its own exactly as it does within the whole batch (`ksdp.make_dataset`
+    uses that to save a long sweep in parts). ``x0`` is ``[J, d]`` (shared) or ``[P, J, d]``.
 
     With ``mesh`` (a `jax.sharding.Mesh`; ``axis`` names its axis, default its only one) the
     parameter sets are split across the devices, ``P`` padded to a multiple of them; the result is
@@ -636,7 +638,7 @@ def sweep(
     t, save_at, x0, static = _prepare(
         params, times, n_particles, x0, d, kernel, flow, dt, tile, drift, grid, batched=True
     )
-    keys = jax.random.split(key, size)
+    keys = set_keys(key, size)
     if mesh is None:
         buf, *rest = _run_batched_jit(keys, params, x0, save_at, **static)
     else:
@@ -645,6 +647,19 @@ def sweep(
     if check and _is_concrete(traj.nonfinite_step):
         raise_if_nonfinite(traj, dt)
     return traj
+
+
+def set_keys(key, size: int):
+    """The ``[size]`` keys of a `sweep`: ``jax.random.split(key, size)``, or ``key`` itself if it holds that many."""
+    key = key if isinstance(key, jax.Array) else jnp.asarray(key)
+    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    if key.ndim == (0 if typed else 1):
+        return jax.random.split(key, size)
+    if key.ndim != (1 if typed else 2):
+        raise ValueError(f"key must be one jax.random key or one per parameter set, got shape {key.shape}.")
+    if key.shape[0] != size:
+        raise ValueError(f"key holds {key.shape[0]} keys for {size} parameter sets: pass one key, or exactly {size}.")
+    return key
 
 
 def second_moment(x):

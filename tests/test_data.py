@@ -83,3 +83,41 @@ def test_load_checks_the_particles_size_before_reading_them(tmp_path, small_data
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match="more than the"):
         ksdp.load_dataset(path)
+
+
+def test_a_sweep_in_parts_is_the_sweep_and_resumes_from_its_saved_parts(tmp_path, small_dataset, monkeypatch):
+    # set p keeps its key split(key, P)[p] whatever the parts, so each part repeats exactly the
+    # arithmetic of the whole batch: equal to float32 round-off (a few ulps of the O(1) positions)
+    params = ksdp.Params(flow=jnp.array([1.0, 10.0]))
+    kw = dict(n_particles=40, flow="laminar2d")
+    lines = []
+    parts = tmp_path / "parts"
+    split = ksdp.make_dataset(jax.random.key(0), params, (0.0, 0.001), chunk=1, parts=parts, log=lines.append, **kw)
+    np.testing.assert_allclose(split.particles, small_dataset.particles, rtol=0, atol=1e-6)
+    assert split.meta == small_dataset.meta
+    assert sorted(os.listdir(parts)) == ["sets-0-1.npz", "sets-1-2.npz"] and len(lines) == 2
+
+    # a rerun reuses both parts without simulating; a part made with other inputs is simulated again
+    def no_sweep(*a, **k):
+        raise AssertionError("a saved part was simulated again")
+
+    with monkeypatch.context() as m:
+        m.setattr(ksdp.ipm, "sweep", no_sweep)
+        again = ksdp.make_dataset(jax.random.key(0), params, (0.0, 0.001), chunk=1, parts=parts, log=lines.append, **kw)
+    np.testing.assert_array_equal(again.particles, split.particles)
+    assert all("reused" in line for line in lines[2:])
+    (parts / "sets-1-2.npz").write_bytes(b"truncated")  # a damaged part is simulated again
+    other = ksdp.make_dataset(jax.random.key(1), params, (0.0, 0.001), chunk=1, parts=parts, **kw)
+    assert not np.allclose(other.particles, split.particles)  # another key: nothing reused
+    with pytest.raises(ValueError, match="chunk"):
+        ksdp.make_dataset(jax.random.key(0), params, (0.0,), chunk=0, **kw)
+
+
+def test_sweep_takes_one_key_per_set():
+    params = ksdp.Params(flow=jnp.array([1.0, 10.0]))
+    keys = jax.random.split(jax.random.key(0), 2)
+    kw = dict(n_particles=16, flow="laminar2d")
+    whole = ksdp.sweep(jax.random.key(0), params, (0.001,), **kw).particles
+    np.testing.assert_array_equal(ksdp.sweep(keys, params, (0.001,), **kw).particles, whole)
+    with pytest.raises(ValueError, match="3 keys for 2 parameter sets"):
+        ksdp.sweep(jax.random.split(jax.random.key(0), 3), params, (0.001,), **kw)

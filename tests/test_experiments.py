@@ -163,6 +163,9 @@ def test_particles_option_and_a_direct_dataset_reused_for_the_mesh(tmp_path):
     lines = []
     ds = run.simulate_dataset(exp, "smoke", 0, path, lines.append, n_particles=200, drift="direct")
     assert ds.particles.shape[2] == 200 and ds.meta["settings"]["drift"] == "direct"
+    # simulated one replica at a time, each part saved as it finished, the parts gone with the dataset
+    assert sum("dataset part" in line and "saved to" in line for line in lines) == len(run.REPLICAS)
+    assert not os.path.exists(path + ".parts")
     again = run.simulate_dataset(exp, "smoke", 0, path, lines.append, n_particles=200, drift="pm")
     assert again.meta.get("reused") and "drift: direct" in lines[-1]
     with pytest.raises(ValueError, match="too small for the smoke scale"):

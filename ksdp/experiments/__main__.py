@@ -25,7 +25,8 @@ scales:
           30 minutes with the paper's loss (80 with the debiased loss, the CPU shared with two or
           three other jobs) and laminar2d-amplitude 51 (docs/index.md)
 
-Outputs under OUT/<experiment>/: README.md (its page), dataset.npz (reused when its settings match), checkpoint.npz
+Outputs under OUT/<experiment>/: README.md (its page), dataset.npz (reused when its settings match;
+simulated one replica at a time, each saved under dataset.npz.parts/ until the whole is written), checkpoint.npz
 (training resumes from it), metrics.json, projections.png, second_moment.png, loss.png; and
 OUT/REPORT.md with every metric. An interrupted run picks up where it stopped."""
 )

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 from functools import partial
 
@@ -86,7 +87,10 @@ def simulate_dataset(
     values = _all_values(exp, scale)
     key = jax.random.key(seed)
     log(f"  dataset: simulating J = {settings['n_particles']} with the {settings['drift']} drift")
+    parts = path + ".parts"  # one replica per part, saved as it finishes: a kill loses at most one
     common = dict(
+        parts=parts,
+        log=log,
         n_particles=settings["n_particles"],
         d=exp.d,
         kernel=KERNEL,
@@ -98,11 +102,12 @@ def simulate_dataset(
     )
     if exp.eta == "time":
         params = ipm.Params(delta=DELTA, flow=np.full(len(REPLICAS), exp.fixed))
-        ds = data.make_dataset(key, params, values, **common)  # [3, S, J, d]
+        ds = data.make_dataset(key, params, values, chunk=1, **common)  # [3, S, J, d]
     else:
         params = ipm.Params(delta=DELTA, flow=np.tile(values, len(REPLICAS)))
-        ds = data.make_dataset(key, params, (exp.fixed,), **common)  # [3 * P, 1, J, d]
+        ds = data.make_dataset(key, params, (exp.fixed,), chunk=len(values), **common)  # [3 * P, 1, J, d]
     data.save_dataset(path, ds)
+    shutil.rmtree(parts, ignore_errors=True)
     return ds
 
 
