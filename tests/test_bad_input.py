@@ -133,6 +133,22 @@ def test_sweep_checks_a_shared_x0_against_d():
         ksdp.sweep(jax.random.key(0), ksdp.Params(mu=jnp.array([0.0, 1.0])), (0.001,), x0=jnp.zeros((16, 3)), d=2)
 
 
+SWEEP_AND_DATASET = [
+    ("sweep: 3 keys for 2 sets", "sweep", dict(key=jax.random.split(jax.random.key(0), 3)), "3 keys for 2"),
+    ("sweep: a [2, 2] array of typed keys", "sweep", dict(key=jax.random.split(jax.random.key(0), (2, 2))), "key"),
+    ("make_dataset: chunk=0", "make_dataset", dict(chunk=0), "chunk must be a positive integer"),
+    ("make_dataset: chunk=1.5", "make_dataset", dict(chunk=1.5), "chunk must be a positive integer"),
+    ("make_dataset: chunk=True", "make_dataset", dict(chunk=True), "chunk must be a positive integer"),
+]
+
+
+@pytest.mark.parametrize("label,door,kwargs,match", SWEEP_AND_DATASET, ids=[c[0] for c in SWEEP_AND_DATASET])
+def test_sweep_and_make_dataset(label, door, kwargs, match):
+    kw = dict(key=jax.random.key(0), params=ksdp.Params(mu=jnp.array([0.0, 1.0])), times=(0.001,), n_particles=16)
+    with pytest.raises(ValueError, match=match):
+        getattr(ksdp, door)(**(kw | kwargs))
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(min_value=-2, max_value=9), min_size=8, max_size=8))
 def test_warm_start_is_accepted_exactly_when_it_is_a_permutation(values):
