@@ -162,10 +162,12 @@ def render(out: str, scale: str, names, failures: dict, seconds: float) -> str:
         if not m.get("complete", True):
             lines += ["(evaluation incomplete: the rows above are those computed before the failure)", ""]
         s, t = m["settings"], m["timing_s"]
+        pool = f" (pool {s['pool']})" if s.get("pool") else ""
+        ipm_s = t.get("ipm_s", 0) + t.get("pool_s", 0)
         settings.append(
-            f"| {name} | {s['n_particles']} | {m['scale_settings']['n_samples']} | "
+            f"| {name} | {s['n_particles']}{pool} | {m['scale_settings']['n_samples']} | "
             f"{m['scale_settings']['n_steps']} | {m['n_parameters']} | {m['final_loss']:.4g} | "
-            f"{_fmt(m.get('fresh_batch_loss'))} | {m['loss_floor']:.4g} | {t.get('ipm_s', 0):.0f} | "
+            f"{_fmt(m.get('fresh_batch_loss'))} | {m['loss_floor']:.4g} | {ipm_s:.0f} | "
             f"{t.get('train_s', 0):.0f} | {t.get('eval_s', 0):.0f} | {t.get('figures_s', 0):.0f} |"
         )
         bad = _acceptance(m)
@@ -212,7 +214,13 @@ def render_experiment(out: str, name: str, scale: str, figures: str = ".") -> st
         "",
         f"- d = {exp.d}, flow `{exp.flow}`, {fixed}; learnt parameter: {what}.",
         f"- IPM: J = {s['n_particles']}, kernel `{s['kernel']}`, delta^2 = {s['delta'] ** 2:.3g}, "
-        f"dt = {s['dt']:g}, chi = mu = 1, M = 16 pi, uniform initial law on the unit ball.",
+        f"dt = {s['dt']:g}, chi = mu = 1, M = 16 pi, uniform initial law on the unit ball"
+        + (
+            f"; the network trains on one more run of J = {s['pool']} per training value (the training pool; "
+            "the reference and floor runs keep J)."
+            if s.get("pool")
+            else "."
+        ),
         f"- Training values {', '.join(f'{v:g}' for v in s['train'])}; held out "
         f"{', '.join(f'{v:g}' for v in s['held_out'])}; extrapolated {', '.join(f'{v:g}' for v in s['extrapolated'])}.",
         f"- Network {sc['depth']} x {sc['width']} ({m['n_parameters']} parameters); N = {sc['n_samples']}, "
@@ -221,7 +229,9 @@ def render_experiment(out: str, name: str, scale: str, figures: str = ".") -> st
         f"{m['final_loss']:.4g} (mean of the last 100 steps; {_fmt(m.get('fresh_batch_loss'))} at the first step "
         f"of the last 20 mini-batches, before any step on their points) against a floor of {m['loss_floor']:.4g} "
         "(W2^2 between two independent N-point samples of one training set).",
-        f"- Stage times (s): IPM {m['timing_s']['ipm_s']:.0f}, training {m['timing_s']['train_s']:.0f}, "
+        f"- Stage times (s): IPM {m['timing_s']['ipm_s']:.0f}"
+        + (f", training pool {m['timing_s']['pool_s']:.0f}" if "pool_s" in m["timing_s"] else "")
+        + f", training {m['timing_s']['train_s']:.0f}, "
         f"evaluation {m['timing_s'].get('eval_s', 0):.0f}.",
         "",
         "## Metrics",

@@ -74,19 +74,44 @@ def simulate_dataset(
 ) -> data.Dataset:
     """IPM particles ``[3 replicas, n_values, J, d]`` for every parameter value; reused if cached."""
     settings = _settings(exp, scale, seed, n_particles, drift)
+    return _simulate(exp, settings, jax.random.key(seed), _all_values(exp, scale), len(REPLICAS), path, log)
+
+
+def pool_size(exp: Experiment, sc, drift: str = "auto") -> int | None:
+    """J of ``exp``'s training pool at the `Scale` ``sc``: ``sc.pool`` in 2D when it exceeds
+    ``sc.n_particles``; None (train on the J-particle replica) otherwise, and with ``drift="direct"``
+    (the pool is a particle-mesh run: the direct sum at its size would take hours)."""
+    if sc.pool is None or exp.d != 2 or sc.pool <= sc.n_particles or drift == "direct":
+        return None
+    return int(sc.pool)
+
+
+POOL_KEY = 1  # the pool's key is fold_in(key(seed), POOL_KEY): independent of the replicas
+
+
+def simulate_pool(exp: Experiment, scale: str, seed: int, path: str, log, n_pool: int, drift: str = "auto"):
+    """One more IPM run of ``n_pool`` particles at every training value: the network's training data
+    (`Scale.pool`). Cached like the dataset. Returns ``(particles [R, n_pool, d], reused)``."""
+    settings = {**_settings(exp, scale, seed, n_pool, drift), "pool": True}
+    key = jax.random.fold_in(jax.random.key(seed), POOL_KEY)
+    train = np.asarray(exp.values(scale)[0], np.float64)
+    ds = _simulate(exp, settings, key, train, 1, path, log)
+    return particles_by_value(exp, ds, replicas=1)[0], bool(ds.meta.get("reused"))
+
+
+def _simulate(exp: Experiment, settings: dict, key, values, replicas: int, path: str, log) -> data.Dataset:
+    """``replicas`` independent IPM runs at every value of ``values`` (cached at ``path``)."""
     if os.path.exists(path):
         try:
             ds = data.load_dataset(path)
             if same_data(ds.meta.get("settings"), settings):
                 used = ds.meta["settings"].get("drift", "direct")
-                log(f"  dataset: reusing {path} (drift: {used})")
+                log(f"  {_name(path)}: reusing {path} (drift: {used})")
                 return ds._replace(meta={**ds.meta, "reused": True})
-            log("  dataset: cached file has other settings; simulating again")
+            log(f"  {_name(path)}: cached file has other settings; simulating again")
         except ValueError as e:  # unreadable or invalid: kept aside (not lost), then simulated again
-            log(f"  dataset: cached file unreadable ({e}); moved it to {_aside(path)}; simulating again")
-    values = _all_values(exp, scale)
-    key = jax.random.key(seed)
-    log(f"  dataset: simulating J = {settings['n_particles']} with the {settings['drift']} drift")
+            log(f"  {_name(path)}: cached file unreadable ({e}); moved it to {_aside(path)}; simulating again")
+    log(f"  {_name(path)}: simulating J = {settings['n_particles']} with the {settings['drift']} drift")
     parts = path + ".parts"  # one replica per part, saved as it finishes: a kill loses at most one
     common = dict(
         parts=parts,
@@ -98,25 +123,29 @@ def simulate_dataset(
         dt=DT,
         drift=settings["drift"],
         grid=settings["grid"],
-        extra_meta={"settings": settings, "replicas": list(REPLICAS)},
+        extra_meta={"settings": settings, "replicas": list(REPLICAS[:replicas])},
     )
     if exp.eta == "time":
-        params = ipm.Params(delta=DELTA, flow=np.full(len(REPLICAS), exp.fixed))
-        ds = data.make_dataset(key, params, values, chunk=1, **common)  # [3, S, J, d]
+        params = ipm.Params(delta=DELTA, flow=np.full(replicas, exp.fixed))
+        ds = data.make_dataset(key, params, values, chunk=1, **common)  # [R, S, J, d]
     else:
-        params = ipm.Params(delta=DELTA, flow=np.tile(values, len(REPLICAS)))
-        ds = data.make_dataset(key, params, (exp.fixed,), chunk=len(values), **common)  # [3 * P, 1, J, d]
+        params = ipm.Params(delta=DELTA, flow=np.tile(values, replicas))
+        ds = data.make_dataset(key, params, (exp.fixed,), chunk=len(values), **common)  # [R * P, 1, J, d]
     data.save_dataset(path, ds)
     shutil.rmtree(parts, ignore_errors=True)
     return ds
 
 
-def particles_by_value(exp, ds):
-    """``[3, n_values, J, d]`` in the order of ``_all_values``."""
+def _name(path: str) -> str:
+    return "training pool" if os.path.basename(path).startswith("pool") else "dataset"
+
+
+def particles_by_value(exp, ds, replicas: int = len(REPLICAS)):
+    """``[replicas, n_values, J, d]`` in the order of the values simulated."""
     if exp.eta == "time":
         return ds.particles
     p = ds.particles[:, 0]
-    return p.reshape(len(REPLICAS), p.shape[0] // len(REPLICAS), *p.shape[1:])
+    return p.reshape(replicas, p.shape[0] // replicas, *p.shape[1:])
 
 
 def _w2(a, b, key):
@@ -188,7 +217,10 @@ def _previous_timing(path, settings) -> dict:
             old = json.load(f)
     except (OSError, ValueError):
         return {}
-    return dict(old.get("timing_s", {})) if same_data(old.get("settings"), settings) else {}
+    if not isinstance(old.get("settings"), dict):
+        return {}
+    cached = {k: v for k, v in old["settings"].items() if k != "pool"}  # the pool has its own stage
+    return dict(old.get("timing_s", {})) if same_data(cached, settings) else {}
 
 
 def _aside(path: str) -> str:
@@ -281,9 +313,19 @@ def run(
     index = {float(v): i for i, v in enumerate(values)}
     train_idx = [index[float(v)] for v in train_v]
 
+    n_pool = pool_size(exp, sc, drift)
+    if n_pool is None:
+        targets = parts[0, train_idx]
+    else:
+        t0 = time.perf_counter()
+        targets, reused = simulate_pool(exp, scale, seed, os.path.join(folder, "pool.npz"), log, n_pool, drift)
+        timing["pool_s"] = time.perf_counter() - t0
+        if reused and "pool_s" in previous:  # simulated by an earlier run: its time
+            timing["pool_s"] = previous["pool_s"]
+
     mcfg, _ = configs(exp, scale)
     res, resumed_complete, timing["train_s"] = train_network(
-        exp, scale, seed, parts[0, train_idx], os.path.join(folder, "checkpoint.npz"), log
+        exp, scale, seed, targets, os.path.join(folder, "checkpoint.npz"), log
     )
     if resumed_complete and "train_s" in previous:
         timing["train_s"] = previous["train_s"]  # the checkpoint was complete: keep the time it took
@@ -294,7 +336,7 @@ def run(
     m2_radial = None if radial is None else radial.second_moment()
     final_loss = float(np.mean(res.history[-100:]))
     fresh_loss = training.fresh_batch_loss(res.history, sc.resample_every)
-    floor_loss = loss_floor(jax.random.key(seed + 3), parts[0, train_idx], sc.n_samples)
+    floor_loss = loss_floor(jax.random.key(seed + 3), targets, sc.n_samples)
     metrics = {
         "experiment": exp.name,
         "section": exp.section,
@@ -303,6 +345,7 @@ def run(
             **settings,
             "drift": ds.meta["settings"].get("drift", "direct"),
             "grid": ds.meta["settings"].get("grid"),
+            "pool": n_pool,
         },
         "scale_settings": dataclasses.asdict(sc),
         "n_parameters": model.n_parameters(res.params),
