@@ -31,8 +31,8 @@
   schedule: the final loss against its floor, and C2ST excess, energy z and m2 error (as the
   experiments report them) at every held-out and training value. Further schedules with
   ``--schedules``: the debiased loss, three times the block sweeps per matching, and training on
-  the 2D training pool of the quick scale (``Scale.pool``, J = 50000) instead of the 2000-particle
-  training replica.
+  the quick scale's training pool (``Scale.pool_runs`` = 10 more runs of J = 2000) instead of the
+  one training replica.
 
 * ``health``: the health figure of ``ksdp.Trajectory.health`` (dt |chemotactic drift| / delta) on
   every snapshot of every experiment dataset found under ``ksdp-runs/<scale>/`` (as
@@ -306,8 +306,8 @@ MORE_SCHEDULES = {
         "initial_sweeps": "3x",
         "sweeps": "3x",
     },
-    # the experiments' 2D default at the quick scale: the same schedule, trained on a training pool of
-    # J = 50000 (Scale.pool) instead of the 2000-particle training replica
+    # the experiments' default at the quick scale: the same schedule, trained on the training pool
+    # (Scale.pool_runs more runs of J particles) instead of the one training replica
     "fresh + EMA + cosine + debias, pool": {
         "resample_every": "renew_every",
         "ema_decay": 0.999,
@@ -347,11 +347,11 @@ def training(names=("ks2d-time", "laminar2d-amplitude"), scale="quick", out="ksd
             n_steps = change.pop("steps", sc.n_steps)
             targets = parts[0, train_idx]
             if change.pop("pool", False):
-                n_pool = RUN.pool_size(exp, sc)
-                if n_pool is None:
-                    raise ValueError(f"{name} has no training pool at the {scale} scale (Scale.pool, 2D only).")
+                runs = RUN.pool_runs(sc)
+                if runs is None:
+                    raise ValueError(f"the {scale} scale has no training pool (Scale.pool_runs = 1).")
                 pool_path = os.path.join(folder, "pool.npz")
-                targets = RUN.simulate_pool(exp, scale, 0, pool_path, print, n_pool)[0]
+                targets = RUN.simulate_pool(exp, scale, 0, pool_path, print, runs)[0]
             floor_loss = RUN.loss_floor(jax.random.key(3), targets, sc.n_samples)
             named = {"n_steps": n_steps, "renew_every": base.renew_every}
             change = {

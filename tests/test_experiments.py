@@ -40,19 +40,21 @@ def test_outputs_exist_and_are_finite(smoke_run, name):
             assert len(r[k]) == 2 and all(math.isfinite(v) for v in r[k]) and r[k][1] > 0, (k, r)
         assert 0 <= r["c2st"][0] <= 1 and isinstance(r["c2st_ok"], bool)
         assert ("ks_dp" in r) == (name == "ks2d-time")  # the radial reference exists for the flow-free case
-    # in 2D the network trains on the training pool (Scale.pool), an IPM run of its own at every
-    # training value; in 3D on the J-particle training replica
-    exp = EXPERIMENTS[name]
-    assert m["settings"]["pool"] == (SCALES["smoke"].pool if exp.d == 2 else None)
-    assert os.path.exists(os.path.join(folder, "pool.npz")) == (exp.d == 2)
+    # the network trains on the training pool (Scale.pool_runs more runs of J particles per training
+    # value, their own key), not on the training replica
+    runs = SCALES["smoke"].pool_runs
+    assert m["settings"]["pool_runs"] == runs
     assert not any(f.endswith(".parts") for f in os.listdir(folder))  # parts removed once the whole is saved
-    if exp.d == 2:
-        pool = ksdp.load_dataset(os.path.join(folder, "pool.npz"))
-        train = run.particles_by_value(exp, ksdp.load_dataset(os.path.join(folder, "dataset.npz")))[0]
-        assert pool.particles.shape[2] == SCALES["smoke"].pool
-        i0 = int(np.flatnonzero(np.isclose(run._all_values(exp, "smoke"), exp.values("smoke")[0][0]))[0])
-        first = run.particles_by_value(exp, pool, replicas=1)[0][0, : train.shape[1]]
-        assert not np.allclose(first, train[i0])  # its own key: not the training replica's particles
+    pool = ksdp.load_dataset(os.path.join(folder, "pool.npz"))
+    train = run.particles_by_value(EXPERIMENTS[name], ksdp.load_dataset(os.path.join(folder, "dataset.npz")))[0]
+    exp = EXPERIMENTS[name]
+    assert pool.particles.shape[2] == SCALES["smoke"].n_particles and len(pool.meta["replicas"]) == runs
+    i0 = int(np.flatnonzero(np.isclose(run._all_values(exp, "smoke"), exp.values("smoke")[0][0]))[0])
+    first = run.particles_by_value(exp, pool, replicas=runs)[0, 0]
+    assert not np.allclose(first, train[i0])  # its own key: not the training replica's particles
+    targets, reused = run.simulate_pool(exp, "smoke", 0, os.path.join(folder, "pool.npz"), print, runs)
+    assert reused and targets.shape == (len(exp.values("smoke")[0]), runs * SCALES["smoke"].n_particles, exp.d)
+    np.testing.assert_array_equal(targets[0, : SCALES["smoke"].n_particles], first)  # the runs of a value, pooled
 
 
 def test_report_and_resume(smoke_run):

@@ -162,7 +162,7 @@ def render(out: str, scale: str, names, failures: dict, seconds: float) -> str:
         if not m.get("complete", True):
             lines += ["(evaluation incomplete: the rows above are those computed before the failure)", ""]
         s, t = m["settings"], m["timing_s"]
-        pool = f" (pool {s['pool']})" if s.get("pool") else ""
+        pool = f" (pool {s['pool_runs']} x {s['n_particles']})" if s.get("pool_runs") else ""
         ipm_s = t.get("ipm_s", 0) + t.get("pool_s", 0)
         settings.append(
             f"| {name} | {s['n_particles']}{pool} | {m['scale_settings']['n_samples']} | "
@@ -216,9 +216,9 @@ def render_experiment(out: str, name: str, scale: str, figures: str = ".") -> st
         f"- IPM: J = {s['n_particles']}, kernel `{s['kernel']}`, delta^2 = {s['delta'] ** 2:.3g}, "
         f"dt = {s['dt']:g}, chi = mu = 1, M = 16 pi, uniform initial law on the unit ball"
         + (
-            f"; the network trains on one more run of J = {s['pool']} per training value (the training pool; "
-            "the reference and floor runs keep J)."
-            if s.get("pool")
+            f"; the network trains on a pool of {s['pool_runs']} more runs of J = {s['n_particles']} per training "
+            "value (their own key; the reference and floor runs are not in it)."
+            if s.get("pool_runs")
             else "."
         ),
         f"- Training values {', '.join(f'{v:g}' for v in s['train'])}; held out "

@@ -74,33 +74,39 @@ def simulate_dataset(
 ) -> data.Dataset:
     """IPM particles ``[3 replicas, n_values, J, d]`` for every parameter value; reused if cached."""
     settings = _settings(exp, scale, seed, n_particles, drift)
-    return _simulate(exp, settings, jax.random.key(seed), _all_values(exp, scale), len(REPLICAS), path, log)
+    return _simulate(exp, settings, jax.random.key(seed), _all_values(exp, scale), list(REPLICAS), path, log)
 
 
-def pool_size(exp: Experiment, sc, drift: str = "auto") -> int | None:
-    """J of ``exp``'s training pool at the `Scale` ``sc``: ``sc.pool`` in 2D when it exceeds
-    ``sc.n_particles``; None (train on the J-particle replica) otherwise, and with ``drift="direct"``
-    (the pool is a particle-mesh run: the direct sum at its size would take hours)."""
-    if sc.pool is None or exp.d != 2 or sc.pool <= sc.n_particles or drift == "direct":
-        return None
-    return int(sc.pool)
+def pool_runs(sc) -> int | None:
+    """How many runs of J particles make the training pool at the `Scale` ``sc`` (None: no pool, the
+    network trains on the training replica)."""
+    return int(sc.pool_runs) if sc.pool_runs > 1 else None
 
 
 POOL_KEY = 1  # the pool's key is fold_in(key(seed), POOL_KEY): independent of the replicas
 
 
-def simulate_pool(exp: Experiment, scale: str, seed: int, path: str, log, n_pool: int, drift: str = "auto"):
-    """One more IPM run of ``n_pool`` particles at every training value: the network's training data
-    (`Scale.pool`). Cached like the dataset. Returns ``(particles [R, n_pool, d], reused)``."""
-    settings = {**_settings(exp, scale, seed, n_pool, drift), "pool": True}
+def simulate_pool(
+    exp: Experiment, scale: str, seed: int, path: str, log, runs: int, n_particles: int | None = None, drift="auto"
+):
+    """``runs`` more independent IPM runs of J particles at every training value: the network's
+    training data (`Scale.pool_runs`). Cached like the dataset.
+
+    Returns ``(particles [R, runs * J, d], reused)``, the runs of each training value pooled.
+    """
+    settings = {**_settings(exp, scale, seed, n_particles, drift), "pool_runs": int(runs)}
     key = jax.random.fold_in(jax.random.key(seed), POOL_KEY)
     train = np.asarray(exp.values(scale)[0], np.float64)
-    ds = _simulate(exp, settings, key, train, 1, path, log)
-    return particles_by_value(exp, ds, replicas=1)[0], bool(ds.meta.get("reused"))
+    names = [f"pool-{k}" for k in range(runs)]
+    ds = _simulate(exp, settings, key, train, names, path, log)
+    p = particles_by_value(exp, ds, replicas=runs)  # [runs, R, J, d]
+    p = np.swapaxes(p, 0, 1)
+    return p.reshape(p.shape[0], -1, p.shape[-1]), bool(ds.meta.get("reused"))
 
 
-def _simulate(exp: Experiment, settings: dict, key, values, replicas: int, path: str, log) -> data.Dataset:
-    """``replicas`` independent IPM runs at every value of ``values`` (cached at ``path``)."""
+def _simulate(exp: Experiment, settings: dict, key, values, names, path: str, log) -> data.Dataset:
+    """Independent IPM runs (one per name in ``names``) at every value of ``values`` (cached at ``path``)."""
+    replicas = len(names)
     if os.path.exists(path):
         try:
             ds = data.load_dataset(path)
@@ -123,7 +129,7 @@ def _simulate(exp: Experiment, settings: dict, key, values, replicas: int, path:
         dt=DT,
         drift=settings["drift"],
         grid=settings["grid"],
-        extra_meta={"settings": settings, "replicas": list(REPLICAS[:replicas])},
+        extra_meta={"settings": settings, "replicas": list(names)},
     )
     if exp.eta == "time":
         params = ipm.Params(delta=DELTA, flow=np.full(replicas, exp.fixed))
@@ -219,7 +225,7 @@ def _previous_timing(path, settings) -> dict:
         return {}
     if not isinstance(old.get("settings"), dict):
         return {}
-    cached = {k: v for k, v in old["settings"].items() if k != "pool"}  # the pool has its own stage
+    cached = {k: v for k, v in old["settings"].items() if k != "pool_runs"}  # the pool has its own stage
     return dict(old.get("timing_s", {})) if same_data(cached, settings) else {}
 
 
@@ -313,12 +319,13 @@ def run(
     index = {float(v): i for i, v in enumerate(values)}
     train_idx = [index[float(v)] for v in train_v]
 
-    n_pool = pool_size(exp, sc, drift)
-    if n_pool is None:
+    n_runs = pool_runs(sc)
+    if n_runs is None:
         targets = parts[0, train_idx]
     else:
         t0 = time.perf_counter()
-        targets, reused = simulate_pool(exp, scale, seed, os.path.join(folder, "pool.npz"), log, n_pool, drift)
+        pool_path = os.path.join(folder, "pool.npz")
+        targets, reused = simulate_pool(exp, scale, seed, pool_path, log, n_runs, sc.n_particles, drift)
         timing["pool_s"] = time.perf_counter() - t0
         if reused and "pool_s" in previous:  # simulated by an earlier run: its time
             timing["pool_s"] = previous["pool_s"]
@@ -345,7 +352,7 @@ def run(
             **settings,
             "drift": ds.meta["settings"].get("drift", "direct"),
             "grid": ds.meta["settings"].get("grid"),
-            "pool": n_pool,
+            "pool_runs": n_runs,
         },
         "scale_settings": dataclasses.asdict(sc),
         "n_parameters": model.n_parameters(res.params),

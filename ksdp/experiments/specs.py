@@ -21,10 +21,12 @@ class Scale:
     ``n_generated`` particles are generated per parameter value for the energy distance, the moments
     and the radial KS distance; C2ST and W2 compare ``J`` of them with ``J`` IPM particles.
 
-    ``pool``: in 2D, where the particle mesh makes a large run cheap, the network trains on one more
-    IPM run of this many particles per training value instead of the ``J``-particle training
-    replica (the reference and floor replicas keep ``J``). Drawing ``N`` of ``J = 2 N`` points, a
-    network can learn the points themselves: its final loss falls below the loss floor.
+    ``pool_runs``: the network trains on this many more independent IPM runs of ``J`` particles
+    per training value (the training pool, its own key) instead of the one training replica. Drawing
+    ``N`` of ``J = 2 N`` points, a network can learn the points themselves (its final loss falls below
+    the loss floor); a pool of runs at the same ``J`` gives it many more points of the same law as
+    the reference runs (a run with more particles would not: the IPM's law moves with ``J``, its m2
+    by 1-7% between J = 2000 and 50000 in ks2d-time).
     """
 
     n_particles: int
@@ -41,7 +43,7 @@ class Scale:
     ema_decay: float = 0.999
     cosine_decay: bool = True  # decay the learning rate to 1% over n_steps
     debias: bool = True  # the debiased loss (TrainConfig.debias)
-    pool: int | None = None  # particles of the 2D training pool (None: train on the J-particle replica)
+    pool_runs: int = 1  # IPM runs of J particles per training value the network trains on (1: the training replica)
 
 
 SCALES = {
@@ -58,7 +60,7 @@ SCALES = {
         width=16,
         depth=2,
         ema_decay=0.9,
-        pool=512,
+        pool_runs=3,
     ),
     # Training schedule: fresh samples at every renewal (K = L), a moving average of the parameters,
     # a cosine learning-rate decay and the debiased loss, against the paper's K = 10 L and plain loss:
@@ -72,7 +74,7 @@ SCALES = {
         sweeps=4,
         initial_sweeps=20,
         n_generated=20000,
-        pool=50000,
+        pool_runs=10,
     ),
     # the paper's sizes (J = 10000, N = 2000, L = 200, 50000 Adam steps) with the quick scale's
     # schedule (K = L, moving average, cosine decay, debiased loss) instead of the paper's K = 1000
