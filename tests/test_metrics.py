@@ -150,3 +150,13 @@ def test_bad_input(call, match):
 def test_integer_clouds_are_a_type_error():
     with pytest.raises(TypeError, match="floating"):
         km.energy_distance(np.zeros((5, 2), int), np.zeros((5, 2)))
+
+
+def test_run_spread_is_the_sample_spread_of_the_runs():
+    # exact arithmetic: values 1, 2, 3 have mean 2, sample sd 1, standard error 1 / sqrt(3)
+    s = km.run_spread([1.0, 2.0, 3.0])
+    assert s["mean"] == 2.0 and s["sd"] == 1.0 and s["runs"] == 3
+    assert abs(s["se"] - 1 / math.sqrt(3)) < 1e-15
+    for bad in ([1.0], [1.0, float("nan")]):
+        with pytest.raises(ValueError, match="at least 2 finite"):
+            km.run_spread(bad)
