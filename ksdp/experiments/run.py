@@ -368,8 +368,7 @@ def run(
         "timing_s": timing,
     }
     path = os.path.join(folder, "metrics.json")
-    m2_of = lambda x: float(np.mean(np.sum(np.asarray(x, np.float64) ** 2, -1)))  # noqa: E731
-    train_runs = np.asarray(targets).reshape(len(train_idx), n_runs or 1, -1, exp.d)  # [R, runs, J, d]
+    run_sd = m2_run_sd(exp, scale, values, parts, targets, n_runs)
     for v in values:
         i = index[float(v)]
         kind = "train" if v in train_v else "held-out" if v in held_v else "extrapolated"
@@ -379,13 +378,7 @@ def run(
         pooled = np.asarray(parts[:, i]).reshape(-1, exp.d)
         cmp = metrics_.compare(k_cmp, gen, ref, floor, w2_points=MAX_PAIRED, c2st_points=MAX_PAIRED)
         ipm_m = metrics_.moments(pooled)
-        # m2 varies from run to run by more than its particles suggest (metrics_.run_spread): its
-        # standard errors come from the spread of single runs, the three replicas and, at a training
-        # value, the training runs too
-        runs_m2 = [m2_of(parts[r, i]) for r in range(len(REPLICAS))]
-        if v in train_v and n_runs is not None:
-            runs_m2 += [m2_of(x) for x in train_runs[list(train_v).index(v)]]
-        spread = metrics_.run_spread(runs_m2)
+        sd, n_sd = run_sd[float(v)]
         row = {
             "eta": float(v),
             "kind": kind,
@@ -398,14 +391,14 @@ def run(
             "w2_floor": cmp["floor_w2"][0],
             "ratio": cmp["w2"][0] / cmp["floor_w2"][0],
             "m2_ipm": ipm_m["m2"],
-            "m2_ipm_se": max(spread["sd"] / math.sqrt(len(REPLICAS)), ipm_m["m2_se"]),
+            "m2_ipm_se": max(sd / math.sqrt(len(REPLICAS)), ipm_m["m2_se"]),
             "m2_ipm_particle_se": ipm_m["m2_se"],
-            "m2_run_sd": spread["sd"],
-            "m2_runs": spread["runs"],
+            "m2_run_sd": sd,
+            "m2_runs": n_sd,
             # trained on a pool of independent runs: its mean's error; trained on the first replica,
             # which is in the reference mean: DP - mean(r0, r1, r2) ~ (2 r0 - r1 - r2) / 3 has
             # variance 2/3 sd^2, the reference's 1/3 and this 1/3
-            "m2_train_se": spread["sd"] / math.sqrt(n_runs if n_runs else len(REPLICAS)),
+            "m2_train_se": sd / math.sqrt(n_runs if n_runs else len(REPLICAS)),
             "m2_dp": cmp["moments"]["m2"],
             "m2_dp_se": cmp["moments"]["m2_se"],
             "m2_rel_error": abs(cmp["moments"]["m2"] - ipm_m["m2"]) / ipm_m["m2"],
@@ -448,6 +441,37 @@ def run(
     metrics["complete"] = True
     _io.write_json(path, metrics)
     return metrics
+
+
+def m2_run_sd(exp: Experiment, scale: str, values, parts, targets, n_runs) -> dict:
+    """One IPM run's standard deviation of m2 at every value: ``{value: (sd, runs it rests on)}``.
+
+    A run's m2 varies from run to run by more than its particles suggest (`ksdp.metrics.run_spread`),
+    so its standard errors come from the spread of single runs: the three replicas and, at a training
+    value, the training pool's runs. Where only the three replicas exist (held-out and extrapolated
+    values) their 2 degrees of freedom are pooled with the spread interpolated from the training
+    values (in the network's coordinate: log10 A or t), weighted by degrees of freedom.
+    """
+    m2_of = lambda x: float(np.mean(np.sum(np.asarray(x, np.float64) ** 2, -1)))  # noqa: E731
+    train_v = [float(v) for v in exp.values(scale)[0]]
+    train_runs = np.asarray(targets).reshape(len(train_v), n_runs or 1, -1, exp.d)  # [R, runs, J, d]
+    out = {}
+    for i, v in enumerate(values):
+        runs = [m2_of(parts[r, i]) for r in range(parts.shape[0])]
+        if float(v) in train_v and n_runs is not None:
+            runs += [m2_of(x) for x in train_runs[train_v.index(float(v))]]
+        out[float(v)] = (metrics_.run_spread(runs)["sd"], len(runs))
+    if n_runs is not None:
+        coord = np.log10 if exp.eta == "amplitude" else (lambda a: np.asarray(a, np.float64))
+        tx = coord(np.asarray(train_v))
+        t_var = np.asarray([out[v][0] ** 2 for v in train_v])
+        dof_nb = n_runs + parts.shape[0] - 1
+        for v in out:
+            sd, n = out[v]
+            if v not in train_v:
+                var = ((n - 1) * sd**2 + dof_nb * float(np.interp(coord(v), tx, t_var))) / (n - 1 + dof_nb)
+                out[v] = (math.sqrt(var), n + n_runs)
+    return out
 
 
 def summarise(rows) -> dict:

@@ -24,9 +24,8 @@ class Scale:
     ``pool_runs``: the network trains on this many more independent IPM runs of ``J`` particles
     per training value (the training pool, its own key) instead of the one training replica. Drawing
     ``N`` of ``J = 2 N`` points, a network can learn the points themselves (its final loss falls below
-    the loss floor); a pool of runs at the same ``J`` gives it many more points of the same law as
-    the reference runs (a run with more particles would not: the IPM's law moves with ``J``, its m2
-    by 1-7% between J = 2000 and 50000 in ks2d-time).
+    the loss floor); a pool of runs at the same ``J`` gives it many more points of exactly the law the
+    reference runs sample, and averages the run-to-run spread of that law's moments (`ksdp.metrics.run_spread`).
     """
 
     n_particles: int
