@@ -27,7 +27,8 @@ scales:
           three other jobs) and laminar2d-amplitude 51 (docs/index.md)
 
 Outputs under OUT/<experiment>/: README.md (its page), dataset.npz (reused when its settings match;
-simulated one replica at a time, each saved under dataset.npz.parts/ until the whole is written), checkpoint.npz
+simulated one replica at a time, each saved under dataset.npz.parts/ until the whole is written), pool.npz
+(the training pool's runs, cached the same way), checkpoint.npz
 (training resumes from it), metrics.json, projections.png, second_moment.png, loss.png; and
 OUT/REPORT.md with every metric. An interrupted run picks up where it stopped."""
 )
