@@ -92,8 +92,18 @@ def make_dataset(
     if chunk is not None and (not isinstance(chunk, (int, np.integer)) or isinstance(chunk, bool) or chunk < 1):
         raise ValueError(f"chunk must be a positive integer (parameter sets per part), got {chunk!r}.")
     chunk = size if chunk is None else min(int(chunk), size)
-    run = dict(n_particles=n_particles, d=d, kernel=kernel, flow=flow, dt=dt, tile=tile, mesh=mesh, axis=axis)
-    run.update(drift=drift, grid=grid)
+    run = dict(
+        n_particles=n_particles,
+        d=d,
+        kernel=kernel,
+        flow=flow,
+        dt=dt,
+        tile=tile,
+        mesh=mesh,
+        axis=axis,
+        drift=drift,
+        grid=grid,
+    )
     keys = jax.random.split(key, size)
     pieces, times_out = [], None
     print_ = log or (lambda _: None)

@@ -638,7 +638,7 @@ def sweep(
     t, save_at, x0, static = _prepare(
         params, times, n_particles, x0, d, kernel, flow, dt, tile, drift, grid, batched=True
     )
-    keys = set_keys(key, size)
+    keys = _set_keys(key, size)
     if mesh is None:
         buf, *rest = _run_batched_jit(keys, params, x0, save_at, **static)
     else:
@@ -649,7 +649,7 @@ def sweep(
     return traj
 
 
-def set_keys(key, size: int):
+def _set_keys(key, size: int):
     """The ``[size]`` keys of a `sweep`: ``jax.random.split(key, size)``, or ``key`` itself if it holds that many."""
     key = key if isinstance(key, jax.Array) else jnp.asarray(key)
     typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)

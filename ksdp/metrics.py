@@ -276,7 +276,7 @@ def run_spread(values) -> dict:
     A statistic of an IPM run (its m2, say) varies from run to run by more than the standard error
     that treats its J particles as independent (`moments`): their ``O(1/J)`` correlations, summed
     over ``J^2`` pairs, carry the run's initial fluctuation along (in ks2d-time at J = 2000 the m2
-    of single runs spreads by 0.010-0.012 at every time, 1.4-1.7 times the 0.007 of independent
+    of single runs spreads by 0.010-0.012 at every time, 1.3-1.7 times the 0.007 of independent
     draws). Compare such statistics with this spread.
 
     Returns:

@@ -74,7 +74,7 @@ def simulate_dataset(
 ) -> data.Dataset:
     """IPM particles ``[3 replicas, n_values, J, d]`` for every parameter value; reused if cached."""
     settings = _settings(exp, scale, seed, n_particles, drift)
-    return _simulate(exp, settings, jax.random.key(seed), _all_values(exp, scale), list(REPLICAS), path, log)
+    return _simulate(exp, settings, jax.random.key(seed), _all_values(exp, scale), list(REPLICAS), path, log, "dataset")
 
 
 def pool_runs(sc) -> int | None:
@@ -98,26 +98,27 @@ def simulate_pool(
     key = jax.random.fold_in(jax.random.key(seed), POOL_KEY)
     train = np.asarray(exp.values(scale)[0], np.float64)
     names = [f"pool-{k}" for k in range(runs)]
-    ds = _simulate(exp, settings, key, train, names, path, log)
+    ds = _simulate(exp, settings, key, train, names, path, log, "training pool")
     p = particles_by_value(exp, ds, replicas=runs)  # [runs, R, J, d]
     p = np.swapaxes(p, 0, 1)
     return p.reshape(p.shape[0], -1, p.shape[-1]), bool(ds.meta.get("reused"))
 
 
-def _simulate(exp: Experiment, settings: dict, key, values, names, path: str, log) -> data.Dataset:
-    """Independent IPM runs (one per name in ``names``) at every value of ``values`` (cached at ``path``)."""
+def _simulate(exp: Experiment, settings: dict, key, values, names, path: str, log, label: str) -> data.Dataset:
+    """Independent IPM runs (one per name in ``names``) at every value of ``values`` (cached at ``path``;
+    ``label`` names it in the log)."""
     replicas = len(names)
     if os.path.exists(path):
         try:
             ds = data.load_dataset(path)
             if same_data(ds.meta.get("settings"), settings):
                 used = ds.meta["settings"].get("drift", "direct")
-                log(f"  {_name(path)}: reusing {path} (drift: {used})")
+                log(f"  {label}: reusing {path} (drift: {used})")
                 return ds._replace(meta={**ds.meta, "reused": True})
-            log(f"  {_name(path)}: cached file has other settings; simulating again")
+            log(f"  {label}: cached file has other settings; simulating again")
         except ValueError as e:  # unreadable or invalid: kept aside (not lost), then simulated again
-            log(f"  {_name(path)}: cached file unreadable ({e}); moved it to {_aside(path)}; simulating again")
-    log(f"  {_name(path)}: simulating J = {settings['n_particles']} with the {settings['drift']} drift")
+            log(f"  {label}: cached file unreadable ({e}); moved it to {_aside(path)}; simulating again")
+    log(f"  {label}: simulating J = {settings['n_particles']} with the {settings['drift']} drift")
     parts = path + ".parts"  # one replica per part, saved as it finishes: a kill loses at most one
     common = dict(
         parts=parts,
@@ -140,10 +141,6 @@ def _simulate(exp: Experiment, settings: dict, key, values, names, path: str, lo
     data.save_dataset(path, ds)
     shutil.rmtree(parts, ignore_errors=True)
     return ds
-
-
-def _name(path: str) -> str:
-    return "training pool" if os.path.basename(path).startswith("pool") else "dataset"
 
 
 def particles_by_value(exp, ds, replicas: int = len(REPLICAS)):
@@ -452,14 +449,13 @@ def m2_run_sd(exp: Experiment, scale: str, values, parts, targets, n_runs) -> di
     values) their 2 degrees of freedom are pooled with the spread interpolated from the training
     values (in the network's coordinate: log10 A or t), weighted by degrees of freedom.
     """
-    m2_of = lambda x: float(np.mean(np.sum(np.asarray(x, np.float64) ** 2, -1)))  # noqa: E731
     train_v = [float(v) for v in exp.values(scale)[0]]
     train_runs = np.asarray(targets).reshape(len(train_v), n_runs or 1, -1, exp.d)  # [R, runs, J, d]
     out = {}
     for i, v in enumerate(values):
-        runs = [m2_of(parts[r, i]) for r in range(parts.shape[0])]
+        runs = [metrics_.moments(parts[r, i])["m2"] for r in range(parts.shape[0])]
         if float(v) in train_v and n_runs is not None:
-            runs += [m2_of(x) for x in train_runs[train_v.index(float(v))]]
+            runs += [metrics_.moments(x)["m2"] for x in train_runs[train_v.index(float(v))]]
         out[float(v)] = (metrics_.run_spread(runs)["sd"], len(runs))
     if n_runs is not None:
         coord = np.log10 if exp.eta == "amplitude" else (lambda a: np.asarray(a, np.float64))
