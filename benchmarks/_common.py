@@ -14,8 +14,9 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 def device_name() -> str:
     dev = jax.devices()[0]
-    if dev.platform == "cpu":
-        return f"cpu-{os.cpu_count()}core-{platform.machine()}"
+    if dev.platform == "cpu":  # the cores this process may run on (``taskset -c 0`` makes it 1core)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return f"cpu-{cores}core-{platform.machine()}"
     return getattr(dev, "device_kind", dev.platform).replace(" ", "-")
 
 

@@ -1,4 +1,7 @@
+import gc
 import os
+
+import pytest
 
 # Keep XLA to the two cores of the CI machine and make test output deterministic.
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
@@ -6,3 +9,21 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
 # tests/multidevice needs several devices, which only a fresh interpreter can have: it runs from
 # tests/test_parallel.py (KSDP_MULTIDEVICE=1 with forced CPU devices), never in the main session.
 collect_ignore = [] if os.environ.get("KSDP_MULTIDEVICE") else ["multidevice"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop every compiled program at the end of each test module.
+
+    An XLA:CPU executable holds about three memory mappings for its code, and jit caches keep every
+    executable alive, so the whole suite (tens of thousands of programs) reached the kernel's limit of
+    65530 mappings per process (``vm.max_map_count``), where XLA's compiler aborts or segfaults in
+    whichever compilation comes next (measured: 64724 mappings just before such a crash). Clearing
+    the caches between modules keeps the process near 1200 mappings and costs no measurable time:
+    a module's jitted fixtures are reused within the module, never across modules.
+    """
+    yield
+    import jax
+
+    jax.clear_caches()
+    gc.collect()

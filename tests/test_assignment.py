@@ -77,6 +77,18 @@ def test_identity_check_is_exact_in_both_directions():
     assert shown.sum() >= 0.9 * truth.sum()  # and finds (nearly) all optimal ones: float ties may hide a few
 
 
+def test_early_stop_of_the_identity_check_leaves_blocks_to_the_exact_solver():
+    # solve_batch stops the relaxations once at most B // 64 blocks still relax: those are reported
+    # "not shown optimal" and solved by augmenting paths, so the optimum must not change
+    rng = np.random.default_rng(9)
+    c = jnp.asarray(_problems(rng, 256, 16, "near"), jnp.float32)
+    full = np.asarray(A.identity_is_optimal(c))
+    early = np.asarray(A._identity_check(c, 16, leave=256 // 64))
+    assert not np.any(early & ~full)  # stopping early never claims more than the full check
+    assert np.sum(full & ~early) <= 256 // 64  # and leaves at most `leave` optimal blocks to solve
+    _check(np.asarray(c, np.float64), SOLVE(c))
+
+
 def test_matches_optax_hungarian():
     # optax's Hungarian algorithm, the solver ksdp used before, as a second reference
     rng = np.random.default_rng(9)
