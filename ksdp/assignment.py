@@ -227,11 +227,13 @@ def _sap(c, levels: int = 3):
 def solve_batch(c, *, rounds: int | None = None, levels: int = 3):
     """Optimal assignments of ``c [B, M, M]`` (or one ``[M, M]``): ``sigma [B, M]`` int32, row ``i`` -> column.
 
-    Blocks that `identity_is_optimal` clears keep the identity; the others are gathered into one
-    chunk of ``B``, ``B/4``, ``B/16``, ... blocks (``levels`` sizes; the smallest that holds them
-    all) and solved by shortest augmenting paths. Ties may be broken differently from SciPy; the
-    cost is the same. Measured against optax's Hungarian and SciPy in ``python -m
-    benchmarks.assignment`` (``docs/benchmarks.md``).
+    Blocks that the identity check clears keep the identity (the check of `identity_is_optimal`,
+    stopped once at most ``B // 64`` blocks still relax: those are solved with the rest); the others
+    are gathered into one chunk of ``B``, ``B/4``, ``B/16``, ... blocks (``levels`` sizes; the
+    smallest that holds them all) and solved by shortest augmenting paths, whose loop gathers its
+    still-searching blocks into a quarter and a sixteenth of its chunk as the others finish. Ties
+    may be broken differently from SciPy; the cost is the same. Measured against optax's Hungarian
+    and SciPy in ``python -m benchmarks.assignment`` (``docs/benchmarks.md``).
 
     Args:
       c: ``[B, M, M]`` cost matrices (or one ``[M, M]``), any float dtype.
