@@ -1,6 +1,7 @@
 """``python -m benchmarks``: every benchmark, one summary table, one JSON, figures.
 
     python -m benchmarks [--full] [--only ipm particle_mesh transport train scaling] [--out benchmarks/results]
+    python -m benchmarks --collect RESULT.json [RESULT.json ...] [--out benchmarks/results]
 
 Runs each script (``benchmarks/{ipm,particle_mesh,transport,train,scaling}.py``) in a fresh interpreter, so each
 compiles and allocates on its own; ``scaling`` gets 4 forced host devices on a CPU. The scripts'
@@ -8,6 +9,10 @@ own JSON files go to a temporary folder (so a suite run never overwrites a stand
 this command writes ``<out>/<device>-<date>.json`` with all of them,
 prints a table where every figure is a ratio against a baseline measured in the same run (with the
 absolute figure and the device), and draws ``<device>-<date>-{ipm,particle_mesh,transport,scaling}.png``.
+
+``--collect`` builds the same table, JSON and figures from the JSON files of scripts already run
+one by one (say each under its own time limit, so that one overrunning script loses nothing of the
+others); the device and date are those of the files, which must agree.
 
 Sizes: on a CPU the suite uses sizes that finish in under 10 minutes on 2 cores (J up to 16k,
 N up to 2000); ``--full`` (and any accelerator) uses each script's own defaults.
@@ -54,6 +59,31 @@ def run_script(name: str, extra: list, out: str) -> dict:
     payload["command"] = "python -m " + " ".join([f"benchmarks.{name}", *extra])
     payload["wall_s"] = time.perf_counter() - t0
     return payload
+
+
+def collect(paths: list) -> tuple:
+    """``(environment, results)`` from scripts' JSON files: one file per script, one device, one date."""
+    results, env = {}, None
+    for path in paths:
+        try:
+            with open(path) as f:
+                payload = json.load(f)
+        except (OSError, json.JSONDecodeError) as err:
+            raise SystemExit(f"--collect: cannot read {path!r}: {err}") from None
+        name = str(payload.get("benchmark", "")).replace("-", "_")
+        if name not in SCRIPTS:
+            raise SystemExit(f"--collect: {path!r} is not a result of {', '.join(SCRIPTS)} (benchmark {name!r})")
+        if name in results:
+            raise SystemExit(f"--collect: two results of benchmarks.{name}; pass one file per script")
+        e = payload["environment"]
+        if env is not None and (e["device"], e["date"]) != (env["device"], env["date"]):
+            raise SystemExit(
+                f"--collect: {path!r} was measured on {e['device']} on {e['date']}, the others on "
+                f"{env['device']} on {env['date']}; a summary compares one device in one run"
+            )
+        env = env or e
+        results[name] = payload
+    return env, results
 
 
 def summary(results: dict, device: str) -> list:
@@ -321,14 +351,25 @@ def main(argv=None):
     ap.add_argument(
         "--figures", default=FIGURES, help="folder of the figures (default: docs/figures/benchmarks, shown by the docs)"
     )
+    ap.add_argument(
+        "--collect",
+        nargs="+",
+        metavar="RESULT.json",
+        default=None,
+        help="summarise these scripts' JSON files instead of running the scripts",
+    )
     args = ap.parse_args(argv)
-    env = _common.environment()
-    suite = {} if args.full or not env["device"].startswith("cpu") else CPU_SUITE
     t0 = time.perf_counter()
-    import tempfile
+    if args.collect:
+        env, results = collect(args.collect)
+        args.only = list(results)
+    else:
+        env = _common.environment()
+        suite = {} if args.full or not env["device"].startswith("cpu") else CPU_SUITE
+        import tempfile
 
-    with tempfile.TemporaryDirectory() as scratch:
-        results = {name: run_script(name, suite.get(name, []), scratch) for name in args.only}
+        with tempfile.TemporaryDirectory() as scratch:
+            results = {name: run_script(name, suite.get(name, []), scratch) for name in args.only}
     rows = summary(results, env["device"])
     print(f"\nksdp benchmarks on {env['device']} (jax {env['jax']}), {time.perf_counter() - t0:.0f} s")
     print(f"{'what':<40} {'ksdp':>26} {'ratio':>8}  baseline (same run)")
@@ -340,7 +381,8 @@ def main(argv=None):
     command = (
         "python -m benchmarks"
         + (" --full" if args.full else "")
-        + ("" if args.only == list(SCRIPTS) else " --only " + " ".join(args.only))
+        + ("" if args.only == list(SCRIPTS) or args.collect else " --only " + " ".join(args.only))
+        + (" --collect " + " ".join(os.path.basename(p) for p in args.collect) if args.collect else "")
     )
     payload = {
         "environment": env,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import sys
 import time
 
 import jax
@@ -59,6 +60,8 @@ def save(name: str, payload: dict, out_dir: str | None = None) -> str:
 
     env = environment()
     path = os.path.join(out_dir or RESULTS, f"{name}-{env['device']}-{env['date']}.json")
-    write_json(path, {"benchmark": name, "environment": env, **payload})
+    module = os.path.splitext(os.path.basename(sys.argv[0]))[0]  # ``python -m benchmarks.<module>``
+    command = " ".join(["python -m benchmarks." + module, *sys.argv[1:]])
+    write_json(path, {"benchmark": name, "environment": env, "command": command, **payload})
     print(f"wrote {path}")
     return path
