@@ -191,13 +191,22 @@ def velocity(
 
 
 DRIFTS = ("auto", "direct", "pm", "p3m")
-# "auto" takes the mesh from this J on: PM in 2D, P3M in 3D (where PM needs a grid too fine for 1e-3
-# accuracy): the crossovers measured by benchmarks/particle_mesh.py
-AUTO_MESH = {2: ("pm", 10_000), 3: ("p3m", 50_000)}
+# "auto" takes the mesh from this J on, per backend (the crossovers measured by benchmarks/particle_mesh.py):
+# - CPU (2 cores): PM in 2D from 10^4; P3M in 3D from 5 x 10^4 (PM needs a grid too fine for 1e-3 there).
+# - GPU (H100, benchmarks/results/particle-mesh-NVIDIA-H100-80GB-HBM3-2026-11-26.json): PM in 2D from
+#   10^4 (2.1x the direct drift there, 0.58x at 3000); in 3D P3M took 0.82 s per drift at 10^5 against
+#   the direct sum's 0.035 s, and PM misses 1e-3 at its affordable grids, so the direct sum stays.
+#   Other accelerators (not measured) follow the GPU's table.
+AUTO_MESH = {"cpu": {2: ("pm", 10_000), 3: ("p3m", 50_000)}, "gpu": {2: ("pm", 10_000)}}
 
 
-def resolve_drift(drift: str, grid, n_particles: int, d: int, kernel: str, *, sharded: bool = False):
-    """``(drift, grid)`` to run: ``"auto"`` resolved by ``J`` and ``d``, the grid checked (``None`` for direct).
+def resolve_drift(
+    drift: str, grid, n_particles: int, d: int, kernel: str, *, sharded: bool = False, backend: str | None = None
+):
+    """``(drift, grid)`` to run: ``"auto"`` resolved by ``J``, ``d`` and the backend, the grid checked.
+
+    ``backend``: whose crossovers `AUTO_MESH` uses (default ``jax.default_backend()``). The grid is
+    ``None`` for the direct drift.
 
     Raises ``ValueError`` for an unknown drift, a bad grid, a kernel the mesh cannot carry, or the
     particle mesh on particles sharded across devices (``sharded``).
@@ -205,7 +214,9 @@ def resolve_drift(drift: str, grid, n_particles: int, d: int, kernel: str, *, sh
     if drift not in DRIFTS:
         raise ValueError(f"drift={drift!r} is not supported; use one of {DRIFTS}.")
     if drift == "auto":
-        mesh_drift, from_j = AUTO_MESH.get(d, ("direct", 0))
+        backend = jax.default_backend() if backend is None else backend
+        table = AUTO_MESH.get(backend, AUTO_MESH["gpu"])
+        mesh_drift, from_j = table.get(d, ("direct", 0))
         use_mesh = kernel in _pm.KERNELS and not sharded and n_particles >= from_j
         drift = mesh_drift if use_mesh else "direct"
     if drift == "direct":
@@ -526,7 +537,8 @@ def simulate(
         only; relative error below 1e-3 in 2D at its default grid while the cells stay below delta);
         ``"p3m"`` (the mesh for the far field and the pairs within 5 cells directly: about 1e-3
         whatever the spread, at the cost of those pairs); or ``"auto"`` (default): by `AUTO_MESH`,
-        PM in 2D from 10^4 particles, P3M in 3D from 5 x 10^4, else direct.
+        PM in 2D from 10^4 particles; in 3D, P3M from 5 x 10^4 on a CPU and the direct sum on a GPU
+        (where it was faster than P3M at every measured J); else direct.
       grid: mesh nodes per axis (default `ksdp.particle_mesh.DEFAULT_GRID` or ``DEFAULT_P3M_GRID``);
         ``check`` also refuses a PM run whose cells grew past `ksdp.particle_mesh.SPACING_LIMIT` delta.
 

@@ -164,10 +164,18 @@ def test_a_coarse_grid_is_refused():
 
 
 def test_auto_resolution():
-    assert ipm.resolve_drift("auto", None, ipm.AUTO_MESH[2][1], 2, "blob") == ("pm", pm.DEFAULT_GRID[2])
-    assert ipm.resolve_drift("auto", None, ipm.AUTO_MESH[2][1] - 1, 2, "blob") == ("direct", None)
-    assert ipm.resolve_drift("auto", None, ipm.AUTO_MESH[3][1], 3, "blob") == ("p3m", 96)
-    assert ipm.resolve_drift("auto", None, ipm.AUTO_MESH[3][1] - 1, 3, "blob") == ("direct", None)
+    cpu = ipm.AUTO_MESH["cpu"]
+    assert ipm.resolve_drift("auto", None, cpu[2][1], 2, "blob", backend="cpu") == ("pm", pm.DEFAULT_GRID[2])
+    assert ipm.resolve_drift("auto", None, cpu[2][1] - 1, 2, "blob", backend="cpu") == ("direct", None)
+    assert ipm.resolve_drift("auto", None, cpu[3][1], 3, "blob", backend="cpu") == ("p3m", 96)
+    assert ipm.resolve_drift("auto", None, cpu[3][1] - 1, 3, "blob", backend="cpu") == ("direct", None)
+    # on a GPU the direct sum beat P3M at every measured J in 3D; other backends follow the GPU
+    for backend in ("gpu", "tpu"):
+        assert ipm.resolve_drift("auto", None, 10**6, 3, "blob", backend=backend) == ("direct", None)
+        assert ipm.resolve_drift("auto", None, 10**4, 2, "blob", backend=backend) == ("pm", pm.DEFAULT_GRID[2])
+    # the default backend is the one this process runs on
+    here = ipm.AUTO_MESH.get(jax.default_backend(), ipm.AUTO_MESH["gpu"])[2]
+    assert ipm.resolve_drift("auto", None, here[1], 2, "blob") == (here[0], pm.DEFAULT_GRID[2])
     assert ipm.resolve_drift("auto", None, 10**6, 2, "paper") == ("direct", None)
     assert ipm.resolve_drift("auto", None, 10**6, 2, "blob", sharded=True) == ("direct", None)
     assert ipm.resolve_drift("pm", 64, 10, 3, "blob") == ("pm", 64)

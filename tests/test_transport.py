@@ -213,3 +213,13 @@ def test_auction_in_any_unit(scale):
     np.testing.assert_array_equal(np.asarray(res.perm), np.asarray(ref.perm))
     assert res.cost == pytest.approx(ref.cost * scale**2, rel=1e-5)  # float32 round-off of the rescale
     assert res.lower <= res.cost and res.gap == pytest.approx(ref.gap, rel=1e-2, abs=1e-6)
+
+
+def test_auction_bids_ask_for_full_float32_dots():
+    # On recent GPUs a DEFAULT-precision float32 dot may round its inputs to TF32 (a 10-bit
+    # mantissa, ~1e-3 relative), far above the 1e-4 gaps the certificate is asked for; a CPU
+    # ignores the setting, so this checks that the program asks for HIGHEST.
+    jaxpr = jax.make_jaxpr(T._top2)(jnp.ones((3, 2)), jnp.ones((5, 2)), jnp.ones(5))
+    dots = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
+    assert dots
+    assert all(e.params["precision"] == (jax.lax.Precision.HIGHEST,) * 2 for e in dots)
