@@ -298,6 +298,8 @@ def _near_sum(targets, sources, delta, origin, r_cut, n_cells: int, same: bool):
     its first cell - 1 and its last cell + 1 along the last axis: one contiguous range of sorted
     sources per neighbouring column, read in chunks of `NEAR_CHUNK` (a ``while`` loop: the work
     follows the data, with no capacity to overflow). Every pair within $r_c$ is visited exactly once.
+    A cloud on itself (``same``) visits each unordered pair once instead (`_near_symmetric`): 20-25%
+    less time on the paper's 3D states at J = 10^5 (not half: its sums cost a second pass).
     """
     t, d = targets.shape
     b_size, s_size = NEAR_BLOCK, NEAR_CHUNK
@@ -350,11 +352,73 @@ def _near_sum(targets, sources, delta, origin, r_cut, n_cells: int, same: bool):
             acc = lax.fori_loop(0, (hi[r] - lo[r] + s_size - 1) // s_size, chunk, acc)
         return acc
 
+    if same:  # each pair once (`_near_symmetric`): half the pairs of the one-sided sum below
+        pts = jnp.concatenate([sources[order_s], jnp.zeros((max(b_size, s_size), d), sources.dtype)])
+        out = _near_symmetric(pts, ids_t_pad, cell_start, starts, ends, offsets, delta, cut2, total, b_size, s_size)
+        return jnp.zeros_like(targets).at[order_t].set(out[:t])
     res = lax.map(one_block, jnp.arange(n_blocks))  # [n_blocks, b_size, d]
     slots = starts[:, None] + jnp.arange(b_size)[None, :]
     slots = jnp.where(slots < ends[:, None], slots, t)  # padding lanes land in a dropped row
     out_sorted = jnp.zeros((t + 1, d), targets.dtype).at[slots].add(res)[:t]
     return jnp.zeros_like(targets).at[order_t].set(out_sorted)
+
+
+def _near_symmetric(pts, ids_pad, cell_start, starts, ends, offsets, delta, cut2, total, b_size, s_size):
+    r"""`_near_sum` of a cloud on itself with each pair visited once: the sums, sorted order, ``pts``' shape.
+
+    The pair force is odd, so a pair's term is added to its target and subtracted from its source.
+    A block of the sorted points ``pts`` reads the sources of its own column from its first point on
+    (within the block, the pairs ``j > i`` only) and of the neighbouring columns whose offset is
+    positive in lexicographic order: half of the ``3^(d-1)`` columns of the one-sided sum, and each
+    pair once. Every (block, range, chunk) is one step of a single loop that adds into the targets'
+    and the sources' rows of one array: nested loops would copy that array at every inner loop
+    (measured: the saving on the pairs was lost to it).
+    """
+    d = pts.shape[1]
+    dt = pts.dtype
+    half = [o for o in offsets if o > 0]  # the column offsets positive in lexicographic order
+    n_ranges = 1 + len(half)
+    first, last = ids_pad[starts], ids_pad[jnp.maximum(ends - 1, starts)]
+    has = ends > starts
+    lo = [starts]  # own column: from the block's first point to the end of cell last + 1
+    hi = [jnp.where(has, cell_start[jnp.clip(last + 2, 0, total)], starts)]
+    for o in half:
+        lo_o = cell_start[jnp.clip(first + o - 1, 0, total)]
+        lo.append(lo_o)
+        hi.append(jnp.where(has, cell_start[jnp.clip(last + o + 2, 0, total)], lo_o))
+    lo, hi = jnp.stack(lo, axis=1).reshape(-1), jnp.stack(hi, axis=1).reshape(-1)  # [blocks * ranges]
+    n_chunks = (hi - lo + s_size - 1) // s_size
+    cum = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(n_chunks).astype(jnp.int32)])
+    lanes = jnp.arange(s_size)
+    rows = jnp.arange(b_size)
+
+    def step(w, out):
+        q = jnp.searchsorted(cum, w, side="right").astype(jnp.int32) - 1  # the (block, range) of chunk w
+        b, own = q // n_ranges, q % n_ranges == 0
+        start, end = starts[b], ends[b]
+        s0 = lo[q] + (w - cum[q]) * s_size
+        y = lax.dynamic_slice_in_dim(pts, start, b_size)
+        x = lax.dynamic_slice_in_dim(pts, s0, s_size) - y[:1]
+        y = y - y[:1]  # centred on the block: the sums below cancel no large coordinates
+        dz = [y[:, None, i] - x[None, :, i] for i in range(d)]
+        r2 = dz[0] * dz[0]
+        for z in dz[1:]:
+            r2 = r2 + z * z
+        f = _kernels.radial_factor(r2, delta, d, "blob") * switch(r2, cut2)
+        ok = (s0 + lanes < hi[q])[None, :] & ((start + rows) < end)[:, None]  # real sources and targets
+        ok = ok & (~own | ((s0 + lanes)[None, :] > (start + rows)[:, None]))  # own column: later points only
+        f = jnp.where(ok, f, 0.0)
+        # sum_j (y_i - x_j) f_ij = y_i sum_j f_ij - (f x)_i, and the same over i for the sources: two small
+        # matrix products (a reduction over the tile's major axis is slow on XLA:CPU)
+        hp = lax.Precision.HIGHEST
+        h = jnp.matmul(f, jnp.concatenate([x, jnp.ones((s_size, 1), dt)], axis=1), precision=hp)  # [b_size, d + 1]
+        g = jnp.matmul(f.T, jnp.concatenate([y, jnp.ones((b_size, 1), dt)], axis=1), precision=hp)  # [s_size, d + 1]
+        push = y * h[:, d:] - h[:, :d]  # on the targets
+        pull = g[:, :d] - x * g[:, d:]  # off the sources
+        out = lax.dynamic_update_slice_in_dim(out, lax.dynamic_slice_in_dim(out, start, b_size) + push, start, 0)
+        return lax.dynamic_update_slice_in_dim(out, lax.dynamic_slice_in_dim(out, s0, s_size) - pull, s0, 0)
+
+    return lax.fori_loop(0, cum[-1], step, jnp.zeros(pts.shape, dt))
 
 
 def pair_sum(targets, sources, delta, *, grid: int | None = None, kernel: str = "blob", cutoff: float | None = None):
