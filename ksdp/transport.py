@@ -364,8 +364,9 @@ def _top2(xa, y, q):
     Three min-reductions (XLA's CPU argmin is several times slower than a min): the minimum, the
     smallest column attaining it, the minimum over the other columns.
     """
-    # HIGHEST: on recent GPUs the default float32 dot rounds its inputs to TF32 (10-bit mantissa), which
-    # cost the H100 its 1e-4 certificate (benchmarks/results/transport-NVIDIA-H100-80GB-HBM3-2026-11-26.json)
+    # HIGHEST: on recent GPUs the default float32 dot rounds its inputs to TF32 (10-bit mantissa), the
+    # suspected cause of the H100's missed 1e-4 certificate (benchmarks/results/transport-NVIDIA-H100-80GB-
+    # HBM3-2026-11-26.json, measured before this change; a CPU ignores the setting)
     w = q[None] - 2.0 * jnp.matmul(xa, y.T, precision=jax.lax.Precision.HIGHEST)  # [K, N]
     w1 = jnp.min(w, axis=1)
     iota = jax.lax.broadcasted_iota(jnp.int32, w.shape, 1)
