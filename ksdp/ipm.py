@@ -195,7 +195,7 @@ DRIFTS = ("auto", "direct", "pm", "p3m")
 # - CPU (2 cores): PM in 2D from 10^4; P3M in 3D from 5 x 10^4 (PM needs a grid too fine for 1e-3 there).
 # - GPU (H100, benchmarks/results/particle-mesh-NVIDIA-H100-80GB-HBM3-2026-11-26.json): PM in 2D from
 #   10^4 (2.1x the direct drift there, 0.58x at 3000); in 3D P3M took 0.82 s per drift at 10^5 against
-#   the direct sum's 0.035 s, and 3D PM misses 1e-3 on the paper's states at every measured grid (up to
+#   the direct sum's 0.035 s, and 3D PM misses 1e-3 on the laminar3d and Kolmogorov states at every grid measured (up to
 #   G = 192), so the direct sum stays.
 #   Other accelerators (not measured) follow the GPU's table.
 AUTO_MESH = {"cpu": {2: ("pm", 10_000), 3: ("p3m", 50_000)}, "gpu": {2: ("pm", 10_000)}}
