@@ -30,10 +30,25 @@ def test_summary_and_figures_rebuild(path, tmp_path):
     with open(path) as f:
         payload = json.load(f)
     assert payload["command"].startswith("python -m benchmarks")
-    assert set(payload["benchmarks"]) == set(suite.SCRIPTS)
+    # every script, or those of --only / --collect (one GPU has no scaling run)
+    present = set(payload["benchmarks"])
+    assert present and present <= set(suite.SCRIPTS), present
     rows = suite.summary(payload["benchmarks"], payload["environment"]["device"])
     assert [r[0] for r in rows] == [r["what"] for r in payload["summary"]]
     figures = suite.plot(payload["benchmarks"], str(tmp_path / "x"))
-    names = ["x-ipm.png", "x-particle_mesh.png", "x-scaling.png", "x-transport.png"]
+    names = [f"x-{n}.png" for n in ("ipm", "particle_mesh", "scaling", "transport") if n in present]
     assert sorted(os.path.basename(f) for f in figures) == names
     assert all(os.path.getsize(f) > 10_000 for f in figures)
+
+
+def test_collect_takes_one_file_per_script_from_one_device_and_date():
+    res = os.path.join(ROOT, "benchmarks", "results")
+    gpu = [os.path.join(res, f"{n}-NVIDIA-H100-80GB-HBM3-2026-11-26.json") for n in ("ipm", "train")]
+    env, results = suite.collect(gpu)
+    assert set(results) == {"ipm", "train"} and env["device"] == "NVIDIA-H100-80GB-HBM3"
+    with pytest.raises(SystemExit, match="one device"):
+        suite.collect([gpu[0], os.path.join(res, "train-cpu-2core-x86_64-2026-11-25.json")])
+    with pytest.raises(SystemExit, match="one file per script"):
+        suite.collect([gpu[0], gpu[0]])
+    with pytest.raises(SystemExit, match="not a result of"):
+        suite.collect([os.path.join(res, "assignment-cpu-2core-x86_64-2026-11-26.json")])
