@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import shlex
 import sys
 import time
 
@@ -54,14 +55,18 @@ def timeit(fn, *, repeat: int = 3, min_time: float = 0.2) -> float:
     return best
 
 
+def command() -> str:
+    """This process's command line as a shell would take it again (``python -m benchmarks.<module> ...``)."""
+    module = os.path.splitext(os.path.basename(sys.argv[0]))[0]
+    return "python -m benchmarks." + module + "".join(" " + shlex.quote(a) for a in sys.argv[1:])
+
+
 def save(name: str, payload: dict, out_dir: str | None = None) -> str:
     """Writes ``results/<name>-<device>-<date>.json`` atomically and returns its path."""
     from ksdp._io import write_json
 
     env = environment()
     path = os.path.join(out_dir or RESULTS, f"{name}-{env['device']}-{env['date']}.json")
-    module = os.path.splitext(os.path.basename(sys.argv[0]))[0]  # ``python -m benchmarks.<module>``
-    command = " ".join(["python -m benchmarks." + module, *sys.argv[1:]])
-    write_json(path, {"benchmark": name, "environment": env, "command": command, **payload})
+    write_json(path, {"benchmark": name, "environment": env, "command": command(), **payload})
     print(f"wrote {path}")
     return path

@@ -14,10 +14,12 @@ Four parts, all in one run (so every ratio compares like with like on one machin
   run is the floor).
 * ``timing``: one drift against J for both (the direct one measured up to ``--direct-max`` and
   extrapolated beyond from its measured J^2 cost, labelled as such), and the crossover J.
-* ``runs``: whole simulations with the particle mesh at the issue's sizes (J = 10^6 in 2D: ks2d to
-  t = 0.1 and laminar2d at A = 100 to t = 0.1; J = 10^6 laminar3d at A = 100 to t = 0.02; J = 10^5
-  kolmogorov3d at A = 100 to t = 0.1), wall time against the direct drift's extrapolated time,
-  the grid spacing reached and whether the checked run accepts it.
+* ``runs``: whole simulations at the issue's sizes with the default drift (``"auto"``: PM for J =
+  10^6 in 2D, ks2d to t = 0.1 and laminar2d at A = 100 to t = 0.1, and in 3D, laminar3d at A = 100 to
+  t = 0.02; P3M for kolmogorov3d at A = 100 to t = 0.1, J = 10^5): wall time against the direct
+  drift's extrapolated time, the grid spacing reached, whether the checked run accepts it, and the
+  final state's drift error at 4000 targets against the direct sum over all J sources (at the run's
+  grid and, for PM, at the grids ``FINAL_GRIDS``).
 
 Prints tables and writes ``results/particle-mesh-<device>-<date>.json`` and a figure beside it.
 """
@@ -51,14 +53,15 @@ STATES = {
 }
 GRIDS = {2: (128, 256, 512, 1024), 3: (32, 64, 128, 192)}  # PM
 P3M_GRIDS = {2: (64, 128, 256), 3: (32, 64, 96, 128)}  # P3M at the default cutoff
-RUNS = [  # (name, d, flow, amplitude, end time, J, drift): the issue's sizes, with the drift that can run them
-    ("ks2d to t=0.1", 2, None, 0.0, 0.1, 10**6, "pm"),
-    ("laminar2d A=100 to t=0.1", 2, "laminar2d", 100.0, 0.1, 10**6, "pm"),
-    # P3M's near field at J = 10^6 in 3D would cost ~100x its J = 10^5 step: PM is the only mesh
-    # drift that runs it here, at PM's accuracy on that state (the accuracy table)
-    ("laminar3d A=100 to t=0.02", 3, "laminar3d", 100.0, 0.02, 10**6, "pm"),
-    ("kolmogorov3d A=100 to t=0.1", 3, "kolmogorov3d", 100.0, 0.1, 10**5, "p3m"),
+RUNS = [  # (name, d, flow, amplitude, end time, J, drift): the issue's sizes, each with the default drift
+    ("ks2d to t=0.1", 2, None, 0.0, 0.1, 10**6, "auto"),  # PM
+    ("laminar2d A=100 to t=0.1", 2, "laminar2d", 100.0, 0.1, 10**6, "auto"),  # PM
+    # P3M's near field at J = 10^6 in 3D would cost ~100x its J = 10^5 step: "auto" takes PM there
+    ("laminar3d A=100 to t=0.02", 3, "laminar3d", 100.0, 0.02, 10**6, "auto"),  # PM
+    ("kolmogorov3d A=100 to t=0.1", 3, "kolmogorov3d", 100.0, 0.1, 10**5, "auto"),  # P3M
 ]
+FINAL_TARGETS = 4000  # runs: targets at which the final state's mesh drift is checked against the direct sum
+FINAL_GRIDS = {2: (256, 512, 1024), 3: (128, 160, 192, 224)}  # and the PM grids it is checked at
 
 
 def make_states(n: int, cache: str) -> dict:
@@ -224,15 +227,36 @@ def timing(sizes: list, direct_max: int, p3m_max: int) -> dict:
     return {"rows": rows, "direct_s_per_pair": per_pair, "crossover_J": crossover}
 
 
+def final_error(x, drift: str, grid: int, n_targets: int = FINAL_TARGETS, seed: int = 0) -> dict:
+    """Relative L2 error of the mesh drift on the state ``x [J, d]`` at ``n_targets`` random particles.
+
+    The mesh drift of the whole cloud (tight box, so cells up to 9% finer than a run's plan) against
+    the direct sum over all ``J`` sources at those targets: ``O(n_targets * J)`` pairs, seconds at
+    J = 10^6. For PM also at the grids `FINAL_GRIDS` (how the error at this J falls with the cell).
+    """
+    d = x.shape[1]
+    idx = np.random.default_rng(seed).choice(x.shape[0], size=min(n_targets, x.shape[0]), replace=False)
+    exact = jax.jit(lambda y, s: ipm.pair_sum(y, s, DELTA))(x[idx], x)
+    cutoff = pm.DEFAULT_CUTOFF if drift == "p3m" else None
+    rows = []
+    for g in sorted({grid, *FINAL_GRIDS[d]}) if drift == "pm" else [grid]:
+        out, h = jax.jit(lambda y, g=g: pm._pair_sum(y, y, DELTA, g, cutoff))(x)
+        err = float(jnp.linalg.norm(out[idx] - exact) / jnp.linalg.norm(exact))
+        rows.append({"grid": g, "h_over_delta": float(jnp.max(h) / DELTA), "rel_l2_error": err})
+    at_grid = next(r for r in rows if r["grid"] == grid)
+    return {"targets": len(idx), **at_grid, "grids": rows}
+
+
 def runs(selected: list, direct_per_pair: dict) -> list:
     rows = []
     print(
-        f"\n{'run':>30} {'J':>8} {'drift':>5} {'steps':>6} {'wall s':>8} {'direct s (extrap.)':>19} "
-        f"{'h/delta':>8} {'accepted':>9}"
+        f"\n{'run':>30} {'J':>8} {'drift':>5} {'grid':>5} {'steps':>6} {'wall s':>8} {'direct s (extrap.)':>19} "
+        f"{'h/delta':>8} {'accepted':>9} {'final error':>12}"
     )
     for name, d, flow, amp, t_end, n, drift in selected:
         steps = int(round(t_end / ipm.DEFAULT_DT))
-        kwargs = dict(times=(t_end,), n_particles=n, d=d, flow=flow, drift=drift, check=False)
+        drift, grid = ipm.resolve_drift(drift, None, n, d, "blob")
+        kwargs = dict(times=(t_end,), n_particles=n, d=d, flow=flow, drift=drift, grid=grid, check=False)
         params = ksdp.Params(delta=DELTA, flow=amp)
         # compile on a 1-step run of the same shapes (the step count is static): then time the run
         ksdp.simulate(jax.random.key(0), params, **dict(kwargs, times=(ipm.DEFAULT_DT,))).particles.block_until_ready()
@@ -242,24 +266,29 @@ def runs(selected: list, direct_per_pair: dict) -> list:
         wall = time.perf_counter() - t0
         spacing = float(traj.grid_spacing)
         ok = bool(np.asarray(traj.nonfinite_step) < 0 and np.asarray(traj.unstable_step) < 0)
+        x = traj.particles[-1]
+        error = final_error(x, drift, grid)
         row = {
             "run": name,
             "d": d,
             "J": n,
             "drift": drift,
-            "grid": ipm.resolve_drift(drift, None, n, d, "blob")[1],
+            "grid": grid,
             "steps": steps,
             "wall_s": wall,
             "direct_s_extrapolated": direct_per_pair[d] * n**2 * steps,
             "grid_spacing": spacing,
             "finite_and_healthy": ok,
             "accepted_by_check": ok and spacing <= pm.SPACING_LIMIT,
-            "m2": float(ipm.second_moment(traj.particles[-1])),
+            "final_error": error,
+            "m2": float(ipm.second_moment(x)),
+            "date": datetime.date.today().isoformat(),
+            "command": _common.command(),  # a merged file keeps rows of earlier commands
         }
         rows.append(row)
         print(
-            f"{name:>30} {n:>8} {drift:>5} {steps:>6} {wall:>8.1f} {row['direct_s_extrapolated']:>19.3g} "
-            f"{spacing:>8.2f} {str(row['accepted_by_check']):>9}",
+            f"{name:>30} {n:>8} {drift:>5} {grid:>5} {steps:>6} {wall:>8.1f} {row['direct_s_extrapolated']:>19.3g} "
+            f"{spacing:>8.2f} {str(row['accepted_by_check']):>9} {error['rel_l2_error']:>12.2e}",
             flush=True,
         )
     return rows

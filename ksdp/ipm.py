@@ -191,14 +191,24 @@ def velocity(
 
 
 DRIFTS = ("auto", "direct", "pm", "p3m")
-# "auto" takes the mesh from this J on, per backend (the crossovers measured by benchmarks/particle_mesh.py):
-# - CPU (2 cores): PM in 2D from 10^4; P3M in 3D from 5 x 10^4 (PM needs a grid too fine for 1e-3 there).
+# "auto" takes, per backend and d, the last of these (drift, from J) rungs that J reaches, else the direct
+# drift (the crossovers measured by benchmarks/particle_mesh.py):
+# - CPU (2 cores): PM in 2D from 10^4. In 3D P3M from 5 x 10^4 (PM at J = 10^4 needs a grid too fine for
+#   1e-3 there), and PM again from 3 x 10^5: P3M's near field grows like J^2 (25 minutes per 1000 steps
+#   of the Kolmogorov state at 10^5, hours at 3 x 10^5), while PM's error at a fixed cell falls like
+#   J^-1/2 (its error at h ~ delta is the particle noise of the field on the scale delta: laminar3d at
+#   G = 128, 4.7e-3 at J = 10^4 with cells of 0.87 delta, 7.9e-4 at 10^6 with 1.07 delta). A cloud too
+#   spread for PM's grid (the Kolmogorov state) is refused by the check (`SPACING_LIMIT`), not run
+#   inaccurately.
 # - GPU (H100, benchmarks/results/particle-mesh-NVIDIA-H100-80GB-HBM3-2026-11-26.json): PM in 2D from
 #   10^4 (2.1x the direct drift there, 0.58x at 3000); in 3D P3M took 0.82 s per drift at 10^5 against
-#   the direct sum's 0.035 s, and 3D PM misses 1e-3 on the laminar3d and Kolmogorov states at every grid measured (up to
-#   G = 192), so the direct sum stays.
+#   the direct sum's 0.035 s, so the direct sum stays up to 3 x 10^5, where PM takes over as on the CPU
+#   (PM at G = 128 and J = 10^6: 43 ms a step, measured; the direct sum there ~3 s, extrapolated).
 #   Other accelerators (not measured) follow the GPU's table.
-AUTO_MESH = {"cpu": {2: ("pm", 10_000), 3: ("p3m", 50_000)}, "gpu": {2: ("pm", 10_000)}}
+AUTO_MESH = {
+    "cpu": {2: (("pm", 10_000),), 3: (("p3m", 50_000), ("pm", 300_000))},
+    "gpu": {2: (("pm", 10_000),), 3: (("pm", 300_000),)},
+}
 
 
 def resolve_drift(
@@ -217,9 +227,9 @@ def resolve_drift(
     if drift == "auto":
         backend = jax.default_backend() if backend is None else backend
         table = AUTO_MESH.get(backend, AUTO_MESH["gpu"])
-        mesh_drift, from_j = table.get(d, ("direct", 0))
-        use_mesh = kernel in _pm.KERNELS and not sharded and n_particles >= from_j
-        drift = mesh_drift if use_mesh else "direct"
+        reached = [name for name, from_j in table.get(d, ()) if n_particles >= from_j]
+        use_mesh = kernel in _pm.KERNELS and not sharded and bool(reached)
+        drift = reached[-1] if use_mesh else "direct"
     if drift == "direct":
         if grid is not None:
             _pm.check_grid(grid, d)  # a bad value is an error even where it is not used
@@ -488,8 +498,8 @@ def raise_if_nonfinite(traj: Trajectory, dt: float) -> Trajectory:
         raise NonFiniteError(
             f"the particle-mesh grid was too coarse{where(runs, spacing.size)}: its largest cell reached "
             f"{float(np.max(spacing[runs])):.3g} delta (the limit is {_pm.SPACING_LIMIT:g}; the drift's error grows "
-            f"like its square). The cloud spread too far for the grid: pass a larger grid, or drift='direct' "
-            f"(check=False returns the run anyway)."
+            f"like its square). The cloud spread too far for the grid: pass a larger grid, or drift='p3m' (its "
+            f"error does not depend on the cells) or 'direct' (check=False returns the run anyway)."
         )
     return traj
 
@@ -538,8 +548,10 @@ def simulate(
         only; relative error below 1e-3 in 2D at its default grid while the cells stay below delta);
         ``"p3m"`` (the mesh for the far field and the pairs within 5 cells directly: about 1e-3
         whatever the spread, at the cost of those pairs); or ``"auto"`` (default): by `AUTO_MESH`,
-        PM in 2D from 10^4 particles; in 3D, P3M from 5 x 10^4 on a CPU and the direct sum on a GPU
-        (where it was faster than P3M at every measured J); else direct.
+        PM in 2D from 10^4 particles; in 3D, P3M from 5 x 10^4 on a CPU (on a GPU the direct sum,
+        faster than P3M at every measured J) and PM from 3 x 10^5 on both (where P3M's pairs cost
+        hours and PM's error, falling like ``J^-1/2`` at a fixed cell, is below 1e-3 on a compact
+        cloud; ``check`` refuses it on a cloud too spread for the grid); else direct.
       grid: mesh nodes per axis (default `ksdp.particle_mesh.DEFAULT_GRID` or ``DEFAULT_P3M_GRID``);
         ``check`` also refuses a PM run whose cells grew past `ksdp.particle_mesh.SPACING_LIMIT` delta.
 

@@ -168,19 +168,27 @@ def test_a_coarse_grid_is_refused():
 
 
 def test_auto_resolution():
-    cpu = ipm.AUTO_MESH["cpu"]
-    assert ipm.resolve_drift("auto", None, cpu[2][1], 2, "blob", backend="cpu") == ("pm", pm.DEFAULT_GRID[2])
-    assert ipm.resolve_drift("auto", None, cpu[2][1] - 1, 2, "blob", backend="cpu") == ("direct", None)
-    assert ipm.resolve_drift("auto", None, cpu[3][1], 3, "blob", backend="cpu") == ("p3m", 96)
-    assert ipm.resolve_drift("auto", None, cpu[3][1] - 1, 3, "blob", backend="cpu") == ("direct", None)
-    # on a GPU the direct sum beat P3M at every measured J in 3D; other backends follow the GPU
+    def auto(n, d, backend="cpu", kernel="blob"):
+        return ipm.resolve_drift("auto", None, n, d, kernel, backend=backend)
+
+    ((pm2, from2),) = ipm.AUTO_MESH["cpu"][2]
+    assert auto(from2, 2) == ("pm", pm.DEFAULT_GRID[2]) and auto(from2 - 1, 2) == ("direct", None)
+    # in 3D on a CPU: direct, then P3M (its grid by J), then PM where P3M's pairs would cost hours
+    (p3m, from_p3m), (pm3, from_pm3) = ipm.AUTO_MESH["cpu"][3]
+    assert (pm2, p3m, pm3) == ("pm", "p3m", "pm") and from_p3m < from_pm3
+    assert auto(from_p3m - 1, 3) == ("direct", None)
+    assert auto(from_p3m, 3) == ("p3m", 96) and auto(from_pm3 - 1, 3) == ("p3m", 128)
+    assert auto(from_pm3, 3) == auto(10**6, 3) == ("pm", pm.DEFAULT_GRID[3])
+    # on a GPU the direct sum beat P3M at every measured J in 3D (PM from the same large J);
+    # other backends follow the GPU
     for backend in ("gpu", "tpu"):
-        assert ipm.resolve_drift("auto", None, 10**6, 3, "blob", backend=backend) == ("direct", None)
-        assert ipm.resolve_drift("auto", None, 10**4, 2, "blob", backend=backend) == ("pm", pm.DEFAULT_GRID[2])
+        assert auto(from_pm3 - 1, 3, backend) == ("direct", None)
+        assert auto(from_pm3, 3, backend) == ("pm", pm.DEFAULT_GRID[3])
+        assert auto(10**4, 2, backend) == ("pm", pm.DEFAULT_GRID[2])
     # the default backend is the one this process runs on
-    here = ipm.AUTO_MESH.get(jax.default_backend(), ipm.AUTO_MESH["gpu"])[2]
-    assert ipm.resolve_drift("auto", None, here[1], 2, "blob") == (here[0], pm.DEFAULT_GRID[2])
-    assert ipm.resolve_drift("auto", None, 10**6, 2, "paper") == ("direct", None)
+    ((name, from_j),) = ipm.AUTO_MESH.get(jax.default_backend(), ipm.AUTO_MESH["gpu"])[2]
+    assert ipm.resolve_drift("auto", None, from_j, 2, "blob") == (name, pm.DEFAULT_GRID[2])
+    assert auto(10**6, 2, kernel="paper") == auto(10**6, 3, kernel="paper") == ("direct", None)
     assert ipm.resolve_drift("auto", None, 10**6, 2, "blob", sharded=True) == ("direct", None)
     assert ipm.resolve_drift("pm", 64, 10, 3, "blob") == ("pm", 64)
 
