@@ -315,6 +315,16 @@ MORE_SCHEDULES = {
         "debias": True,
         "pool": True,
     },
+    # twice the mini-batch (N = J at the quick scale), from the pool: the residual shrinkage scales
+    # with the squared W2 floor of N points
+    "fresh + EMA + cosine + debias, pool, 2x N": {
+        "resample_every": "renew_every",
+        "ema_decay": 0.999,
+        "decay_steps": "n_steps",
+        "debias": True,
+        "pool": True,
+        "n_samples": "2x",
+    },
     "fresh + EMA + cosine, 2x steps": {
         "resample_every": "renew_every",
         "ema_decay": 0.999,
@@ -352,13 +362,14 @@ def training(names=("ks2d-time", "laminar2d-amplitude"), scale="quick", out="ksd
                     raise ValueError(f"the {scale} scale has no training pool (Scale.pool_runs = 1).")
                 pool_path = os.path.join(folder, "pool.npz")
                 targets = RUN.simulate_pool(exp, scale, 0, pool_path, print, runs)[0]
-            floor_loss = RUN.loss_floor(jax.random.key(3), targets, sc.n_samples)
             named = {"n_steps": n_steps, "renew_every": base.renew_every}
+            times = {"2x": 2, "3x": 3}
             change = {
-                k: (3 * getattr(base, k) if v == "3x" else named[v]) if isinstance(v, str) else v
+                k: (times[v] * getattr(base, k) if v in times else named[v]) if isinstance(v, str) else v
                 for k, v in change.items()
             }
             tc = base._replace(**change)
+            floor_loss = RUN.loss_floor(jax.random.key(3), targets, tc.n_samples)  # of this schedule's N
             t0 = time.perf_counter()
             res = T.train(jax.random.key(1), targets, train_v, mc, tc, n_steps=n_steps, progress=False)
             seconds = time.perf_counter() - t0
@@ -404,6 +415,8 @@ def training(names=("ks2d-time", "laminar2d-amplitude"), scale="quick", out="ksd
                 "max_m2_rel_error": max(r["m2_rel_error"] for r in rows),
                 "values_passing": f"{sum(r['c2st_ok'] and r['energy_ok'] and r['m2_ok'] for r in rows)}/{len(rows)}",
                 "rows": rows,
+                "date": datetime.date.today().isoformat(),
+                "command": _common.command(),  # a merged file keeps rows of earlier commands
             }
             results.append(summary)
             print(
