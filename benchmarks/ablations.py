@@ -1,6 +1,6 @@
 """The measurements behind the design choices in docs/algorithms.md, each against its alternative.
 
-    python -m benchmarks.ablations [--only kernels slope blocks small residual energy reference training health]
+    python -m benchmarks.ablations [--only kernels slope blocks small residual energy reference training health tails]
 
 * ``kernels``: m2(t) of one run (J = 2000, dt = 1e-4, mu = 1) against the exact line
   m2(0) - (4 - 8/J) t at t = 0.025, 0.05, 0.075, 0.1, for the ``blob`` kernel with delta^2 = 1e-3
@@ -34,6 +34,11 @@
   the quick scale's training pool (``Scale.pool_runs`` = 10 more runs of J = 2000) instead of the
   one training replica.
 
+* ``tails``: for every finished experiment under ``ksdp-runs/<scale>/`` (dataset and checkpoint), how
+  far the generated particles reach against the pooled IPM replicas at every value: the largest
+  radius of each and the fraction of generated particles beyond the IPM's farthest one (a fresh
+  IPM draw: 1 / (3J + 1)); ``--experiments`` picks experiments.
+
 * ``health``: the health figure of ``ksdp.Trajectory.health`` (dt |chemotactic drift| / delta) on
   every snapshot of every experiment dataset found under ``ksdp-runs/<scale>/`` (as
   ``python -m ksdp.experiments`` leaves them): the margin of ``ksdp.ipm.HEALTH_LIMIT`` = 1 over
@@ -66,7 +71,7 @@ from ksdp import transport as TR
 from ksdp.experiments import run as RUN
 from ksdp.experiments.specs import EXPERIMENTS, SCALES
 
-PARTS = ("kernels", "slope", "blocks", "small", "residual", "energy", "reference", "training", "health")
+PARTS = ("kernels", "slope", "blocks", "small", "residual", "energy", "reference", "training", "health", "tails")
 
 
 def kernels():
@@ -325,6 +330,15 @@ MORE_SCHEDULES = {
         "pool": True,
         "n_samples": "2x",
     },
+    # the self term also capped at 100 times its median pair cost, so that stray points pay
+    "fresh + EMA + cosine + debias, pool, local cap": {
+        "resample_every": "renew_every",
+        "ema_decay": 0.999,
+        "decay_steps": "n_steps",
+        "debias": True,
+        "pool": True,
+        "local_cap": 100.0,
+    },
     "fresh + EMA + cosine, 2x steps": {
         "resample_every": "renew_every",
         "ema_decay": 0.999,
@@ -334,7 +348,10 @@ MORE_SCHEDULES = {
 }
 
 
-def training(names=("ks2d-time", "laminar2d-amplitude"), scale="quick", out="ksdp-runs", schedules=None):
+TRAINING_EXPERIMENTS = ("ks2d-time", "laminar2d-amplitude")
+
+
+def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedules=None):
     sc = SCALES[scale]
     results = []
     for name in names:
@@ -393,6 +410,17 @@ def training(names=("ks2d-time", "laminar2d-amplitude"), scale="quick", out="ksd
                     "m2_dp": cmp["moments"]["m2"],
                     "m2_dp_se": cmp["moments"]["m2_se"],
                 }
+                if v in train_v:  # the law the network was fitted to: its training particles at this value
+                    row["m2_train"] = float(np.mean(np.sum(np.asarray(targets[list(train_v).index(v)]) ** 2, -1)))
+                    row["m2_dp_vs_train"] = row["m2_dp"] / row["m2_train"] - 1
+                ref = np.asarray(parts[:, i]).reshape(-1, exp.d)  # tails: as the 'tails' part measures them
+                centre = ref.mean(axis=0)
+                r_ipm = np.linalg.norm(ref - centre, axis=-1).max()
+                r_gen = np.linalg.norm(np.asarray(gen) - centre, axis=-1)
+                row.update(r_max_ipm=float(r_ipm), r_max_dp=float(r_gen.max()), beyond=float(np.mean(r_gen > r_ipm)))
+                if tc.ema_decay > 0:  # the last iterate instead of the moving average
+                    last = M.generate(mc, res.state.params, v, jax.random.key(11), sc.n_generated)
+                    row["m2_dp_last_iterate"] = float(np.mean(np.sum(np.asarray(last) ** 2, -1)))
                 row["m2_rel_error"] = abs(row["m2_dp"] - row["m2_ipm"]) / row["m2_ipm"]
                 row.update(RUN._judge(row, scale))
                 rows.append(row)
@@ -413,6 +441,12 @@ def training(names=("ks2d-time", "laminar2d-amplitude"), scale="quick", out="ksd
                 "train_max_c2st_excess": max(r["c2st_excess"] for r in rows if r["kind"] == "train"),
                 "train_max_energy_z": max(r["energy_z"] for r in rows if r["kind"] == "train"),
                 "max_m2_rel_error": max(r["m2_rel_error"] for r in rows),
+                "max_beyond": max(r["beyond"] for r in rows),
+                "max_r_ratio": max(r["r_max_dp"] / r["r_max_ipm"] for r in rows),
+                "m2_vs_train_range": [
+                    min(r["m2_dp_vs_train"] for r in rows if "m2_dp_vs_train" in r),
+                    max(r["m2_dp_vs_train"] for r in rows if "m2_dp_vs_train" in r),
+                ],
                 "values_passing": f"{sum(r['c2st_ok'] and r['energy_ok'] and r['m2_ok'] for r in rows)}/{len(rows)}",
                 "rows": rows,
                 "date": datetime.date.today().isoformat(),
@@ -425,7 +459,10 @@ def training(names=("ks2d-time", "laminar2d-amplitude"), scale="quick", out="ksd
                 f"held-out C2ST excess {summary['held_out_max_c2st_excess']:+.3f} "
                 f"z {summary['held_out_max_energy_z']:.1f}, "
                 f"train C2ST excess {summary['train_max_c2st_excess']:+.3f} z {summary['train_max_energy_z']:.1f}, "
-                f"m2 err {summary['max_m2_rel_error']:.3f}, passing {summary['values_passing']}",
+                f"m2 err {summary['max_m2_rel_error']:.3f}, m2 vs training data "
+                f"{summary['m2_vs_train_range'][0]:+.3f} to {summary['m2_vs_train_range'][1]:+.3f}, "
+                f"beyond the IPM {summary['max_beyond']:.1e}, r max / IPM's {summary['max_r_ratio']:.2f}, "
+                f"passing {summary['values_passing']}",
                 flush=True,
             )
     return results
@@ -457,6 +494,60 @@ def health(out="ksdp-runs"):
     return results
 
 
+def tails(out="ksdp-runs", names=None):
+    """How far the generated particles reach against the IPM's, from each finished experiment found.
+
+    For every experiment under ``<out>/<scale>/`` with a dataset and a training checkpoint (as
+    ``python -m ksdp.experiments`` leaves them), at every parameter value: J particles generated
+    with the checkpoint's generating parameters (the moving average where training kept one)
+    against the three pooled IPM replicas (3J particles). ``beyond``: the fraction of generated
+    particles farther from the replicas' centre than the farthest IPM particle; a fresh draw of the
+    IPM's law lands there with probability 1 / (3J + 1). Also the largest radius of each and m2.
+    """
+    results = []
+    for scale in SCALES:
+        for name in names or EXPERIMENTS:
+            folder = os.path.join(out, scale, name)
+            ds_path, ck_path = (os.path.join(folder, f) for f in ("dataset.npz", "checkpoint.npz"))
+            if not (os.path.exists(ds_path) and os.path.exists(ck_path)):
+                continue
+            exp = EXPERIMENTS[name]
+            state, mc, tc, _, _ = T.load_checkpoint(ck_path)
+            params = state.ema if tc.ema_decay > 0 else state.params
+            parts = RUN.particles_by_value(exp, ksdp.load_dataset(ds_path))
+            train_v, held_v, _ = exp.values(scale)
+            n = parts.shape[2]
+            for i, v in enumerate(RUN._all_values(exp, scale)):
+                ipm = np.asarray(parts[:, i]).reshape(-1, exp.d)
+                centre = ipm.mean(axis=0)
+                r_ipm = np.linalg.norm(ipm - centre, axis=-1)
+                gen = np.asarray(M.generate(mc, params, v, jax.random.key(21), n))
+                r_gen = np.linalg.norm(gen - centre, axis=-1)
+                kind = "train" if v in train_v else "held-out" if v in held_v else "extrapolated"
+                row = {
+                    "scale": scale,
+                    "experiment": name,
+                    "step": int(state.step),
+                    "eta": float(v),
+                    "kind": kind,
+                    "J": int(n),
+                    "r_max_ipm": float(r_ipm.max()),
+                    "r_max_dp": float(r_gen.max()),
+                    "beyond": float(np.mean(r_gen > r_ipm.max())),
+                    "beyond_expected": 1.0 / (ipm.shape[0] + 1),
+                    "m2_ipm": float(np.mean(np.sum(ipm**2, -1))),
+                    "m2_dp": float(np.mean(np.sum(gen**2, -1))),
+                }
+                results.append(row)
+                print(
+                    f"tails {scale} {name} (step {row['step']}) {kind:>12} {v:>8.4g}: r max DP {row['r_max_dp']:.3g} "
+                    f"(IPM {row['r_max_ipm']:.3g}), beyond the IPM's {row['beyond']:.2e} "
+                    f"(expected {row['beyond_expected']:.1e}), m2 DP {row['m2_dp']:.4g} (IPM {row['m2_ipm']:.4g})",
+                    flush=True,
+                )
+    return results
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
@@ -472,8 +563,9 @@ def main(argv=None):
         "--experiments",
         nargs="+",
         choices=list(EXPERIMENTS),
-        default=["ks2d-time", "laminar2d-amplitude"],
-        help="experiments of the 'training' part (quick scale; default: ks2d-time laminar2d-amplitude)",
+        default=None,
+        help="experiments of the 'training' part (quick scale; default: ks2d-time laminar2d-amplitude) "
+        "and of the 'tails' part (default: every finished one)",
     )
     ap.add_argument(
         "--reference-sizes",
@@ -492,7 +584,8 @@ def main(argv=None):
         "energy": energy,
         "reference": lambda: reference(sizes=tuple(args.reference_sizes)),
         "health": health,
-        "training": lambda: training(names=args.experiments, schedules=args.schedules),
+        "training": lambda: training(names=args.experiments or TRAINING_EXPERIMENTS, schedules=args.schedules),
+        "tails": lambda: tails(names=args.experiments),
     }
     results = {name: parts[name]() for name in args.only}
     # --only updates the parts it ran in today's file and keeps the others

@@ -63,6 +63,9 @@ class TrainConfig(NamedTuple):
       debias: subtract half the matched cost between two independent generated batches, capped
         (see `debiased_objective`), which removes the shrinkage of the min--min loss; ``False`` is
         the paper's loss.
+      local_cap: with ``debias``, also cap each self pair at this many times the median self-pair
+        cost of its set (`debiased_objective`), so that a stray generated point pays for its
+        distance beyond a few particle spacings; ``0`` (default) keeps only the extent's cap.
     """
 
     n_samples: int = 2000
@@ -75,6 +78,7 @@ class TrainConfig(NamedTuple):
     ema_decay: float = 0.0
     decay_steps: int = 0
     debias: bool = False
+    local_cap: float = 0.0
 
 
 class TrainState(NamedTuple):
@@ -122,7 +126,10 @@ def _fingerprint(key, targets, eta, model_cfg, cfg) -> str:
     # the debiased loss changed once (its self term is capped, `debiased_objective`): a checkpoint
     # trained with the uncapped loss is not resumed with the capped one
     loss = ["self term capped"] if cfg.debias else []
-    h.update(json.dumps([model_cfg.to_dict(), cfg._asdict(), *loss], sort_keys=True).encode())
+    settings = cfg._asdict()
+    if not settings["local_cap"]:  # added later: off, it leaves the fingerprints of earlier checkpoints as they were
+        del settings["local_cap"]
+    h.update(json.dumps([model_cfg.to_dict(), settings, *loss], sort_keys=True).encode())
     return h.hexdigest()
 
 
@@ -163,6 +170,13 @@ def check_inputs(model_cfg: _model.ModelConfig, cfg: TrainConfig, targets, eta):
         raise TypeError(f"TrainConfig.debias must be True or False, got {cfg.debias!r}.")
     if not (cfg.learning_rate > 0):
         raise ValueError(f"learning_rate must be positive, got {cfg.learning_rate}.")
+    if isinstance(cfg.local_cap, bool) or not (np.isfinite(cfg.local_cap) and cfg.local_cap >= 0):
+        raise ValueError(
+            f"TrainConfig.local_cap must be a finite number >= 0 (0: off; e.g. 100 times the median self-pair "
+            f"cost), got {cfg.local_cap!r}."
+        )
+    if cfg.local_cap and not cfg.debias:
+        raise ValueError("TrainConfig.local_cap caps the debiased loss's self term: set debias=True, or local_cap=0.")
     if not (0.0 <= cfg.ema_decay < 1.0):
         raise ValueError(f"TrainConfig.ema_decay must be in [0, 1) (0: no moving average), got {cfg.ema_decay!r}.")
     if not isinstance(cfg.decay_steps, (int, np.integer)) or cfg.decay_steps < 0:
@@ -199,7 +213,7 @@ def loss_fn(model_cfg, params, x, y, perm, eta):
 SELF_CAP = 4.0
 
 
-def debiased_objective(fx, fs, y, perm, perm_self):
+def debiased_objective(fx, fs, y, perm, perm_self, local_cap: float = 0.0):
     r"""The debiased loss of generated points: ``(objective, matched cost)``.
 
     ``fx`` and ``fs`` (``[..., N, d]``) are two independent batches of generated points, ``y`` the
@@ -219,6 +233,10 @@ def debiased_objective(fx, fs, y, perm, perm_self):
     twice the first term's, so the objective is stationary at the target law (to first order the bias
     cancels, as in the Sinkhorn divergence).
 
+    With ``local_cap > 0`` the cap is also at most ``local_cap`` times the median of the set's self
+    pair costs (held fixed in the gradient; the median, so that the stray points it is meant for do
+    not raise it): a stray point then pays for its distance beyond a few particle spacings.
+
     The cap ``c`` (at least the targets' squared diameter, so it does not bind inside their extent)
     keeps the objective bounded below. Without it a rare far point costs nothing on average: drawn in
     ``f`` it pays ``R^2`` in the first term and earns back ``R^2 / 2`` in the second, drawn in ``f'``
@@ -232,18 +250,21 @@ def debiased_objective(fx, fs, y, perm, perm_self):
     other = jnp.take_along_axis(fs, perm_self[..., None], axis=-2)
     y = jax.lax.stop_gradient(y)
     radius2 = jnp.max(jnp.sum((y - jnp.mean(y, axis=-2, keepdims=True)) ** 2, axis=-1), axis=-1, keepdims=True)
-    pair = jnp.minimum(jnp.sum((fx - other) ** 2, axis=-1), SELF_CAP * radius2)
-    return cost - 0.5 * jnp.mean(pair), cost
+    pair = jnp.sum((fx - other) ** 2, axis=-1)
+    cap = SELF_CAP * radius2
+    if local_cap:
+        cap = jnp.minimum(cap, local_cap * jax.lax.stop_gradient(jnp.median(pair, axis=-1, keepdims=True)))
+    return cost - 0.5 * jnp.mean(jnp.minimum(pair, cap)), cost
 
 
-def debiased_loss_fn(model_cfg, params, x, x_self, y, perm, perm_self, eta):
+def debiased_loss_fn(model_cfg, params, x, x_self, y, perm, perm_self, eta, local_cap: float = 0.0):
     """The debiased loss of the network on sources ``x`` and ``x_self``: ``(objective, matched cost)``.
 
     `debiased_objective` of ``f(x)`` and ``f(x_self)``; the gradient flows through both.
     """
     fx = _model.apply(model_cfg, params, x, eta)
     fs = _model.apply(model_cfg, params, x_self, eta)
-    return debiased_objective(fx, fs, y, perm, perm_self)
+    return debiased_objective(fx, fs, y, perm, perm_self, local_cap)
 
 
 def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axis: str | None = None):
@@ -287,7 +308,7 @@ def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axi
 
     def objective(q, perm):
         if cfg.debias:
-            return debiased_loss_fn(model_cfg, q, x, x_self, y, perm[:, 0], perm[:, 1], eta)
+            return debiased_loss_fn(model_cfg, q, x, x_self, y, perm[:, 0], perm[:, 1], eta, cfg.local_cap)
         value = loss_fn(model_cfg, q, x, y, perm, eta)
         return value, value
 

@@ -256,6 +256,50 @@ def test_debiased_loss_pulls_a_far_point_back(monkeypatch, cap):
         assert force >= 2 * (radius - 1) / n, force
 
 
+@pytest.mark.parametrize("local_cap", [0.0, 100.0])
+def test_local_cap_pulls_back_a_stray_point_inside_the_extent_cap(local_cap):
+    # The extent's cap (4 max |y|^2 ~ 4 for a unit disc) leaves a stray point at R = 2.5 free: its
+    # self pairs cost at most (R + 1)^2 and at least (R - 1)^2 = 2.25 < 4 is not capped for most, so
+    # the forces of cases A and B (as above) cancel to within 4 / N. The local cap, 100 times the
+    # median self-pair cost of an optimal matching of two N = 1024 samples of the disc (about 4e-3:
+    # a cap near 0.4, below the stray pairs' smallest cost 2.25, asserted), caps every pair of the
+    # stray point: the force is then >= 2 (R - 1) / N.
+    # Exact bounds from the geometry for any matching; float32 round-off aside.
+    from scipy.optimize import linear_sum_assignment
+
+    n, radius = 1024, 2.5
+    y, f, f_self = (uniform_ball(k, n, 2) for k in jax.random.split(jax.random.key(1), 3))
+    out = jnp.array([radius, 0.0])
+
+    def optimal(a, b):
+        cost = np.sum((np.asarray(a)[:, None] - np.asarray(b)[None]) ** 2, axis=-1)
+        return jnp.asarray(linear_sum_assignment(cost)[1])
+
+    def radial_force(fx, fs, which):
+        perm, perm_self = optimal(fx, y), optimal(fx, fs)
+        median = float(np.median(np.sum((np.asarray(fx) - np.asarray(fs)[np.asarray(perm_self)]) ** 2, -1)))
+        assert local_cap * median < (radius - 1) ** 2
+        objective = lambda a, b: T.debiased_objective(a, b, y, perm, perm_self, local_cap)[0]  # noqa: E731
+        return float(jax.grad(objective, argnums=which)(fx, fs)[0, 0])
+
+    force = radial_force(f.at[0].set(out), f_self, 0) + radial_force(f, f_self.at[0].set(out), 1)
+    if local_cap:
+        assert force >= 2 * (radius - 1) / n, force
+    else:
+        assert abs(force) <= 4 / n + 1e-6, force
+
+
+def test_local_cap_needs_the_debiased_loss():
+    targets, etas, mc = _tiny_problem()
+    with pytest.raises(ValueError, match="local_cap"):
+        T.check_inputs(mc, TINY._replace(local_cap=10.0), targets, etas)
+    with pytest.raises(ValueError, match="local_cap"):
+        T.check_inputs(mc, TINY._replace(debias=True, local_cap=-1.0), targets, etas)
+    # off, the new field leaves the fingerprint of earlier checkpoints as it was
+    settings = TINY._asdict()
+    assert "local_cap" in settings and T.TrainConfig(**{k: v for k, v in settings.items() if k != "local_cap"}) == TINY
+
+
 def test_fresh_batch_loss_takes_the_first_step_of_each_minibatch():
     h = np.arange(100.0)  # 10 mini-batches of 10 steps: first steps 0, 10, ..., 90
     assert T.fresh_batch_loss(h, 10) == np.mean(np.arange(0, 100, 10))
