@@ -339,6 +339,14 @@ MORE_SCHEDULES = {
         "pool": True,
         "local_cap": 100.0,
     },
+    # without the pool (the paper scale has none), as the experiments train there, plus the local cap
+    "fresh + EMA + cosine + debias, local cap": {
+        "resample_every": "renew_every",
+        "ema_decay": 0.999,
+        "decay_steps": "n_steps",
+        "debias": True,
+        "local_cap": 100.0,
+    },
     "fresh + EMA + cosine, 2x steps": {
         "resample_every": "renew_every",
         "ema_decay": 0.999,
@@ -428,6 +436,7 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
             fresh = T.fresh_batch_loss(res.history, tc.resample_every)
             summary = {
                 "experiment": name,
+                "scale": scale,
                 "schedule": label,
                 "n_steps": n_steps,
                 "train_config": tc._asdict(),
@@ -454,7 +463,7 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
             }
             results.append(summary)
             print(
-                f"training {name} {label:>22}: {seconds:.0f} s, loss {final:.4g}, fresh-batch {fresh:.4g} "
+                f"training {name} ({scale}) {label:>22}: {seconds:.0f} s, loss {final:.4g}, fresh-batch {fresh:.4g} "
                 f"(floor {floor_loss:.4g}), "
                 f"held-out C2ST excess {summary['held_out_max_c2st_excess']:+.3f} "
                 f"z {summary['held_out_max_energy_z']:.1f}, "
@@ -568,6 +577,12 @@ def main(argv=None):
         "and of the 'tails' part (default: every finished one)",
     )
     ap.add_argument(
+        "--scale",
+        choices=list(SCALES),
+        default="quick",
+        help="scale of the 'training' part (its datasets, sizes and steps; default quick)",
+    )
+    ap.add_argument(
         "--reference-sizes",
         type=int,
         nargs="+",
@@ -584,7 +599,9 @@ def main(argv=None):
         "energy": energy,
         "reference": lambda: reference(sizes=tuple(args.reference_sizes)),
         "health": health,
-        "training": lambda: training(names=args.experiments or TRAINING_EXPERIMENTS, schedules=args.schedules),
+        "training": lambda: training(
+            names=args.experiments or TRAINING_EXPERIMENTS, scale=args.scale, schedules=args.schedules
+        ),
         "tails": lambda: tails(names=args.experiments),
     }
     results = {name: parts[name]() for name in args.only}
@@ -597,8 +614,12 @@ def main(argv=None):
             old = json.load(f)
         results = {**{k: old[k] for k in PARTS if k in old and k not in results}, **results}
         if "training" in args.only and "training" in old:  # schedules run now replace their old rows only
-            done = {(r["experiment"], r["schedule"]) for r in results["training"]}
-            kept = [r for r in old["training"] if (r["experiment"], r["schedule"]) not in done]
+
+            def key(r):
+                return r.get("scale", "quick"), r["experiment"], r["schedule"]
+
+            done = {key(r) for r in results["training"]}
+            kept = [r for r in old["training"] if key(r) not in done]
             results["training"] = kept + results["training"]
     return _common.save("ablations", results, args.out)
 
