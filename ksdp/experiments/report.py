@@ -208,6 +208,8 @@ def render_experiment(out: str, name: str, scale: str, figures: str = ".") -> st
     fixed = f"flow amplitude A = {exp.fixed:g}" if exp.eta == "time" else f"time t = {exp.fixed:g}"
     bad = _acceptance(m)
     loss_name = "the debiased loss" if sc.get("debias") else "the paper's loss"
+    if sc.get("debias") and sc.get("local_cap"):
+        loss_name += f" (self pairs also capped at {sc['local_cap']:g} times their median)"
     lines = [
         f"# {name} (paper Sec. {exp.section})",
         "",

@@ -212,6 +212,7 @@ def configs(exp: Experiment, scale: str):
         ema_decay=sc.ema_decay,
         decay_steps=sc.n_steps if sc.cosine_decay else 0,
         debias=sc.debias,
+        local_cap=sc.local_cap,
     )
     return mcfg, tcfg
 

@@ -43,6 +43,7 @@ class Scale:
     cosine_decay: bool = True  # decay the learning rate to 1% over n_steps
     debias: bool = True  # the debiased loss (TrainConfig.debias)
     pool_runs: int = 1  # IPM runs of J particles per training value the network trains on (1: the training replica)
+    local_cap: float = 0.0  # TrainConfig.local_cap: the debiased loss's self pairs also capped at this x their median
 
 
 SCALES = {
@@ -87,6 +88,9 @@ SCALES = {
         initial_sweeps=50,
         n_generated=100000,
         learning_rate=1e-3,
+        # stray points: at this scale the extent's cap alone let 0.1% of laminar2d-time's generated
+        # points float out to 3 radii, its loss rise tenfold and its law fold (docs/algorithms.md)
+        local_cap=100.0,
     ),
 }
 
