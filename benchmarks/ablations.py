@@ -421,11 +421,7 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
                 if v in train_v:  # the law the network was fitted to: its training particles at this value
                     row["m2_train"] = float(np.mean(np.sum(np.asarray(targets[list(train_v).index(v)]) ** 2, -1)))
                     row["m2_dp_vs_train"] = row["m2_dp"] / row["m2_train"] - 1
-                ref = np.asarray(parts[:, i]).reshape(-1, exp.d)  # tails: as the 'tails' part measures them
-                centre = ref.mean(axis=0)
-                r_ipm = np.linalg.norm(ref - centre, axis=-1).max()
-                r_gen = np.linalg.norm(np.asarray(gen) - centre, axis=-1)
-                row.update(r_max_ipm=float(r_ipm), r_max_dp=float(r_gen.max()), beyond=float(np.mean(r_gen > r_ipm)))
+                row.update(_tail_stats(np.asarray(parts[:, i]).reshape(-1, exp.d), gen))
                 if tc.ema_decay > 0:  # the last iterate instead of the moving average
                     last = M.generate(mc, res.state.params, v, jax.random.key(11), sc.n_generated)
                     row["m2_dp_last_iterate"] = float(np.mean(np.sum(np.asarray(last) ** 2, -1)))
@@ -503,6 +499,15 @@ def health(out="ksdp-runs"):
     return results
 
 
+def _tail_stats(ipm, gen) -> dict:
+    """Largest distance from the IPM particles' centre of ``ipm`` and ``gen`` (``[n, d]`` each), and
+    the fraction of ``gen`` beyond the farthest of ``ipm``."""
+    centre = np.mean(ipm, axis=0)
+    r_ipm = np.max(np.linalg.norm(ipm - centre, axis=-1))
+    r_gen = np.linalg.norm(np.asarray(gen) - centre, axis=-1)
+    return {"r_max_ipm": float(r_ipm), "r_max_dp": float(np.max(r_gen)), "beyond": float(np.mean(r_gen > r_ipm))}
+
+
 def tails(out="ksdp-runs", names=None):
     """How far the generated particles reach against the IPM's, from each finished experiment found.
 
@@ -528,10 +533,7 @@ def tails(out="ksdp-runs", names=None):
             n = parts.shape[2]
             for i, v in enumerate(RUN._all_values(exp, scale)):
                 ipm = np.asarray(parts[:, i]).reshape(-1, exp.d)
-                centre = ipm.mean(axis=0)
-                r_ipm = np.linalg.norm(ipm - centre, axis=-1)
                 gen = np.asarray(M.generate(mc, params, v, jax.random.key(21), n))
-                r_gen = np.linalg.norm(gen - centre, axis=-1)
                 kind = "train" if v in train_v else "held-out" if v in held_v else "extrapolated"
                 row = {
                     "scale": scale,
@@ -540,9 +542,7 @@ def tails(out="ksdp-runs", names=None):
                     "eta": float(v),
                     "kind": kind,
                     "J": int(n),
-                    "r_max_ipm": float(r_ipm.max()),
-                    "r_max_dp": float(r_gen.max()),
-                    "beyond": float(np.mean(r_gen > r_ipm.max())),
+                    **_tail_stats(ipm, gen),
                     "beyond_expected": 1.0 / (ipm.shape[0] + 1),
                     "m2_ipm": float(np.mean(np.sum(ipm**2, -1))),
                     "m2_dp": float(np.mean(np.sum(gen**2, -1))),

@@ -203,7 +203,7 @@ DRIFTS = ("auto", "direct", "pm", "p3m")
 # - GPU (H100, benchmarks/results/particle-mesh-NVIDIA-H100-80GB-HBM3-2026-11-26.json): PM in 2D from
 #   10^4 (2.1x the direct drift there, 0.58x at 3000); in 3D P3M took 0.82 s per drift at 10^5 against
 #   the direct sum's 0.035 s, so the direct sum stays up to 3 x 10^5, where PM takes over as on the CPU
-#   (PM at G = 128 and J = 10^6: 43 ms a step, measured; the direct sum there ~3 s, extrapolated).
+#   (PM at G = 128 and J = 10^6: 43 ms a step, measured; the direct sum there ~3.5 s, extrapolated).
 #   Other accelerators (not measured) follow the GPU's table.
 AUTO_MESH = {
     "cpu": {2: (("pm", 10_000),), 3: (("p3m", 50_000), ("pm", 300_000))},
