@@ -347,6 +347,16 @@ MORE_SCHEDULES = {
         "debias": True,
         "local_cap": 100.0,
     },
+    # the paper scale's schedule with fresh mini-batches four times as often (K = L = 50 instead of 200):
+    # a network fits the matched pairs of a mini-batch it keeps, and its loss falls below the floor
+    "fresh + EMA + cosine + debias, local cap, K = L = 50": {
+        "resample_every": 50,
+        "renew_every": 50,
+        "ema_decay": 0.999,
+        "decay_steps": "n_steps",
+        "debias": True,
+        "local_cap": 100.0,
+    },
     "fresh + EMA + cosine, 2x steps": {
         "resample_every": "renew_every",
         "ema_decay": 0.999,
@@ -428,8 +438,9 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
                 row["m2_rel_error"] = abs(row["m2_dp"] - row["m2_ipm"]) / row["m2_ipm"]
                 row.update(RUN._judge(row, scale))
                 rows.append(row)
-            final = float(np.mean(res.history[-100:]))
+            final = T.final_loss(res.history, tc.resample_every)
             fresh = T.fresh_batch_loss(res.history, tc.resample_every)
+            loss_z = RUN.memorisation_z(final, floor_loss)
             summary = {
                 "experiment": name,
                 "scale": scale,
@@ -438,9 +449,13 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
                 "train_config": tc._asdict(),
                 "training_particles": int(targets.shape[1]),
                 "train_s": seconds,
-                "final_loss": final,
+                "final_loss": final.value,  # the mean of the last 20 mini-batches (rows before 2026-11-26
+                "final_loss_se": final.se,  # evening: of the last 100 steps, the floor from one pair per set)
+                "final_loss_last_100_steps": float(np.mean(res.history[-100:])),
                 "fresh_batch_loss": fresh,
-                "loss_floor": floor_loss,
+                "loss_floor": floor_loss.value,
+                "loss_floor_se": floor_loss.se,
+                "loss_z": loss_z,
                 "held_out_max_c2st_excess": max(r["c2st_excess"] for r in rows if r["kind"] == "held-out"),
                 "held_out_max_energy_z": max(r["energy_z"] for r in rows if r["kind"] == "held-out"),
                 "train_max_c2st_excess": max(r["c2st_excess"] for r in rows if r["kind"] == "train"),
@@ -459,8 +474,8 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
             }
             results.append(summary)
             print(
-                f"training {name} ({scale}) {label:>22}: {seconds:.0f} s, loss {final:.4g}, fresh-batch {fresh:.4g} "
-                f"(floor {floor_loss:.4g}), "
+                f"training {name} ({scale}) {label:>22}: {seconds:.0f} s, loss {final.value:.4g} +- {final.se:.2g}, "
+                f"fresh-batch {fresh:.4g} (floor {floor_loss.value:.4g} +- {floor_loss.se:.2g}, z {loss_z:.1f}), "
                 f"held-out C2ST excess {summary['held_out_max_c2st_excess']:+.3f} "
                 f"z {summary['held_out_max_energy_z']:.1f}, "
                 f"train C2ST excess {summary['train_max_c2st_excess']:+.3f} z {summary['train_max_energy_z']:.1f}, "

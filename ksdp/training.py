@@ -36,6 +36,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from ksdp import _io
+from ksdp import metrics as _metrics
 from ksdp import model as _model
 from ksdp import parallel as _parallel
 from ksdp import transport as _transport
@@ -384,6 +385,25 @@ def fresh_batch_loss(history, resample_every: int, n_batches: int = 20) -> float
     if not len(first):
         raise ValueError(f"the history ({len(h)} steps) holds no whole mini-batch of {resample_every} steps.")
     return float(np.mean(first[-n_batches:]))
+
+
+def final_loss(history, resample_every: int, n_batches: int = 20) -> _metrics.Estimate:
+    """The training loss at the end of training: the mean over the last ``n_batches`` whole
+    mini-batches of each one's mean loss, with its standard error (their spread / sqrt(n)).
+
+    Each mini-batch draws its own sources and targets, so the batch means are close to independent
+    draws; the last steps of one mini-batch alone are a single draw (at the paper scale, about 8%
+    from one mini-batch to the next) and the most fitted part of it.
+    """
+    h = np.asarray(history, float)
+    whole = len(h) // resample_every
+    if whole < 2:
+        raise ValueError(
+            f"the history ({len(h)} steps) holds {whole} whole mini-batch(es) of {resample_every} steps; "
+            "a standard error needs at least 2."
+        )
+    means = h[: whole * resample_every].reshape(whole, resample_every).mean(axis=1)[-n_batches:]
+    return _metrics.Estimate(float(np.mean(means)), float(np.std(means, ddof=1) / np.sqrt(len(means))))
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import math
 import os
 import shutil
 
+import jax
 import numpy as np
 import pytest
 from damage import CHECKPOINT_DAMAGE
@@ -33,6 +34,7 @@ def test_outputs_exist_and_are_finite(smoke_run, name):
     kinds = {r["kind"] for r in m["rows"]}
     assert kinds == {"train", "held-out", "extrapolated"}
     assert m["complete"] and math.isfinite(m["loss_floor"]) and m["loss_floor"] > 0
+    assert m["loss_floor_se"] > 0 and m["final_loss_se"] > 0 and math.isfinite(m["loss_z"])
     for r in m["rows"]:
         for k in ("w2", "w2_floor", "ratio", "m2_ipm", "m2_dp", "m2_ipm_se", "m2_dp_se"):
             assert math.isfinite(r[k]) and r[k] >= 0, (k, r)
@@ -161,6 +163,26 @@ def test_cli_checks_arguments_before_any_work(tmp_path, capsys, argv, match):
         cli.main(["--scale", "smoke", *argv] + ([] if "--out" in argv else ["--out", str(tmp_path)]))
     assert info.value.code == 2 and match in capsys.readouterr().err
     assert not (tmp_path / "smoke" / "ks2d-time").exists()  # nothing computed
+
+
+def test_loss_floor_has_a_standard_error_that_covers_another_draw():
+    rng = np.random.default_rng(0)
+    targets = rng.normal(size=(3, 400, 2)).astype(np.float32)
+    a = run.loss_floor(jax.random.key(0), targets, 100, repeats=6)
+    b = run.loss_floor(jax.random.key(1), targets, 100, repeats=6)
+    assert 0 < a.se < a.value and 0 < b.se < b.value
+    # two independent estimates of the same mean: their difference in combined SEs is about N(0, 1)
+    # (the SE itself from 18 pairs; 4 SEs allow for its error, a false failure about 1e-4)
+    assert abs(a.value - b.value) <= 4 * math.hypot(a.se, b.se)
+    with pytest.raises(ValueError, match="repeats"):
+        run.loss_floor(jax.random.key(0), targets, 100, repeats=1)
+    assert math.isnan(run.loss_floor(jax.random.key(0), targets, 300).value)  # no two disjoint samples
+
+
+def test_memorisation_z():
+    from ksdp.metrics import Estimate
+
+    assert run.memorisation_z(Estimate(0.9, 0.03), Estimate(1.0, 0.04)) == pytest.approx(-2.0)
 
 
 def test_same_data_rule():

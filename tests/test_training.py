@@ -314,6 +314,17 @@ def test_fresh_batch_loss_takes_the_first_step_of_each_minibatch():
         T.fresh_batch_loss(h[:5], 10)
 
 
+def test_final_loss_is_the_mean_of_whole_minibatches_with_its_standard_error():
+    h = np.repeat([5.0, 1.0, 2.0, 3.0, 4.0], 10)  # batch means 5, 1, 2, 3, 4; 3 steps of a 6th batch
+    h = np.concatenate([h, [100.0, 100.0, 100.0]])
+    est = T.final_loss(h, 10, n_batches=4)  # batches 1, 2, 3, 4: an unfinished batch is left out
+    assert est.value == 2.5
+    assert est.se == pytest.approx(np.std([1.0, 2.0, 3.0, 4.0], ddof=1) / 2.0, rel=1e-12)
+    assert T.final_loss(h, 10).value == 3.0  # all 5 whole batches when fewer than 20
+    with pytest.raises(ValueError, match="at least 2"):
+        T.final_loss(h[:15], 10)
+
+
 @pytest.mark.parametrize("label", list(CHECKPOINT_DAMAGE))
 def test_corrupt_checkpoints_are_named_errors(tmp_path, label):
     damage, match = CHECKPOINT_DAMAGE[label]

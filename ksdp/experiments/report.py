@@ -6,7 +6,7 @@ import json
 import os
 
 from ksdp import ipm
-from ksdp.experiments.specs import C2ST_SLACK, EXPERIMENTS, SCALES
+from ksdp.experiments.specs import C2ST_SLACK, EXPERIMENTS, FLOOR_REPEATS, MEMORISATION_Z, SCALES
 
 # ks2d-time (the fidelity issue): up to t = 0.075 the generated radial law is as close to the mean
 # field as the IPM's; the centre of mass within 0.02 of the origin; m2(t) decreasing over the training range
@@ -109,8 +109,8 @@ def _acceptance(m) -> list:
             )
     if m.get("memorises"):
         lines.append(
-            f"- final training loss {m['final_loss']:.4g} is below the squared W2 floor of its mini-batch size "
-            f"({m['loss_floor']:.4g}): the network fits its mini-batches closer than a fresh sample would"
+            f"- final training loss {_pm(m, 'final_loss')} is below the squared W2 floor of its mini-batch size "
+            f"({_pm(m, 'loss_floor')}{_z(m)}): the network fits its mini-batches closer than a fresh sample would"
         )
     return lines
 
@@ -138,6 +138,16 @@ def command(out: str, names, scale: str, m: dict | None) -> str:
 
 def _fmt(x, spec=".4g"):
     return "-" if x is None else format(x, spec)
+
+
+def _pm(m: dict, key: str) -> str:
+    """``m[key]`` with its standard error ``m[key + '_se']`` where recorded (older runs have none)."""
+    se = m.get(key + "_se")
+    return f"{m[key]:.4g}" + ("" if se is None else f" +- {se:.2g}")
+
+
+def _z(m: dict) -> str:
+    return "" if m.get("loss_z") is None else f", z = {m['loss_z']:.1f}"
 
 
 def render(out: str, scale: str, names, failures: dict, seconds: float) -> str:
@@ -169,8 +179,9 @@ def render(out: str, scale: str, names, failures: dict, seconds: float) -> str:
         ipm_s = t.get("ipm_s", 0) + t.get("pool_s", 0)
         settings.append(
             f"| {name} | {s['n_particles']}{pool} | {m['scale_settings']['n_samples']} | "
-            f"{m['scale_settings']['n_steps']} | {m['n_parameters']} | {m['final_loss']:.4g} | "
-            f"{_fmt(m.get('fresh_batch_loss'))} | {m['loss_floor']:.4g} | {ipm_s:.0f} | "
+            f"{m['scale_settings']['n_steps']} | {m['n_parameters']} | {_pm(m, 'final_loss')} | "
+            f"{_fmt(m.get('fresh_batch_loss'))} | {_pm(m, 'loss_floor')} | {_fmt(m.get('loss_z'), '.1f')} | "
+            f"{ipm_s:.0f} | "
             f"{t.get('train_s', 0):.0f} | {t.get('eval_s', 0):.0f} | {t.get('figures_s', 0):.0f} |"
         )
         bad = _acceptance(m)
@@ -179,10 +190,16 @@ def render(out: str, scale: str, names, failures: dict, seconds: float) -> str:
     lines += [
         "## Settings and stage times (s)",
         "",
-        "| experiment | J | N | steps | parameters | final loss | fresh-batch loss | loss floor | IPM | train | eval "
-        "| figures |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| experiment | J | N | steps | parameters | final loss | fresh-batch loss | loss floor | z | IPM | train "
+        "| eval | figures |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *settings,
+        "",
+        "Final loss: the mean loss of the last 20 mini-batches, +- its standard error (earlier runs: the "
+        "mean of the last 100 steps, without one); fresh-batch loss: at the first step of each of them, "
+        "before any step on its points; loss floor: W2^2 between two disjoint N-point samples of a training "
+        f"set, {FLOOR_REPEATS} pairs per set; z = (final - floor) / combined SE, memorisation below "
+        f"-{MEMORISATION_Z:g}.",
         "",
         "## Acceptance (training and held-out values; extrapolation is reported, not required)",
         "",
@@ -231,9 +248,11 @@ def render_experiment(out: str, name: str, scale: str, figures: str = ".") -> st
         f"- Network {sc['depth']} x {sc['width']} ({m['n_parameters']} parameters); N = {sc['n_samples']}, "
         f"{sc['n_steps']} Adam steps (lr {sc['learning_rate']:g}), K = {sc['resample_every']}, "
         f"L = {sc['renew_every']}, {loss_name}; final loss "
-        f"{m['final_loss']:.4g} (mean of the last 100 steps; {_fmt(m.get('fresh_batch_loss'))} at the first step "
-        f"of the last 20 mini-batches, before any step on their points) against a floor of {m['loss_floor']:.4g} "
-        "(W2^2 between two independent N-point samples of one training set).",
+        f"{_pm(m, 'final_loss')} ("
+        + ("mean of the last 20 mini-batches" if "final_loss_se" in m else "mean of the last 100 steps")
+        + f"; {_fmt(m.get('fresh_batch_loss'))} at the first step "
+        f"of the last 20 mini-batches, before any step on their points) against a floor of {_pm(m, 'loss_floor')}"
+        f"{_z(m)} (W2^2 between two independent N-point samples of one training set).",
         f"- Stage times (s): IPM {m['timing_s']['ipm_s']:.0f}"
         + (f", training pool {m['timing_s']['pool_s']:.0f}" if "pool_s" in m["timing_s"] else "")
         + f", training {m['timing_s']['train_s']:.0f}, "

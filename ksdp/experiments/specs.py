@@ -98,6 +98,12 @@ SCALES = {
 # acceptance (the fidelity issue), per parameter value: C2ST(generated, IPM) <= C2ST(IPM, IPM) + slack at
 # n = J; the energy distance within 3 standard errors of its floor; m2 within 3% or 2 standard errors
 C2ST_SLACK = {"smoke": 0.03, "quick": 0.03, "paper": 0.02}
+# no memorisation: the training loss at the end (mean of the last 20 mini-batches) is not below the loss
+# floor by more than MEMORISATION_Z combined standard errors (one-sided: a run whose loss at the end
+# equals its floor is flagged about 2% of the time); the floor averages FLOOR_REPEATS independent pairs
+# of disjoint subsamples per training set (`run.loss_floor`)
+MEMORISATION_Z = 2.0
+FLOOR_REPEATS = 5
 
 
 @dataclass(frozen=True)
