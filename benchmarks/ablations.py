@@ -366,6 +366,13 @@ MORE_SCHEDULES = {
 }
 
 
+def _batch_means(history, resample_every: int) -> list:
+    """The mean loss of each whole mini-batch (the history itself is not kept)."""
+    h = np.asarray(history, float)
+    whole = len(h) // resample_every
+    return [round(float(v), 7) for v in h[: whole * resample_every].reshape(whole, resample_every).mean(axis=1)]
+
+
 TRAINING_EXPERIMENTS = ("ks2d-time", "laminar2d-amplitude")
 
 
@@ -452,6 +459,7 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
                 "final_loss": final.value,  # the mean of the last 20 mini-batches (rows before 2026-11-26
                 "final_loss_se": final.se,  # evening: of the last 100 steps, the floor from one pair per set)
                 "final_loss_last_100_steps": float(np.mean(res.history[-100:])),
+                "batch_mean_loss": _batch_means(res.history, tc.resample_every),  # per mini-batch
                 "fresh_batch_loss": fresh,
                 "loss_floor": floor_loss.value,
                 "loss_floor_se": floor_loss.se,
