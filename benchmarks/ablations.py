@@ -1,6 +1,7 @@
 """The measurements behind the design choices in docs/algorithms.md, each against its alternative.
 
-    python -m benchmarks.ablations [--only kernels slope blocks small residual energy reference training health tails]
+    python -m benchmarks.ablations [--only kernels slope blocks small residual energy reference training health
+                                           tails matching]
 
 * ``kernels``: m2(t) of one run (J = 2000, dt = 1e-4, mu = 1) against the exact line
   m2(0) - (4 - 8/J) t at t = 0.025, 0.05, 0.075, 0.1, for the ``blob`` kernel with delta^2 = 1e-3
@@ -38,6 +39,10 @@
   far the generated particles reach against the pooled IPM replicas at every value: the largest
   radius of each and the fraction of generated particles beyond the IPM's farthest one (a fresh
   IPM draw: 1 / (3J + 1)); ``--experiments`` picks experiments.
+* ``matching``: for every finished experiment under ``ksdp-runs/<scale>/``, 5 fresh mini-batches per
+  training value as training draws them: the matched cost after the training's initial block
+  sweeps, the optimal matched cost, and the loss floor (two disjoint N-samples of the training
+  particles), each with its standard error.
 
 * ``health``: the health figure of ``ksdp.Trajectory.health`` (dt |chemotactic drift| / delta) on
   every snapshot of every experiment dataset found under ``ksdp-runs/<scale>/`` (as
@@ -70,8 +75,21 @@ from ksdp import training as T
 from ksdp import transport as TR
 from ksdp.experiments import run as RUN
 from ksdp.experiments.specs import EXPERIMENTS, SCALES
+from ksdp.initial import uniform_ball
 
-PARTS = ("kernels", "slope", "blocks", "small", "residual", "energy", "reference", "training", "health", "tails")
+PARTS = (
+    "kernels",
+    "slope",
+    "blocks",
+    "small",
+    "residual",
+    "energy",
+    "reference",
+    "training",
+    "health",
+    "tails",
+    "matching",
+)
 
 
 def kernels():
@@ -580,6 +598,75 @@ def tails(out="ksdp-runs", names=None):
     return results
 
 
+def matching(out="ksdp-runs", names=None, repeats: int = 5):
+    """The training's matched cost on fresh mini-batches against the optimum and the loss floor.
+
+    For every finished experiment under ``<out>/<scale>/`` (dataset and checkpoint), at every
+    training value, ``repeats`` fresh mini-batches as training draws them (``N`` uniform sources
+    through the checkpoint's generating parameters, ``N`` of the value's training particles): the
+    matched cost after the training's initial block sweeps from the identity (what the first step of
+    a mini-batch sees, `ksdp.training.fresh_batch_loss`), the optimal matched cost (the auction,
+    certified within 1e-4), and the loss floor (two disjoint ``N``-samples of the training particles).
+    The training replica stands in for the training pool where the scale has one.
+    """
+    results = []
+    for scale in SCALES:
+        for name in names or EXPERIMENTS:
+            folder = os.path.join(out, scale, name)
+            ds_path, ck_path = (os.path.join(folder, f) for f in ("dataset.npz", "checkpoint.npz"))
+            if not (os.path.exists(ds_path) and os.path.exists(ck_path)):
+                continue
+            exp = EXPERIMENTS[name]
+            state, mc, tc, _, _ = T.load_checkpoint(ck_path)
+            params = state.ema if tc.ema_decay > 0 else state.params
+            parts = RUN.particles_by_value(exp, ksdp.load_dataset(ds_path))
+            values = list(RUN._all_values(exp, scale))
+            train_v = exp.values(scale)[0]
+            n = tc.n_samples
+            costs = []  # [value, repeat, (block, exact, floor)]
+            for r, v in enumerate(train_v):
+                y_all = np.asarray(parts[0, values.index(v)])
+                per = []
+                for q in range(repeats):
+                    k_x, k_y, k_m, k_w = jax.random.split(jax.random.fold_in(jax.random.key(31 + r), q), 4)
+                    x = uniform_ball(k_x, n, exp.d)
+                    fx = M.apply(mc, params, x, jnp.asarray([v]))
+                    idx = np.asarray(jax.random.permutation(k_y, len(y_all)))
+                    y, y2 = jnp.asarray(y_all[idx[:n]]), jnp.asarray(y_all[idx[n : 2 * n]])
+                    block = float(
+                        TR.refine(k_m, fx, y, TR.identity(fx), n_sweeps=tc.initial_sweeps, block=tc.block)[1][-1]
+                    )
+                    exact = float(TR.w2(fx, y, k_w).w2) ** 2
+                    floor = float(TR.w2(y2, y, k_w).w2) ** 2
+                    per.append((block, exact, floor))
+                costs.append(per)
+            c = np.asarray(costs)
+            mean = c.mean(axis=(0, 1))  # over values and repeats
+            se = np.sqrt(np.sum(np.var(c, axis=1, ddof=1) / repeats, axis=0)) / c.shape[0]
+            row = {
+                "scale": scale,
+                "experiment": name,
+                "step": int(state.step),
+                "N": int(n),
+                "initial_sweeps": int(tc.initial_sweeps),
+                "repeats": repeats,
+                "block_cost": [float(mean[0]), float(se[0])],
+                "exact_cost": [float(mean[1]), float(se[1])],
+                "floor": [float(mean[2]), float(se[2])],
+                "block_over_exact": float(np.mean(c[..., 0] / c[..., 1])),
+                "exact_over_floor": float(mean[1] / mean[2]),
+            }
+            results.append(row)
+            print(
+                f"matching {scale} {name} (step {row['step']}, N = {n}, {tc.initial_sweeps} sweeps): "
+                f"block {mean[0]:.4g} +- {se[0]:.2g}, exact {mean[1]:.4g} +- {se[1]:.2g}, "
+                f"floor {mean[2]:.4g} +- {se[2]:.2g}; block / exact {row['block_over_exact']:.3f}, "
+                f"exact / floor {row['exact_over_floor']:.3f}",
+                flush=True,
+            )
+    return results
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
@@ -626,6 +713,7 @@ def main(argv=None):
             names=args.experiments or TRAINING_EXPERIMENTS, scale=args.scale, schedules=args.schedules
         ),
         "tails": lambda: tails(names=args.experiments),
+        "matching": lambda: matching(names=args.experiments),
     }
     results = {name: parts[name]() for name in args.only}
     # --only updates the parts it ran in today's file and keeps the others
