@@ -549,6 +549,24 @@ def _tail_stats(ipm, gen) -> dict:
     return {"r_max_ipm": float(r_ipm), "r_max_dp": float(np.max(r_gen)), "beyond": float(np.mean(r_gen > r_ipm))}
 
 
+def _finished(out, names):
+    """Every finished experiment under ``<out>/<scale>/`` (a dataset and a training checkpoint, as
+    ``python -m ksdp.experiments`` leaves them): ``(scale, name, experiment, state, model config,
+    train config, generating parameters, particles [replicas, values, J, d])``; the generating
+    parameters are the moving average where training kept one."""
+    for scale in SCALES:
+        for name in names or EXPERIMENTS:
+            folder = os.path.join(out, scale, name)
+            ds_path, ck_path = (os.path.join(folder, f) for f in ("dataset.npz", "checkpoint.npz"))
+            if not (os.path.exists(ds_path) and os.path.exists(ck_path)):
+                continue
+            exp = EXPERIMENTS[name]
+            state, mc, tc, _, _ = T.load_checkpoint(ck_path)
+            params = state.ema if tc.ema_decay > 0 else state.params
+            parts = RUN.particles_by_value(exp, ksdp.load_dataset(ds_path))
+            yield scale, name, exp, state, mc, tc, params, parts
+
+
 def tails(out="ksdp-runs", names=None):
     """How far the generated particles reach against the IPM's, from each finished experiment found.
 
@@ -560,41 +578,32 @@ def tails(out="ksdp-runs", names=None):
     IPM's law lands there with probability 1 / (3J + 1). Also the largest radius of each and m2.
     """
     results = []
-    for scale in SCALES:
-        for name in names or EXPERIMENTS:
-            folder = os.path.join(out, scale, name)
-            ds_path, ck_path = (os.path.join(folder, f) for f in ("dataset.npz", "checkpoint.npz"))
-            if not (os.path.exists(ds_path) and os.path.exists(ck_path)):
-                continue
-            exp = EXPERIMENTS[name]
-            state, mc, tc, _, _ = T.load_checkpoint(ck_path)
-            params = state.ema if tc.ema_decay > 0 else state.params
-            parts = RUN.particles_by_value(exp, ksdp.load_dataset(ds_path))
-            train_v, held_v, _ = exp.values(scale)
-            n = parts.shape[2]
-            for i, v in enumerate(RUN._all_values(exp, scale)):
-                ipm = np.asarray(parts[:, i]).reshape(-1, exp.d)
-                gen = np.asarray(M.generate(mc, params, v, jax.random.key(21), n))
-                kind = "train" if v in train_v else "held-out" if v in held_v else "extrapolated"
-                row = {
-                    "scale": scale,
-                    "experiment": name,
-                    "step": int(state.step),
-                    "eta": float(v),
-                    "kind": kind,
-                    "J": int(n),
-                    **_tail_stats(ipm, gen),
-                    "beyond_expected": 1.0 / (ipm.shape[0] + 1),
-                    "m2_ipm": float(np.mean(np.sum(ipm**2, -1))),
-                    "m2_dp": float(np.mean(np.sum(gen**2, -1))),
-                }
-                results.append(row)
-                print(
-                    f"tails {scale} {name} (step {row['step']}) {kind:>12} {v:>8.4g}: r max DP {row['r_max_dp']:.3g} "
-                    f"(IPM {row['r_max_ipm']:.3g}), beyond the IPM's {row['beyond']:.2e} "
-                    f"(expected {row['beyond_expected']:.1e}), m2 DP {row['m2_dp']:.4g} (IPM {row['m2_ipm']:.4g})",
-                    flush=True,
-                )
+    for scale, name, exp, state, mc, _tc, params, parts in _finished(out, names):
+        train_v, held_v, _ = exp.values(scale)
+        n = parts.shape[2]
+        for i, v in enumerate(RUN._all_values(exp, scale)):
+            ipm = np.asarray(parts[:, i]).reshape(-1, exp.d)
+            gen = np.asarray(M.generate(mc, params, v, jax.random.key(21), n))
+            kind = "train" if v in train_v else "held-out" if v in held_v else "extrapolated"
+            row = {
+                "scale": scale,
+                "experiment": name,
+                "step": int(state.step),
+                "eta": float(v),
+                "kind": kind,
+                "J": int(n),
+                **_tail_stats(ipm, gen),
+                "beyond_expected": 1.0 / (ipm.shape[0] + 1),
+                "m2_ipm": float(np.mean(np.sum(ipm**2, -1))),
+                "m2_dp": float(np.mean(np.sum(gen**2, -1))),
+            }
+            results.append(row)
+            print(
+                f"tails {scale} {name} (step {row['step']}) {kind:>12} {v:>8.4g}: r max DP {row['r_max_dp']:.3g} "
+                f"(IPM {row['r_max_ipm']:.3g}), beyond the IPM's {row['beyond']:.2e} "
+                f"(expected {row['beyond_expected']:.1e}), m2 DP {row['m2_dp']:.4g} (IPM {row['m2_ipm']:.4g})",
+                flush=True,
+            )
     return results
 
 
@@ -610,60 +619,49 @@ def matching(out="ksdp-runs", names=None, repeats: int = 5):
     The training replica stands in for the training pool where the scale has one.
     """
     results = []
-    for scale in SCALES:
-        for name in names or EXPERIMENTS:
-            folder = os.path.join(out, scale, name)
-            ds_path, ck_path = (os.path.join(folder, f) for f in ("dataset.npz", "checkpoint.npz"))
-            if not (os.path.exists(ds_path) and os.path.exists(ck_path)):
-                continue
-            exp = EXPERIMENTS[name]
-            state, mc, tc, _, _ = T.load_checkpoint(ck_path)
-            params = state.ema if tc.ema_decay > 0 else state.params
-            parts = RUN.particles_by_value(exp, ksdp.load_dataset(ds_path))
-            values = list(RUN._all_values(exp, scale))
-            train_v = exp.values(scale)[0]
-            n = tc.n_samples
-            costs = []  # [value, repeat, (block, exact, floor)]
-            for r, v in enumerate(train_v):
-                y_all = np.asarray(parts[0, values.index(v)])
-                per = []
-                for q in range(repeats):
-                    k_x, k_y, k_m, k_w = jax.random.split(jax.random.fold_in(jax.random.key(31 + r), q), 4)
-                    x = uniform_ball(k_x, n, exp.d)
-                    fx = M.apply(mc, params, x, jnp.asarray([v]))
-                    idx = np.asarray(jax.random.permutation(k_y, len(y_all)))
-                    y, y2 = jnp.asarray(y_all[idx[:n]]), jnp.asarray(y_all[idx[n : 2 * n]])
-                    block = float(
-                        TR.refine(k_m, fx, y, TR.identity(fx), n_sweeps=tc.initial_sweeps, block=tc.block)[1][-1]
-                    )
-                    exact = float(TR.w2(fx, y, k_w).w2) ** 2
-                    floor = float(TR.w2(y2, y, k_w).w2) ** 2
-                    per.append((block, exact, floor))
-                costs.append(per)
-            c = np.asarray(costs)
-            mean = c.mean(axis=(0, 1))  # over values and repeats
-            se = np.sqrt(np.sum(np.var(c, axis=1, ddof=1) / repeats, axis=0)) / c.shape[0]
-            row = {
-                "scale": scale,
-                "experiment": name,
-                "step": int(state.step),
-                "N": int(n),
-                "initial_sweeps": int(tc.initial_sweeps),
-                "repeats": repeats,
-                "block_cost": [float(mean[0]), float(se[0])],
-                "exact_cost": [float(mean[1]), float(se[1])],
-                "floor": [float(mean[2]), float(se[2])],
-                "block_over_exact": float(np.mean(c[..., 0] / c[..., 1])),
-                "exact_over_floor": float(mean[1] / mean[2]),
-            }
-            results.append(row)
-            print(
-                f"matching {scale} {name} (step {row['step']}, N = {n}, {tc.initial_sweeps} sweeps): "
-                f"block {mean[0]:.4g} +- {se[0]:.2g}, exact {mean[1]:.4g} +- {se[1]:.2g}, "
-                f"floor {mean[2]:.4g} +- {se[2]:.2g}; block / exact {row['block_over_exact']:.3f}, "
-                f"exact / floor {row['exact_over_floor']:.3f}",
-                flush=True,
-            )
+    for scale, name, exp, state, mc, tc, params, parts in _finished(out, names):
+        values = list(RUN._all_values(exp, scale))
+        train_v = exp.values(scale)[0]
+        n = tc.n_samples
+        costs = []  # [value, repeat, (block, exact, floor)]
+        for r, v in enumerate(train_v):
+            y_all = np.asarray(parts[0, values.index(v)])
+            per = []
+            for q in range(repeats):
+                k_x, k_y, k_m, k_w = jax.random.split(jax.random.fold_in(jax.random.key(31 + r), q), 4)
+                x = uniform_ball(k_x, n, exp.d)
+                fx = M.apply(mc, params, x, jnp.asarray([v]))
+                idx = np.asarray(jax.random.permutation(k_y, len(y_all)))
+                y, y2 = jnp.asarray(y_all[idx[:n]]), jnp.asarray(y_all[idx[n : 2 * n]])
+                block = float(TR.refine(k_m, fx, y, TR.identity(fx), n_sweeps=tc.initial_sweeps, block=tc.block)[1][-1])
+                exact = float(TR.w2(fx, y, k_w).w2) ** 2
+                floor = float(TR.w2(y2, y, k_w).w2) ** 2
+                per.append((block, exact, floor))
+            costs.append(per)
+        c = np.asarray(costs)
+        mean = c.mean(axis=(0, 1))  # over values and repeats
+        se = np.sqrt(np.sum(np.var(c, axis=1, ddof=1) / repeats, axis=0)) / c.shape[0]
+        row = {
+            "scale": scale,
+            "experiment": name,
+            "step": int(state.step),
+            "N": int(n),
+            "initial_sweeps": int(tc.initial_sweeps),
+            "repeats": repeats,
+            "block_cost": [float(mean[0]), float(se[0])],
+            "exact_cost": [float(mean[1]), float(se[1])],
+            "floor": [float(mean[2]), float(se[2])],
+            "block_over_exact": float(np.mean(c[..., 0] / c[..., 1])),
+            "exact_over_floor": float(mean[1] / mean[2]),
+        }
+        results.append(row)
+        print(
+            f"matching {scale} {name} (step {row['step']}, N = {n}, {tc.initial_sweeps} sweeps): "
+            f"block {mean[0]:.4g} +- {se[0]:.2g}, exact {mean[1]:.4g} +- {se[1]:.2g}, "
+            f"floor {mean[2]:.4g} +- {se[2]:.2g}; block / exact {row['block_over_exact']:.3f}, "
+            f"exact / floor {row['exact_over_floor']:.3f}",
+            flush=True,
+        )
     return results
 
 
