@@ -384,13 +384,6 @@ MORE_SCHEDULES = {
 }
 
 
-def _batch_means(history, resample_every: int) -> list:
-    """The mean loss of each whole mini-batch (the history itself is not kept)."""
-    h = np.asarray(history, float)
-    whole = len(h) // resample_every
-    return [round(float(v), 7) for v in h[: whole * resample_every].reshape(whole, resample_every).mean(axis=1)]
-
-
 TRAINING_EXPERIMENTS = ("ks2d-time", "laminar2d-amplitude")
 
 
@@ -477,7 +470,7 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
                 "final_loss": final.value,  # the mean of the last 20 mini-batches (rows before 2026-11-26
                 "final_loss_se": final.se,  # evening: of the last 100 steps, the floor from one pair per set)
                 "final_loss_last_100_steps": float(np.mean(res.history[-100:])),
-                "batch_mean_loss": _batch_means(res.history, tc.resample_every),  # per mini-batch
+                "batch_mean_loss": [round(float(v), 7) for v in T.batch_means(res.history, tc.resample_every)],
                 "fresh_batch_loss": fresh,
                 "loss_floor": floor_loss.value,
                 "loss_floor_se": floor_loss.se,
@@ -623,6 +616,7 @@ def matching(out="ksdp-runs", names=None, repeats: int = 5):
         values = list(RUN._all_values(exp, scale))
         train_v = exp.values(scale)[0]
         n = tc.n_samples
+        refine = jax.jit(lambda k, a, b: TR.refine(k, a, b, TR.identity(a), n_sweeps=tc.initial_sweeps, block=tc.block))
         costs = []  # [value, repeat, (block, exact, floor)]
         for r, v in enumerate(train_v):
             y_all = np.asarray(parts[0, values.index(v)])
@@ -633,14 +627,13 @@ def matching(out="ksdp-runs", names=None, repeats: int = 5):
                 fx = M.apply(mc, params, x, jnp.asarray([v]))
                 idx = np.asarray(jax.random.permutation(k_y, len(y_all)))
                 y, y2 = jnp.asarray(y_all[idx[:n]]), jnp.asarray(y_all[idx[n : 2 * n]])
-                block = float(TR.refine(k_m, fx, y, TR.identity(fx), n_sweeps=tc.initial_sweeps, block=tc.block)[1][-1])
+                block = float(refine(k_m, fx, y)[1][-1])
                 exact = float(TR.w2(fx, y, k_w).w2) ** 2
                 floor = float(TR.w2(y2, y, k_w).w2) ** 2
                 per.append((block, exact, floor))
             costs.append(per)
         c = np.asarray(costs)
-        mean = c.mean(axis=(0, 1))  # over values and repeats
-        se = np.sqrt(np.sum(np.var(c, axis=1, ddof=1) / repeats, axis=0)) / c.shape[0]
+        mean, se = np.asarray([KM.stratified_mean(c[..., j]) for j in range(3)]).T  # over values and repeats
         row = {
             "scale": scale,
             "experiment": name,

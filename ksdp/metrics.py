@@ -290,6 +290,18 @@ def run_spread(values) -> dict:
     return {"mean": float(v.mean()), "sd": sd, "se": sd / math.sqrt(v.size), "runs": int(v.size)}
 
 
+def stratified_mean(draws) -> Estimate:
+    """The mean over strata of each stratum's mean, with its standard error from the spread within
+    each stratum: ``draws [strata, n]``, ``n >= 2`` independent draws per stratum (a statistic of
+    each training set, say, drawn ``n`` times). The strata's own differences do not enter the error.
+    """
+    a = np.asarray(draws, np.float64)
+    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 2 or not np.all(np.isfinite(a)):
+        raise ValueError(f"draws must be [strata, n] finite numbers with n >= 2, got shape {a.shape}.")
+    se = math.sqrt(float(np.sum(np.var(a, axis=1, ddof=1) / a.shape[1]))) / a.shape[0]
+    return Estimate(float(a.mean()), se)
+
+
 def radial_ks(x, cdf) -> float:
     """Kolmogorov--Smirnov distance between the law of ``|x|`` and a reference radial CDF.
 

@@ -387,23 +387,29 @@ def fresh_batch_loss(history, resample_every: int, n_batches: int = 20) -> float
     return float(np.mean(first[-n_batches:]))
 
 
+def batch_means(history, resample_every: int) -> np.ndarray:
+    """The mean loss of each whole mini-batch of ``resample_every`` steps (an unfinished one is left out)."""
+    h = np.asarray(history, float)
+    whole = len(h) // resample_every
+    return h[: whole * resample_every].reshape(whole, resample_every).mean(axis=1)
+
+
 def final_loss(history, resample_every: int, n_batches: int = 20) -> _metrics.Estimate:
     """The training loss at the end of training: the mean over the last ``n_batches`` whole
     mini-batches of each one's mean loss, with its standard error (their spread / sqrt(n)).
 
     Each mini-batch draws its own sources and targets, so the batch means are close to independent
-    draws; the last steps of one mini-batch alone are a single draw (at the paper scale, about 8%
+    draws; the last steps of one mini-batch alone are a single draw (at the paper scale, about 9%
     from one mini-batch to the next) and the most fitted part of it.
     """
-    h = np.asarray(history, float)
-    whole = len(h) // resample_every
-    if whole < 2:
+    means = batch_means(history, resample_every)
+    if len(means) < 2:
         raise ValueError(
-            f"the history ({len(h)} steps) holds {whole} whole mini-batch(es) of {resample_every} steps; "
-            "a standard error needs at least 2."
+            f"the history ({len(history)} steps) holds {len(means)} whole mini-batch(es) of {resample_every} "
+            "steps; a standard error needs at least 2."
         )
-    means = h[: whole * resample_every].reshape(whole, resample_every).mean(axis=1)[-n_batches:]
-    return _metrics.Estimate(float(np.mean(means)), float(np.std(means, ddof=1) / np.sqrt(len(means))))
+    spread = _metrics.run_spread(means[-n_batches:])
+    return _metrics.Estimate(spread["mean"], spread["se"])
 
 
 # --------------------------------------------------------------------------------------------

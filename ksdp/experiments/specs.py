@@ -105,7 +105,7 @@ C2ST_SLACK = {"smoke": 0.03, "quick": 0.03, "paper": 0.02}
 # floor by more than MEMORISATION_Z combined standard errors (one-sided: a run whose loss at the end
 # equals its floor is flagged about 2% of the time); the floor averages FLOOR_REPEATS independent pairs
 # of disjoint subsamples per training set (`run.loss_floor`). With 20 pairs the combined standard error
-# of paper-scale laminar2d-time is 3.6% of its floor (with 5: 8.6%, too weak to see the 8% by which its
+# of paper-scale laminar2d-time is 3.6% of its floor (with 5: 8.3%, too weak to see the 8% by which its
 # loss lies below the floor); 20 cost about 3 minutes there on a 2-core CPU
 MEMORISATION_Z = 2.0
 FLOOR_REPEATS = 20
