@@ -101,6 +101,8 @@ class TrainingError(RuntimeError):
 # stops training: the untrained residual map starts at the squared W2 between the source ball and the
 # targets, and a healthy run only lowers it, up to the noise between mini-batches
 DIVERGED = 100.0
+# lines a callable ``progress`` of `train` gets over a run (plus one at its end)
+PROGRESS_LINES = 20
 
 
 class CheckpointMismatch(ValueError):
@@ -538,7 +540,7 @@ def train(
     checkpoint: str | None = None,
     checkpoint_every: int = 1,
     resume: bool = True,
-    progress: bool | None = None,
+    progress=None,
     mesh=None,
     axis: str | None = None,
 ) -> TrainResult:
@@ -554,7 +556,10 @@ def train(
       checkpoint: path of the checkpoint file; ``None`` for none.
       checkpoint_every: mini-batches between checkpoints (one is always written at the end).
       resume: continue from ``checkpoint`` if it exists (its data, key and configs must match).
-      progress: show a progress bar (default: when stderr is a terminal).
+      progress: ``True`` for a progress bar, ``False`` for none, ``None`` (default) for a bar when stderr
+        is a terminal; or a callable such as ``print`` or a logger's method, for runs whose output goes
+        to a file: it gets one line at every twentieth of the training (`PROGRESS_LINES`) and at its
+        end, with the step, the mini-batch's mean loss, the rate and the time left.
       mesh: a `jax.sharding.Mesh` to train data parallel over the ``R`` sets (``R`` a
         multiple of its devices; ``axis`` names the mesh axis, default its only one). Each device
         matches its own sets; every step equals the unsharded one to round-off (`ksdp.parallel`).
@@ -610,7 +615,11 @@ def train(
     best = min((float(np.mean(history[i : i + k])) for i in range(0, len(history) - k + 1, k)), default=np.inf)
     done = step // cfg.resample_every
     total = n_steps // cfg.resample_every
-    show = sys.stderr.isatty() if progress is None else progress
+    say = progress if callable(progress) else None
+    if progress is not None and say is None and not isinstance(progress, bool):
+        raise TypeError(f"progress must be True, False, None or a callable taking a str, got {progress!r}.")
+    show = sys.stderr.isatty() if progress is None else (progress is True)
+    every = max(1, -(-(total - done) // PROGRESS_LINES))  # mini-batches between two lines of `say`
     bar = None
     if show and total > done:
         from tqdm.auto import tqdm
@@ -648,6 +657,13 @@ def train(
                 bar.set_postfix(
                     loss=f"{losses[-1]:.3g}",
                     rate=f"{(b + 1 - done) * cfg.resample_every / (time.perf_counter() - t0):.0f}/s",
+                )
+            if say is not None and ((b + 1 - done) % every == 0 or b + 1 == total):
+                rate = (b + 1 - done) * cfg.resample_every / (time.perf_counter() - t0)
+                left = (n_steps - step) / rate / 60
+                say(
+                    f"  train: step {step}/{n_steps} ({100 * step / n_steps:.0f}%), mini-batch loss "
+                    f"{float(np.mean(losses)):.4g}, {rate:.1f} steps/s, about {left:.0f} min left"
                 )
             if checkpoint and ((b + 1 - done) % checkpoint_every == 0 or b + 1 == total):
                 save_checkpoint(checkpoint, state, model_cfg, cfg, history, {"fingerprint": fp})

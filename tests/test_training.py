@@ -86,6 +86,27 @@ def test_resume_equals_uninterrupted(tmp_path):
         T.train(jax.random.key(3), targets, etas, mc, TINY._replace(learning_rate=0.1), n_steps=60, checkpoint=ck)
 
 
+def test_progress_lines_for_a_log(tmp_path):
+    # a callable progress gets a line at every twentieth of what is left to train, and one at the end;
+    # resuming from a checkpoint at step 20 of 60 leaves 2 mini-batches: one line each
+    targets, etas, mc = _tiny_problem()
+    lines: list = []
+    T.train(jax.random.key(3), targets, etas, mc, TINY, n_steps=60, progress=lines.append)
+    assert [ln.split(",")[0] for ln in lines] == [
+        "  train: step 20/60 (33%)",
+        "  train: step 40/60 (67%)",
+        "  train: step 60/60 (100%)",
+    ]
+    assert all("mini-batch loss" in ln and "steps/s" in ln and "min left" in ln for ln in lines)
+    ck = str(tmp_path / "ck.npz")
+    T.train(jax.random.key(3), targets, etas, mc, TINY, n_steps=20, checkpoint=ck, progress=False)
+    lines.clear()
+    T.train(jax.random.key(3), targets, etas, mc, TINY, n_steps=60, checkpoint=ck, progress=lines.append)
+    assert [ln.split(" (")[0] for ln in lines] == ["  train: step 40/60", "  train: step 60/60"]
+    with pytest.raises(TypeError, match="progress"):
+        T.train(jax.random.key(3), targets, etas, mc, TINY, n_steps=20, progress="yes")
+
+
 @pytest.mark.parametrize("change", ["targets", "eta", "key", "fewer steps", "no fingerprint"])
 def test_checkpoint_resumes_only_for_its_data(tmp_path, change):
     # the checkpoint's fingerprint covers targets, eta, key and configs; a shorter run than the one

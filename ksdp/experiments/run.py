@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from functools import partial
 
@@ -279,7 +280,17 @@ def train_network(exp: Experiment, scale: str, seed: int, targets, ck_path: str,
     mcfg, tcfg = configs(exp, scale)
     train_v = exp.values(scale)[0]
     resumed_complete = os.path.exists(ck_path) and _checkpoint_step(ck_path) >= n_steps
-    fit = partial(training.train, jax.random.key(seed + 1), targets, train_v, mcfg, tcfg, n_steps=n_steps)
+    # a bar on a terminal, else a line at every twentieth of the run (output to a log file)
+    fit = partial(
+        training.train,
+        jax.random.key(seed + 1),
+        targets,
+        train_v,
+        mcfg,
+        tcfg,
+        n_steps=n_steps,
+        progress=None if sys.stderr.isatty() else log,
+    )
     t0 = time.perf_counter()
     try:
         res = fit(checkpoint=ck_path)
