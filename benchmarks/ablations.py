@@ -410,9 +410,9 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
             n_steps = change.pop("steps", sc.n_steps)
             targets = parts[0, train_idx]
             if change.pop("pool", False):
-                runs = RUN.pool_runs(sc)
+                runs = RUN.pool_runs(exp, scale)
                 if runs is None:
-                    raise ValueError(f"the {scale} scale has no training pool (Scale.pool_runs = 1).")
+                    raise ValueError(f"{exp.name} has no training pool at the {scale} scale (Scale.pool_runs = 1).")
                 pool_path = os.path.join(folder, "pool.npz")
                 targets = RUN.simulate_pool(exp, scale, 0, pool_path, print, runs)[0]
             named = {"n_steps": n_steps, "renew_every": base.renew_every}

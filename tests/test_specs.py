@@ -38,3 +38,17 @@ def test_every_kind_is_present_in_the_values(name, scale):
     train, held, extra = exp.values(scale)
     values = run._all_values(exp, scale)
     assert len(values) == len(train) + len(held) + len(extra)
+
+
+@pytest.mark.parametrize("name,scale", CASES)
+def test_training_pool(name, scale):
+    # an experiment's own pool size overrides its scale's, for scales that exist; 1 run is no pool
+    exp = EXPERIMENTS[name]
+    assert set(exp.pool_runs) <= set(SCALES)
+    runs = exp.pool_runs.get(scale, SCALES[scale].pool_runs)
+    assert isinstance(runs, int) and runs >= 1
+    assert run.pool_runs(exp, scale) == (runs if runs > 1 else None)
+    # ks2d-time's radial KS check at the paper scale needs more training particles than the 3 x 10^4
+    # pooled replicas it is compared with (specs.py)
+    if (name, scale) == ("ks2d-time", "paper"):
+        assert runs * SCALES[scale].n_particles > 3 * SCALES[scale].n_particles

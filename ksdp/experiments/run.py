@@ -78,10 +78,12 @@ def simulate_dataset(
     return _simulate(exp, settings, jax.random.key(seed), _all_values(exp, scale), list(REPLICAS), path, log, "dataset")
 
 
-def pool_runs(sc) -> int | None:
-    """How many runs of J particles make the training pool at the `Scale` ``sc`` (None: no pool, the
-    network trains on the training replica)."""
-    return int(sc.pool_runs) if sc.pool_runs > 1 else None
+def pool_runs(exp: Experiment, scale: str) -> int | None:
+    """How many runs of J particles make the training pool of ``exp`` at ``scale``: its own
+    ``Experiment.pool_runs`` for the scale, else `Scale.pool_runs` (None: no pool, the network trains
+    on the training replica)."""
+    runs = int(exp.pool_runs.get(scale, SCALES[scale].pool_runs))
+    return runs if runs > 1 else None
 
 
 POOL_KEY = 1  # the pool's key is fold_in(key(seed), POOL_KEY): independent of the replicas
@@ -348,7 +350,7 @@ def run(
     index = {float(v): i for i, v in enumerate(values)}
     train_idx = [index[float(v)] for v in train_v]
 
-    n_runs = pool_runs(sc)
+    n_runs = pool_runs(exp, scale)
     if n_runs is None:
         targets = parts[0, train_idx]
     else:
