@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -540,7 +541,7 @@ def train(
     checkpoint: str | None = None,
     checkpoint_every: int = 1,
     resume: bool = True,
-    progress=None,
+    progress: bool | Callable[[str], Any] | None = None,
     mesh=None,
     axis: str | None = None,
 ) -> TrainResult:
