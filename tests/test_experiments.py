@@ -14,7 +14,7 @@ import ksdp
 from ksdp import training as T
 from ksdp.experiments import __main__ as cli
 from ksdp.experiments import report, run
-from ksdp.experiments.specs import EXPERIMENTS, SCALES
+from ksdp.experiments.specs import EXPERIMENTS, FOLD_POINTS, SCALES
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,7 @@ def test_outputs_exist_and_are_finite(smoke_run, name):
             assert len(r[k]) == 2 and all(math.isfinite(v) for v in r[k]) and r[k][1] > 0, (k, r)
         assert 0 <= r["c2st"][0] <= 1 and isinstance(r["c2st_ok"], bool)
         assert ("ks_dp" in r) == (name == "ks2d-time")  # the radial reference exists for the flow-free case
+        assert 0 <= r["folded"][0] <= 1 and 0 < r["folded"][1] <= 0.5 / math.sqrt(FOLD_POINTS) + 1e-12
         # m2's errors come from the spread of single runs: 3 replicas, plus the training runs at training
         # values; elsewhere the replicas' spread pooled with the one interpolated from the training values
         assert r["m2_runs"] == 3 + SCALES["smoke"].pool_runs

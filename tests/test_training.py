@@ -65,6 +65,34 @@ def test_generation_shapes_chunks_and_extrapolation(trained):
         M.generate(trained.model, trained.params, 0.5, jax.random.key(0), 0)
 
 
+def test_folded_fraction_of_known_maps():
+    # zero weights: the residual map is the identity (det = 1 everywhere), nothing folds
+    cfg = M.make_config(2, ETAS[:3], width=8, depth=2)
+    params = M.init(jax.random.key(0), cfg)
+    zero = jax.tree_util.tree_map(jnp.zeros_like, params)
+    assert M.folded_fraction(cfg, zero, 0.5, jax.random.key(1), 2000) == (0.0, 1 / 2000)
+    np.testing.assert_allclose(M.jacobian_determinant(cfg, zero, jnp.ones((3, 2)) * 0.3, 0.5), 1.0, atol=1e-6)
+    # large random weights fold the ball; the determinant agrees with central differences
+    # (h = 1e-2 on a float32 map whose weights are ~ 5: the error is O(h^2) ~ 1e-3 relative; only
+    # points with |det| > 0.05 are compared by sign), and the fraction is that of the same points
+    big = jax.tree_util.tree_map(lambda a: 5.0 * a, params)
+    frac, se = M.folded_fraction(cfg, big, 0.5, jax.random.key(1), 2000)
+    x = uniform_ball(jax.random.key(1), 2000, 2)
+    det = np.asarray(M.jacobian_determinant(cfg, big, x, 0.5))
+    assert 0.02 < frac < 0.98 and frac == np.mean(det <= 0)
+    np.testing.assert_allclose(se, np.sqrt(frac * (1 - frac) / 2000))
+    h = 1e-2
+    f = lambda p: np.asarray(M.apply(cfg, big, p, jnp.array([0.5])), np.float64)
+    cols = [(f(x + h * e) - f(x - h * e)) / (2 * h) for e in np.eye(2, dtype=np.float32)]
+    fd = cols[0][:, 0] * cols[1][:, 1] - cols[0][:, 1] * cols[1][:, 0]
+    clear = np.abs(det) > 0.05
+    assert clear.mean() > 0.9 and np.all(np.sign(fd[clear]) == np.sign(det[clear]))
+    with pytest.raises(ValueError, match="one parameter value"):
+        M.folded_fraction(cfg, big, jnp.array([0.2, 0.5]), jax.random.key(1), 10)
+    with pytest.raises(ValueError, match="x must be"):
+        M.jacobian_determinant(cfg, big, jnp.ones((3, 3)), 0.5)
+
+
 def _tiny_problem():
     targets = jnp.stack([target(jax.random.key(i), e, 64) for i, e in enumerate(ETAS[:3])])
     return targets, ETAS[:3], M.make_config(2, ETAS[:3], width=8, depth=2)

@@ -109,6 +109,8 @@ C2ST_SLACK = {"smoke": 0.03, "quick": 0.03, "paper": 0.02}
 # loss lies below the floor); 20 cost about 3 minutes there on a 2-core CPU
 MEMORISATION_Z = 2.0
 FLOOR_REPEATS = 20
+# source points at which `ksdp.model.folded_fraction` evaluates the map's Jacobian, per parameter value
+FOLD_POINTS = 20_000
 
 
 @dataclass(frozen=True)
