@@ -68,6 +68,10 @@ class TrainConfig(NamedTuple):
       local_cap: with ``debias``, also cap each self pair at this many times the median self-pair
         cost of its set (`debiased_objective`), so that a stray generated point pays for its
         distance beyond a few particle spacings; ``0`` (default) keeps only the extent's cap.
+      match_sources: match the mini-batch's sources ``x``, not the generated points ``f(x)``, to its
+        targets: the network regresses onto the optimal coupling of the two samples, whose map does
+        not fold (`ksdp.model.folded_fraction`); the renewals refine that matching. ``False`` is
+        the paper's min--min. Not with ``debias``.
     """
 
     n_samples: int = 2000
@@ -81,6 +85,7 @@ class TrainConfig(NamedTuple):
     decay_steps: int = 0
     debias: bool = False
     local_cap: float = 0.0
+    match_sources: bool = False
 
 
 class TrainState(NamedTuple):
@@ -131,8 +136,9 @@ def _fingerprint(key, targets, eta, model_cfg, cfg) -> str:
     # trained with the uncapped loss is not resumed with the capped one
     loss = ["self term capped"] if cfg.debias else []
     settings = cfg._asdict()
-    if not settings["local_cap"]:  # added later: off, it leaves the fingerprints of earlier checkpoints as they were
-        del settings["local_cap"]
+    for later in ("local_cap", "match_sources"):  # added later: off, they leave earlier fingerprints as they were
+        if not settings[later]:
+            del settings[later]
     h.update(json.dumps([model_cfg.to_dict(), settings, *loss], sort_keys=True).encode())
     return h.hexdigest()
 
@@ -178,6 +184,13 @@ def check_inputs(model_cfg: _model.ModelConfig, cfg: TrainConfig, targets, eta):
         raise ValueError(
             f"TrainConfig.local_cap must be a finite number >= 0 (0: off; e.g. 100 times the median self-pair "
             f"cost), got {cfg.local_cap!r}."
+        )
+    if not isinstance(cfg.match_sources, (bool, np.bool_)):
+        raise TypeError(f"TrainConfig.match_sources must be True or False, got {cfg.match_sources!r}.")
+    if cfg.match_sources and cfg.debias:
+        raise ValueError(
+            "TrainConfig.match_sources regresses onto the sources' coupling, which the debiased loss's self "
+            "term does not fit: set debias=False, or match_sources=False."
         )
     if cfg.local_cap and not cfg.debias:
         raise ValueError("TrainConfig.local_cap caps the debiased loss's self term: set debias=True, or local_cap=0.")
@@ -303,6 +316,8 @@ def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axi
     def match(k, params, perm, n_sweeps):
         if n_sweeps == 0:
             return perm
+        if cfg.match_sources:  # the sources' coupling to the targets: it does not depend on the network
+            return refine(k, x, y, perm, n_sweeps)
         fx = _model.apply(model_cfg, params, x, eta)
         if not cfg.debias:
             return refine(k, fx, y, perm, n_sweeps)

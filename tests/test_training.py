@@ -93,6 +93,27 @@ def test_folded_fraction_of_known_maps():
         M.jacobian_determinant(cfg, big, jnp.ones((3, 3)), 0.5)
 
 
+def test_match_sources_couples_the_sources_whatever_the_network():
+    # the matching of a mini-batch's sources to its targets does not depend on the parameters: two
+    # networks trained one mini-batch from the same key end with the same permutations (exact: the
+    # same integer sweeps on the same points), while the min-min matching of f(x) differs
+    targets, etas, mc = _tiny_problem()
+    cfg = TINY._replace(match_sources=True)
+    fp = T.fingerprint(jax.random.key(0), targets, etas, mc, TINY)
+    targets, etas = T.check_inputs(mc, cfg, targets, etas)
+    a = T.init_state(jax.random.key(0), mc, cfg, 3)
+    b = a._replace(params=M.init(jax.random.key(9), mc))
+    pa = T._minibatch_jit(a, targets, etas, mc, cfg)[0].perm
+    pb = T._minibatch_jit(b, targets, etas, mc, cfg)[0].perm
+    np.testing.assert_array_equal(pa, pb)
+    qa = T._minibatch_jit(a, targets, etas, mc, TINY)[0].perm
+    qb = T._minibatch_jit(b, targets, etas, mc, TINY)[0].perm
+    assert not np.array_equal(qa, qb)
+    # off, the field leaves the fingerprint (and so every earlier checkpoint) as it was
+    assert T.fingerprint(jax.random.key(0), targets, etas, mc, TINY._replace(match_sources=False)) == fp
+    assert T.fingerprint(jax.random.key(0), targets, etas, mc, cfg) != fp
+
+
 def _tiny_problem():
     targets = jnp.stack([target(jax.random.key(i), e, 64) for i, e in enumerate(ETAS[:3])])
     return targets, ETAS[:3], M.make_config(2, ETAS[:3], width=8, depth=2)
