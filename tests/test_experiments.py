@@ -14,7 +14,7 @@ import ksdp
 from ksdp import training as T
 from ksdp.experiments import __main__ as cli
 from ksdp.experiments import report, run
-from ksdp.experiments.specs import EXPERIMENTS, FOLD_POINTS, SCALES
+from ksdp.experiments.specs import EXPERIMENTS, FOLD_LIMIT, FOLD_POINTS, SCALES
 
 
 @pytest.fixture(scope="module")
@@ -265,3 +265,24 @@ def test_report_command_names_the_options_that_differ():
     m = {"settings": {"n_particles": 2000, "drift": "pm", "seed": 0}}
     cmd = report.command("elsewhere/quick", ["ks2d-time"], "quick", m)
     assert cmd == "python -m ksdp.experiments ks2d-time --scale quick --drift pm --out elsewhere"
+
+
+def test_a_folded_map_fails_acceptance():
+    # the fold check joins C2ST, energy and m2 where the row measured it; rows evaluated before it pass
+    # or fail on the other three alone
+    good = {"c2st_ok": True, "energy_ok": True, "m2_ok": True}
+    assert report.passes(good)
+    assert report.passes({**good, "folded": [FOLD_LIMIT, 0.0007]})
+    assert not report.passes({**good, "folded": [FOLD_LIMIT + 0.001, 0.0007]})
+    row = {
+        "c2st": [0.5, 0.01],
+        "floor_c2st": [0.5, 0.01],
+        "energy": [0.0, 1e-4],
+        "floor_energy": [0.0, 1e-4],
+        "m2_ipm": 1.0,
+        "m2_ipm_se": 0.01,
+        "m2_dp": 1.0,
+        "m2_dp_se": 0.01,
+    }
+    assert "folded_ok" not in run._judge(row, "quick")
+    assert run._judge({**row, "folded": [0.2, 0.003]}, "quick")["folded_ok"] is False

@@ -22,8 +22,9 @@ scales:
   smoke   seconds per experiment (J=128), for tests
   quick   the default: all five in about 45 minutes on a shared 2-core CPU (J=2000, N=1000, 6000
           steps, each network trained on a pool of 10 more runs per training value)
-  paper   the paper's sizes (J=10000, N=2000, 50000 steps; K=L=50); on a 2-core CPU the runs of
-          docs/paper-report.md took 34-80 minutes each (trained with K=L=200; K=L=50 trains longer)
+  paper   the paper's sizes (J=10000, N=2000, 50000 steps; K=L=50); on a 2-core CPU shared with
+          other jobs the runs of docs/paper-report.md took 34-80 minutes each with K=L=200, and
+          ks2d-time 76 minutes with K=L=50 (61 of them training)
 
 Outputs under OUT/<experiment>/: README.md (its page), dataset.npz (reused when its settings match;
 simulated one replica at a time, each saved under dataset.npz.parts/ until the whole is written), pool.npz
