@@ -445,7 +445,7 @@ def run(
             "m2_rel_error": abs(cmp["moments"]["m2"] - ipm_m["m2"]) / ipm_m["m2"],
             "com_dp": cmp["moments"]["com_norm"],
             "com_ipm": ipm_m["com_norm"],
-            # where the map folds the source, the generated law has caustics (reported, not judged)
+            # where the map folds the source, the generated law has caustics (judged: specs.FOLD_LIMIT)
             "folded": list(model.folded_fraction(mcfg, res.params, v, jax.random.fold_in(k_gen, 1), FOLD_POINTS)),
         }
         if radial is not None:
