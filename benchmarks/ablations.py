@@ -387,6 +387,16 @@ MORE_SCHEDULES = {
         "pool": True,
         "match_sources": True,
     },
+    # the same with the debiased loss (its self term still matches f(x) to f(x')): does it undo the
+    # regression's shrinkage?
+    "fresh + EMA + cosine + debias, pool, match sources": {
+        "resample_every": "renew_every",
+        "ema_decay": 0.999,
+        "decay_steps": "n_steps",
+        "debias": True,
+        "pool": True,
+        "match_sources": True,
+    },
     "fresh + EMA + cosine, 2x steps": {
         "resample_every": "renew_every",
         "ema_decay": 0.999,

@@ -71,7 +71,8 @@ class TrainConfig(NamedTuple):
       match_sources: match the mini-batch's sources ``x``, not the generated points ``f(x)``, to its
         targets: the network regresses onto the optimal coupling of the two samples, whose map does
         not fold (`ksdp.model.folded_fraction`); the renewals refine that matching. ``False`` is
-        the paper's min--min. Not with ``debias``.
+        the paper's min--min. With ``debias`` the self term still matches ``f(x)`` to ``f(x')``
+        (an experiment: the debiased loss was derived for the min--min).
     """
 
     n_samples: int = 2000
@@ -187,11 +188,6 @@ def check_inputs(model_cfg: _model.ModelConfig, cfg: TrainConfig, targets, eta):
         )
     if not isinstance(cfg.match_sources, (bool, np.bool_)):
         raise TypeError(f"TrainConfig.match_sources must be True or False, got {cfg.match_sources!r}.")
-    if cfg.match_sources and cfg.debias:
-        raise ValueError(
-            "TrainConfig.match_sources regresses onto the sources' coupling, which the debiased loss's self "
-            "term does not fit: set debias=False, or match_sources=False."
-        )
     if cfg.local_cap and not cfg.debias:
         raise ValueError("TrainConfig.local_cap caps the debiased loss's self term: set debias=True, or local_cap=0.")
     if not (0.0 <= cfg.ema_decay < 1.0):
@@ -316,14 +312,14 @@ def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axi
     def match(k, params, perm, n_sweeps):
         if n_sweeps == 0:
             return perm
-        if cfg.match_sources:  # the sources' coupling to the targets: it does not depend on the network
-            return refine(k, x, y, perm, n_sweeps)
         fx = _model.apply(model_cfg, params, x, eta)
+        # the targets' matching: of the sources (it does not depend on the network), or of f(x)
+        lead = x if cfg.match_sources else fx
         if not cfg.debias:
-            return refine(k, fx, y, perm, n_sweeps)
+            return refine(k, lead, y, perm, n_sweeps)
         k1, k2 = jax.random.split(k)
-        fs = _model.apply(model_cfg, params, x_self, eta)
-        return jnp.stack([refine(k1, fx, y, perm[:, 0], n_sweeps), refine(k2, fx, fs, perm[:, 1], n_sweeps)], 1)
+        fs = _model.apply(model_cfg, params, x_self, eta)  # the self term always matches f(x) to f(x')
+        return jnp.stack([refine(k1, lead, y, perm[:, 0], n_sweeps), refine(k2, fx, fs, perm[:, 1], n_sweeps)], 1)
 
     def objective(q, perm):
         if cfg.debias:

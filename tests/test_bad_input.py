@@ -68,12 +68,6 @@ TRAIN = [
     ("checkpoint_every=0", dict(checkpoint_every=0), ValueError, "checkpoint_every"),
     ("debias=1", dict(cfg=TINY._replace(debias=1)), TypeError, "debias"),
     ("match_sources=1", dict(cfg=TINY._replace(match_sources=1)), TypeError, "match_sources"),
-    (
-        "match_sources with debias",
-        dict(cfg=TINY._replace(match_sources=True, debias=True)),
-        ValueError,
-        "match_sources",
-    ),
     ("NaN eta", dict(eta=jnp.array([0.0, jnp.nan])), ValueError, "eta contains NaN"),
     ("NaN target", dict(targets=TARGETS.at[0, 0, 0].set(jnp.nan)), ValueError, "non-finite"),
 ]
