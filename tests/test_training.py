@@ -106,6 +106,14 @@ def test_match_sources_couples_the_sources_whatever_the_network():
     pa = T._minibatch_jit(a, targets, etas, mc, cfg)[0].perm
     pb = T._minibatch_jit(b, targets, etas, mc, cfg)[0].perm
     np.testing.assert_array_equal(pa, pb)
+    # with the debiased loss the targets' matching is still the sources'; the self term's is of f(x)
+    both = cfg._replace(debias=True)
+    a2 = T.init_state(jax.random.key(0), mc, both, 3)
+    b2 = a2._replace(params=b.params)
+    ra = T._minibatch_jit(a2, targets, etas, mc, both)[0].perm
+    rb = T._minibatch_jit(b2, targets, etas, mc, both)[0].perm
+    np.testing.assert_array_equal(ra[:, 0], rb[:, 0])
+    assert not np.array_equal(ra[:, 1], rb[:, 1])
     qa = T._minibatch_jit(a, targets, etas, mc, TINY)[0].perm
     qb = T._minibatch_jit(b, targets, etas, mc, TINY)[0].perm
     assert not np.array_equal(qa, qb)
