@@ -206,7 +206,8 @@ def folded_fraction(cfg: ModelConfig, params, eta, key, n: int = 20000) -> tuple
     moments; the caustics along its folds are what the projections of a folded generator show.
 
     Returns:
-      ``(fraction, standard_error)``.
+      ``(fraction, standard_error)``; the standard error is at least ``1 / n`` (a fraction of 0 says
+      fewer than about one point in ``n``).
     """
     eta = _one_eta(cfg, eta)
     if not isinstance(n, (int, np.integer)) or n < 1:
