@@ -312,8 +312,8 @@ def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axi
     def match(k, params, perm, n_sweeps):
         if n_sweeps == 0:
             return perm
-        fx = _model.apply(model_cfg, params, x, eta)
         # the targets' matching: of the sources (it does not depend on the network), or of f(x)
+        fx = None if cfg.match_sources and not cfg.debias else _model.apply(model_cfg, params, x, eta)
         lead = x if cfg.match_sources else fx
         if not cfg.debias:
             return refine(k, lead, y, perm, n_sweeps)
@@ -664,14 +664,11 @@ def train(
             state, step = new, step + cfg.resample_every
             history.extend(losses.tolist())
             best = min(best, float(np.mean(losses)))
+            rate = (b + 1 - done) * cfg.resample_every / (time.perf_counter() - t0)  # steps per second
             if bar is not None:
                 bar.update(cfg.resample_every)
-                bar.set_postfix(
-                    loss=f"{losses[-1]:.3g}",
-                    rate=f"{(b + 1 - done) * cfg.resample_every / (time.perf_counter() - t0):.0f}/s",
-                )
+                bar.set_postfix(loss=f"{losses[-1]:.3g}", rate=f"{rate:.0f}/s")
             if say is not None and ((b + 1 - done) % every == 0 or b + 1 == total):
-                rate = (b + 1 - done) * cfg.resample_every / (time.perf_counter() - t0)
                 left = (n_steps - step) / rate / 60
                 say(
                     f"  train: step {step}/{n_steps} ({100 * step / n_steps:.0f}%), mini-batch loss "

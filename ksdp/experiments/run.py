@@ -16,7 +16,7 @@ import numpy as np
 
 from ksdp import _io, data, ipm, model, reference, training, transport
 from ksdp import metrics as metrics_
-from ksdp.experiments import figures
+from ksdp.experiments import figures, report
 from ksdp.experiments.specs import (
     C2ST_SLACK,
     FLOOR_REPEATS,
@@ -529,7 +529,7 @@ def summarise(rows) -> dict:
             "max_energy_z": max(r["energy_z"] for r in rs),
             "max_m2_rel_error": max(r["m2_rel_error"] for r in rs),
             "max_w2_ratio": max(r["ratio"] for r in rs),
-            "all_ok": all(r["c2st_ok"] and r["energy_ok"] and r["m2_ok"] and r.get("folded_ok", True) for r in rs),
+            "all_ok": all(report.passes(r) for r in rs),
         }
     return out
 
