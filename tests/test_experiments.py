@@ -66,15 +66,30 @@ def test_outputs_exist_and_are_finite(smoke_run, name):
 
 def test_report_and_resume(smoke_run):
     folder, out = smoke_run
-    report = open(os.path.join(folder, "REPORT.md")).read()
+    text = open(os.path.join(folder, "REPORT.md")).read()
     for name in EXPERIMENTS:
-        assert name in report
+        assert name in text
     # a second run finds the datasets and finished checkpoints and redoes neither
     stamp = {n: os.path.getmtime(os.path.join(folder, n, "dataset.npz")) for n in EXPERIMENTS}
     ck = {n: os.path.getmtime(os.path.join(folder, n, "checkpoint.npz")) for n in EXPERIMENTS}
     assert cli.main(["ks2d-time", "--scale", "smoke", "--out", out]) == 0
     assert os.path.getmtime(os.path.join(folder, "ks2d-time", "dataset.npz")) == stamp["ks2d-time"]
     assert os.path.getmtime(os.path.join(folder, "ks2d-time", "checkpoint.npz")) == ck["ks2d-time"]
+    # every stage time names its device; the reused stages keep the earlier run's (the same machine here)
+    m = report.load_metrics(folder, "ks2d-time")
+    assert m["timing_device"] == {k: run.device_name() for k in m["timing_s"]}
+    assert report.devices(m) == run.device_name() and report.devices(m) in report.render_experiment(
+        folder, "ks2d-time", "smoke"
+    )
+
+
+def test_stage_devices_are_named_per_stage_when_they_differ():
+    m = {"timing_s": {"ipm_s": 1.0, "train_s": 2.0, "eval_s": 3.0}}
+    assert report.devices(m) == "not recorded"  # a run from before the devices were recorded
+    m["timing_device"] = {"ipm_s": "cpu, 2 cores, x86_64", "train_s": "GPU X", "eval_s": "GPU X"}
+    assert report.devices(m) == "IPM: cpu, 2 cores, x86_64; training: GPU X; evaluation: GPU X"
+    m["timing_device"]["ipm_s"] = None
+    assert report.devices(m).startswith("IPM: not recorded; ")
 
 
 def test_other_seed_trains_afresh_and_keeps_the_old_checkpoint(smoke_run, tmp_path):

@@ -174,6 +174,17 @@ def _z(m: dict) -> str:
     return "" if m.get("loss_z") is None else f", z = {m['loss_z']:.1f}"
 
 
+def devices(m: dict) -> str:
+    """Where the stage times of a run were measured: one device, or each stage's (``"not recorded"``
+    for runs before the devices were)."""
+    stages = {"ipm_s": "IPM", "pool_s": "pool", "train_s": "training", "eval_s": "evaluation", "figures_s": "figures"}
+    dev = m.get("timing_device") or {}
+    named = {k: dev.get(k) or "not recorded" for k in stages if k in m.get("timing_s", {})}
+    if len(set(named.values())) <= 1:
+        return next(iter(named.values()), "not recorded")
+    return "; ".join(f"{stages[k]}: {v}" for k, v in named.items())
+
+
 def render(out: str, scale: str, names, failures: dict, seconds: float) -> str:
     lines = [
         f"# ksdp experiments: scale `{scale}`",
@@ -206,7 +217,7 @@ def render(out: str, scale: str, names, failures: dict, seconds: float) -> str:
             f"{m['scale_settings']['n_steps']} | {m['n_parameters']} | {_pm(m, 'final_loss')} | "
             f"{_fmt(m.get('fresh_batch_loss'))} | {_pm(m, 'loss_floor')} | {_fmt(m.get('loss_z'), '.1f')} | "
             f"{ipm_s:.0f} | "
-            f"{t.get('train_s', 0):.0f} | {t.get('eval_s', 0):.0f} | {t.get('figures_s', 0):.0f} |"
+            f"{t.get('train_s', 0):.0f} | {t.get('eval_s', 0):.0f} | {t.get('figures_s', 0):.0f} | {devices(m)} |"
         )
         bad = _acceptance(m)
         verdicts.append(f"- {name}: " + ("passes." if not bad else "fails:"))
@@ -215,8 +226,8 @@ def render(out: str, scale: str, names, failures: dict, seconds: float) -> str:
         "## Settings and stage times (s)",
         "",
         "| experiment | J | N | steps | parameters | final loss | fresh-batch loss | loss floor | z | IPM | train "
-        "| eval | figures |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| eval | figures | device |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *settings,
         "",
         "Final loss: the mean loss of the last 20 mini-batches, +- its standard error (earlier runs: the "
@@ -280,7 +291,7 @@ def render_experiment(out: str, name: str, scale: str, figures: str = ".") -> st
         f"- Stage times (s): IPM {m['timing_s']['ipm_s']:.0f}"
         + (f", training pool {m['timing_s']['pool_s']:.0f}" if "pool_s" in m["timing_s"] else "")
         + f", training {m['timing_s']['train_s']:.0f}, "
-        f"evaluation {m['timing_s'].get('eval_s', 0):.0f}.",
+        f"evaluation {m['timing_s'].get('eval_s', 0):.0f} (device: {devices(m)}).",
         "",
         "## Metrics",
         "",

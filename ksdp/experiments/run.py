@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import platform
 import shutil
 import sys
 import time
@@ -31,6 +32,16 @@ KERNEL = "blob"  # see docs: the paper kernel biases m2 early at delta^2 = 1e-2;
 DELTA = math.sqrt(1e-3)
 DT = 1e-4
 REPLICAS = ("train", "reference", "floor")  # three independent IPM runs per parameter value
+
+
+def device_name() -> str:
+    """The device this process computes on, for the stage times: the accelerator's kind (``"NVIDIA H100
+    80GB HBM3"``) or ``"cpu, <n> cores, <machine>"`` (the cores this process may use)."""
+    dev = jax.devices()[0]
+    if dev.platform == "cpu":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return f"cpu, {cores} cores, {platform.machine()}"
+    return str(getattr(dev, "device_kind", dev.platform))
 
 
 MAX_PAIRED = 10_000  # C2ST and W2 compare at most this many points per cloud (their cost grows faster than J)
@@ -246,17 +257,22 @@ def configs(exp: Experiment, scale: str):
     return mcfg, tcfg
 
 
-def _previous_timing(path, settings) -> dict:
-    """Stage times of an earlier run on the same data (kept for the stages this run reuses)."""
+def _previous_timing(path, settings) -> tuple[dict, dict]:
+    """Stage times of an earlier run on the same data, and the device of each (kept for the stages this
+    run reuses): ``(timing_s, timing_device)``; a device the earlier run did not record is ``None``."""
     try:
         with open(path) as f:
             old = json.load(f)
     except (OSError, ValueError):
-        return {}
+        return {}, {}
     if not isinstance(old.get("settings"), dict):
-        return {}
+        return {}, {}
     cached = {k: v for k, v in old["settings"].items() if k != "pool_runs"}  # the pool has its own stage
-    return dict(old.get("timing_s", {})) if same_data(cached, settings) else {}
+    if not same_data(cached, settings):
+        return {}, {}
+    timing = dict(old.get("timing_s", {}))
+    devices = old.get("timing_device") or {}
+    return timing, {k: devices.get(k) for k in timing}
 
 
 def _aside(path: str) -> str:
@@ -346,13 +362,14 @@ def run(
     settings = _settings(exp, scale, seed, sc.n_particles, drift)
     folder = os.path.join(out, exp.name)
     os.makedirs(folder, exist_ok=True)
-    timing = {}
-    previous = _previous_timing(os.path.join(folder, "metrics.json"), settings)
+    timing, device = {}, {}
+    previous, previous_device = _previous_timing(os.path.join(folder, "metrics.json"), settings)
+    here = device_name()
     t0 = time.perf_counter()
     ds = simulate_dataset(exp, scale, seed, os.path.join(folder, "dataset.npz"), log, sc.n_particles, drift)
-    timing["ipm_s"] = time.perf_counter() - t0
+    timing["ipm_s"], device["ipm_s"] = time.perf_counter() - t0, here
     if ds.meta.get("reused") and "ipm_s" in previous:  # the stage was done by an earlier run: its time
-        timing["ipm_s"] = previous["ipm_s"]
+        timing["ipm_s"], device["ipm_s"] = previous["ipm_s"], previous_device["ipm_s"]
     values = _all_values(exp, scale)
     train_v, held_v, extra_v = exp.values(scale)
     parts = particles_by_value(exp, ds)  # [3, V, J, d]
@@ -366,16 +383,17 @@ def run(
         t0 = time.perf_counter()
         pool_path = os.path.join(folder, "pool.npz")
         targets, reused = simulate_pool(exp, scale, seed, pool_path, log, n_runs, sc.n_particles, drift)
-        timing["pool_s"] = time.perf_counter() - t0
+        timing["pool_s"], device["pool_s"] = time.perf_counter() - t0, here
         if reused and "pool_s" in previous:  # simulated by an earlier run: its time
-            timing["pool_s"] = previous["pool_s"]
+            timing["pool_s"], device["pool_s"] = previous["pool_s"], previous_device["pool_s"]
 
     mcfg, _ = configs(exp, scale)
     res, resumed_complete, timing["train_s"] = train_network(
         exp, scale, seed, targets, os.path.join(folder, "checkpoint.npz"), log
     )
-    if resumed_complete and "train_s" in previous:
-        timing["train_s"] = previous["train_s"]  # the checkpoint was complete: keep the time it took
+    device["train_s"] = here
+    if resumed_complete and "train_s" in previous:  # the checkpoint was complete: keep the time it took
+        timing["train_s"], device["train_s"] = previous["train_s"], previous_device["train_s"]
 
     t0 = time.perf_counter()
     key = jax.random.key(seed + 2)
@@ -407,6 +425,8 @@ def run(
         "complete": False,
         "rows": [],
         "timing_s": timing,
+        # the device of each stage: a stage reused from an earlier run keeps that run's (None: not recorded)
+        "timing_device": device,
     }
     path = os.path.join(folder, "metrics.json")
     run_sd = m2_run_sd(exp, scale, values, parts, targets, n_runs)
@@ -462,7 +482,7 @@ def run(
             f"energy {row['energy'][0]:.2e} (IPM {row['floor_energy'][0]:.2e}, z {row['energy_z']:.1f}), "
             f"m2 {row['m2_dp']:.4f} vs {row['m2_ipm']:.4f}"
         )
-    timing["eval_s"] = time.perf_counter() - t0
+    timing["eval_s"], device["eval_s"] = time.perf_counter() - t0, here
 
     # the generated m2 on a fine grid of the parameter (the figure's curve; for the flow-free time
     # experiment the acceptance asks that it decrease over the training range)
@@ -479,7 +499,7 @@ def run(
 
     t0 = time.perf_counter()
     make_figures(exp, folder, values, parts, mcfg, res, metrics, sc, radial)
-    timing["figures_s"] = time.perf_counter() - t0
+    timing["figures_s"], device["figures_s"] = time.perf_counter() - t0, here
     metrics["summary_by_kind"] = summarise(metrics["rows"])
     metrics["complete"] = True
     _io.write_json(path, metrics)
