@@ -331,8 +331,8 @@ MORE_SCHEDULES = {
         "initial_sweeps": "3x",
         "sweeps": "3x",
     },
-    # the experiments' default at the quick scale: the same schedule, trained on the training pool
-    # (Scale.pool_runs more runs of J particles) instead of the one training replica
+    # the same schedule, trained on the training pool (Scale.pool_runs more runs of J particles) instead
+    # of the one training replica: the quick scale's default until the sources were matched (below)
     "fresh + EMA + cosine + debias, pool": {
         "resample_every": "renew_every",
         "ema_decay": 0.999,
@@ -388,7 +388,7 @@ MORE_SCHEDULES = {
         "match_sources": True,
     },
     # the same with the debiased loss (its self term still matches f(x) to f(x')): does it undo the
-    # regression's shrinkage?
+    # regression's shrinkage? The quick scale's default (Scale.match_sources)
     "fresh + EMA + cosine + debias, pool, match sources": {
         "resample_every": "renew_every",
         "ema_decay": 0.999,
@@ -424,7 +424,14 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
         # the baseline is the paper's schedule at this scale's sizes: a mini-batch kept for 10 renewals,
         # no moving average, a constant learning rate; each schedule changes it
         mc, tc = RUN.configs(exp, scale)
-        base = tc._replace(resample_every=10 * tc.renew_every, ema_decay=0.0, decay_steps=0, debias=False)
+        base = tc._replace(
+            resample_every=10 * tc.renew_every,
+            ema_decay=0.0,
+            decay_steps=0,
+            debias=False,
+            local_cap=0.0,
+            match_sources=False,
+        )
         table = {**SCHEDULES, **MORE_SCHEDULES}
         for label in schedules or list(SCHEDULES):
             change = table[label]

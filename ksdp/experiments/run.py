@@ -253,6 +253,7 @@ def configs(exp: Experiment, scale: str):
         decay_steps=sc.n_steps if sc.cosine_decay else 0,
         debias=sc.debias,
         local_cap=sc.local_cap,
+        match_sources=sc.match_sources,
     )
     return mcfg, tcfg
 

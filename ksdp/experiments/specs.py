@@ -44,6 +44,9 @@ class Scale:
     debias: bool = True  # the debiased loss (TrainConfig.debias)
     pool_runs: int = 1  # IPM runs of J particles per training value the network trains on (1: the training replica)
     local_cap: float = 0.0  # TrainConfig.local_cap: the debiased loss's self pairs also capped at this x their median
+    # TrainConfig.match_sources: regress onto the sources' matching to the targets, not the min-min's; the
+    # min-min's maps folded on up to 31% of the source in the time experiments (docs/algorithms.md, "Folds")
+    match_sources: bool = True
 
 
 SCALES = {
