@@ -535,6 +535,22 @@ def dual_bound(x, y, prices) -> float:
     return (float(np.sum(rows)) - float(np.sum(np.asarray(p, np.float64)))) / x.shape[0]
 
 
+def kantorovich_potentials(x, y, prices) -> tuple[np.ndarray, np.ndarray]:
+    r"""The dual pair that column prices give: ``(phi, psi)``, float64 ``[N]`` each.
+
+    $\psi_j = -p_j$ and $\varphi_i = \min_j |x_i - y_j|^2 + p_j$ (its c-transform, in tiles), a
+    feasible pair ($\varphi_i + \psi_j \le |x_i - y_j|^2$) whose means sum to `dual_bound` (without
+    its round-off margin). With `auction`'s prices they are the discrete Kantorovich potentials, whose
+    spread gives the standard error of the empirical $W_2^2$ (`ksdp.metrics.w2_estimate`).
+    """
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    p = jnp.asarray(prices, x.dtype)
+    if p.shape != (y.shape[0],):
+        raise ValueError(f"prices must have one entry per point of y, shape ({y.shape[0]},); got {p.shape}.")
+    phi = np.asarray(_row_min_jit(x, y, p), np.float64)
+    return phi, -np.asarray(prices, np.float64)
+
+
 def auction(x, y, *, tol: float = 1e-4, max_rounds: int | None = None) -> AuctionResult:
     r"""$W_2^2$ between equal-size clouds ``[N, d]`` with a certified gap: an epsilon-scaling auction.
 

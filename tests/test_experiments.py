@@ -36,7 +36,7 @@ def test_outputs_exist_and_are_finite(smoke_run, name):
     assert m["complete"] and math.isfinite(m["loss_floor"]) and m["loss_floor"] > 0
     assert m["loss_floor_se"] > 0 and m["final_loss_se"] > 0 and math.isfinite(m["loss_z"])
     for r in m["rows"]:
-        for k in ("w2", "w2_floor", "ratio", "m2_ipm", "m2_dp", "m2_ipm_se", "m2_dp_se"):
+        for k in ("w2", "w2_se", "w2_floor", "w2_floor_se", "ratio", "m2_ipm", "m2_dp", "m2_ipm_se", "m2_dp_se"):
             assert math.isfinite(r[k]) and r[k] >= 0, (k, r)
         for k in ("energy", "floor_energy", "c2st", "floor_c2st"):
             assert len(r[k]) == 2 and all(math.isfinite(v) for v in r[k]) and r[k][1] > 0, (k, r)

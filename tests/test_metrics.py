@@ -120,12 +120,34 @@ def test_radial_ks_of_the_uniform_ball():
         assert km.radial_ks(1.05 * x, lambda r, d=d: np.clip(r, 0, 1) ** d) > 1.63 / math.sqrt(5000)
 
 
+def test_w2_standard_error_matches_the_spread_of_repeated_draws():
+    # N(0, I) against N(mu, I) in 2D: W2^2 = |mu|^2, the potentials are linear (phi = -2 mu.x, psi =
+    # 2 mu.y - |mu|^2), so the CLT gives Var(W2^2_n) = 8 |mu|^2 / n: an sd of 0.0707 at |mu| = 0.5, n = 400,
+    # and 0.0707 in W2 too (SE(W2^2) / (2 W2); sqrt(2 / n) at any |mu|). Over 40 draws the sample sd of
+    # W2_n has a relative standard error of 1 / sqrt(2 * 39) = 11%: the mean estimated SE must match it
+    # within 3 of those (35%)
+    rng = np.random.default_rng(11)
+    mu, n = np.array([0.5, 0.0]), 400
+    draws = [km.w2_estimate(rng.normal(size=(n, 2)), rng.normal(size=(n, 2)) + mu) for _ in range(40)]
+    values, ses = np.array([d.value for d in draws]), np.array([d.se for d in draws])
+    assert 0.65 < values.std(ddof=1) / ses.mean() < 1.35, (values.std(ddof=1), ses.mean())
+    assert abs(ses.mean() - math.sqrt(8 * 0.25 / n) / (2 * 0.5)) < 0.35 * ses.mean()  # the closed form
+    # W2_n sits above W2 = 0.5 by its bias (the floor's job), by less than the 2D rate's few 1/sqrt(n)
+    assert 0.5 < values.mean() < 0.5 + 3 / math.sqrt(n)
+    # the shift doubled (W2 = 1) is detected at this n: 0.5 apart, 5 combined SEs of 0.0707 each
+    far = km.w2_estimate(rng.normal(size=(n, 2)), rng.normal(size=(n, 2)) + 2 * mu)
+    assert (far.value - values.mean()) / math.hypot(far.se, ses.mean()) > 3
+    with pytest.raises(ValueError, match="same number"):
+        km.w2_estimate(np.zeros((5, 2)), np.zeros((6, 2)))
+
+
 def test_compare_reports_every_metric_next_to_its_floor():
     rng = np.random.default_rng(6)
     ref, floor, gen = rng.normal(size=(300, 2)), rng.normal(size=(300, 2)), rng.normal(size=(900, 2))
     out = km.compare(jax.random.key(2), gen, ref, floor)
     for k in ("energy", "c2st", "w2"):
         assert len(out[k]) == 2 and len(out["floor_" + k]) == 2
+        assert out[k][1] > 0 and out["floor_" + k][1] > 0
     assert out["n_generated"] == 900 and out["moments"]["m2"] > 0
 
 

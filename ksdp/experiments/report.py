@@ -31,7 +31,8 @@ METRICS_TEXT = [
     "  0.5 = indistinguishable; IPM-vs-IPM in brackets).",
     "- energy: the unbiased energy distance (all generated particles against the reference; 0 for equal",
     "  laws), +- its jackknife SE; z = (energy - floor) / combined SE.",
-    "- W2 at n = J, with the floor run's W2 and their ratio.",
+    "- W2 at n = J +- its SE (the two-sample central limit theorem, from the matching's dual potentials;",
+    "  runs before it have none), with the floor run's W2.",
     "- m2: second moment of the three pooled IPM runs and of the generated particles; its standard errors",
     "  come from the spread of single runs (the three replicas and the training runs; between training",
     "  values interpolated), which exceeds what the particles suggest, and include the training runs' own",
@@ -65,7 +66,7 @@ def _fmt_row(r, with_ks):
         f"{r['c2st'][0]:.3f} ({r['floor_c2st'][0]:.3f})",
         f"{r['energy'][0]:.2e} +- {r['energy'][1]:.1e} ({r['floor_energy'][0]:.1e})",
         f"{r['energy_z']:.1f}",
-        f"{r['w2']:.4f} ({r['w2_floor']:.4f})",
+        f"{r['w2']:.4f}" + (f" +- {r['w2_se']:.1e}" if "w2_se" in r else "") + f" ({r['w2_floor']:.4f})",
         f"{r['m2_ipm']:.4f}",
         f"{r['m2_dp']:.4f}",
         f"{r['m2_rel_error']:.3f}",
@@ -78,7 +79,9 @@ def _fmt_row(r, with_ks):
 
 
 def _table(rows, with_ks):
-    head = "| kind | eta | C2ST (IPM) | energy +- SE (IPM) | z | W2 (IPM) | m2 IPM | m2 DP | m2 rel. err | folded |"
+    head = (
+        "| kind | eta | C2ST (IPM) | energy +- SE (IPM) | z | W2 +- SE (IPM) | m2 IPM | m2 DP | m2 rel. err | folded |"
+    )
     sep = "|---|---|---|---|---|---|---|---|---|---|"
     if with_ks:
         head, sep = head + " KS DP (IPM) | centre of mass DP (IPM) |", sep + "---|---|"
