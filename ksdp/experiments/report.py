@@ -185,7 +185,10 @@ def devices(m: dict) -> str:
     named = {k: dev.get(k) or "not recorded" for k in stages if k in m.get("timing_s", {})}
     if len(set(named.values())) <= 1:
         return next(iter(named.values()), "not recorded")
-    return "; ".join(f"{stages[k]}: {v}" for k, v in named.items())
+    groups = {}  # device -> its stages, in the order the stages run
+    for k, v in named.items():
+        groups.setdefault(v, []).append(stages[k])
+    return "; ".join(f"{', '.join(g)}: {v}" for v, g in groups.items())
 
 
 def render(out: str, scale: str, names, failures: dict, seconds: float) -> str:
