@@ -137,6 +137,12 @@ def test_w2_standard_error_matches_the_spread_of_repeated_draws():
     # the shift doubled (W2 = 1) is detected at this n: 0.5 apart, 5 combined SEs of 0.0707 each
     far = km.w2_estimate(rng.normal(size=(n, 2)), rng.normal(size=(n, 2)) + 2 * mu)
     assert (far.value - values.mean()) / math.hypot(far.se, ses.mean()) > 3
+    # where P = Q (the floor) the CLT's first-order variance vanishes and the SE is the duals' residual
+    # spread: conservative (sd / SE 0.70 with this seed); it must not understate the
+    # spread by more than the sd's own 3 standard errors (sd / SE < 1.35)
+    same = [km.w2_estimate(rng.normal(size=(n, 2)), rng.normal(size=(n, 2))) for _ in range(40)]
+    ratio = np.std([d.value for d in same], ddof=1) / np.mean([d.se for d in same])
+    assert 0.4 < ratio < 1.35, ratio
     with pytest.raises(ValueError, match="same number"):
         km.w2_estimate(np.zeros((5, 2)), np.zeros((6, 2)))
 
