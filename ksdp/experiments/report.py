@@ -268,6 +268,8 @@ def render_experiment(out: str, name: str, scale: str, figures: str = ".") -> st
     loss_name = "the debiased loss" if sc.get("debias") else "the paper's loss"
     if sc.get("debias") and sc.get("local_cap"):
         loss_name += f" (self pairs also capped at {sc['local_cap']:g} times their median)"
+    if sc.get("match_sources"):
+        loss_name += ", the sources (not the generated points) matched to the targets"
     lines = [
         f"# {name} (paper Sec. {exp.section})",
         "",
