@@ -24,7 +24,8 @@ scales:
           steps, each network trained on a pool of 10 more runs per training value)
   paper   the paper's sizes (J=10000, N=2000, 50000 steps; K=L=50); on a 2-core CPU shared with
           other jobs the runs of docs/paper-report.md took 34-80 minutes each with K=L=200, and
-          ks2d-time 76 minutes with K=L=50 (61 of them training)
+          ks2d-time 76 minutes with K=L=50 (61 of them training); on one H100 GPU ks2d-time's
+          IPM and training took 7 minutes
 
 Outputs under OUT/<experiment>/: README.md (its page), dataset.npz (reused when its settings match;
 simulated one replica at a time, each saved under dataset.npz.parts/ until the whole is written), pool.npz
