@@ -28,7 +28,8 @@ exceeds the floor by a few standard errors, so every estimate carries one (`Esti
   one of the held-out predictions.
 * `moments`: centre of mass and second moment with their standard errors.
 * `radial_ks`: the Kolmogorov--Smirnov distance between the radial distribution of a cloud and a
-  reference CDF (`ksdp.reference`).
+  reference CDF (`ksdp.reference`); `radial_ks_where` also says at which level of the reference
+  CDF, and with which sign, it is reached.
 * `compare`: all of them for one generated cloud against a reference, next to the floor.
 
 * `w2_estimate`: W2 between equal-size clouds (`ksdp.transport.auction`) with the standard error of
@@ -313,12 +314,24 @@ def radial_ks(x, cdf) -> float:
     Returns:
       :math:`\\sup_r |F_n(r) - F(r)|`, evaluated on both sides of every jump of the empirical CDF.
     """
+    return radial_ks_where(x, cdf)[0]
+
+
+def radial_ks_where(x, cdf) -> tuple[float, float, float]:
+    """`radial_ks` and where it is reached: ``(ks, signed, level)``.
+
+    ``signed`` is ``F_n - F`` at the supremum (> 0: the cloud has too little mass beyond that
+    radius), ``level`` the reference CDF there (0.99: the outer 1% of the mass, the tail).
+    """
     r = np.sort(np.linalg.norm(_cloud(x, "x").astype(np.float64), axis=1))
     f = np.asarray(cdf(r), np.float64)
     n = len(r)
     upper = np.arange(1, n + 1) / n - f
     lower = f - np.arange(0, n) / n
-    return float(max(upper.max(), lower.max()))
+    iu, il = int(np.argmax(upper)), int(np.argmax(lower))
+    if upper[iu] >= lower[il]:
+        return float(upper[iu]), float(upper[iu]), float(f[iu])
+    return float(lower[il]), -float(lower[il]), float(f[il])
 
 
 def w2_estimate(x, y, *, tol: float = 1e-4) -> Estimate:

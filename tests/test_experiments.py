@@ -42,6 +42,8 @@ def test_outputs_exist_and_are_finite(smoke_run, name):
             assert len(r[k]) == 2 and all(math.isfinite(v) for v in r[k]) and r[k][1] > 0, (k, r)
         assert 0 <= r["c2st"][0] <= 1 and isinstance(r["c2st_ok"], bool)
         assert ("ks_dp" in r) == (name == "ks2d-time")  # the radial reference exists for the flow-free case
+        if "ks_dp" in r:  # where the KS distance is reached: the reference CDF's level, the signed gap
+            assert 0 <= r["ks_dp_level"] <= 1 and abs(r["ks_dp_signed"]) == r["ks_dp"]
         assert 0 <= r["folded"][0] <= 1 and 0 < r["folded"][1] <= 0.5 / math.sqrt(FOLD_POINTS) + 1e-12
         # m2's errors come from the spread of single runs: 3 replicas, plus the training runs at training
         # values; elsewhere the replicas' spread pooled with the one interpolated from the training values

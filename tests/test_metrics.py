@@ -118,6 +118,12 @@ def test_radial_ks_of_the_uniform_ball():
         assert km.radial_ks(x, lambda r, d=d: np.clip(r, 0, 1) ** d) < 1.63 / math.sqrt(5000)
         # and a 5% wider ball is detected
         assert km.radial_ks(1.05 * x, lambda r, d=d: np.clip(r, 0, 1) ** d) > 1.63 / math.sqrt(5000)
+        # stretched by 5%, the cloud lacks mass inside every radius: F_n - F = (r / 1.05)^d - r^d < 0,
+        # largest at r = 1 (a deficit of 1 - 1.05^-d, 0.09 in 2D, against a sampling noise of ~0.02),
+        # where the reference CDF is 1
+        ks, signed, level = km.radial_ks_where(1.05 * x, lambda r, d=d: np.clip(r, 0, 1) ** d)
+        assert ks == km.radial_ks(1.05 * x, lambda r, d=d: np.clip(r, 0, 1) ** d) and signed == -ks
+        assert level > 0.95
 
 
 def test_w2_standard_error_matches_the_spread_of_repeated_draws():

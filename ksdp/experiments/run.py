@@ -474,8 +474,9 @@ def run(
         if radial is not None:
             j = int(np.flatnonzero(np.isclose(radial.times, v))[0])
             cdf = radial.cdf(j)
-            row["ks_dp"] = metrics_.radial_ks(gen, cdf)
-            row["ks_ipm"] = metrics_.radial_ks(pooled, cdf)
+            # where the distance is reached: F_n - F and the reference's CDF level there (0.99: the tail)
+            row["ks_dp"], row["ks_dp_signed"], row["ks_dp_level"] = metrics_.radial_ks_where(gen, cdf)
+            row["ks_ipm"], row["ks_ipm_signed"], row["ks_ipm_level"] = metrics_.radial_ks_where(pooled, cdf)
             row["m2_reference"] = float(m2_radial[j])
         row.update(_judge(row, scale))
         metrics["rows"].append(row)
