@@ -73,6 +73,9 @@ class TrainConfig(NamedTuple):
         not fold (`ksdp.model.folded_fraction`); the renewals refine that matching. ``False`` is
         the paper's min--min. With ``debias`` the self term still matches ``f(x)`` to ``f(x')``
         (an experiment: the debiased loss was derived for the min--min).
+      min_min_after: with ``match_sources``, the mini-batches from this Adam step on match the
+        generated points instead (the min--min), which fits the law rather than the coupling's
+        conditional mean; ``0`` (default) never switches.
     """
 
     n_samples: int = 2000
@@ -87,6 +90,7 @@ class TrainConfig(NamedTuple):
     debias: bool = False
     local_cap: float = 0.0
     match_sources: bool = False
+    min_min_after: int = 0
 
 
 class TrainState(NamedTuple):
@@ -137,7 +141,8 @@ def _fingerprint(key, targets, eta, model_cfg, cfg) -> str:
     # trained with the uncapped loss is not resumed with the capped one
     loss = ["self term capped"] if cfg.debias else []
     settings = cfg._asdict()
-    for later in ("local_cap", "match_sources"):  # added later: off, they leave earlier fingerprints as they were
+    # added later: off, they leave earlier fingerprints as they were
+    for later in ("local_cap", "match_sources", "min_min_after"):
         if not settings[later]:
             del settings[later]
     h.update(json.dumps([model_cfg.to_dict(), settings, *loss], sort_keys=True).encode())
@@ -188,6 +193,15 @@ def check_inputs(model_cfg: _model.ModelConfig, cfg: TrainConfig, targets, eta):
         )
     if not isinstance(cfg.match_sources, (bool, np.bool_)):
         raise TypeError(f"TrainConfig.match_sources must be True or False, got {cfg.match_sources!r}.")
+    if isinstance(cfg.min_min_after, bool) or not isinstance(cfg.min_min_after, (int, np.integer)):
+        raise TypeError(f"TrainConfig.min_min_after must be an integer (an Adam step), got {cfg.min_min_after!r}.")
+    if cfg.min_min_after < 0:
+        raise ValueError(f"TrainConfig.min_min_after must be >= 0 (0: never switch), got {cfg.min_min_after}.")
+    if cfg.min_min_after and not cfg.match_sources:
+        raise ValueError(
+            "TrainConfig.min_min_after switches the sources' matching to the min-min: set match_sources=True, "
+            "or min_min_after=0."
+        )
     if cfg.local_cap and not cfg.debias:
         raise ValueError("TrainConfig.local_cap caps the debiased loss's self term: set debias=True, or local_cap=0.")
     if not (0.0 <= cfg.ema_decay < 1.0):
@@ -313,8 +327,11 @@ def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axi
         if n_sweeps == 0:
             return perm
         # the targets' matching: of the sources (it does not depend on the network), or of f(x)
-        fx = None if cfg.match_sources and not cfg.debias else _model.apply(model_cfg, params, x, eta)
+        sources_only = cfg.match_sources and not cfg.debias and not cfg.min_min_after
+        fx = None if sources_only else _model.apply(model_cfg, params, x, eta)
         lead = x if cfg.match_sources else fx
+        if cfg.min_min_after:  # from that step on, the min-min's matching
+            lead = jnp.where(state.step >= cfg.min_min_after, fx, x)
         if not cfg.debias:
             return refine(k, lead, y, perm, n_sweeps)
         k1, k2 = jax.random.split(k)

@@ -68,6 +68,9 @@ TRAIN = [
     ("checkpoint_every=0", dict(checkpoint_every=0), ValueError, "checkpoint_every"),
     ("debias=1", dict(cfg=TINY._replace(debias=1)), TypeError, "debias"),
     ("match_sources=1", dict(cfg=TINY._replace(match_sources=1)), TypeError, "match_sources"),
+    ("min_min_after=True", dict(cfg=TINY._replace(match_sources=True, min_min_after=True)), TypeError, "min_min"),
+    ("min_min_after=-1", dict(cfg=TINY._replace(match_sources=True, min_min_after=-1)), ValueError, "min_min"),
+    ("min_min_after without match_sources", dict(cfg=TINY._replace(min_min_after=10)), ValueError, "match_sources"),
     ("NaN eta", dict(eta=jnp.array([0.0, jnp.nan])), ValueError, "eta contains NaN"),
     ("NaN target", dict(targets=TARGETS.at[0, 0, 0].set(jnp.nan)), ValueError, "non-finite"),
 ]
