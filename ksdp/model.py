@@ -14,6 +14,12 @@ transport plans, which vary continuously with ``eta``, and the learnt map follow
 benchmarks.ablations --only residual`` compares the two networks). ``residual=False`` is the
 paper's network.
 
+With ``tail_feature=True`` the network also gets the source point's tail coordinate
+$\psi(x) = -\log(1 - |x|^d)$ (exponentially distributed under the uniform-ball source: $|x|^d$ is
+uniform). The laws the experiments learn have Gaussian-like tails beyond the ball (diffusion), so the
+map must stretch the ball's outer shell over a long range of radii; in ``x`` alone that is a steep
+profile a smooth network flattens (it cuts the tail), in ``psi`` a gentle one.
+
 The physical parameter is normalised before it enters the network: optionally ``log10`` (for
 amplitudes spanning decades), then an affine map sending the training range to ``[-1, 1]``. The
 transform lives in `ModelConfig` and is saved with every checkpoint.
@@ -44,6 +50,7 @@ class ModelConfig(NamedTuple):
       residual: output ``x + MLP(x, eta)`` (default) instead of the paper's plain ``MLP(x, eta)``.
       eta_log: per parameter, whether ``log10`` is taken first.
       eta_center, eta_scale: ``eta_n = (T(eta) - center) / scale``.
+      tail_feature: also feed the network the tail coordinate ``-log(1 - |x|^d)`` (`tail_coordinate`).
     """
 
     d: int
@@ -55,9 +62,13 @@ class ModelConfig(NamedTuple):
     eta_log: tuple[bool, ...] = (False,)
     eta_center: tuple[float, ...] = (0.0,)
     eta_scale: tuple[float, ...] = (1.0,)
+    tail_feature: bool = False
 
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self._asdict().items()}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in self._asdict().items()}
+        if not out["tail_feature"]:  # added later: off, earlier checkpoints' fingerprints stay as they were
+            del out["tail_feature"]
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
@@ -73,6 +84,7 @@ def make_config(
     activation: str = "tanh",
     residual: bool = True,
     eta_log=False,
+    tail_feature: bool = False,
 ) -> ModelConfig:
     """A `ModelConfig` whose normalisation maps the training ``eta`` range to ``[-1, 1]``.
 
@@ -80,6 +92,7 @@ def make_config(
       d: space dimension.
       eta_train: ``[R]`` or ``[R, p]`` training parameter values.
       eta_log: bool or per-parameter bools: take ``log10`` first (values must be positive).
+      tail_feature: feed the network the source point's tail coordinate as well (`tail_coordinate`).
     """
     for name, v, low in (("d", d, 1), ("width", width, 1), ("depth", depth, 1)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
@@ -94,6 +107,8 @@ def make_config(
         raise ValueError("eta_train contains NaN or infinite values; pass the finite training parameters.")
     p = eta.shape[1]
     logs = tuple(bool(v) for v in np.broadcast_to(np.asarray(eta_log, bool), (p,)))
+    if not isinstance(tail_feature, (bool, np.bool_)):
+        raise TypeError(f"tail_feature must be True or False, got {tail_feature!r}.")
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation={activation!r} is unknown; use one of {tuple(ACTIVATIONS)}.")
     t = eta.copy()
@@ -106,7 +121,16 @@ def make_config(
     center = (lo + hi) / 2
     scale = np.where(hi > lo, (hi - lo) / 2, 1.0)
     return ModelConfig(
-        d, p, width, depth, activation, bool(residual), logs, tuple(map(float, center)), tuple(map(float, scale))
+        d,
+        p,
+        width,
+        depth,
+        activation,
+        bool(residual),
+        logs,
+        tuple(map(float, center)),
+        tuple(map(float, scale)),
+        bool(tail_feature),
     )
 
 
@@ -158,14 +182,31 @@ def check_eta(cfg: ModelConfig, eta):
 
 def init(key, cfg: ModelConfig):
     """Random initial parameters (flax default initialisers)."""
-    return _module(cfg).init(key, jnp.zeros((1, cfg.d + cfg.p), jnp.float32))
+    return _module(cfg).init(key, jnp.zeros((1, cfg.d + int(cfg.tail_feature) + cfg.p), jnp.float32))
+
+
+# 1 - |x|^d is floored at the float32 spacing below 1, so the tail coordinate is at most ~16.6
+_TAIL_FLOOR = 2.0**-24
+
+
+def tail_coordinate(x):
+    r"""$\psi(x) = -\log(1 - |x|^d)$ of points ``x [..., d]`` of the unit ball: ``[..., 1]``.
+
+    Under the uniform-ball source $|x|^d$ is uniform, so $\psi$ is exponentially distributed (mean 1):
+    the level of the source's radial CDF on a log scale. Smooth inside the ball ($\approx |x|^d$
+    near the centre); the tail of a target law beyond the ball is a gentle function of it.
+    """
+    d = x.shape[-1]
+    u = jnp.sum(x * x, axis=-1, keepdims=True) ** (d / 2)
+    return -jnp.log1p(-jnp.minimum(u, 1.0 - _TAIL_FLOOR))  # log1p: exact for small |x|
 
 
 def apply(cfg: ModelConfig, params, x, eta):
     r"""$f_\theta(x;\eta)$ for ``x [..., N, d]`` and ``eta [..., p]`` (one per cloud)."""
     e = normalise_eta(cfg, eta)
     e = jnp.broadcast_to(e[..., None, :], x.shape[:-1] + (cfg.p,))
-    out = _module(cfg).apply(params, jnp.concatenate([x, e.astype(x.dtype)], axis=-1))
+    inputs = [x, tail_coordinate(x)] if cfg.tail_feature else [x]
+    out = _module(cfg).apply(params, jnp.concatenate([*inputs, e.astype(x.dtype)], axis=-1))
     return x + out if cfg.residual else out
 
 

@@ -122,6 +122,60 @@ def test_match_sources_couples_the_sources_whatever_the_network():
     assert T.fingerprint(jax.random.key(0), targets, etas, mc, cfg) != fp
 
 
+def test_min_min_after_switches_the_matching_at_its_step():
+    # before the step the sources are matched, from it on the generated points: the permutations are
+    # those of match_sources alone and of the min-min (the same integer sweeps on the same points)
+    targets, etas, mc = _tiny_problem()
+    sources = TINY._replace(match_sources=True)
+    switch = sources._replace(min_min_after=2 * TINY.resample_every)
+    targets, etas = T.check_inputs(mc, switch, targets, etas)
+    early = T.init_state(jax.random.key(0), mc, switch, 3)
+    late = early._replace(step=early.step + 2 * TINY.resample_every)
+    np.testing.assert_array_equal(
+        T._minibatch_jit(early, targets, etas, mc, switch)[0].perm,
+        T._minibatch_jit(early, targets, etas, mc, sources)[0].perm,
+    )
+    np.testing.assert_array_equal(
+        T._minibatch_jit(late, targets, etas, mc, switch)[0].perm,
+        T._minibatch_jit(late, targets, etas, mc, TINY)[0].perm,
+    )
+    fp = T.fingerprint(jax.random.key(0), targets, etas, mc, sources)
+    assert T.fingerprint(jax.random.key(0), targets, etas, mc, switch) != fp
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_tail_coordinate_is_exponential_under_the_source(d):
+    # |x|^d is uniform under the uniform ball, so -log(1 - |x|^d) is Exp(1): mean 1 and P(psi > 3) =
+    # e^-3; at n = 20000 their standard errors are 1/sqrt(n) = 0.007 and 0.0017 (4 of them allowed)
+    psi = np.asarray(M.tail_coordinate(uniform_ball(jax.random.key(d), 20000, d)))[:, 0]
+    assert abs(psi.mean() - 1.0) < 4 * 0.0071
+    assert abs(np.mean(psi > 3.0) - np.exp(-3.0)) < 4 * 0.0017
+    # finite up to the ball's edge (floored at the float32 spacing below 1), ~|x|^d at the centre
+    edge = np.asarray(M.tail_coordinate(jnp.eye(d, dtype=jnp.float32)))
+    assert np.all(np.isfinite(edge)) and np.all(edge < 17.0)
+    np.testing.assert_allclose(
+        M.tail_coordinate(jnp.full((1, d), 0.01, jnp.float32)), (0.01**2 * d) ** (d / 2), rtol=1e-3
+    )
+
+
+def test_tail_feature_network_trains_resumes_and_keeps_old_fingerprints(tmp_path):
+    targets, etas, mc = _tiny_problem()
+    tail = mc._replace(tail_feature=True)
+    assert "tail_feature" not in mc.to_dict() and M.ModelConfig.from_dict(tail.to_dict()) == tail
+    assert T.fingerprint(jax.random.key(3), targets, etas, tail, TINY) != T.fingerprint(
+        jax.random.key(3), targets, etas, mc, TINY
+    )
+    ck = str(tmp_path / "ck.npz")
+    res = T.train(jax.random.key(3), targets, etas, tail, TINY, n_steps=20, checkpoint=ck, progress=False)
+    assert T.load_checkpoint(ck)[1] == tail
+    # one more input (the tail coordinate) than the plain network's first layer
+    first = [a.shape for a in jax.tree_util.tree_leaves(res.params) if a.ndim == 2]
+    assert (2 + 1 + 1, 8) in first
+    assert np.all(np.isfinite(M.generate(tail, res.params, 0.5, jax.random.key(0), 100)))
+    with pytest.raises(T.CheckpointMismatch):
+        T.train(jax.random.key(3), targets, etas, mc, TINY, n_steps=40, checkpoint=ck, progress=False)
+
+
 def _tiny_problem():
     targets = jnp.stack([target(jax.random.key(i), e, 64) for i, e in enumerate(ETAS[:3])])
     return targets, ETAS[:3], M.make_config(2, ETAS[:3], width=8, depth=2)
