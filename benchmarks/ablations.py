@@ -76,6 +76,7 @@ from ksdp import reference as REF
 from ksdp import training as T
 from ksdp import transport as TR
 from ksdp.experiments import run as RUN
+from ksdp.experiments.report import KS_UNTIL
 from ksdp.experiments.specs import EXPERIMENTS, FOLD_POINTS, SCALES
 from ksdp.initial import uniform_ball
 
@@ -397,6 +398,71 @@ MORE_SCHEDULES = {
         "pool": True,
         "match_sources": True,
     },
+    # the sources' matching cuts ks2d-time's outer tail (a regression onto a sampled coupling learns its
+    # conditional mean): the same, switching to the min-min (TrainConfig.min_min_after) for the last
+    # fifth or half of the steps, once the map is near the monotone one
+    "fresh + EMA + cosine + debias, pool, match sources, min-min last 20%": {
+        "resample_every": "renew_every",
+        "ema_decay": 0.999,
+        "decay_steps": "n_steps",
+        "debias": True,
+        "pool": True,
+        "match_sources": True,
+        "min_min_after": "80% of n_steps",
+    },
+    "fresh + EMA + cosine + debias, pool, match sources, min-min last 50%": {
+        "resample_every": "renew_every",
+        "ema_decay": 0.999,
+        "decay_steps": "n_steps",
+        "debias": True,
+        "pool": True,
+        "match_sources": True,
+        "min_min_after": "50% of n_steps",
+    },
+    # twice the mini-batch: the coupling's conditional spread, which the regression removes, shrinks with N
+    "fresh + EMA + cosine + debias, pool, match sources, 2x N": {
+        "resample_every": "renew_every",
+        "ema_decay": 0.999,
+        "decay_steps": "n_steps",
+        "debias": True,
+        "pool": True,
+        "match_sources": True,
+        "n_samples": "2x",
+    },
+    # the network also gets the source point's tail coordinate -log(1 - |x|^d) (ModelConfig.tail_feature):
+    # the learnt radial profile follows the ideal one up to the level 0.95 and flattens beyond
+    "fresh + EMA + cosine + debias, pool, match sources, tail feature": {
+        "resample_every": "renew_every",
+        "ema_decay": 0.999,
+        "decay_steps": "n_steps",
+        "debias": True,
+        "pool": True,
+        "match_sources": True,
+        "tail_feature": True,
+    },
+    # with three times the block sweeps (the mini-batch's coupling nearer the exact one: its partners move
+    # by half as much) or twice the mini-batch
+    "fresh + EMA + cosine + debias, pool, match sources, tail feature, 3x sweeps": {
+        "resample_every": "renew_every",
+        "ema_decay": 0.999,
+        "decay_steps": "n_steps",
+        "debias": True,
+        "pool": True,
+        "match_sources": True,
+        "tail_feature": True,
+        "initial_sweeps": "3x",
+        "sweeps": "3x",
+    },
+    "fresh + EMA + cosine + debias, pool, match sources, tail feature, 2x N": {
+        "resample_every": "renew_every",
+        "ema_decay": 0.999,
+        "decay_steps": "n_steps",
+        "debias": True,
+        "pool": True,
+        "match_sources": True,
+        "tail_feature": True,
+        "n_samples": "2x",
+    },
     "fresh + EMA + cosine, 2x steps": {
         "resample_every": "renew_every",
         "ema_decay": 0.999,
@@ -421,6 +487,7 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
         train_v, held_v, _ = exp.values(scale)
         idx = {float(v): i for i, v in enumerate(values)}
         train_idx = [idx[float(v)] for v in train_v]
+        radial = RUN.radial_reference(exp, values)  # ks2d-time: the radial KS against the mean field
         # the baseline is the paper's schedule at this scale's sizes: a mini-batch kept for 10 renewals,
         # no moving average, a constant learning rate; each schedule changes it
         mc, tc = RUN.configs(exp, scale)
@@ -432,6 +499,7 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
             local_cap=0.0,
             match_sources=False,
         )
+        mc = mc._replace(tail_feature=False)  # the paper's network: schedules add the tail coordinate
         table = {**SCHEDULES, **MORE_SCHEDULES}
         for label in schedules or list(SCHEDULES):
             change = table[label]
@@ -444,23 +512,29 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
                     raise ValueError(f"{exp.name} has no training pool at the {scale} scale (Scale.pool_runs = 1).")
                 pool_path = os.path.join(folder, "pool.npz")
                 targets = RUN.simulate_pool(exp, scale, 0, pool_path, print, runs)[0]
-            named = {"n_steps": n_steps, "renew_every": base.renew_every}
+            named = {
+                "n_steps": n_steps,
+                "renew_every": base.renew_every,
+                "80% of n_steps": n_steps * 4 // 5,
+                "50% of n_steps": n_steps // 2,
+            }
             times = {"2x": 2, "3x": 3}
             change = {
                 k: (times[v] * getattr(base, k) if v in times else named[v]) if isinstance(v, str) else v
                 for k, v in change.items()
             }
+            model_cfg = mc._replace(tail_feature=bool(change.pop("tail_feature", False)))
             tc = base._replace(**change)
             floor_loss = RUN.loss_floor(jax.random.key(3), targets, tc.n_samples)  # of this schedule's N
             t0 = time.perf_counter()
-            res = T.train(jax.random.key(1), targets, train_v, mc, tc, n_steps=n_steps, progress=False)
+            res = T.train(jax.random.key(1), targets, train_v, model_cfg, tc, n_steps=n_steps, progress=False)
             seconds = time.perf_counter() - t0
             rows = []
             for v in values:
                 if v not in held_v and v not in train_v:
                     continue
                 i = idx[float(v)]
-                gen = M.generate(mc, res.params, v, jax.random.key(11), sc.n_generated)
+                gen = M.generate(model_cfg, res.params, v, jax.random.key(11), sc.n_generated)
                 cmp = KM.compare(jax.random.key(12), gen, np.asarray(parts[1, i]), np.asarray(parts[2, i]))
                 ipm = KM.moments(np.asarray(parts[:, i]).reshape(-1, exp.d))
                 row = {
@@ -479,9 +553,13 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
                     row["m2_train"] = float(np.mean(np.sum(np.asarray(targets[list(train_v).index(v)]) ** 2, -1)))
                     row["m2_dp_vs_train"] = row["m2_dp"] / row["m2_train"] - 1
                 row.update(_tail_stats(np.asarray(parts[:, i]).reshape(-1, exp.d), gen))
-                row["folded"] = list(M.folded_fraction(mc, res.params, v, jax.random.key(13), FOLD_POINTS))
+                row["folded"] = list(M.folded_fraction(model_cfg, res.params, v, jax.random.key(13), FOLD_POINTS))
+                if radial is not None:  # as the experiment reports it: generated, pooled replicas
+                    cdf = radial.cdf(int(np.flatnonzero(np.isclose(radial.times, v))[0]))
+                    row["ks_dp"], row["ks_dp_signed"], row["ks_dp_level"] = KM.radial_ks_where(gen, cdf)
+                    row["ks_ipm"] = KM.radial_ks_where(np.asarray(parts[:, i]).reshape(-1, exp.d), cdf)[0]
                 if tc.ema_decay > 0:  # the last iterate instead of the moving average
-                    last = M.generate(mc, res.state.params, v, jax.random.key(11), sc.n_generated)
+                    last = M.generate(model_cfg, res.state.params, v, jax.random.key(11), sc.n_generated)
                     row["m2_dp_last_iterate"] = float(np.mean(np.sum(np.asarray(last) ** 2, -1)))
                 row["m2_rel_error"] = abs(row["m2_dp"] - row["m2_ipm"]) / row["m2_ipm"]
                 row.update(RUN._judge(row, scale))
@@ -518,10 +596,15 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
                     max(r["m2_dp_vs_train"] for r in rows if "m2_dp_vs_train" in r),
                 ],
                 "values_passing": f"{sum(r['c2st_ok'] and r['energy_ok'] and r['m2_ok'] for r in rows)}/{len(rows)}",
+                "folded_max": max(r["folded"][0] for r in rows),
                 "rows": rows,
                 "date": datetime.date.today().isoformat(),
                 "command": _common.command(),  # a merged file keeps rows of earlier commands
             }
+            ks_rows = [r for r in rows if "ks_dp" in r and r["eta"] <= KS_UNTIL + 1e-12]
+            if ks_rows:  # the acceptance's radial KS: generated no farther from the mean field than the IPM
+                summary["ks_passing"] = f"{sum(r['ks_dp'] <= r['ks_ipm'] for r in ks_rows)}/{len(ks_rows)}"
+                summary["ks_dp_range"] = [min(r["ks_dp"] for r in ks_rows), max(r["ks_dp"] for r in ks_rows)]
             results.append(summary)
             print(
                 f"training {name} ({scale}) {label:>22}: {seconds:.0f} s, loss {final.value:.4g} +- {final.se:.2g}, "
@@ -533,7 +616,8 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
                 f"{summary['folded_range'][1]:.3f}, m2 vs training data "
                 f"{summary['m2_vs_train_range'][0]:+.3f} to {summary['m2_vs_train_range'][1]:+.3f}, "
                 f"beyond the IPM {summary['max_beyond']:.1e}, r max / IPM's {summary['max_r_ratio']:.2f}, "
-                f"passing {summary['values_passing']}",
+                f"passing {summary['values_passing']}"
+                + (f", radial KS {summary['ks_passing']}" if "ks_passing" in summary else ""),
                 flush=True,
             )
     return results

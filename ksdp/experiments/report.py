@@ -277,6 +277,8 @@ def render_experiment(out: str, name: str, scale: str, figures: str = ".") -> st
         loss_name += f" (self pairs also capped at {sc['local_cap']:g} times their median)"
     if sc.get("match_sources"):
         loss_name += ", the sources (not the generated points) matched to the targets"
+    if sc.get("tail_feature"):
+        loss_name += "; the network also sees the source point's tail coordinate -log(1 - |x|^d)"
     lines = [
         f"# {name} (paper Sec. {exp.section})",
         "",

@@ -241,7 +241,9 @@ def configs(exp: Experiment, scale: str):
     """The network's and the training's configs of an experiment at a scale: ``(ModelConfig, TrainConfig)``."""
     sc = SCALES[scale]
     train_v = exp.values(scale)[0]
-    mcfg = model.make_config(exp.d, train_v, width=sc.width, depth=sc.depth, eta_log=exp.eta == "amplitude")
+    mcfg = model.make_config(
+        exp.d, train_v, width=sc.width, depth=sc.depth, eta_log=exp.eta == "amplitude", tail_feature=sc.tail_feature
+    )
     tcfg = training.TrainConfig(
         n_samples=sc.n_samples,
         resample_every=sc.resample_every,

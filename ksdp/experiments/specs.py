@@ -47,6 +47,10 @@ class Scale:
     # TrainConfig.match_sources: regress onto the sources' matching to the targets, not the min-min's; the
     # min-min's maps folded on up to 31% of the source in the time experiments (docs/algorithms.md, "Folds")
     match_sources: bool = True
+    # ModelConfig.tail_feature: the network also sees the source point's tail coordinate -log(1 - |x|^d).
+    # Off: at the quick scale it halves ks2d-time's radial KS but does not bring it to the IPM's, and
+    # laminar2d-time's map then overshoots the disc at t = 0 further (docs/algorithms.md, "The cut tail")
+    tail_feature: bool = False
 
 
 SCALES = {
