@@ -302,6 +302,16 @@ SCHEDULES = {
     "fresh + EMA": {"resample_every": "renew_every", "ema_decay": 0.999},
     "fresh + EMA + cosine": {"resample_every": "renew_every", "ema_decay": 0.999, "decay_steps": "n_steps"},
 }
+# the quick scale's schedule (below: "fresh + EMA + cosine + debias, pool, match sources"), which the
+# candidates against the cut tail change
+_MATCHED = {
+    "resample_every": "renew_every",
+    "ema_decay": 0.999,
+    "decay_steps": "n_steps",
+    "debias": True,
+    "pool": True,
+    "match_sources": True,
+}
 # further candidates, run with --schedules (they double the cost of the part)
 MORE_SCHEDULES = {
     "fresh + EMA + cosine, N = J": {
@@ -390,79 +400,44 @@ MORE_SCHEDULES = {
     },
     # the same with the debiased loss (its self term still matches f(x) to f(x')): does it undo the
     # regression's shrinkage? The quick scale's default (Scale.match_sources)
-    "fresh + EMA + cosine + debias, pool, match sources": {
-        "resample_every": "renew_every",
-        "ema_decay": 0.999,
-        "decay_steps": "n_steps",
-        "debias": True,
-        "pool": True,
-        "match_sources": True,
-    },
+    "fresh + EMA + cosine + debias, pool, match sources": _MATCHED,
     # the sources' matching cuts ks2d-time's outer tail (a regression onto a sampled coupling learns its
     # conditional mean): the same, switching to the min-min (TrainConfig.min_min_after) for the last
     # fifth or half of the steps, once the map is near the monotone one
-    "fresh + EMA + cosine + debias, pool, match sources, min-min last 20%": {
-        "resample_every": "renew_every",
-        "ema_decay": 0.999,
-        "decay_steps": "n_steps",
-        "debias": True,
-        "pool": True,
-        "match_sources": True,
-        "min_min_after": "80% of n_steps",
-    },
-    "fresh + EMA + cosine + debias, pool, match sources, min-min last 50%": {
-        "resample_every": "renew_every",
-        "ema_decay": 0.999,
-        "decay_steps": "n_steps",
-        "debias": True,
-        "pool": True,
-        "match_sources": True,
-        "min_min_after": "50% of n_steps",
-    },
-    # twice the mini-batch: the coupling's conditional spread, which the regression removes, shrinks with N
-    "fresh + EMA + cosine + debias, pool, match sources, 2x N": {
-        "resample_every": "renew_every",
-        "ema_decay": 0.999,
-        "decay_steps": "n_steps",
-        "debias": True,
-        "pool": True,
-        "match_sources": True,
-        "n_samples": "2x",
-    },
+    "fresh + EMA + cosine + debias, pool, match sources, min-min last 20%": {**_MATCHED, "min_min_after": "80%"},
+    "fresh + EMA + cosine + debias, pool, match sources, min-min last 50%": {**_MATCHED, "min_min_after": "50%"},
+    # a larger mini-batch: the coupling's conditional spread, which the regression removes, shrinks with N
+    "fresh + EMA + cosine + debias, pool, match sources, 2x N": {**_MATCHED, "n_samples": "2x"},
+    "fresh + EMA + cosine + debias, pool, match sources, 4x N": {**_MATCHED, "n_samples": "4x"},
     # the network also gets the source point's tail coordinate -log(1 - |x|^d) (ModelConfig.tail_feature):
     # the learnt radial profile follows the ideal one up to the level 0.95 and flattens beyond
-    "fresh + EMA + cosine + debias, pool, match sources, tail feature": {
-        "resample_every": "renew_every",
-        "ema_decay": 0.999,
-        "decay_steps": "n_steps",
-        "debias": True,
-        "pool": True,
-        "match_sources": True,
-        "tail_feature": True,
-    },
+    "fresh + EMA + cosine + debias, pool, match sources, tail feature": {**_MATCHED, "tail_feature": True},
     # with three times the block sweeps (the mini-batch's coupling nearer the exact one: its partners move
-    # by half as much) or twice the mini-batch
+    # by half as much), or a larger mini-batch
     "fresh + EMA + cosine + debias, pool, match sources, tail feature, 3x sweeps": {
-        "resample_every": "renew_every",
-        "ema_decay": 0.999,
-        "decay_steps": "n_steps",
-        "debias": True,
-        "pool": True,
-        "match_sources": True,
+        **_MATCHED,
         "tail_feature": True,
         "initial_sweeps": "3x",
         "sweeps": "3x",
     },
     "fresh + EMA + cosine + debias, pool, match sources, tail feature, 2x N": {
-        "resample_every": "renew_every",
-        "ema_decay": 0.999,
-        "decay_steps": "n_steps",
-        "debias": True,
-        "pool": True,
-        "match_sources": True,
+        **_MATCHED,
         "tail_feature": True,
         "n_samples": "2x",
     },
+    "fresh + EMA + cosine + debias, pool, match sources, tail feature, 4x N": {
+        **_MATCHED,
+        "tail_feature": True,
+        "n_samples": "4x",
+    },
+    # the loss stays far above its floor at 4x N (the network underfits the map): twice the width
+    "fresh + EMA + cosine + debias, pool, match sources, tail feature, 2x N, 2x width": {
+        **_MATCHED,
+        "tail_feature": True,
+        "n_samples": "2x",
+        "width": 60,
+    },
+    "fresh + EMA + cosine + debias, pool, match sources, 2x width": {**_MATCHED, "width": 60},
     "fresh + EMA + cosine, 2x steps": {
         "resample_every": "renew_every",
         "ema_decay": 0.999,
@@ -515,15 +490,17 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
             named = {
                 "n_steps": n_steps,
                 "renew_every": base.renew_every,
-                "80% of n_steps": n_steps * 4 // 5,
-                "50% of n_steps": n_steps // 2,
+                "80%": n_steps * 4 // 5,  # of the steps
+                "50%": n_steps // 2,
             }
-            times = {"2x": 2, "3x": 3}
+            times = {"2x": 2, "3x": 3, "4x": 4}
             change = {
                 k: (times[v] * getattr(base, k) if v in times else named[v]) if isinstance(v, str) else v
                 for k, v in change.items()
             }
-            model_cfg = mc._replace(tail_feature=bool(change.pop("tail_feature", False)))
+            model_cfg = mc._replace(
+                tail_feature=bool(change.pop("tail_feature", False)), width=change.pop("width", mc.width)
+            )
             tc = base._replace(**change)
             floor_loss = RUN.loss_floor(jax.random.key(3), targets, tc.n_samples)  # of this schedule's N
             t0 = time.perf_counter()
@@ -573,6 +550,7 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
                 "schedule": label,
                 "n_steps": n_steps,
                 "train_config": tc._asdict(),
+                "model_config": model_cfg.to_dict(),
                 "training_particles": int(targets.shape[1]),
                 "train_s": seconds,
                 "final_loss": final.value,  # the mean of the last 20 mini-batches (rows before 2026-11-26
