@@ -74,8 +74,10 @@ class TrainConfig(NamedTuple):
         the paper's min--min. With ``debias`` the self term still matches ``f(x)`` to ``f(x')``
         (an experiment: the debiased loss was derived for the min--min).
       min_min_after: with ``match_sources``, the mini-batches from this Adam step on match the
-        generated points instead (the min--min), which fits the law rather than the coupling's
-        conditional mean; ``0`` (default) never switches.
+        generated points instead (the min--min, whose debiased loss is stationary at the target
+        law rather than at the coupling's conditional mean); ``0`` (default) never switches. An
+        experiment: on ks2d-time it lowered the loss but left the law as shrunk (docs/algorithms.md,
+        "The cut tail").
     """
 
     n_samples: int = 2000
