@@ -438,6 +438,9 @@ MORE_SCHEDULES = {
         "width": 60,
     },
     "fresh + EMA + cosine + debias, pool, match sources, 2x width": {**_MATCHED, "width": 60},
+    # the debiased loss's self term paired by the sources' matching (x to x'), as the first term pairs x
+    # with the targets: at the true map the two terms' biases then match to first order
+    "fresh + EMA + cosine + debias, pool, match sources, self by sources": {**_MATCHED, "match_sources_self": True},
     "fresh + EMA + cosine, 2x steps": {
         "resample_every": "renew_every",
         "ema_decay": 0.999,

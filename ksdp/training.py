@@ -78,6 +78,10 @@ class TrainConfig(NamedTuple):
         law rather than at the coupling's conditional mean); ``0`` (default) never switches. An
         experiment: on ks2d-time it lowered the loss but left the law as shrunk (docs/algorithms.md,
         "The cut tail").
+      match_sources_self: with ``match_sources`` and ``debias``, the self term pairs ``f(x)`` with
+        ``f(x')`` by the matching of the sources ``x`` to ``x'``, mirroring the first term's
+        matching of ``x`` to the targets (an experiment; ``False``: by the matching of ``f(x)`` to
+        ``f(x')``).
     """
 
     n_samples: int = 2000
@@ -93,6 +97,7 @@ class TrainConfig(NamedTuple):
     local_cap: float = 0.0
     match_sources: bool = False
     min_min_after: int = 0
+    match_sources_self: bool = False
 
 
 class TrainState(NamedTuple):
@@ -144,7 +149,7 @@ def _fingerprint(key, targets, eta, model_cfg, cfg) -> str:
     loss = ["self term capped"] if cfg.debias else []
     settings = cfg._asdict()
     # added later: off, they leave earlier fingerprints as they were
-    for later in ("local_cap", "match_sources", "min_min_after"):
+    for later in ("local_cap", "match_sources", "min_min_after", "match_sources_self"):
         if not settings[later]:
             del settings[later]
     h.update(json.dumps([model_cfg.to_dict(), settings, *loss], sort_keys=True).encode())
@@ -203,6 +208,13 @@ def check_inputs(model_cfg: _model.ModelConfig, cfg: TrainConfig, targets, eta):
         raise ValueError(
             "TrainConfig.min_min_after switches the sources' matching to the min-min: set match_sources=True, "
             "or min_min_after=0."
+        )
+    if not isinstance(cfg.match_sources_self, (bool, np.bool_)):
+        raise TypeError(f"TrainConfig.match_sources_self must be True or False, got {cfg.match_sources_self!r}.")
+    if cfg.match_sources_self and not (cfg.match_sources and cfg.debias):
+        raise ValueError(
+            "TrainConfig.match_sources_self matches the debiased loss's self term by the sources: set "
+            "match_sources=True and debias=True, or match_sources_self=False."
         )
     if cfg.local_cap and not cfg.debias:
         raise ValueError("TrainConfig.local_cap caps the debiased loss's self term: set debias=True, or local_cap=0.")
@@ -337,8 +349,11 @@ def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axi
         if not cfg.debias:
             return refine(k, lead, y, perm, n_sweeps)
         k1, k2 = jax.random.split(k)
-        fs = _model.apply(model_cfg, params, x_self, eta)  # the self term always matches f(x) to f(x')
-        return jnp.stack([refine(k1, lead, y, perm[:, 0], n_sweeps), refine(k2, fx, fs, perm[:, 1], n_sweeps)], 1)
+        if cfg.match_sources_self:  # the self term's pairs by the sources' matching, as the first term's
+            self_perm = refine(k2, x, x_self, perm[:, 1], n_sweeps)
+        else:  # by the generated points' matching
+            self_perm = refine(k2, fx, _model.apply(model_cfg, params, x_self, eta), perm[:, 1], n_sweeps)
+        return jnp.stack([refine(k1, lead, y, perm[:, 0], n_sweeps), self_perm], 1)
 
     def objective(q, perm):
         if cfg.debias:

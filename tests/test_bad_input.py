@@ -71,6 +71,8 @@ TRAIN = [
     ("min_min_after=True", dict(cfg=TINY._replace(match_sources=True, min_min_after=True)), TypeError, "min_min"),
     ("min_min_after=-1", dict(cfg=TINY._replace(match_sources=True, min_min_after=-1)), ValueError, "min_min"),
     ("min_min_after without match_sources", dict(cfg=TINY._replace(min_min_after=10)), ValueError, "match_sources"),
+    ("match_sources_self=1", dict(cfg=TINY._replace(match_sources_self=1)), TypeError, "match_sources_self"),
+    ("match_sources_self without debias", dict(cfg=TINY._replace(match_sources_self=True)), ValueError, "debias"),
     ("NaN eta", dict(eta=jnp.array([0.0, jnp.nan])), ValueError, "eta contains NaN"),
     ("NaN target", dict(targets=TARGETS.at[0, 0, 0].set(jnp.nan)), ValueError, "non-finite"),
 ]

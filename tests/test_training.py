@@ -122,6 +122,23 @@ def test_match_sources_couples_the_sources_whatever_the_network():
     assert T.fingerprint(jax.random.key(0), targets, etas, mc, cfg) != fp
 
 
+def test_self_term_matched_by_the_sources_does_not_depend_on_the_network():
+    # with match_sources_self both matchings (sources to targets, sources to sources) are of the
+    # sources: two networks from the same key end a mini-batch with the same permutations, exactly
+    targets, etas, mc = _tiny_problem()
+    cfg = TINY._replace(match_sources=True, debias=True, match_sources_self=True)
+    targets, etas = T.check_inputs(mc, cfg, targets, etas)
+    a = T.init_state(jax.random.key(0), mc, cfg, 3)
+    b = a._replace(params=M.init(jax.random.key(9), mc))
+    np.testing.assert_array_equal(
+        T._minibatch_jit(a, targets, etas, mc, cfg)[0].perm, T._minibatch_jit(b, targets, etas, mc, cfg)[0].perm
+    )
+    plain = cfg._replace(match_sources_self=False)
+    assert T.fingerprint(jax.random.key(0), targets, etas, mc, cfg) != T.fingerprint(
+        jax.random.key(0), targets, etas, mc, plain
+    )
+
+
 def test_min_min_after_switches_the_matching_at_its_step():
     # before the step the sources are matched, from it on the generated points: the permutations are
     # those of match_sources alone and of the min-min (the same integer sweeps on the same points)
