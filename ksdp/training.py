@@ -72,7 +72,7 @@ class TrainConfig(NamedTuple):
         targets: the network regresses onto the optimal coupling of the two samples, whose map does
         not fold (`ksdp.model.folded_fraction`); the renewals refine that matching. ``False`` is
         the paper's min--min. With ``debias`` the self term still matches ``f(x)`` to ``f(x')``
-        (an experiment: the debiased loss was derived for the min--min).
+        unless ``match_sources_self`` (an experiment: the debiased loss was derived for the min--min).
       min_min_after: with ``match_sources``, the mini-batches from this Adam step on match the
         generated points instead (the min--min, whose debiased loss is stationary at the target
         law rather than at the coupling's conditional mean); ``0`` (default) never switches. An
@@ -81,7 +81,8 @@ class TrainConfig(NamedTuple):
       match_sources_self: with ``match_sources`` and ``debias``, the self term pairs ``f(x)`` with
         ``f(x')`` by the matching of the sources ``x`` to ``x'``, mirroring the first term's
         matching of ``x`` to the targets (an experiment; ``False``: by the matching of ``f(x)`` to
-        ``f(x')``).
+        ``f(x')``). On ks2d-time it overshot the second moment late in time and worsened the radial
+        KS distance (docs/algorithms.md, "The cut tail").
     """
 
     n_samples: int = 2000
