@@ -341,12 +341,15 @@ def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axi
     def match(k, params, perm, n_sweeps):
         if n_sweeps == 0:
             return perm
-        # the targets' matching: of the sources (it does not depend on the network), or of f(x)
-        sources_only = cfg.match_sources and not cfg.debias and not cfg.min_min_after
-        fx = None if sources_only else _model.apply(model_cfg, params, x, eta)
-        lead = x if cfg.match_sources else fx
-        if cfg.min_min_after:  # from that step on, the min-min's matching
+        # the targets' matching: of the sources (it does not depend on the network), or of f(x); where
+        # f(x) goes unused, the compiler drops it
+        fx = _model.apply(model_cfg, params, x, eta)
+        if not cfg.match_sources:
+            lead = fx
+        elif cfg.min_min_after:  # from that step on, the min-min's matching
             lead = jnp.where(state.step >= cfg.min_min_after, fx, x)
+        else:
+            lead = x
         if not cfg.debias:
             return refine(k, lead, y, perm, n_sweeps)
         k1, k2 = jax.random.split(k)
