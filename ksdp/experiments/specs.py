@@ -48,7 +48,7 @@ class Scale:
     # min-min's maps folded on up to 31% of the source in the time experiments (docs/algorithms.md, "Folds")
     match_sources: bool = True
     # ModelConfig.tail_feature: the network also sees the source point's tail coordinate -log(1 - |x|^d).
-    # Off: at the quick scale it halves ks2d-time's radial KS but does not bring it to the IPM's, and
+    # Off: at the quick scale it lowers ks2d-time's radial KS by 40-45% but does not bring it to the IPM's, and
     # laminar2d-time's map then overshoots the disc at t = 0 further (docs/algorithms.md, "The cut tail")
     tail_feature: bool = False
 
