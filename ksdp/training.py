@@ -83,6 +83,12 @@ class TrainConfig(NamedTuple):
         matching of ``x`` to the targets (an experiment; ``False``: by the matching of ``f(x)`` to
         ``f(x')``). On ks2d-time it overshot the second moment late in time and worsened the radial
         KS distance (docs/algorithms.md, "The cut tail").
+      mirror_self: with ``match_sources`` and ``debias``, a weight ``w`` in ``(0, 1]``: the self term
+        pairs ``f(x)`` with ``f(x')`` by the matching of the *sources* ``x`` to the generated points
+        ``f(x')`` (the first term's geometry: at the target law that coupling has the law of the
+        sources' coupling to the targets), holds ``f(x')`` fixed and weighs ``w`` instead of ``1/2``
+        (`debiased_objective`'s ``mirror``); ``0`` (default) keeps the self term as above. An
+        experiment (docs/algorithms.md, "The cut tail").
     """
 
     n_samples: int = 2000
@@ -99,6 +105,7 @@ class TrainConfig(NamedTuple):
     match_sources: bool = False
     min_min_after: int = 0
     match_sources_self: bool = False
+    mirror_self: float = 0.0
 
 
 class TrainState(NamedTuple):
@@ -150,7 +157,7 @@ def _fingerprint(key, targets, eta, model_cfg, cfg) -> str:
     loss = ["self term capped"] if cfg.debias else []
     settings = cfg._asdict()
     # added later: off, they leave earlier fingerprints as they were
-    for later in ("local_cap", "match_sources", "min_min_after", "match_sources_self"):
+    for later in ("local_cap", "match_sources", "min_min_after", "match_sources_self", "mirror_self"):
         if not settings[later]:
             del settings[later]
     h.update(json.dumps([model_cfg.to_dict(), settings, *loss], sort_keys=True).encode())
@@ -217,6 +224,17 @@ def check_inputs(model_cfg: _model.ModelConfig, cfg: TrainConfig, targets, eta):
             "TrainConfig.match_sources_self matches the debiased loss's self term by the sources: set "
             "match_sources=True and debias=True, or match_sources_self=False."
         )
+    if isinstance(cfg.mirror_self, bool) or not isinstance(cfg.mirror_self, (int, float, np.integer, np.floating)):
+        raise TypeError(f"TrainConfig.mirror_self must be a number in [0, 1] (0: off), got {cfg.mirror_self!r}.")
+    if not (0.0 <= cfg.mirror_self <= 1.0):
+        raise ValueError(f"TrainConfig.mirror_self must be in [0, 1] (0: off), got {cfg.mirror_self!r}.")
+    if cfg.mirror_self and not (
+        cfg.match_sources and cfg.debias and not cfg.match_sources_self and not cfg.min_min_after
+    ):
+        raise ValueError(
+            "TrainConfig.mirror_self pairs the debiased loss's self term by the sources' matching to f(x'): set "
+            "match_sources=True, debias=True, match_sources_self=False and min_min_after=0, or mirror_self=0."
+        )
     if cfg.local_cap and not cfg.debias:
         raise ValueError("TrainConfig.local_cap caps the debiased loss's self term: set debias=True, or local_cap=0.")
     if not (0.0 <= cfg.ema_decay < 1.0):
@@ -255,7 +273,7 @@ def loss_fn(model_cfg, params, x, y, perm, eta):
 SELF_CAP = 4.0
 
 
-def debiased_objective(fx, fs, y, perm, perm_self, local_cap: float = 0.0):
+def debiased_objective(fx, fs, y, perm, perm_self, local_cap: float = 0.0, mirror: float = 0.0):
     r"""The debiased loss of generated points: ``(objective, matched cost)``.
 
     ``fx`` and ``fs`` (``[..., N, d]``) are two independent batches of generated points, ``y`` the
@@ -279,6 +297,15 @@ def debiased_objective(fx, fs, y, perm, perm_self, local_cap: float = 0.0):
     pair costs (held fixed in the gradient; the median, so that the stray points it is meant for do
     not raise it): a stray point then pays for its distance beyond a few particle spacings.
 
+    With ``mirror = w > 0`` the partners ``f'_{\tau(i)}`` are held fixed (``stop_gradient``) and the
+    second term weighs ``w`` instead of ``1/2``. Meant for ``perm`` matching the *sources* to ``y``
+    and ``perm_self`` the sources to ``fs`` (`TrainConfig.mirror_self`): the gradient at a point is
+    then ``2 (f - m_y) - 2 w (f - m_f)``, with ``m_y`` the mean of its partners among the targets and
+    ``m_f`` among the generated points, which two couplings of the same law give the same mean when
+    ``f`` is the target map. The fit is ``f = (m_y - w m_f) / (1 - w)``: the regression's
+    shrinkage ``m_y - T`` (the coupling's conditional spread) is cut to about ``(1 - w)`` of itself,
+    removed at ``w = 1``, where only the smoothness of the network holds the map's finest scales.
+
     The cap ``c`` (at least the targets' squared diameter, so it does not bind inside their extent)
     keeps the objective bounded below. Without it a rare far point costs nothing on average: drawn in
     ``f`` it pays ``R^2`` in the first term and earns back ``R^2 / 2`` in the second, drawn in ``f'``
@@ -290,23 +317,27 @@ def debiased_objective(fx, fs, y, perm, perm_self, local_cap: float = 0.0):
     matched = jax.lax.stop_gradient(jnp.take_along_axis(y, perm[..., None], axis=-2))
     cost = jnp.mean(jnp.sum((fx - matched) ** 2, axis=-1))
     other = jnp.take_along_axis(fs, perm_self[..., None], axis=-2)
+    if mirror:
+        other = jax.lax.stop_gradient(other)
     y = jax.lax.stop_gradient(y)
     radius2 = jnp.max(jnp.sum((y - jnp.mean(y, axis=-2, keepdims=True)) ** 2, axis=-1), axis=-1, keepdims=True)
     pair = jnp.sum((fx - other) ** 2, axis=-1)
     cap = SELF_CAP * radius2
     if local_cap:
         cap = jnp.minimum(cap, local_cap * jax.lax.stop_gradient(jnp.median(pair, axis=-1, keepdims=True)))
-    return cost - 0.5 * jnp.mean(jnp.minimum(pair, cap)), cost
+    return cost - (mirror or 0.5) * jnp.mean(jnp.minimum(pair, cap)), cost
 
 
-def debiased_loss_fn(model_cfg, params, x, x_self, y, perm, perm_self, eta, local_cap: float = 0.0):
+def debiased_loss_fn(
+    model_cfg, params, x, x_self, y, perm, perm_self, eta, local_cap: float = 0.0, mirror: float = 0.0
+):
     """The debiased loss of the network on sources ``x`` and ``x_self``: ``(objective, matched cost)``.
 
     `debiased_objective` of ``f(x)`` and ``f(x_self)``; the gradient flows through both.
     """
     fx = _model.apply(model_cfg, params, x, eta)
     fs = _model.apply(model_cfg, params, x_self, eta)
-    return debiased_objective(fx, fs, y, perm, perm_self, local_cap)
+    return debiased_objective(fx, fs, y, perm, perm_self, local_cap, mirror)
 
 
 def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axis: str | None = None):
@@ -355,13 +386,17 @@ def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axi
         k1, k2 = jax.random.split(k)
         if cfg.match_sources_self:  # the self term's pairs by the sources' matching, as the first term's
             self_perm = refine(k2, x, x_self, perm[:, 1], n_sweeps)
+        elif cfg.mirror_self:  # the sources matched to f(x'), as the first term matches them to the targets
+            self_perm = refine(k2, x, _model.apply(model_cfg, params, x_self, eta), perm[:, 1], n_sweeps)
         else:  # by the generated points' matching
             self_perm = refine(k2, fx, _model.apply(model_cfg, params, x_self, eta), perm[:, 1], n_sweeps)
         return jnp.stack([refine(k1, lead, y, perm[:, 0], n_sweeps), self_perm], 1)
 
     def objective(q, perm):
         if cfg.debias:
-            return debiased_loss_fn(model_cfg, q, x, x_self, y, perm[:, 0], perm[:, 1], eta, cfg.local_cap)
+            return debiased_loss_fn(
+                model_cfg, q, x, x_self, y, perm[:, 0], perm[:, 1], eta, cfg.local_cap, cfg.mirror_self
+            )
         value = loss_fn(model_cfg, q, x, y, perm, eta)
         return value, value
 
