@@ -52,3 +52,15 @@ def test_training_pool(name, scale):
     # pooled replicas it is compared with (specs.py)
     if (name, scale) == ("ks2d-time", "paper"):
         assert runs * SCALES[scale].n_particles > 3 * SCALES[scale].n_particles
+
+
+@pytest.mark.parametrize("name,scale", CASES)
+def test_tail_coordinate(name, scale):
+    # the network sees the tail coordinate where the experiment or the scale asks for it, and only there
+    # (laminar2d-time's disc at t = 0 is the source itself: the coordinate makes its map overshoot)
+    mc, _ = run.configs(EXPERIMENTS[name], scale)
+    assert mc.tail_feature == (EXPERIMENTS[name].tail_feature or SCALES[scale].tail_feature)
+    if name == "ks2d-time":
+        assert mc.tail_feature
+    if name == "laminar2d-time":
+        assert not mc.tail_feature

@@ -242,7 +242,12 @@ def configs(exp: Experiment, scale: str):
     sc = SCALES[scale]
     train_v = exp.values(scale)[0]
     mcfg = model.make_config(
-        exp.d, train_v, width=sc.width, depth=sc.depth, eta_log=exp.eta == "amplitude", tail_feature=sc.tail_feature
+        exp.d,
+        train_v,
+        width=sc.width,
+        depth=sc.depth,
+        eta_log=exp.eta == "amplitude",
+        tail_feature=sc.tail_feature or exp.tail_feature,
     )
     tcfg = training.TrainConfig(
         n_samples=sc.n_samples,
@@ -416,7 +421,8 @@ def run(
             "grid": ds.meta["settings"].get("grid"),
             "pool_runs": n_runs,
         },
-        "scale_settings": dataclasses.asdict(sc),
+        # as trained: the experiment may add the tail coordinate (Experiment.tail_feature)
+        "scale_settings": {**dataclasses.asdict(sc), "tail_feature": bool(mcfg.tail_feature)},
         "n_parameters": model.n_parameters(res.params),
         "final_loss": final_loss.value,
         "final_loss_se": final_loss.se,
