@@ -47,7 +47,8 @@ def test_outputs_exist_and_are_finite(smoke_run, name):
         assert 0 <= r["folded"][0] <= 1 and 0 < r["folded"][1] <= 0.5 / math.sqrt(FOLD_POINTS) + 1e-12
         # m2's errors come from the spread of single runs: 3 replicas, plus the training runs at training
         # values; elsewhere the replicas' spread pooled with the one interpolated from the training values
-        assert r["m2_runs"] == 3 + SCALES["smoke"].pool_runs
+        n_ref = run.reference_runs(EXPERIMENTS[name], "smoke")
+        assert r["m2_runs"] == 3 + n_ref + SCALES["smoke"].pool_runs and r["m2_ipm_runs"] == 3 + n_ref
         assert r["m2_ipm_se"] >= r["m2_ipm_particle_se"] and r["m2_train_se"] > 0
     # the network trains on the training pool (Scale.pool_runs more runs of J particles per training
     # value, their own key), not on the training replica
@@ -64,6 +65,18 @@ def test_outputs_exist_and_are_finite(smoke_run, name):
     targets, reused = run.simulate_pool(exp, "smoke", 0, os.path.join(folder, "pool.npz"), print, runs)
     assert reused and targets.shape == (len(exp.values("smoke")[0]), runs * SCALES["smoke"].n_particles, exp.d)
     np.testing.assert_array_equal(targets[0, : SCALES["smoke"].n_particles], first)  # the runs of a value, pooled
+    # the m2 check's further runs (Experiment.reference_runs): their own key, at every value; m2_ipm is the
+    # second moment of the replicas and these runs pooled (equal J: the mean of the runs' m2), to round-off
+    n_ref = run.reference_runs(exp, "smoke")
+    assert m["settings"]["reference_runs"] == n_ref and (n_ref > 0) == (name == "ks2d-time")
+    if n_ref:
+        ref, reused = run.simulate_reference(exp, "smoke", 0, os.path.join(folder, "reference-runs.npz"), print, n_ref)
+        assert reused and ref.shape == (n_ref, len(run._all_values(exp, "smoke")), SCALES["smoke"].n_particles, exp.d)
+        assert not np.allclose(ref[0, i0], train[i0]) and not np.allclose(ref[0, i0], first)
+        replicas = run.particles_by_value(exp, ksdp.load_dataset(os.path.join(folder, "dataset.npz")))
+        for i, r in enumerate(m["rows"]):
+            runs_m2 = [np.mean(np.sum(np.asarray(x, np.float64) ** 2, -1)) for x in [*replicas[:, i], *ref[:, i]]]
+            assert abs(r["m2_ipm"] - np.mean(runs_m2)) <= 1e-5 * np.mean(runs_m2)  # float32 sums of ~10^3 terms
 
 
 def test_report_and_resume(smoke_run):

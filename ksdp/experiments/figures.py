@@ -86,11 +86,16 @@ def projections(path, cases, d, title):
     _save(fig, path)
 
 
-def second_moment(path, x_ipm, m2_ipm, m2_ipm_se, x_dp, m2_dp, xlabel, title, curves=(), logx=False, marks=None):
-    """m2 against the parameter: IPM points (2 standard errors), DP curve, optional reference curves."""
+def second_moment(
+    path, x_ipm, m2_ipm, m2_ipm_se, x_dp, m2_dp, xlabel, title, curves=(), logx=False, marks=None, n_runs=3
+):
+    """m2 against the parameter: IPM points (the mean of ``n_runs`` runs, 2 standard errors), DP curve,
+    optional reference curves."""
     fig, ax = plt.subplots(figsize=(5.8, 4.1), layout="constrained")
     ax.plot(x_dp, m2_dp, "-", label="DeepParticle (generated)")
-    ax.errorbar(x_ipm, m2_ipm, yerr=2 * np.asarray(m2_ipm_se), fmt="o", ms=4, capsize=2, label="IPM (3 runs, 2 SE)")
+    ax.errorbar(
+        x_ipm, m2_ipm, yerr=2 * np.asarray(m2_ipm_se), fmt="o", ms=4, capsize=2, label=f"IPM ({n_runs} runs, 2 SE)"
+    )
     for x, y, label in curves:
         ax.plot(x, y, "--", lw=1, label=label)
     for value, label in marks or []:

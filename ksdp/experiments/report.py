@@ -33,10 +33,10 @@ METRICS_TEXT = [
     "  laws), +- its jackknife SE; z = (energy - floor) / combined SE.",
     "- W2 at n = J +- its SE (the two-sample central limit theorem, from the matching's dual potentials;",
     "  runs before it have none), with the floor run's W2.",
-    "- m2: second moment of the three pooled IPM runs and of the generated particles; its standard errors",
-    "  come from the spread of single runs (the three replicas and the training runs; between training",
-    "  values interpolated), which exceeds what the particles suggest, and include the training runs' own",
-    "  sampling error.",
+    "- m2: second moment of the three pooled IPM runs (and of the experiment's further reference runs, where",
+    "  it has them: the J column) and of the generated particles; its standard errors come from the spread",
+    "  of single runs (those runs and the training runs; between training values interpolated), which",
+    "  exceeds what the particles suggest, and include the training runs' own sampling error.",
     "- For ks2d-time, KS: the radial Kolmogorov-Smirnov distance of the generated particles and of the",
     "  pooled IPM runs to the blob mean field of `ksdp.reference`, with the level F of the mean field's",
     "  radial CDF where the generated one departs most (F = 0.99: in the outer 1% of the mass); and the",
@@ -187,7 +187,14 @@ def _z(m: dict) -> str:
 def devices(m: dict) -> str:
     """Where the stage times of a run were measured: one device, or each stage's (``"not recorded"``
     for runs before the devices were)."""
-    stages = {"ipm_s": "IPM", "pool_s": "pool", "train_s": "training", "eval_s": "evaluation", "figures_s": "figures"}
+    stages = {
+        "ipm_s": "IPM",
+        "pool_s": "pool",
+        "reference_s": "reference runs",
+        "train_s": "training",
+        "eval_s": "evaluation",
+        "figures_s": "figures",
+    }
     dev = m.get("timing_device") or {}
     named = {k: dev.get(k) or "not recorded" for k in stages if k in m.get("timing_s", {})}
     if len(set(named.values())) <= 1:
@@ -224,7 +231,9 @@ def render(out: str, scale: str, names, failures: dict, seconds: float) -> str:
             lines += ["(evaluation incomplete: the rows above are those computed before the failure)", ""]
         s, t = m["settings"], m["timing_s"]
         pool = f" (pool {s['pool_runs']} x {s['n_particles']})" if s.get("pool_runs") else ""
-        ipm_s = t.get("ipm_s", 0) + t.get("pool_s", 0)
+        if s.get("reference_runs"):
+            pool += f" (m2 also over {s['reference_runs']} more runs)"
+        ipm_s = t.get("ipm_s", 0) + t.get("pool_s", 0) + t.get("reference_s", 0)
         settings.append(
             f"| {name} | {s['n_particles']}{pool} | {m['scale_settings']['n_samples']} | "
             f"{m['scale_settings']['n_steps']} | {m['n_parameters']} | {_pm(m, 'final_loss')} | "

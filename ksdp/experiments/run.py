@@ -126,6 +126,32 @@ def simulate_pool(
     return p.reshape(p.shape[0], -1, p.shape[-1]), bool(ds.meta.get("reused"))
 
 
+def reference_runs(exp: Experiment, scale: str) -> int:
+    """How many more independent IPM runs the m2 check of ``exp`` at ``scale`` averages with the three
+    replicas (`Experiment.reference_runs`; 0: the replicas alone)."""
+    return int(exp.reference_runs.get(scale, 0))
+
+
+REFERENCE_KEY = 2  # the m2 reference runs' key is fold_in(key(seed), REFERENCE_KEY): independent of the others
+
+
+def simulate_reference(
+    exp: Experiment, scale: str, seed: int, path: str, log, runs: int, n_particles: int | None = None, drift="auto"
+):
+    """``runs`` more independent IPM runs of J particles at every value (training, held-out and
+    extrapolated), for the m2 check only: a run's m2 varies from run to run by more than its particles
+    suggest (`ksdp.metrics.run_spread`), so the three replicas' mean is a weak reference for it
+    (`Experiment.reference_runs`). Cached like the dataset.
+
+    Returns ``(particles [runs, n_values, J, d], reused)`` in the order of `_all_values`.
+    """
+    settings = {**_settings(exp, scale, seed, n_particles, drift), "reference_runs": int(runs)}
+    key = jax.random.fold_in(jax.random.key(seed), REFERENCE_KEY)
+    names = [f"reference-{k}" for k in range(runs)]
+    ds = _simulate(exp, settings, key, _all_values(exp, scale), names, path, log, "reference runs (m2)")
+    return particles_by_value(exp, ds, replicas=runs), bool(ds.meta.get("reused"))
+
+
 def _simulate(exp: Experiment, settings: dict, key, values, names, path: str, log, label: str) -> data.Dataset:
     """Independent IPM runs (one per name in ``names``) at every value of ``values`` (cached at ``path``;
     ``label`` names it in the log)."""
@@ -275,7 +301,8 @@ def _previous_timing(path, settings) -> tuple[dict, dict]:
         return {}, {}
     if not isinstance(old.get("settings"), dict):
         return {}, {}
-    cached = {k: v for k, v in old["settings"].items() if k != "pool_runs"}  # the pool has its own stage
+    # the pool and the reference runs have their own stages
+    cached = {k: v for k, v in old["settings"].items() if k not in ("pool_runs", "reference_runs")}
     if not same_data(cached, settings):
         return {}, {}
     timing = dict(old.get("timing_s", {}))
@@ -395,6 +422,16 @@ def run(
         if reused and "pool_s" in previous:  # simulated by an earlier run: its time
             timing["pool_s"], device["pool_s"] = previous["pool_s"], previous_device["pool_s"]
 
+    n_ref = reference_runs(exp, scale)
+    ref_runs = None
+    if n_ref:
+        t0 = time.perf_counter()
+        ref_path = os.path.join(folder, "reference-runs.npz")
+        ref_runs, reused = simulate_reference(exp, scale, seed, ref_path, log, n_ref, sc.n_particles, drift)
+        timing["reference_s"], device["reference_s"] = time.perf_counter() - t0, here
+        if reused and "reference_s" in previous:  # simulated by an earlier run: its time
+            timing["reference_s"], device["reference_s"] = previous["reference_s"], previous_device["reference_s"]
+
     mcfg, _ = configs(exp, scale)
     res, resumed_complete, timing["train_s"] = train_network(
         exp, scale, seed, targets, os.path.join(folder, "checkpoint.npz"), log
@@ -420,6 +457,7 @@ def run(
             "drift": ds.meta["settings"].get("drift", "direct"),
             "grid": ds.meta["settings"].get("grid"),
             "pool_runs": n_runs,
+            "reference_runs": n_ref,
         },
         # as trained: the experiment may add the tail coordinate (Experiment.tail_feature)
         "scale_settings": {**dataclasses.asdict(sc), "tail_feature": bool(mcfg.tail_feature)},
@@ -438,7 +476,7 @@ def run(
         "timing_device": device,
     }
     path = os.path.join(folder, "metrics.json")
-    run_sd = m2_run_sd(exp, scale, values, parts, targets, n_runs)
+    run_sd = m2_run_sd(exp, scale, values, parts, targets, n_runs, ref_runs)
     for v in values:
         i = index[float(v)]
         kind = "train" if v in train_v else "held-out" if v in held_v else "extrapolated"
@@ -448,6 +486,11 @@ def run(
         pooled = np.asarray(parts[:, i]).reshape(-1, exp.d)
         cmp = metrics_.compare(k_cmp, gen, ref, floor, w2_points=MAX_PAIRED, c2st_points=MAX_PAIRED)
         ipm_m = metrics_.moments(pooled)
+        if ref_runs is not None:  # the m2 check's reference: the replicas and the m2 reference runs
+            ipm_m2 = metrics_.moments(np.concatenate([pooled, np.asarray(ref_runs[:, i]).reshape(-1, exp.d)]))
+        else:
+            ipm_m2 = ipm_m
+        n_ref_runs = len(REPLICAS) + n_ref
         sd, n_sd = run_sd[float(v)]
         row = {
             "eta": float(v),
@@ -462,9 +505,11 @@ def run(
             "w2_floor": cmp["floor_w2"][0],
             "w2_floor_se": cmp["floor_w2"][1],
             "ratio": cmp["w2"][0] / cmp["floor_w2"][0],
-            "m2_ipm": ipm_m["m2"],
-            "m2_ipm_se": max(sd / math.sqrt(len(REPLICAS)), ipm_m["m2_se"]),
-            "m2_ipm_particle_se": ipm_m["m2_se"],
+            # over the replicas and the m2 reference runs (Experiment.reference_runs), n_ref_runs in all
+            "m2_ipm": ipm_m2["m2"],
+            "m2_ipm_runs": n_ref_runs,
+            "m2_ipm_se": max(sd / math.sqrt(n_ref_runs), ipm_m2["m2_se"]),
+            "m2_ipm_particle_se": ipm_m2["m2_se"],
             "m2_run_sd": sd,
             "m2_runs": n_sd,
             # trained on a pool of independent runs: its mean's error; trained on the first replica,
@@ -473,7 +518,7 @@ def run(
             "m2_train_se": sd / math.sqrt(n_runs if n_runs else len(REPLICAS)),
             "m2_dp": cmp["moments"]["m2"],
             "m2_dp_se": cmp["moments"]["m2_se"],
-            "m2_rel_error": abs(cmp["moments"]["m2"] - ipm_m["m2"]) / ipm_m["m2"],
+            "m2_rel_error": abs(cmp["moments"]["m2"] - ipm_m2["m2"]) / ipm_m2["m2"],
             "com_dp": cmp["moments"]["com_norm"],
             "com_ipm": ipm_m["com_norm"],
             # where the map folds the source, the generated law has caustics (judged: specs.FOLD_LIMIT)
@@ -518,20 +563,23 @@ def run(
     return metrics
 
 
-def m2_run_sd(exp: Experiment, scale: str, values, parts, targets, n_runs) -> dict:
+def m2_run_sd(exp: Experiment, scale: str, values, parts, targets, n_runs, ref_runs=None) -> dict:
     """One IPM run's standard deviation of m2 at every value: ``{value: (sd, runs it rests on)}``.
 
     A run's m2 varies from run to run by more than its particles suggest (`ksdp.metrics.run_spread`),
-    so its standard errors come from the spread of single runs: the three replicas and, at a training
-    value, the training pool's runs. Where only the three replicas exist (held-out and extrapolated
-    values) their 2 degrees of freedom are pooled with the spread interpolated from the training
-    values (in the network's coordinate: log10 A or t), weighted by degrees of freedom.
+    so its standard errors come from the spread of single runs: the three replicas, the m2 reference
+    runs ``ref_runs`` (``[runs, n_values, J, d]`` aligned with ``values``, or None) and, at a training
+    value, the training pool's runs. Where no pool run exists (held-out and extrapolated values) the
+    degrees of freedom there are pooled with the spread interpolated from the training values (in the
+    network's coordinate: log10 A or t), weighted by degrees of freedom.
     """
     train_v = [float(v) for v in exp.values(scale)[0]]
     train_runs = np.asarray(targets).reshape(len(train_v), n_runs or 1, -1, exp.d)  # [R, runs, J, d]
     out = {}
     for i, v in enumerate(values):
         runs = [metrics_.moments(parts[r, i])["m2"] for r in range(parts.shape[0])]
+        if ref_runs is not None:
+            runs += [metrics_.moments(np.asarray(x))["m2"] for x in ref_runs[:, i]]
         if float(v) in train_v and n_runs is not None:
             runs += [metrics_.moments(x)["m2"] for x in train_runs[train_v.index(float(v))]]
         out[float(v)] = (metrics_.run_spread(runs)["sd"], len(runs))
@@ -539,7 +587,7 @@ def m2_run_sd(exp: Experiment, scale: str, values, parts, targets, n_runs) -> di
         coord = np.log10 if exp.eta == "amplitude" else (lambda a: np.asarray(a, np.float64))
         tx = coord(np.asarray(train_v))
         t_var = np.asarray([out[v][0] ** 2 for v in train_v])
-        dof_nb = n_runs + parts.shape[0] - 1
+        dof_nb = n_runs + parts.shape[0] + (0 if ref_runs is None else len(ref_runs)) - 1
         for v in out:
             sd, n = out[v]
             if v not in train_v:
@@ -610,6 +658,7 @@ def make_figures(exp, folder, values, parts, mcfg, res, metrics, sc, radial):
         curves=curves,
         logx=exp.eta == "amplitude",
         marks=marks,
+        n_runs=rows[0].get("m2_ipm_runs", len(REPLICAS)),
     )
     figures.loss(
         os.path.join(folder, "loss.png"),

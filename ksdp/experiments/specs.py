@@ -136,6 +136,9 @@ class Experiment:
     fixed: float  # the amplitude of a time experiment, the time of an amplitude experiment
     grids: dict = field(default_factory=dict)  # scale -> (train, held_out, extrapolated)
     pool_runs: dict = field(default_factory=dict)  # scale -> runs of the training pool, instead of Scale.pool_runs
+    # scale -> more independent IPM runs at every value that the m2 check averages with the three replicas
+    # (run.simulate_reference): a run's m2 spreads from run to run by more than its J particles suggest
+    reference_runs: dict = field(default_factory=dict)
     # the network also sees the source point's tail coordinate at every scale (ModelConfig.tail_feature),
     # whatever Scale.tail_feature says: for a law with a diffusive tail the map must stretch the ball's
     # outermost shell over it, a steep profile the plain input smooths away (docs/algorithms.md, "The cut tail")
@@ -186,6 +189,9 @@ EXPERIMENTS = {
             # its law's diffusive tail reaches 1.3-1.7 times the radius that holds 95% of it; with the
             # plain input the map stops at 1.1-1.15 and m2 falls 5-14% short
             tail_feature=True,
+            # at J = 2000 a run's m2 spreads by 0.010-0.012, about 3% of m2 at t = 0.05: the three replicas'
+            # mean carries 0.006 of it, ten more runs bring it to 0.003 (docs/algorithms.md, "m2 between runs")
+            reference_runs={"smoke": 2, "quick": 10},
         ),
         Experiment(
             "laminar2d-amplitude",
