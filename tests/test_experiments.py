@@ -68,7 +68,7 @@ def test_outputs_exist_and_are_finite(smoke_run, name):
     # the m2 check's further runs (Experiment.reference_runs): their own key, at every value; m2_ipm is the
     # second moment of the replicas and these runs pooled (equal J: the mean of the runs' m2), to round-off
     n_ref = run.reference_runs(exp, "smoke")
-    assert m["settings"]["reference_runs"] == n_ref and (n_ref > 0) == (name == "ks2d-time")
+    assert m["settings"]["reference_runs"] == n_ref == SCALES["smoke"].reference_runs > 0
     if n_ref:
         ref, reused = run.simulate_reference(exp, "smoke", 0, os.path.join(folder, "reference-runs.npz"), print, n_ref)
         assert reused and ref.shape == (n_ref, len(run._all_values(exp, "smoke")), SCALES["smoke"].n_particles, exp.d)

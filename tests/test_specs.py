@@ -64,3 +64,12 @@ def test_tail_coordinate(name, scale):
         assert mc.tail_feature
     if name == "laminar2d-time":
         assert not mc.tail_feature
+
+
+@pytest.mark.parametrize("name,scale", CASES)
+def test_reference_runs(name, scale):
+    # the m2 check's further runs: an experiment's own count overrides its scale's, for scales that exist
+    exp = EXPERIMENTS[name]
+    assert set(exp.reference_runs) <= set(SCALES)
+    n = exp.reference_runs.get(scale, SCALES[scale].reference_runs)
+    assert isinstance(n, int) and n >= 0 and run.reference_runs(exp, scale) == n

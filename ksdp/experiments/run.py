@@ -128,8 +128,9 @@ def simulate_pool(
 
 def reference_runs(exp: Experiment, scale: str) -> int:
     """How many more independent IPM runs the m2 check of ``exp`` at ``scale`` averages with the three
-    replicas (`Experiment.reference_runs`; 0: the replicas alone)."""
-    return int(exp.reference_runs.get(scale, 0))
+    replicas: its own ``Experiment.reference_runs`` for the scale, else `Scale.reference_runs` (0: the
+    replicas alone)."""
+    return int(exp.reference_runs.get(scale, SCALES[scale].reference_runs))
 
 
 REFERENCE_KEY = 2  # the m2 reference runs' key is fold_in(key(seed), REFERENCE_KEY): independent of the others
@@ -141,7 +142,7 @@ def simulate_reference(
     """``runs`` more independent IPM runs of J particles at every value (training, held-out and
     extrapolated), for the m2 check only: a run's m2 varies from run to run by more than its particles
     suggest (`ksdp.metrics.run_spread`), so the three replicas' mean is a weak reference for it
-    (`Experiment.reference_runs`). Cached like the dataset.
+    (`Scale.reference_runs`). Cached like the dataset.
 
     Returns ``(particles [runs, n_values, J, d], reused)`` in the order of `_all_values`.
     """

@@ -43,6 +43,11 @@ class Scale:
     cosine_decay: bool = True  # decay the learning rate to 1% over n_steps
     debias: bool = True  # the debiased loss (TrainConfig.debias)
     pool_runs: int = 1  # IPM runs of J particles per training value the network trains on (1: the training replica)
+    # more independent IPM runs at every value that the m2 check averages with the three replicas
+    # (run.simulate_reference): a run's m2 spreads from run to run by more than its J particles suggest
+    # (ks2d-time at J = 2000: by 0.010-0.012, 3% of m2 at t = 0.05; the three replicas' mean carries 0.006
+    # of it, 13 runs 0.003; docs/algorithms.md, "m2 between runs")
+    reference_runs: int = 0
     local_cap: float = 0.0  # TrainConfig.local_cap: the debiased loss's self pairs also capped at this x their median
     # TrainConfig.match_sources: regress onto the sources' matching to the targets, not the min-min's; the
     # min-min's maps folded on up to 31% of the source in the time experiments (docs/algorithms.md, "Folds")
@@ -68,6 +73,7 @@ SCALES = {
         depth=2,
         ema_decay=0.9,
         pool_runs=3,
+        reference_runs=2,
     ),
     # Training schedule: fresh samples at every renewal (K = L), a moving average of the parameters,
     # a cosine learning-rate decay and the debiased loss, against the paper's K = 10 L and plain loss:
@@ -82,6 +88,7 @@ SCALES = {
         initial_sweeps=20,
         n_generated=20000,
         pool_runs=10,
+        reference_runs=10,
     ),
     # the paper's sizes (J = 10000, N = 2000, 50000 Adam steps) with the quick scale's schedule (K = L,
     # moving average, cosine decay, debiased loss) instead of the paper's K = 1000, L = 200. K = L = 50:
@@ -136,9 +143,7 @@ class Experiment:
     fixed: float  # the amplitude of a time experiment, the time of an amplitude experiment
     grids: dict = field(default_factory=dict)  # scale -> (train, held_out, extrapolated)
     pool_runs: dict = field(default_factory=dict)  # scale -> runs of the training pool, instead of Scale.pool_runs
-    # scale -> more independent IPM runs at every value that the m2 check averages with the three replicas
-    # (run.simulate_reference): a run's m2 spreads from run to run by more than its J particles suggest
-    reference_runs: dict = field(default_factory=dict)
+    reference_runs: dict = field(default_factory=dict)  # scale -> m2 reference runs, instead of Scale.reference_runs
     # the network also sees the source point's tail coordinate at every scale (ModelConfig.tail_feature),
     # whatever Scale.tail_feature says: for a law with a diffusive tail the map must stretch the ball's
     # outermost shell over it, a steep profile the plain input smooths away (docs/algorithms.md, "The cut tail")
@@ -189,9 +194,6 @@ EXPERIMENTS = {
             # its law's diffusive tail reaches 1.3-1.7 times the radius that holds 95% of it; with the
             # plain input the map stops at 1.1-1.15 and m2 falls 5-14% short
             tail_feature=True,
-            # at J = 2000 a run's m2 spreads by 0.010-0.012, about 3% of m2 at t = 0.05: the three replicas'
-            # mean carries 0.006 of it, ten more runs bring it to 0.003 (docs/algorithms.md, "m2 between runs")
-            reference_runs={"smoke": 2, "quick": 10},
         ),
         Experiment(
             "laminar2d-amplitude",
