@@ -446,6 +446,9 @@ MORE_SCHEDULES = {
     # about (1 - w) of itself
     "fresh + EMA + cosine + debias, pool, match sources, mirror self 0.5": {**_MATCHED, "mirror_self": 0.5},
     "fresh + EMA + cosine + debias, pool, match sources, mirror self 0.9": {**_MATCHED, "mirror_self": 0.9},
+    # the map is the identity at t = 0 (ModelConfig.identity_at): the initial law is the source itself
+    # (laminar2d-time's disc at t = 0 came out flattened, its edge soft)
+    "fresh + EMA + cosine + debias, pool, match sources, identity at t = 0": {**_MATCHED, "identity_at": 0.0},
     "fresh + EMA + cosine, 2x steps": {
         "resample_every": "renew_every",
         "ema_decay": 0.999,
@@ -509,7 +512,9 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
                 for k, v in change.items()
             }
             model_cfg = mc._replace(
-                tail_feature=bool(change.pop("tail_feature", False)), width=change.pop("width", mc.width)
+                tail_feature=bool(change.pop("tail_feature", False)),
+                width=change.pop("width", mc.width),
+                identity_at=change.pop("identity_at", None),
             )
             tc = base._replace(**change)
             floor_loss = RUN.loss_floor(jax.random.key(3), targets, tc.n_samples)  # of this schedule's N

@@ -53,6 +53,11 @@ class ModelConfig(NamedTuple):
       eta_log: per parameter, whether ``log10`` is taken first.
       eta_center, eta_scale: ``eta_n = (T(eta) - center) / scale``.
       tail_feature: also feed the network the tail coordinate ``-log(1 - |x|^d)`` (`tail_coordinate`).
+      identity_at: a parameter value ``a`` at which the learnt law is the source itself (a time
+        experiment whose initial law is the uniform ball, at ``t = 0``), or ``None``: the output is then
+        ``x + sqrt(|eta - a| / scale) MLP(x, eta)`` (one parameter, residual, no log10), the identity at
+        ``a`` exactly. The square root: diffusion moves the ball's edge by ``O(sqrt(t))``, so the
+        MLP's part stays bounded as ``t -> a``.
     """
 
     d: int
@@ -65,11 +70,14 @@ class ModelConfig(NamedTuple):
     eta_center: tuple[float, ...] = (0.0,)
     eta_scale: tuple[float, ...] = (1.0,)
     tail_feature: bool = False
+    identity_at: float | None = None
 
     def to_dict(self) -> dict:
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in self._asdict().items()}
         if not out["tail_feature"]:  # added later: off, earlier checkpoints' fingerprints stay as they were
             del out["tail_feature"]
+        if out["identity_at"] is None:  # likewise
+            del out["identity_at"]
         return out
 
     @classmethod
@@ -87,6 +95,7 @@ def make_config(
     residual: bool = True,
     eta_log=False,
     tail_feature: bool = False,
+    identity_at: float | None = None,
 ) -> ModelConfig:
     """A `ModelConfig` whose normalisation maps the training ``eta`` range to ``[-1, 1]``.
 
@@ -95,6 +104,7 @@ def make_config(
       eta_train: ``[R]`` or ``[R, p]`` training parameter values.
       eta_log: bool or per-parameter bools: take ``log10`` first (values must be positive).
       tail_feature: feed the network the source point's tail coordinate as well (`tail_coordinate`).
+      identity_at: the parameter value at which the map is the identity (`ModelConfig.identity_at`).
     """
     for name, v, low in (("d", d, 1), ("width", width, 1), ("depth", depth, 1)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
@@ -113,6 +123,17 @@ def make_config(
         raise TypeError(f"tail_feature must be True or False, got {tail_feature!r}.")
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation={activation!r} is unknown; use one of {tuple(ACTIVATIONS)}.")
+    if identity_at is not None:
+        if isinstance(identity_at, bool) or not isinstance(identity_at, (int, float, np.integer, np.floating)):
+            raise TypeError(f"identity_at must be a number (a parameter value) or None, got {identity_at!r}.")
+        if not np.isfinite(identity_at):
+            raise ValueError(f"identity_at must be finite, got {identity_at!r}.")
+        if p != 1 or any(logs) or not residual:
+            raise ValueError(
+                "identity_at needs one physical parameter, not taken in log10, and the residual network; "
+                f"got p = {p}, eta_log = {logs}, residual = {residual}."
+            )
+        identity_at = float(identity_at)
     t = eta.copy()
     for k, lg in enumerate(logs):
         if lg:
@@ -133,6 +154,7 @@ def make_config(
         tuple(map(float, center)),
         tuple(map(float, scale)),
         bool(tail_feature),
+        identity_at,
     )
 
 
@@ -209,6 +231,9 @@ def apply(cfg: ModelConfig, params, x, eta):
     e = jnp.broadcast_to(e[..., None, :], x.shape[:-1] + (cfg.p,))
     inputs = [x, tail_coordinate(x)] if cfg.tail_feature else [x]
     out = _module(cfg).apply(params, jnp.concatenate([*inputs, e.astype(x.dtype)], axis=-1))
+    if cfg.identity_at is not None:  # the identity at eta = identity_at (ModelConfig.identity_at)
+        raw = jnp.asarray(eta, jnp.float32)[..., None, :1]
+        out = out * jnp.sqrt(jnp.abs(raw - cfg.identity_at) / cfg.eta_scale[0]).astype(x.dtype)
     return x + out if cfg.residual else out
 
 

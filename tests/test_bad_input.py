@@ -34,6 +34,20 @@ MAKE_CONFIG = [
     ("NaN eta_train", dict(d=2, eta_train=[0.0, math.nan]), ValueError, "eta_train contains NaN"),
     ("inf eta_train", dict(d=2, eta_train=[0.0, math.inf]), ValueError, "eta_train contains NaN or infinite"),
     ("log of 0", dict(d=2, eta_train=[0.0, 1.0], eta_log=True), ValueError, "not all positive"),
+    ("identity_at=True", dict(d=2, eta_train=[0.0, 1.0], identity_at=True), TypeError, "identity_at"),
+    ("identity_at=NaN", dict(d=2, eta_train=[0.0, 1.0], identity_at=math.nan), ValueError, "identity_at"),
+    (
+        "identity_at with log10",
+        dict(d=2, eta_train=[1.0, 10.0], eta_log=True, identity_at=1.0),
+        ValueError,
+        "identity_at needs one physical parameter",
+    ),
+    (
+        "identity_at, plain network",
+        dict(d=2, eta_train=[0.0, 1.0], residual=False, identity_at=0.0),
+        ValueError,
+        "residual",
+    ),
 ]
 
 

@@ -231,6 +231,25 @@ def test_tail_feature_network_trains_resumes_and_keeps_old_fingerprints(tmp_path
         T.train(jax.random.key(3), targets, etas, mc, TINY, n_steps=40, checkpoint=ck, progress=False)
 
 
+def test_identity_at_is_the_identity_there_and_keeps_old_fingerprints(tmp_path):
+    # x + sqrt(|eta - a| / scale) MLP: exactly x at eta = a whatever the parameters (the factor is 0);
+    # elsewhere the MLP's output scaled by that factor (float32 round-off); resumes from its checkpoint
+    targets, etas, mc = _tiny_problem()
+    ident = M.make_config(2, etas, width=8, depth=2, identity_at=float(etas[0]))
+    assert "identity_at" not in mc.to_dict() and M.ModelConfig.from_dict(ident.to_dict()) == ident
+    params = M.init(jax.random.key(5), ident)
+    x = uniform_ball(jax.random.key(6), 64, 2)
+    np.testing.assert_array_equal(M.apply(ident, params, x, etas[0:1]), x)
+    free = M.apply(ident._replace(identity_at=None), params, x, etas[2:3]) - x
+    factor = np.sqrt(abs(float(etas[2] - etas[0])) / ident.eta_scale[0])
+    np.testing.assert_allclose(M.apply(ident, params, x, etas[2:3]) - x, factor * free, rtol=1e-5, atol=1e-6)
+    ck = str(tmp_path / "ck.npz")
+    T.train(jax.random.key(3), targets, etas, ident, TINY, n_steps=20, checkpoint=ck, progress=False)
+    assert T.load_checkpoint(ck)[1] == ident
+    with pytest.raises(T.CheckpointMismatch):
+        T.train(jax.random.key(3), targets, etas, mc, TINY, n_steps=40, checkpoint=ck, progress=False)
+
+
 def _tiny_problem():
     targets = jnp.stack([target(jax.random.key(i), e, 64) for i, e in enumerate(ETAS[:3])])
     return targets, ETAS[:3], M.make_config(2, ETAS[:3], width=8, depth=2)
