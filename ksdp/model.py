@@ -19,8 +19,10 @@ $\psi(x) = -\log(1 - |x|^d)$ (exponentially distributed under the uniform-ball s
 uniform). The laws the experiments learn have Gaussian-like tails beyond the ball (diffusion), so the
 map must stretch the ball's outer shell over a long range of radii; in ``x`` alone that is a steep
 profile a smooth network flattens (it cuts the tail), in ``psi`` a gentle one. Measured on the quick
-scale (docs/algorithms.md, "The cut tail"), it lowers ks2d-time's radial KS distances by 40-45% without bringing
-them to the IPM's; the experiments leave it off (`ksdp.experiments.specs.Scale.tail_feature`).
+scale (docs/algorithms.md, "The cut tail"), it lowers ks2d-time's radial KS distances by 40-45% and
+brings its m2 nearer its training data's; the experiments turn it on for ks2d-time only
+(`ksdp.experiments.specs.Experiment.tail_feature`: laminar2d-time's disc at t = 0, the source itself,
+came out worse with it).
 
 The physical parameter is normalised before it enters the network: optionally ``log10`` (for
 amplitudes spanning decades), then an affine map sending the training range to ``[-1, 1]``. The
