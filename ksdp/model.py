@@ -59,7 +59,8 @@ class ModelConfig(NamedTuple):
         experiment whose initial law is the uniform ball, at ``t = 0``), or ``None``: the output is then
         ``x + sqrt(|eta - a| / scale) MLP(x, eta)`` (one parameter, residual, no log10), the identity at
         ``a`` exactly. The square root: diffusion moves the ball's edge by ``O(sqrt(t))``, so the
-        MLP's part stays bounded as ``t -> a``.
+        MLP's part stays bounded as ``t -> a``. On laminar2d-time it made the t = 0 disc exact but
+        missed the held-out t = 0.005 (docs/algorithms.md, "The cut tail"); no experiment uses it.
     """
 
     d: int

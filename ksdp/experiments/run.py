@@ -401,11 +401,21 @@ def run(
     timing, device = {}, {}
     previous, previous_device = _previous_timing(os.path.join(folder, "metrics.json"), settings)
     here = device_name()
-    t0 = time.perf_counter()
-    ds = simulate_dataset(exp, scale, seed, os.path.join(folder, "dataset.npz"), log, sc.n_particles, drift)
-    timing["ipm_s"], device["ipm_s"] = time.perf_counter() - t0, here
-    if ds.meta.get("reused") and "ipm_s" in previous:  # the stage was done by an earlier run: its time
-        timing["ipm_s"], device["ipm_s"] = previous["ipm_s"], previous_device["ipm_s"]
+
+    def stage(name, simulate):
+        """Runs an IPM stage, timing it; a stage reused from an earlier run keeps that run's time and device."""
+        t0 = time.perf_counter()
+        result, reused = simulate()
+        timing[name], device[name] = time.perf_counter() - t0, here
+        if reused and name in previous:
+            timing[name], device[name] = previous[name], previous_device[name]
+        return result
+
+    def dataset():
+        ds = simulate_dataset(exp, scale, seed, os.path.join(folder, "dataset.npz"), log, sc.n_particles, drift)
+        return ds, bool(ds.meta.get("reused"))
+
+    ds = stage("ipm_s", dataset)
     values = _all_values(exp, scale)
     train_v, held_v, extra_v = exp.values(scale)
     parts = particles_by_value(exp, ds)  # [3, V, J, d]
@@ -416,22 +426,17 @@ def run(
     if n_runs is None:
         targets = parts[0, train_idx]
     else:
-        t0 = time.perf_counter()
         pool_path = os.path.join(folder, "pool.npz")
-        targets, reused = simulate_pool(exp, scale, seed, pool_path, log, n_runs, sc.n_particles, drift)
-        timing["pool_s"], device["pool_s"] = time.perf_counter() - t0, here
-        if reused and "pool_s" in previous:  # simulated by an earlier run: its time
-            timing["pool_s"], device["pool_s"] = previous["pool_s"], previous_device["pool_s"]
-
+        targets = stage(
+            "pool_s", lambda: simulate_pool(exp, scale, seed, pool_path, log, n_runs, sc.n_particles, drift)
+        )
     n_ref = reference_runs(exp, scale)
     ref_runs = None
     if n_ref:
-        t0 = time.perf_counter()
         ref_path = os.path.join(folder, "reference-runs.npz")
-        ref_runs, reused = simulate_reference(exp, scale, seed, ref_path, log, n_ref, sc.n_particles, drift)
-        timing["reference_s"], device["reference_s"] = time.perf_counter() - t0, here
-        if reused and "reference_s" in previous:  # simulated by an earlier run: its time
-            timing["reference_s"], device["reference_s"] = previous["reference_s"], previous_device["reference_s"]
+        ref_runs = stage(
+            "reference_s", lambda: simulate_reference(exp, scale, seed, ref_path, log, n_ref, sc.n_particles, drift)
+        )
 
     mcfg, _ = configs(exp, scale)
     res, resumed_complete, timing["train_s"] = train_network(
@@ -506,7 +511,7 @@ def run(
             "w2_floor": cmp["floor_w2"][0],
             "w2_floor_se": cmp["floor_w2"][1],
             "ratio": cmp["w2"][0] / cmp["floor_w2"][0],
-            # over the replicas and the m2 reference runs (Experiment.reference_runs), n_ref_runs in all
+            # over the replicas and the m2 reference runs (Scale.reference_runs), n_ref_runs in all
             "m2_ipm": ipm_m2["m2"],
             "m2_ipm_runs": n_ref_runs,
             "m2_ipm_se": max(sd / math.sqrt(n_ref_runs), ipm_m2["m2_se"]),
