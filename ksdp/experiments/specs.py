@@ -221,6 +221,9 @@ EXPERIMENTS = {
                 "quick": ([0.01 * k for k in range(0, 11)], [0.005, 0.055, 0.095], [0.11]),
                 "paper": ([0.01 * k for k in range(0, 11)], [0.005, 0.055, 0.095], [0.11]),
             },
+            # one run gives every time: 10 more runs of J = 10^4 for the m2 check cost minutes (the
+            # amplitude experiments need a run per amplitude: 15 x 10 at the paper scale)
+            reference_runs={"paper": 10},
         ),
         Experiment(
             "laminar3d-amplitude",
