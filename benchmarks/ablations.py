@@ -459,7 +459,7 @@ MORE_SCHEDULES = {
 
 
 TRAINING_EXPERIMENTS = ("ks2d-time", "laminar2d-amplitude")
-# draws of n_generated points for the training rows' second moment (rows from 2026-11-27 08:30 on)
+# draws of n_generated points for the training rows' second moment (`m2_dp_large`: rows written since 67f20e8)
 LARGE_DRAWS = 10
 
 

@@ -326,7 +326,8 @@ def debiased_objective(fx, fs, y, perm, perm_self, local_cap: float = 0.0, mirro
     cap = SELF_CAP * radius2
     if local_cap:
         cap = jnp.minimum(cap, local_cap * jax.lax.stop_gradient(jnp.median(pair, axis=-1, keepdims=True)))
-    return cost - (mirror or 0.5) * jnp.mean(jnp.minimum(pair, cap)), cost
+    weight = mirror if mirror else 0.5
+    return cost - weight * jnp.mean(jnp.minimum(pair, cap)), cost
 
 
 def debiased_loss_fn(
@@ -334,7 +335,8 @@ def debiased_loss_fn(
 ):
     """The debiased loss of the network on sources ``x`` and ``x_self``: ``(objective, matched cost)``.
 
-    `debiased_objective` of ``f(x)`` and ``f(x_self)``; the gradient flows through both.
+    `debiased_objective` of ``f(x)`` and ``f(x_self)``; the gradient flows through both (through
+    ``f(x_self)`` not at all with ``mirror``, which holds the self term's partners fixed).
     """
     fx = _model.apply(model_cfg, params, x, eta)
     fs = _model.apply(model_cfg, params, x_self, eta)
@@ -385,13 +387,13 @@ def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axi
         if not cfg.debias:
             return refine(k, lead, y, perm, n_sweeps)
         k1, k2 = jax.random.split(k)
-        if cfg.match_sources_self:  # the self term's pairs by the sources' matching, as the first term's
-            self_perm = refine(k2, x, x_self, perm[:, 1], n_sweeps)
-        elif cfg.mirror_self:  # the sources matched to f(x'), as the first term matches them to the targets
-            self_perm = refine(k2, x, _model.apply(model_cfg, params, x_self, eta), perm[:, 1], n_sweeps)
-        else:  # by the generated points' matching
-            self_perm = refine(k2, fx, _model.apply(model_cfg, params, x_self, eta), perm[:, 1], n_sweeps)
-        return jnp.stack([refine(k1, lead, y, perm[:, 0], n_sweeps), self_perm], 1)
+        # the self term's pairs: by the sources' matching to x' (match_sources_self), the sources' to f(x')
+        # (mirror_self, as the first term matches them to the targets), else by f(x)'s matching to f(x')
+        if cfg.match_sources_self:
+            a, b = x, x_self
+        else:
+            a, b = (x if cfg.mirror_self else fx), _model.apply(model_cfg, params, x_self, eta)
+        return jnp.stack([refine(k1, lead, y, perm[:, 0], n_sweeps), refine(k2, a, b, perm[:, 1], n_sweeps)], 1)
 
     def objective(q, perm):
         if cfg.debias:

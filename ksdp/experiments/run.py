@@ -116,14 +116,12 @@ def simulate_pool(
 
     Returns ``(particles [R, runs * J, d], reused)``, the runs of each training value pooled.
     """
-    settings = {**_settings(exp, scale, seed, n_particles, drift), "pool_runs": int(runs)}
-    key = jax.random.fold_in(jax.random.key(seed), POOL_KEY)
-    train = np.asarray(exp.values(scale)[0], np.float64)
-    names = [f"pool-{k}" for k in range(runs)]
-    ds = _simulate(exp, settings, key, train, names, path, log, "training pool")
-    p = particles_by_value(exp, ds, replicas=runs)  # [runs, R, J, d]
-    p = np.swapaxes(p, 0, 1)
-    return p.reshape(p.shape[0], -1, p.shape[-1]), bool(ds.meta.get("reused"))
+    train = exp.values(scale)[0]
+    p, reused = _more_runs(
+        exp, scale, seed, path, log, runs, n_particles, drift, train, "pool", POOL_KEY, "training pool"
+    )
+    p = np.swapaxes(p, 0, 1)  # [R, runs, J, d]
+    return p.reshape(p.shape[0], -1, p.shape[-1]), reused
 
 
 def reference_runs(exp: Experiment, scale: str) -> int:
@@ -146,10 +144,19 @@ def simulate_reference(
 
     Returns ``(particles [runs, n_values, J, d], reused)`` in the order of `_all_values`.
     """
-    settings = {**_settings(exp, scale, seed, n_particles, drift), "reference_runs": int(runs)}
-    key = jax.random.fold_in(jax.random.key(seed), REFERENCE_KEY)
-    names = [f"reference-{k}" for k in range(runs)]
-    ds = _simulate(exp, settings, key, _all_values(exp, scale), names, path, log, "reference runs (m2)")
+    values = _all_values(exp, scale)
+    return _more_runs(
+        exp, scale, seed, path, log, runs, n_particles, drift, values, "reference", REFERENCE_KEY, "reference runs (m2)"
+    )
+
+
+def _more_runs(exp, scale, seed, path, log, runs, n_particles, drift, values, name: str, key_id: int, label: str):
+    """``runs`` independent IPM runs ``{name}-k`` at ``values``, keyed ``fold_in(key(seed), key_id)`` and
+    cached with ``{name}_runs`` in their settings: ``(particles [runs, n_values, J, d], reused)``."""
+    settings = {**_settings(exp, scale, seed, n_particles, drift), f"{name}_runs": int(runs)}
+    key = jax.random.fold_in(jax.random.key(seed), key_id)
+    names = [f"{name}-{k}" for k in range(runs)]
+    ds = _simulate(exp, settings, key, np.asarray(values, np.float64), names, path, log, label)
     return particles_by_value(exp, ds, replicas=runs), bool(ds.meta.get("reused"))
 
 
@@ -483,6 +490,7 @@ def run(
     }
     path = os.path.join(folder, "metrics.json")
     run_sd = m2_run_sd(exp, scale, values, parts, targets, n_runs, ref_runs)
+    n_ref_runs = len(REPLICAS) + n_ref  # the runs m2_ipm averages
     for v in values:
         i = index[float(v)]
         kind = "train" if v in train_v else "held-out" if v in held_v else "extrapolated"
@@ -496,7 +504,6 @@ def run(
             ipm_m2 = metrics_.moments(np.concatenate([pooled, np.asarray(ref_runs[:, i]).reshape(-1, exp.d)]))
         else:
             ipm_m2 = ipm_m
-        n_ref_runs = len(REPLICAS) + n_ref
         sd, n_sd = run_sd[float(v)]
         row = {
             "eta": float(v),

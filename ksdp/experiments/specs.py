@@ -45,7 +45,7 @@ class Scale:
     pool_runs: int = 1  # IPM runs of J particles per training value the network trains on (1: the training replica)
     # more independent IPM runs at every value that the m2 check averages with the three replicas
     # (run.simulate_reference): a run's m2 spreads from run to run by more than its J particles suggest
-    # (ks2d-time at J = 2000: by 0.010-0.012, 3% of m2 at t = 0.05; the three replicas' mean carries 0.006
+    # (ks2d-time at J = 2000: by 0.010-0.012, 3-4% of m2 at t = 0.05; the three replicas' mean carries 0.006
     # of it, 13 runs 0.003; docs/algorithms.md, "m2 between runs")
     reference_runs: int = 0
     local_cap: float = 0.0  # TrainConfig.local_cap: the debiased loss's self pairs also capped at this x their median
