@@ -177,6 +177,41 @@ def test_mirror_self_gradient_is_the_two_regressions(w):
     assert float(jnp.max(jnp.abs(g_self))) == 0.0
 
 
+def test_radial_objective_pairs_each_rank_with_its_quantile():
+    # the k-th smallest generated distance is paired with the quantile (k + 1/2) / M of the set's J
+    # sorted distances; the gradient at a point is (2 / M)(r - q) f / r. Exact algebra against a
+    # numpy transcription; float32 round-off (1e-6 of the O(1) value and O(1 / M) entries).
+    m, j = 100, 1000
+    targets = uniform_ball(jax.random.key(1), 2 * j, 2).reshape(2, j, 2) * jnp.array([1.0, 2.0])[:, None, None]
+    quantiles = T.radial_quantiles(targets)
+    np.testing.assert_allclose(quantiles, np.sort(np.linalg.norm(np.asarray(targets), axis=-1), -1), rtol=1e-6)
+    f = jax.random.normal(jax.random.key(2), (2, m, 2))
+    r = np.linalg.norm(np.asarray(f), axis=-1)
+    rank = np.argsort(np.argsort(r, -1), -1)
+    q = np.take_along_axis(np.asarray(quantiles), (2 * rank + 1) * j // (2 * m), -1)
+    np.testing.assert_allclose(T.radial_objective(f, quantiles), np.mean((r - q) ** 2), rtol=1e-6)
+    grad = jax.grad(T.radial_objective)(f, quantiles)
+    expected = 2 / (2 * m) * ((r - q) / r)[..., None] * np.asarray(f)
+    np.testing.assert_allclose(grad, expected, atol=1e-6 / m)
+    assert float(jnp.max(jnp.abs(jax.grad(T.radial_objective, argnums=1)(f, quantiles)))) == 0.0
+    # points at exactly their ranks' quantiles (any directions) cost nothing
+    at = f / jnp.asarray(r)[..., None] * jnp.asarray(q)[..., None]
+    assert float(T.radial_objective(at, quantiles)) < 1e-10
+
+
+def test_radial_weight_is_checked_and_keeps_old_fingerprints():
+    targets, etas, mc = _tiny_problem()
+    fp = T.fingerprint(jax.random.key(0), targets, etas, mc, TINY)
+    assert T.fingerprint(jax.random.key(0), targets, etas, mc, TINY._replace(radial_weight=0.0)) == fp
+    assert T.fingerprint(jax.random.key(0), targets, etas, mc, TINY._replace(radial_weight=1.0)) != fp
+    with pytest.raises(ValueError, match="radial_weight"):
+        T.check_inputs(mc, TINY._replace(radial_weight=-1.0), targets, etas)
+    with pytest.raises(ValueError, match="radial_weight"):
+        T.check_inputs(mc, TINY._replace(radial_weight=float("inf")), targets, etas)
+    with pytest.raises(TypeError, match="radial_weight"):
+        T.check_inputs(mc, TINY._replace(radial_weight=True), targets, etas)
+
+
 def test_min_min_after_switches_the_matching_at_its_step():
     # before the step the sources are matched, from it on the generated points: the permutations are
     # those of match_sources alone and of the min-min (the same integer sweeps on the same points)

@@ -23,6 +23,7 @@ from ksdp.experiments.specs import (
     FLOOR_REPEATS,
     FOLD_LIMIT,
     FOLD_POINTS,
+    KS_POINTS,
     MEMORISATION_Z,
     SCALES,
     Experiment,
@@ -541,7 +542,13 @@ def run(
             j = int(np.flatnonzero(np.isclose(radial.times, v))[0])
             cdf = radial.cdf(j)
             # where the distance is reached: F_n - F and the reference's CDF level there (0.99: the tail)
-            row["ks_dp"], row["ks_dp_signed"], row["ks_dp_level"] = metrics_.radial_ks_where(gen, cdf)
+            many = (
+                gen
+                if len(gen) >= KS_POINTS
+                else model.generate(mcfg, res.params, v, jax.random.fold_in(k_gen, 2), KS_POINTS)
+            )
+            row["ks_points"] = len(many)
+            row["ks_dp"], row["ks_dp_signed"], row["ks_dp_level"] = metrics_.radial_ks_where(many, cdf)
             row["ks_ipm"], row["ks_ipm_signed"], row["ks_ipm_level"] = metrics_.radial_ks_where(pooled, cdf)
             row["m2_reference"] = float(m2_radial[j])
         row.update(_judge(row, scale))

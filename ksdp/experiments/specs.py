@@ -123,6 +123,11 @@ C2ST_SLACK = {"smoke": 0.03, "quick": 0.03, "paper": 0.02}
 # loss lies below the floor); 20 cost about 3 minutes there on a 2-core CPU
 MEMORISATION_Z = 2.0
 FLOOR_REPEATS = 20
+# generated points of the radial KS check (ks2d-time) at every scale, whatever Scale.n_generated: the
+# acceptance asks for 10^5. A cloud's one-sample KS distance from its own law is about 0.87 / sqrt(n)
+# (0.003 here, 0.006 at the quick scale's 20000), and a learnt map carries its source sample's radial
+# luck to its image
+KS_POINTS = 100_000
 # source points at which `ksdp.model.folded_fraction` evaluates the map's Jacobian, per parameter value
 FOLD_POINTS = 20_000
 # acceptance: the learnt map folds on at most this fraction of the source. A transport map to a law with
