@@ -466,6 +466,7 @@ MORE_SCHEDULES = {
         "tail_feature": True,
         "radial_weight": 16.0,
     },
+    "fresh + EMA + cosine + debias, pool, match sources, radial 4": {**_MATCHED, "radial_weight": 4.0},
     "fresh + EMA + cosine, 2x steps": {
         "resample_every": "renew_every",
         "ema_decay": 0.999,

@@ -67,6 +67,15 @@ def test_tail_coordinate(name, scale):
 
 
 @pytest.mark.parametrize("name,scale", CASES)
+def test_radial_term(name, scale):
+    # the radial term where the experiment or the scale asks for it, and only there; ks2d-time's law
+    # has the diffusive tail the sources' matching cuts
+    _, tc = run.configs(EXPERIMENTS[name], scale)
+    assert tc.radial_weight == (EXPERIMENTS[name].radial_weight or SCALES[scale].radial_weight)
+    assert (tc.radial_weight > 0) == (name == "ks2d-time")
+
+
+@pytest.mark.parametrize("name,scale", CASES)
 def test_reference_runs(name, scale):
     # the m2 check's further runs: an experiment's own count overrides its scale's, for scales that exist
     exp = EXPERIMENTS[name]

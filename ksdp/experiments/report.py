@@ -37,9 +37,10 @@ METRICS_TEXT = [
     "  it has them: the J column) and of the generated particles; its standard errors come from the spread",
     "  of single runs (those runs and the training runs; between training values interpolated), which",
     "  exceeds what the particles suggest, and include the training runs' own sampling error.",
-    "- For ks2d-time, KS: the radial Kolmogorov-Smirnov distance of the generated particles and of the",
-    "  pooled IPM runs to the blob mean field of `ksdp.reference`, with the level F of the mean field's",
-    "  radial CDF where the generated one departs most (F = 0.99: in the outer 1% of the mass); and the",
+    "- For ks2d-time, KS: the radial Kolmogorov-Smirnov distance of 10^5 generated particles (quick-scale",
+    "  runs before 2026-11-27: 20000) and of the pooled IPM runs to the blob mean field of `ksdp.reference`,",
+    "  with the level F of the mean field's radial CDF where the generated one departs most (F = 0.99: in",
+    "  the outer 1% of the mass); and the",
     "  distance of the centre of mass from the origin (the law is rotation invariant).",
     "- folded: the fraction of the source ball on which the learnt map folds (the determinant of its",
     f"  Jacobian <= 0, at {FOLD_POINTS} points); 0 for a map without folds, as the optimal transport map is. Along",
@@ -288,6 +289,11 @@ def render_experiment(out: str, name: str, scale: str, figures: str = ".") -> st
         loss_name += ", the sources (not the generated points) matched to the targets"
     if sc.get("tail_feature"):
         loss_name += "; the network also sees the source point's tail coordinate -log(1 - |x|^d)"
+    if sc.get("radial_weight"):
+        loss_name += (
+            f"; plus {sc['radial_weight']:g} times the one-dimensional transport of the generated distances "
+            "|f(x)| onto the training set's radial quantiles"
+        )
     lines = [
         f"# {name} (paper Sec. {exp.section})",
         "",

@@ -296,6 +296,7 @@ def configs(exp: Experiment, scale: str):
         debias=sc.debias,
         local_cap=sc.local_cap,
         match_sources=sc.match_sources,
+        radial_weight=float(exp.radial_weight or sc.radial_weight),
     )
     return mcfg, tcfg
 
@@ -446,7 +447,7 @@ def run(
             "reference_s", lambda: simulate_reference(exp, scale, seed, ref_path, log, n_ref, sc.n_particles, drift)
         )
 
-    mcfg, _ = configs(exp, scale)
+    mcfg, tcfg = configs(exp, scale)
     res, resumed_complete, timing["train_s"] = train_network(
         exp, scale, seed, targets, os.path.join(folder, "checkpoint.npz"), log
     )
@@ -473,8 +474,13 @@ def run(
             "pool_runs": n_runs,
             "reference_runs": n_ref,
         },
-        # as trained: the experiment may add the tail coordinate (Experiment.tail_feature)
-        "scale_settings": {**dataclasses.asdict(sc), "tail_feature": bool(mcfg.tail_feature)},
+        # as trained: the experiment may add the tail coordinate and the radial term (Experiment.tail_feature,
+        # Experiment.radial_weight)
+        "scale_settings": {
+            **dataclasses.asdict(sc),
+            "tail_feature": bool(mcfg.tail_feature),
+            "radial_weight": tcfg.radial_weight,
+        },
         "n_parameters": model.n_parameters(res.params),
         "final_loss": final_loss.value,
         "final_loss_se": final_loss.se,
