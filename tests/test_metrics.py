@@ -163,6 +163,47 @@ def test_compare_reports_every_metric_next_to_its_floor():
     assert out["n_generated"] == 900 and out["moments"]["m2"] > 0
 
 
+def test_anisotropy_of_invariant_and_stretched_laws():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((100_000, 2))
+    # invariant: the inner half's 5e4 points give second moments with relative SE sqrt(2 / 5e4) = 0.006,
+    # the eigenvalue ratio - 1 a few of those (0.013 typical); 0.05 is about 4 of its SEs
+    assert km.anisotropy(x) < 0.05
+    # all points, stretched by 1.2 along x: 1.2^2 - 1 = 0.44; the ratio's SE is about 1.44 sqrt(4 / n) = 0.009
+    stretched = x * np.array([1.2, 1.0])
+    assert abs(km.anisotropy(stretched, inner=1.0) - 0.44) < 0.03
+    # a rotation about the origin leaves it as it was (eigenvalues of a rotated matrix; round-off)
+    c, s = math.cos(0.7), math.sin(0.7)
+    rotated = stretched @ np.array([[c, -s], [s, c]])
+    assert abs(km.anisotropy(rotated, inner=0.5) - km.anisotropy(stretched, inner=0.5)) < 1e-9
+    # 3D: stretched by 1.2 along one axis of three
+    y = rng.standard_normal((100_000, 3)) * np.array([1.0, 1.2, 1.0])
+    assert abs(km.anisotropy(y, inner=1.0) - 0.44) < 0.03
+
+
+def test_anisotropy_z_sees_an_elongated_core_and_not_a_fresh_sample():
+    # 13 runs of J = 2000 from an invariant law; a generated cloud of 10^5 from the same law sits at the
+    # runs' mean within a few combined SEs; one whose core is stretched by 1.3 (a fifth of the mass)
+    # departs by more: its pieces' inner-half anisotropy is ~0.17 against the runs' ~0.07, and the
+    # combined SE about 0.012 (the runs' values spread by ~0.04 at J = 2000, over sqrt(13)), z ~ 8
+    # (6.2-8.4 over five seeds): asserted with half of that to spare
+    rng = np.random.default_rng(1)
+    runs = rng.standard_normal((13, 2000, 2))
+    same = km.anisotropy_z(rng.standard_normal((100_000, 2)), runs)
+    assert abs(same["z"]) < 3 and same["pieces"] == 50 and same["runs"] == 13
+    g = rng.standard_normal((100_000, 2))
+    core = np.linalg.norm(g, axis=1) < 0.67  # about a fifth of the mass of a 2D unit Gaussian
+    g[core] *= np.array([1.3, 1.0 / 1.3])
+    off = km.anisotropy_z(g, runs)
+    assert off["z"] > 4, off
+    with pytest.raises(ValueError, match="R >= 2"):
+        km.anisotropy_z(g, runs[:1])
+    with pytest.raises(ValueError, match="at least 2 J"):
+        km.anisotropy_z(g[:3000], runs)
+    with pytest.raises(ValueError, match="inner"):
+        km.anisotropy(g, inner=0.0)
+
+
 @pytest.mark.parametrize(
     "call,match",
     [

@@ -7,6 +7,7 @@ import os
 
 from ksdp import ipm
 from ksdp.experiments.specs import (
+    ANISOTROPY_Z,
     C2ST_SLACK,
     EXPERIMENTS,
     FLOOR_REPEATS,
@@ -40,8 +41,11 @@ METRICS_TEXT = [
     "- For ks2d-time, KS: the radial Kolmogorov-Smirnov distance of 10^5 generated particles (quick-scale",
     "  runs before 2026-11-27: 20000) and of the pooled IPM runs to the blob mean field of `ksdp.reference`,",
     "  with the level F of the mean field's radial CDF where the generated one departs most (F = 0.99: in",
-    "  the outer 1% of the mass); and the",
-    "  distance of the centre of mass from the origin (the law is rotation invariant).",
+    "  the outer 1% of the mass); the distance of the centre of mass from the origin (the law is rotation",
+    "  invariant); and the core's anisotropy, the largest over the smallest eigenvalue of the second-moment",
+    "  matrix of the inner half of the mass, less 1 (`ksdp.metrics.anisotropy`): the mean over pieces of J",
+    "  generated particles and over the IPM runs (the replicas and the m2 reference runs), z its excess in",
+    "  combined standard errors (flagged above 3; runs before 2026-11-27 have none).",
     "- folded: the fraction of the source ball on which the learnt map folds (the determinant of its",
     f"  Jacobian <= 0, at {FOLD_POINTS} points); 0 for a map without folds, as the optimal transport map is. Along",
     "  a fold the generated density has caustics, bright lines in the projections.",
@@ -83,6 +87,7 @@ def _fmt_row(r, with_ks):
             else ""
         )
         cells.append(f"{r['com_dp']:.4f} ({r['com_ipm']:.4f})")
+        cells.append(f"{r['aniso_dp']:.3f} ({r['aniso_ipm']:.3f}), {r['aniso_z']:.1f}" if "aniso_z" in r else "")
     return "| " + " | ".join(cells + [ok]) + " |"
 
 
@@ -92,7 +97,8 @@ def _table(rows, with_ks):
     )
     sep = "|---|---|---|---|---|---|---|---|---|---|"
     if with_ks:
-        head, sep = head + " KS DP, where (IPM) | centre of mass DP (IPM) |", sep + "---|---|"
+        head = head + " KS DP, where (IPM) | centre of mass DP (IPM) | core anisotropy DP (IPM), z |"
+        sep = sep + "---|---|---|"
     return [head + " pass |", sep + "---|"] + [_fmt_row(r, with_ks) for r in rows]
 
 
@@ -127,6 +133,11 @@ def _acceptance(m) -> list:
         if r["eta"] <= KS_UNTIL + 1e-12 and r["ks_dp"] > r["ks_ipm"]:
             lines.append(
                 f"- t = {r['eta']:g}: radial KS to the mean field {r['ks_dp']:.4f} > the IPM's {r['ks_ipm']:.4f}"
+            )
+        if r.get("aniso_z", 0.0) > ANISOTROPY_Z:
+            lines.append(
+                f"- t = {r['eta']:g}: the generated core is less rotation invariant than the IPM's (anisotropy "
+                f"{r['aniso_dp']:.3f} against {r['aniso_ipm']:.3f}, z = {r['aniso_z']:.1f})"
             )
         if r["com_dp"] > COM_TOLERANCE:
             lines.append(

@@ -19,6 +19,7 @@ from ksdp import _io, data, ipm, model, reference, training, transport
 from ksdp import metrics as metrics_
 from ksdp.experiments import figures, report
 from ksdp.experiments.specs import (
+    ANISOTROPY_INNER,
     C2ST_SLACK,
     FLOOR_REPEATS,
     FOLD_LIMIT,
@@ -556,6 +557,11 @@ def run(
             row["ks_points"] = len(many)
             row["ks_dp"], row["ks_dp_signed"], row["ks_dp_level"] = metrics_.radial_ks_where(many, cdf)
             row["ks_ipm"], row["ks_ipm_signed"], row["ks_ipm_level"] = metrics_.radial_ks_where(pooled, cdf)
+            # the law is rotation invariant: the inner half's anisotropy, pieces of J generated points
+            # against the replicas and the m2 reference runs, one run each
+            runs = np.asarray(parts[:, i]) if ref_runs is None else np.concatenate([parts[:, i], ref_runs[:, i]])
+            a = metrics_.anisotropy_z(many, runs, ANISOTROPY_INNER)
+            row.update({f"aniso_{k}": a[k] for k in ("dp", "dp_se", "ipm", "ipm_se", "z", "runs")})
             row["m2_reference"] = float(m2_radial[j])
         row.update(_judge(row, scale))
         metrics["rows"].append(row)
