@@ -44,6 +44,10 @@ def test_outputs_exist_and_are_finite(smoke_run, name):
         assert ("ks_dp" in r) == (name == "ks2d-time")  # the radial reference exists for the flow-free case
         if "ks_dp" in r:  # where the KS distance is reached: the reference CDF's level, the signed gap
             assert 0 <= r["ks_dp_level"] <= 1 and abs(r["ks_dp_signed"]) == r["ks_dp"]
+            # the m2 reference runs pooled, as a yardstick of the check (smoke: Scale.reference_runs runs)
+            n_more = run.reference_runs(EXPERIMENTS[name], "smoke") * SCALES["smoke"].n_particles
+            assert 0 <= r["ks_ref_runs"] <= 1 and r["ks_ref_runs_points"] == n_more
+            assert r["ks_points"] >= 100_000 and r["aniso_runs"] == 3 + run.reference_runs(EXPERIMENTS[name], "smoke")
         assert 0 <= r["folded"][0] <= 1 and 0 < r["folded"][1] <= 0.5 / math.sqrt(FOLD_POINTS) + 1e-12
         # m2's errors come from the spread of single runs: 3 replicas, plus the training runs at training
         # values; elsewhere the replicas' spread pooled with the one interpolated from the training values

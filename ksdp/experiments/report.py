@@ -41,7 +41,9 @@ METRICS_TEXT = [
     "- For ks2d-time, KS: the radial Kolmogorov-Smirnov distance of 10^5 generated particles (quick-scale",
     "  runs before 2026-11-27: 20000) and of the pooled IPM runs to the blob mean field of `ksdp.reference`,",
     "  with the level F of the mean field's radial CDF where the generated one departs most (F = 0.99: in",
-    "  the outer 1% of the mass); the distance of the centre of mass from the origin (the law is rotation",
+    "  the outer 1% of the mass), and, where the experiment has m2 reference runs, of those runs pooled",
+    "  ('more runs': more independent IPM data, a yardstick for the check, not part of it; runs before",
+    "  2026-11-27 have none); the distance of the centre of mass from the origin (the law is rotation",
     "  invariant); and the core's anisotropy, the largest over the smallest eigenvalue of the second-moment",
     "  matrix of the inner half of the mass, less 1 (`ksdp.metrics.anisotropy`): the mean over pieces of J",
     "  generated particles and over the IPM runs (the replicas and the m2 reference runs), z its excess in",
@@ -82,7 +84,9 @@ def _fmt_row(r, with_ks):
         cells.append(
             f"{r['ks_dp']:.4f}"
             + (f" at F = {r['ks_dp_level']:.2f}" if "ks_dp_level" in r else "")
-            + f" ({r['ks_ipm']:.4f})"
+            + f" ({r['ks_ipm']:.4f}"
+            + (f"; more runs {r['ks_ref_runs']:.4f}" if "ks_ref_runs" in r else "")
+            + ")"
             if "ks_dp" in r
             else ""
         )

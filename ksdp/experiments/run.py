@@ -557,6 +557,9 @@ def run(
             row["ks_points"] = len(many)
             row["ks_dp"], row["ks_dp_signed"], row["ks_dp_level"] = metrics_.radial_ks_where(many, cdf)
             row["ks_ipm"], row["ks_ipm_signed"], row["ks_ipm_level"] = metrics_.radial_ks_where(pooled, cdf)
+            if ref_runs is not None:  # more independent IPM data: a yardstick for what the check asks
+                more = np.asarray(ref_runs[:, i]).reshape(-1, exp.d)
+                row["ks_ref_runs"], row["ks_ref_runs_points"] = metrics_.radial_ks(more, cdf), len(more)
             # the law is rotation invariant: the inner half's anisotropy, pieces of J generated points
             # against the replicas and the m2 reference runs, one run each
             runs = np.asarray(parts[:, i]) if ref_runs is None else np.concatenate([parts[:, i], ref_runs[:, i]])
