@@ -48,6 +48,14 @@ def test_outputs_exist_and_are_finite(smoke_run, name):
             n_more = run.reference_runs(EXPERIMENTS[name], "smoke") * SCALES["smoke"].n_particles
             assert 0 <= r["ks_ref_runs"] <= 1 and r["ks_ref_runs_points"] == n_more
             assert r["ks_points"] >= 100_000 and r["aniso_runs"] == 3 + run.reference_runs(EXPERIMENTS[name], "smoke")
+        # at t = 0 of a time experiment the law is the initial one, known exactly: checked against it
+        assert ("init_ks_dp" in r) == (EXPERIMENTS[name].eta == "time" and r["eta"] == 0.0)
+        if "init_ks_dp" in r:
+            assert r["init_ks_points"] >= 100_000 and 0 <= r["init_ks_ipm"] <= 1
+            assert abs(r["init_ks_dp_signed"]) == r["init_ks_dp"] and 0 <= r["init_ks_dp_level"] <= 1
+            # every generated point beyond the ball is missing from F_n(1) = 1 - beyond: KS >= beyond
+            assert 0 <= r["init_beyond_dp"] <= r["init_ks_dp"] + 1e-12
+            assert (r["init_r_max_dp"] > 1) == (r["init_beyond_dp"] > 0)
         assert 0 <= r["folded"][0] <= 1 and 0 < r["folded"][1] <= 0.5 / math.sqrt(FOLD_POINTS) + 1e-12
         # m2's errors come from the spread of single runs: 3 replicas, plus the training runs at training
         # values; elsewhere the replicas' spread pooled with the one interpolated from the training values
@@ -88,6 +96,9 @@ def test_report_and_resume(smoke_run):
     text = open(os.path.join(folder, "REPORT.md")).read()
     for name in EXPERIMENTS:
         assert name in text
+    assert text.count("At t = 0 (the initial law") == sum(
+        e.eta == "time" and 0.0 in e.values("smoke")[0] for e in EXPERIMENTS.values()
+    )
     # a second run finds the datasets and finished checkpoints and redoes neither
     stamp = {n: os.path.getmtime(os.path.join(folder, n, "dataset.npz")) for n in EXPERIMENTS}
     ck = {n: os.path.getmtime(os.path.join(folder, n, "checkpoint.npz")) for n in EXPERIMENTS}
@@ -320,3 +331,26 @@ def test_a_folded_map_fails_acceptance():
     }
     assert "folded_ok" not in run._judge(row, "quick")
     assert run._judge({**row, "folded": [0.2, 0.003]}, "quick")["folded_ok"] is False
+
+
+def test_an_overshooting_initial_law_fails_acceptance():
+    # t = 0 of a time experiment: the generated radial law no farther from the exact initial law than
+    # the IPM's initial particles are (sampling alone); a generator whose edge spills out of the ball fails
+    row = {
+        "kind": "train",
+        "eta": 0.0,
+        "c2st_ok": True,
+        "energy_ok": True,
+        "m2_ok": True,
+        "init_ks_points": 100_000,
+        "init_ks_dp": 0.058,
+        "init_ks_dp_signed": -0.058,
+        "init_ks_dp_level": 1.0,
+        "init_ks_ipm": 0.0075,
+        "init_beyond_dp": 0.058,
+        "init_r_max_dp": 1.15,
+    }
+    bad = report._acceptance({"rows": [row]})
+    assert len(bad) == 1 and "initial law 0.0580 > the IPM's 0.0075" in bad[0] and "5.80%" in bad[0]
+    assert report._acceptance({"rows": [{**row, "init_ks_dp": 0.003}]}) == []
+    assert "the largest radius 1.150" in " ".join(report._initial_law([row]))

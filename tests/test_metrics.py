@@ -109,21 +109,33 @@ def test_moments_and_their_errors():
 
 
 def test_radial_ks_of_the_uniform_ball():
-    # |X| of the uniform ball in R^d has CDF r^d; the KS statistic of n = 5000 draws exceeds
-    # 1.63 / sqrt(n) with probability 1% (Kolmogorov's distribution)
-    from ksdp.initial import uniform_ball
+    # |X| of the uniform ball in R^d has CDF r^d (ksdp.initial.uniform_ball_radial_cdf); the KS statistic
+    # of n = 5000 draws exceeds 1.63 / sqrt(n) with probability 1% (Kolmogorov's distribution)
+    from ksdp.initial import uniform_ball, uniform_ball_radial_cdf
 
     for d in (2, 3):
+        cdf = uniform_ball_radial_cdf(d)
+        np.testing.assert_allclose(cdf(np.array([-0.5, 0.0, 0.5, 1.0, 1.5])), [0, 0, 0.5**d, 1, 1], rtol=0, atol=0)
         x = np.asarray(uniform_ball(jax.random.key(d), 5000, d), np.float64)
-        assert km.radial_ks(x, lambda r, d=d: np.clip(r, 0, 1) ** d) < 1.63 / math.sqrt(5000)
+        assert km.radial_ks(x, cdf) < 1.63 / math.sqrt(5000)
         # and a 5% wider ball is detected
-        assert km.radial_ks(1.05 * x, lambda r, d=d: np.clip(r, 0, 1) ** d) > 1.63 / math.sqrt(5000)
+        assert km.radial_ks(1.05 * x, cdf) > 1.63 / math.sqrt(5000)
         # stretched by 5%, the cloud lacks mass inside every radius: F_n - F = (r / 1.05)^d - r^d < 0,
         # largest at r = 1 (a deficit of 1 - 1.05^-d, 0.09 in 2D, against a sampling noise of ~0.02),
         # where the reference CDF is 1
-        ks, signed, level = km.radial_ks_where(1.05 * x, lambda r, d=d: np.clip(r, 0, 1) ** d)
-        assert ks == km.radial_ks(1.05 * x, lambda r, d=d: np.clip(r, 0, 1) ** d) and signed == -ks
+        ks, signed, level = km.radial_ks_where(1.05 * x, cdf)
+        assert ks == km.radial_ks(1.05 * x, cdf) and signed == -ks
         assert level > 0.95
+        # 3% of the mass, taken at random radii, pushed out of the ball to radius 1.05 (an overshooting edge):
+        # the deficit just inside r = 1 is that 3% (the sampling error there vanishes with 1 - r), against
+        # 1.63 / sqrt(5000) = 0.023 from sampling at the 1% level (where the supremum falls is left to the noise)
+        y = x.copy()
+        y[:150] *= 1.05 / np.linalg.norm(y[:150], axis=1, keepdims=True)
+        ks, signed, _ = km.radial_ks_where(y, cdf)
+        assert ks >= 0.03 - 1e-12 > 1.63 / math.sqrt(5000) and signed < 0
+    for bad in (0, -1, 2.0, True, "2"):
+        with pytest.raises(ValueError, match="d must be a positive integer"):
+            uniform_ball_radial_cdf(bad)
 
 
 def test_w2_standard_error_matches_the_spread_of_repeated_draws():

@@ -48,6 +48,10 @@ METRICS_TEXT = [
     "  matrix of the inner half of the mass, less 1 (`ksdp.metrics.anisotropy`): the mean over pieces of J",
     "  generated particles and over the IPM runs (the replicas and the m2 reference runs), z its excess in",
     "  combined standard errors (flagged above 3; runs before 2026-11-27 have none).",
+    "- At t = 0 of a time experiment, where the law is the initial one (uniform on the unit ball, known",
+    "  exactly): the radial KS distance of 10^5 generated particles and of the pooled IPM runs (the initial",
+    "  particles: sampling alone) to it, and the generated mass beyond the unit ball (exactly 0), below the",
+    "  table (runs before 2026-11-27 have none).",
     "- folded: the fraction of the source ball on which the learnt map folds (the determinant of its",
     f"  Jacobian <= 0, at {FOLD_POINTS} points); 0 for a map without folds, as the optimal transport map is. Along",
     "  a fold the generated density has caustics, bright lines in the projections.",
@@ -106,6 +110,20 @@ def _table(rows, with_ks):
     return [head + " pass |", sep + "---|"] + [_fmt_row(r, with_ks) for r in rows]
 
 
+def _initial_law(rows) -> list:
+    """The line under a time experiment's table for its ``t = 0`` row (`run.initial_law_check`), if any."""
+    r = next((r for r in rows if "init_ks_dp" in r), None)
+    if r is None:
+        return []
+    return [
+        f"At t = 0 (the initial law, uniform on the unit ball): radial KS of {r['init_ks_points']} generated "
+        f"particles {r['init_ks_dp']:.4f} at F = {r['init_ks_dp_level']:.2f} (the pooled IPM runs' "
+        f"{r['init_ks_ipm']:.4f}); {100 * r['init_beyond_dp']:.2f}% of the generated mass beyond the unit ball, "
+        f"the largest radius {r['init_r_max_dp']:.3f}.",
+        "",
+    ]
+
+
 def load_metrics(out, name):
     """``OUT/<name>/metrics.json`` as a dict, or None if there is none."""
     path = os.path.join(out, name, "metrics.json")
@@ -132,6 +150,12 @@ def _acceptance(m) -> list:
             why.append(f"m2 {r['m2_dp']:.4f} vs {r['m2_ipm']:.4f}")
         if why:
             lines.append(f"- {r['kind']} {r['eta']:g}: " + "; ".join(why))
+    for r in m["rows"]:
+        if "init_ks_dp" in r and r["kind"] != "extrapolated" and r["init_ks_dp"] > r["init_ks_ipm"]:
+            lines.append(
+                f"- t = 0: radial KS to the initial law {r['init_ks_dp']:.4f} > the IPM's {r['init_ks_ipm']:.4f} "
+                f"({100 * r['init_beyond_dp']:.2f}% of the generated mass beyond the unit ball)"
+            )
     ks_rows = [r for r in m["rows"] if "ks_dp" in r and r["kind"] != "extrapolated"]
     for r in ks_rows:
         if r["eta"] <= KS_UNTIL + 1e-12 and r["ks_dp"] > r["ks_ipm"]:
@@ -242,7 +266,7 @@ def render(out: str, scale: str, names, failures: dict, seconds: float) -> str:
             lines += [f"## {name}: FAILED", "", failures.get(name, "no metrics"), ""]
             verdicts.append(f"- {name}: FAILED ({failures.get(name, 'no metrics')})")
             continue
-        lines += [f"## {name}", ""] + _table(m["rows"], "ks_dp" in m["rows"][0]) + [""]
+        lines += [f"## {name}", ""] + _table(m["rows"], "ks_dp" in m["rows"][0]) + [""] + _initial_law(m["rows"])
         if not m.get("complete", True):
             lines += ["(evaluation incomplete: the rows above are those computed before the failure)", ""]
         s, t = m["settings"], m["timing_s"]
@@ -346,6 +370,7 @@ def render_experiment(out: str, name: str, scale: str, figures: str = ".") -> st
         "",
         *_table(m["rows"], "ks_dp" in m["rows"][0]),
         "",
+        *_initial_law(m["rows"]),
         "Acceptance: " + ("every training and held-out value passes." if not bad else "fails:"),
         *([""] + bad if bad else []),
         "",
