@@ -449,6 +449,13 @@ MORE_SCHEDULES = {
     # the map is the identity at t = 0 (ModelConfig.identity_at): the initial law is the source itself
     # (laminar2d-time's disc at t = 0 came out flattened, its edge soft)
     "fresh + EMA + cosine + debias, pool, match sources, identity at t = 0": {**_MATCHED, "identity_at": 0.0},
+    # the same with a factor linear in t (ModelConfig.identity_power = 1): laminar2d-time's displacement is
+    # the flow's, linear in t (m2 - m2(0) grows like t^2 there), where the square root missed t = 0.005
+    "fresh + EMA + cosine + debias, pool, match sources, identity at t = 0, linear": {
+        **_MATCHED,
+        "identity_at": 0.0,
+        "identity_power": 1.0,
+    },
     # a second term fits the law of |f(x)| to the whole training set's radial quantiles by rank
     # (TrainConfig.radial_weight): one-dimensional transport, no sampled coupling to shrink the tail
     "fresh + EMA + cosine + debias, pool, match sources, tail feature, radial 1": {
@@ -538,6 +545,7 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
                 tail_feature=bool(change.pop("tail_feature", False)),
                 width=change.pop("width", mc.width),
                 identity_at=change.pop("identity_at", None),
+                identity_power=float(change.pop("identity_power", 0.5)),
             )
             tc = base._replace(**change)
             floor_loss = RUN.loss_floor(jax.random.key(3), targets, tc.n_samples)  # of this schedule's N

@@ -60,7 +60,9 @@ class ModelConfig(NamedTuple):
         ``x + sqrt(|eta - a| / scale) MLP(x, eta)`` (one parameter, residual, no log10), the identity at
         ``a`` exactly. The square root: diffusion moves the ball's edge by ``O(sqrt(t))``, so the
         MLP's part stays bounded as ``t -> a``. On laminar2d-time it made the t = 0 disc exact but
-        missed the held-out t = 0.005 (docs/algorithms.md, "The cut tail"); no experiment uses it.
+        missed the held-out t = 0.005 (docs/algorithms.md, "The cut tail").
+      identity_power: the power ``q`` of that factor, ``(|eta - a| / scale)^q`` in ``(0, 1]``: 0.5 (the
+        default, the square root) or 1 (linear: a flow's displacement grows like ``t``).
     """
 
     d: int
@@ -74,6 +76,7 @@ class ModelConfig(NamedTuple):
     eta_scale: tuple[float, ...] = (1.0,)
     tail_feature: bool = False
     identity_at: float | None = None
+    identity_power: float = 0.5
 
     def to_dict(self) -> dict:
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in self._asdict().items()}
@@ -81,6 +84,8 @@ class ModelConfig(NamedTuple):
             del out["tail_feature"]
         if out["identity_at"] is None:  # likewise
             del out["identity_at"]
+        if out["identity_power"] == 0.5:  # likewise (the square root, the only power before it)
+            del out["identity_power"]
         return out
 
     @classmethod
@@ -99,6 +104,7 @@ def make_config(
     eta_log=False,
     tail_feature: bool = False,
     identity_at: float | None = None,
+    identity_power: float = 0.5,
 ) -> ModelConfig:
     """A `ModelConfig` whose normalisation maps the training ``eta`` range to ``[-1, 1]``.
 
@@ -108,6 +114,7 @@ def make_config(
       eta_log: bool or per-parameter bools: take ``log10`` first (values must be positive).
       tail_feature: feed the network the source point's tail coordinate as well (`tail_coordinate`).
       identity_at: the parameter value at which the map is the identity (`ModelConfig.identity_at`).
+      identity_power: the power of the factor that makes it so (`ModelConfig.identity_power`).
     """
     for name, v, low in (("d", d, 1), ("width", width, 1), ("depth", depth, 1)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
@@ -137,6 +144,10 @@ def make_config(
                 f"got p = {p}, eta_log = {logs}, residual = {residual}."
             )
         identity_at = float(identity_at)
+    if isinstance(identity_power, bool) or not isinstance(identity_power, (int, float, np.integer, np.floating)):
+        raise TypeError(f"identity_power must be a number in (0, 1], got {identity_power!r}.")
+    if not 0.0 < identity_power <= 1.0:
+        raise ValueError(f"identity_power must lie in (0, 1] (0.5: square root, 1: linear), got {identity_power!r}.")
     t = eta.copy()
     for k, lg in enumerate(logs):
         if lg:
@@ -158,6 +169,7 @@ def make_config(
         tuple(map(float, scale)),
         bool(tail_feature),
         identity_at,
+        float(identity_power),
     )
 
 
@@ -236,7 +248,8 @@ def apply(cfg: ModelConfig, params, x, eta):
     out = _module(cfg).apply(params, jnp.concatenate([*inputs, e.astype(x.dtype)], axis=-1))
     if cfg.identity_at is not None:  # the identity at eta = identity_at (ModelConfig.identity_at)
         raw = jnp.asarray(eta, jnp.float32)[..., None, :1]
-        out = out * jnp.sqrt(jnp.abs(raw - cfg.identity_at) / cfg.eta_scale[0]).astype(x.dtype)
+        out = out * (jnp.abs(raw - cfg.identity_at) / cfg.eta_scale[0]) ** cfg.identity_power
+        out = out.astype(x.dtype)
     return x + out if cfg.residual else out
 
 

@@ -278,6 +278,13 @@ def test_identity_at_is_the_identity_there_and_keeps_old_fingerprints(tmp_path):
     free = M.apply(ident._replace(identity_at=None), params, x, etas[2:3]) - x
     factor = np.sqrt(abs(float(etas[2] - etas[0])) / ident.eta_scale[0])
     np.testing.assert_allclose(M.apply(ident, params, x, etas[2:3]) - x, factor * free, rtol=1e-5, atol=1e-6)
+    # linear (identity_power = 1): the same MLP's output scaled by |eta - a| / scale; the power joins the
+    # fingerprint only where it is not the square root
+    lin = M.make_config(2, etas, width=8, depth=2, identity_at=float(etas[0]), identity_power=1.0)
+    assert "identity_power" not in ident.to_dict() and lin.to_dict()["identity_power"] == 1.0
+    assert M.ModelConfig.from_dict(lin.to_dict()) == lin
+    np.testing.assert_array_equal(M.apply(lin, params, x, etas[0:1]), x)
+    np.testing.assert_allclose(M.apply(lin, params, x, etas[2:3]) - x, factor**2 * free, rtol=1e-5, atol=1e-6)
     ck = str(tmp_path / "ck.npz")
     T.train(jax.random.key(3), targets, etas, ident, TINY, n_steps=20, checkpoint=ck, progress=False)
     assert T.load_checkpoint(ck)[1] == ident
