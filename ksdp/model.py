@@ -60,7 +60,8 @@ class ModelConfig(NamedTuple):
         ``x + sqrt(|eta - a| / scale) MLP(x, eta)`` (one parameter, residual, no log10), the identity at
         ``a`` exactly. The square root: diffusion moves the ball's edge by ``O(sqrt(t))``, so the
         MLP's part stays bounded as ``t -> a``. On laminar2d-time it made the t = 0 disc exact but
-        missed the held-out t = 0.005 (docs/algorithms.md, "The cut tail").
+        missed the held-out t = 0.005; linear in ``t`` (``identity_power = 1``), which laminar2d-time
+        uses, it did not (docs/algorithms.md, "The cut tail").
       identity_power: the power ``q`` of that factor, ``(|eta - a| / scale)^q`` in ``(0, 1]``: 0.5 (the
         default, the square root) or 1 (linear: a flow's displacement grows like ``t``).
     """

@@ -76,6 +76,17 @@ def test_radial_term(name, scale):
 
 
 @pytest.mark.parametrize("name,scale", CASES)
+def test_identity_at_the_initial_law(name, scale):
+    # laminar2d-time trains at t = 0, where the law is the source itself: its map is the identity there
+    # by construction, linear in t, at every scale; the other experiments' maps are free
+    mc, _ = run.configs(EXPERIMENTS[name], scale)
+    if name == "laminar2d-time":
+        assert mc.identity_at == 0.0 == min(EXPERIMENTS[name].values(scale)[0]) and mc.identity_power == 1.0
+    else:
+        assert mc.identity_at is None
+
+
+@pytest.mark.parametrize("name,scale", CASES)
 def test_reference_runs(name, scale):
     # the m2 check's further runs: an experiment's own count overrides its scale's, for scales that exist
     exp = EXPERIMENTS[name]

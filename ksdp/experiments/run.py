@@ -307,6 +307,8 @@ def configs(exp: Experiment, scale: str):
         depth=sc.depth,
         eta_log=exp.eta == "amplitude",
         tail_feature=sc.tail_feature or exp.tail_feature,
+        identity_at=exp.identity_at,
+        identity_power=exp.identity_power,
     )
     tcfg = training.TrainConfig(
         n_samples=sc.n_samples,
@@ -504,6 +506,11 @@ def run(
             **dataclasses.asdict(sc),
             "tail_feature": bool(mcfg.tail_feature),
             "radial_weight": tcfg.radial_weight,
+            **(
+                {"identity_at": mcfg.identity_at, "identity_power": mcfg.identity_power}
+                if mcfg.identity_at is not None
+                else {}
+            ),
         },
         "n_parameters": model.n_parameters(res.params),
         "final_loss": final_loss.value,
