@@ -330,9 +330,11 @@ def render_experiment(out: str, name: str, scale: str, figures: str = ".") -> st
         loss_name += "; the network also sees the source point's tail coordinate -log(1 - |x|^d)"
     if sc.get("identity_at") is not None:
         power = sc.get("identity_power", 0.5)
-        factor = f"|{'t' if exp.eta == 'time' else 'eta'} - {sc['identity_at']:g}| / scale"
+        name_ = "t" if exp.eta == "time" else "eta"
+        at = sc["identity_at"]
+        factor = f"{name_} / scale" if exp.eta == "time" and at == 0 else f"|{name_} - {at:g}| / scale"
         factor = f"({factor})" + ("" if power == 1 else f"^{power:g}")
-        loss_name += f"; the map is the identity at {sc['identity_at']:g} by construction, x + {factor} MLP"
+        loss_name += f"; the map is the identity at {name_} = {at:g} by construction, x + {factor} MLP"
     if sc.get("radial_weight"):
         loss_name += (
             f"; plus {sc['radial_weight']:g} times the one-dimensional transport of the generated distances "
