@@ -48,6 +48,9 @@ def test_outputs_exist_and_are_finite(smoke_run, name):
             n_more = run.reference_runs(EXPERIMENTS[name], "smoke") * SCALES["smoke"].n_particles
             assert 0 <= r["ks_ref_runs"] <= 1 and r["ks_ref_runs_points"] == n_more
             assert r["ks_points"] >= 100_000 and r["aniso_runs"] == 3 + run.reference_runs(EXPERIMENTS[name], "smoke")
+        # the C2ST yardstick over more pairs of runs (smoke: 4 m2 reference runs, 2 pairs)
+        assert r["c2st_pairs"]["pairs"] == 2 and math.isfinite(r["c2st_pairs"]["excess_se"])
+        assert abs(r["c2st_pairs"]["dp"] - r["c2st_pairs"]["ipm"] - r["c2st_pairs"]["excess"]) < 1e-9
         # at t = 0 of a time experiment the law is the initial one, known exactly: checked against it
         assert ("init_ks_dp" in r) == (EXPERIMENTS[name].eta == "time" and r["eta"] == 0.0)
         if "init_ks_dp" in r:
@@ -96,6 +99,7 @@ def test_report_and_resume(smoke_run):
     text = open(os.path.join(folder, "REPORT.md")).read()
     for name in EXPERIMENTS:
         assert name in text
+    assert text.count("2 more pairs") == sum(len(report.load_metrics(folder, n)["rows"]) for n in EXPERIMENTS)
     assert text.count("At t = 0 (the initial law") == sum(
         e.eta == "time" and 0.0 in e.values("smoke")[0] for e in EXPERIMENTS.values()
     )

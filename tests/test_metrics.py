@@ -247,3 +247,24 @@ def test_run_spread_is_the_sample_spread_of_the_runs():
     for bad in ([1.0], [1.0, float("nan")]):
         with pytest.raises(ValueError, match="at least 2 finite"):
             km.run_spread(bad)
+
+
+def test_c2st_pairs_sits_at_zero_for_one_law_and_sees_a_shift():
+    # 10 runs of J = 500 points of N(0, I) in 2D, paired into 5: one C2ST per piece carries a sampling
+    # error of about 0.5 / sqrt(1000) = 0.016, the excess's SE comes from its spread over the 5 pairs.
+    # The same law: the excess within 3 of its SEs of 0 (plus 0.01 for the spread's own error at 5
+    # pairs). A shift of 0.4 in one coordinate: a Bayes accuracy of Phi(0.2) = 0.579, the classifier
+    # near it; the excess far above the 0.03 the quick scale allows and above 3 SEs
+    rng = np.random.default_rng(3)
+    runs = rng.normal(size=(10, 500, 2))
+    same = km.c2st_pairs(jax.random.key(0), rng.normal(size=(2500, 2)), runs)
+    assert same["pairs"] == 5 and abs(same["excess"]) <= 3 * same["excess_se"] + 0.01
+    assert abs(same["dp"] - same["ipm"] - same["excess"]) < 1e-12
+    shifted = km.c2st_pairs(jax.random.key(0), rng.normal(size=(2500, 2)) + [0.4, 0.0], runs)
+    assert shifted["excess"] > max(0.03, 3 * shifted["excess_se"])
+    # fewer generated points than 5 pieces: as many pairs as pieces
+    assert km.c2st_pairs(jax.random.key(1), rng.normal(size=(1200, 2)), runs)["pairs"] == 2
+    with pytest.raises(ValueError, match="R >= 4"):
+        km.c2st_pairs(jax.random.key(0), rng.normal(size=(2500, 2)), runs[:3])
+    with pytest.raises(ValueError, match="at least 2 J"):
+        km.c2st_pairs(jax.random.key(0), rng.normal(size=(700, 2)), runs)

@@ -29,7 +29,11 @@ METRICS_TEXT = [
     "(what a perfect generator would score), with its standard error:",
     "",
     "- C2ST: cross-validated accuracy of a classifier telling generated from IPM particles (n = J each;",
-    "  0.5 = indistinguishable; IPM-vs-IPM in brackets).",
+    "  0.5 = indistinguishable; IPM-vs-IPM in brackets). Where the experiment has m2 reference runs, also",
+    "  the excess over disjoint pairs of them ('more pairs', `ksdp.metrics.c2st_pairs`: generated against",
+    "  one run of a pair less the pair's own C2ST, +- its SE from the spread over pairs), a floor with less",
+    "  luck in it than one pair of runs shared by every value: a yardstick for the check, not part of it",
+    "  (runs evaluated before it have none).",
     "- energy: the unbiased energy distance (all generated particles against the reference; 0 for equal",
     "  laws), +- its jackknife SE; z = (energy - floor) / combined SE.",
     "- W2 at n = J +- its SE (the two-sample central limit theorem, from the matching's dual potentials;",
@@ -70,12 +74,18 @@ def passes(r) -> bool:
     return bool(r["c2st_ok"] and r["energy_ok"] and r["m2_ok"] and ("folded" not in r or _folded_ok(r)))
 
 
+def _pairs(r) -> str:
+    """The C2ST cell's yardstick: the excess over more pairs of IPM runs (`ksdp.metrics.c2st_pairs`)."""
+    p = r.get("c2st_pairs")
+    return "" if p is None else f"; {p['pairs']} more pairs {p['excess']:+.3f} +- {p['excess_se']:.3f}"
+
+
 def _fmt_row(r, with_ks):
     ok = "yes" if passes(r) else "**no**"
     cells = [
         r["kind"],
         f"{r['eta']:g}",
-        f"{r['c2st'][0]:.3f} ({r['floor_c2st'][0]:.3f})",
+        f"{r['c2st'][0]:.3f} ({r['floor_c2st'][0]:.3f}{_pairs(r)})",
         f"{r['energy'][0]:.2e} +- {r['energy'][1]:.1e} ({r['floor_energy'][0]:.1e})",
         f"{r['energy_z']:.1f}",
         f"{r['w2']:.4f}" + (f" +- {r['w2_se']:.1e}" if "w2_se" in r else "") + f" ({r['w2_floor']:.4f})",

@@ -596,6 +596,8 @@ def run(
             a = metrics_.anisotropy_z(many, runs, ANISOTROPY_INNER)
             row.update({f"aniso_{k}": a[k] for k in ("dp", "dp_se", "ipm", "ipm_se", "z", "runs")})
             row["m2_reference"] = float(m2_radial[j])
+        if ref_runs is not None and len(ref_runs) >= 4:  # a yardstick for the C2ST check, not part of it
+            row["c2st_pairs"] = metrics_.c2st_pairs(jax.random.fold_in(k_cmp, 7), gen, np.asarray(ref_runs[:, i]))
         if exp.eta == "time" and float(v) == 0.0:
             row.update(initial_law_check(exp, gen, pooled, mcfg, res.params, jax.random.fold_in(k_gen, 3)))
         row.update(_judge(row, scale))

@@ -76,7 +76,7 @@ SCALES = {
         depth=2,
         ema_decay=0.9,
         pool_runs=3,
-        reference_runs=2,
+        reference_runs=4,  # two pairs: the C2ST yardstick over more pairs of runs (metrics.c2st_pairs)
     ),
     # Training schedule: fresh samples at every renewal (K = L), a moving average of the parameters,
     # a cosine learning-rate decay and the debiased loss, against the paper's K = 10 L and plain loss:
