@@ -232,6 +232,11 @@ def _judge(row: dict, scale: str) -> dict:
     }
 
 
+def _ks_cloud(mcfg, params, v, gen, key):
+    """The generated points a KS check uses: ``gen`` if it has `KS_POINTS`, else a draw of that many."""
+    return gen if len(gen) >= KS_POINTS else model.generate(mcfg, params, v, key, KS_POINTS)
+
+
 def initial_law_check(exp: Experiment, gen, pooled, mcfg, params, key) -> dict:
     """At ``t = 0`` of a time experiment, the generated law against the initial law, known exactly.
 
@@ -245,7 +250,7 @@ def initial_law_check(exp: Experiment, gen, pooled, mcfg, params, key) -> dict:
     KS distance, at least as large as the mass beyond the ball.
     """
     cdf = initial.uniform_ball_radial_cdf(exp.d)
-    many = gen if len(gen) >= KS_POINTS else model.generate(mcfg, params, 0.0, key, KS_POINTS)
+    many = _ks_cloud(mcfg, params, 0.0, gen, key)
     r = np.linalg.norm(np.asarray(many, np.float64), axis=1)
     out = {"init_ks_points": len(many)}
     out["init_ks_dp"], out["init_ks_dp_signed"], out["init_ks_dp_level"] = metrics_.radial_ks_where(many, cdf)
@@ -579,11 +584,7 @@ def run(
             j = int(np.flatnonzero(np.isclose(radial.times, v))[0])
             cdf = radial.cdf(j)
             # where the distance is reached: F_n - F and the reference's CDF level there (0.99: the tail)
-            many = (
-                gen
-                if len(gen) >= KS_POINTS
-                else model.generate(mcfg, res.params, v, jax.random.fold_in(k_gen, 2), KS_POINTS)
-            )
+            many = _ks_cloud(mcfg, res.params, v, gen, jax.random.fold_in(k_gen, 2))
             row["ks_points"] = len(many)
             row["ks_dp"], row["ks_dp_signed"], row["ks_dp_level"] = metrics_.radial_ks_where(many, cdf)
             row["ks_ipm"], row["ks_ipm_signed"], row["ks_ipm_level"] = metrics_.radial_ks_where(pooled, cdf)
