@@ -46,6 +46,15 @@
   sweeps, the optimal matched cost, and the loss floor (two disjoint N-samples of the training
   particles), each with its standard error.
 
+* ``c2st``: the acceptance's C2ST check under the null, for every experiment under
+  ``ksdp-runs/<scale>/`` with its replicas and m2 reference runs (dataset.npz, reference-runs.npz):
+  at every value, disjoint triples of independent IPM runs stand in for (generated, reference,
+  floor), and the one-pair excess C2ST(g, r) - C2ST(f, r) is what a perfect generator would score
+  (summarised over the training and held-out values, which the acceptance judges; every value's in the JSON).
+  Its spread, the fraction above the scale's slack (a perfect generator's false alarms), and from the
+  spread the false-alarm rate and the power against a +0.05 defect of the check over 1 + k pairs
+  (`ksdp.experiments.report.c2st_check`).
+
 * ``health``: the health figure of ``ksdp.Trajectory.health`` (dt |chemotactic drift| / delta) on
   every snapshot of every experiment dataset found under ``ksdp-runs/<scale>/`` (as
   ``python -m ksdp.experiments`` leaves them): the margin of ``ksdp.ipm.HEALTH_LIMIT`` = 1 over
@@ -75,9 +84,10 @@ from ksdp import model as M
 from ksdp import reference as REF
 from ksdp import training as T
 from ksdp import transport as TR
+from ksdp.experiments import report as REPORT
 from ksdp.experiments import run as RUN
 from ksdp.experiments.report import KS_UNTIL
-from ksdp.experiments.specs import EXPERIMENTS, FOLD_POINTS, KS_POINTS, SCALES
+from ksdp.experiments.specs import C2ST_SLACK, EXPERIMENTS, FOLD_POINTS, KS_POINTS, SCALES
 from ksdp.initial import uniform_ball
 
 PARTS = (
@@ -92,6 +102,7 @@ PARTS = (
     "health",
     "tails",
     "matching",
+    "c2st",
 )
 
 
@@ -606,7 +617,7 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
                     last = M.generate(model_cfg, res.state.params, v, jax.random.key(11), sc.n_generated)
                     row["m2_dp_last_iterate"] = float(np.mean(np.sum(np.asarray(last) ** 2, -1)))
                 row["m2_rel_error"] = abs(row["m2_dp"] - row["m2_ipm"]) / row["m2_ipm"]
-                row.update(RUN._judge(row, scale))
+                row.update(REPORT.judge(row, scale))
                 rows.append(row)
             final = T.final_loss(res.history, tc.resample_every)
             fresh = T.fresh_batch_loss(res.history, tc.resample_every)
@@ -834,6 +845,102 @@ def matching(out="ksdp-runs", names=None, repeats: int = 5):
     return results
 
 
+def c2st(out="ksdp-runs", names=None):
+    """The C2ST check's excess under the null: independent IPM runs in place of the generated cloud.
+
+    For every experiment under ``<out>/<scale>/`` with a dataset and m2 reference runs, the three
+    replicas and the reference runs (``R`` in all) are shuffled at every value and cut into
+    ``R // 3`` disjoint triples ``(g, r, f)``; each gives one check's excess ``C2ST(g, r) - C2ST(f, r)``
+    at ``n = J``, as the experiments compute it with a perfect generator. Reported per experiment and
+    over all, at the training and held-out values (those the acceptance judges; the JSON keeps every
+    value's excesses, ``excess_by_value``): the excesses' mean, spread and quantiles, the fraction
+    above the scale's slack with its binomial SE, and, from the spread (normal), the false-alarm rate
+    of the check over one pair and over the ``1 + k`` pairs the acceptance averages
+    (`ksdp.experiments.report.c2st_check`, ``k`` pairs of reference runs), and the power of each
+    against a true excess of +0.05.
+    """
+    results, every = [], {}
+    for scale in SCALES:
+        for name in names or EXPERIMENTS:
+            folder = os.path.join(out, scale, name)
+            ds_path, ref_path = (os.path.join(folder, f) for f in ("dataset.npz", "reference-runs.npz"))
+            if not (os.path.exists(ds_path) and os.path.exists(ref_path)):
+                continue
+            exp = EXPERIMENTS[name]
+            reps = RUN.particles_by_value(exp, ksdp.load_dataset(ds_path))
+            ref = ksdp.load_dataset(ref_path)
+            more = RUN.particles_by_value(exp, ref, replicas=len(ref.meta["replicas"]))
+            runs = np.concatenate([np.asarray(reps), np.asarray(more)])  # [R, V, J, d]
+            n_runs, n_values = runs.shape[:2]
+            t0 = time.perf_counter()
+            judged = set(np.concatenate(exp.values(scale)[:2]).tolist())  # training and held-out: the acceptance's
+            values = RUN._all_values(exp, scale)
+            excess, per_value = [], {}
+            for i in range(n_values):
+                key = jax.random.fold_in(jax.random.key(77), i)
+                order = np.asarray(jax.random.permutation(key, n_runs))
+                for t in range(n_runs // 3):
+                    g, r, f = (runs[order[3 * t + j], i] for j in range(3))
+                    kg, kf = jax.random.split(jax.random.fold_in(key, 1000 + t))
+                    e = KM.c2st(kg, g, r).value - KM.c2st(kf, f, r).value
+                    per_value.setdefault(f"{float(values[i]):g}", []).append(e)
+                    if float(values[i]) in judged:
+                        excess.append(e)
+            pairs = 1 + (n_runs - len(RUN.REPLICAS)) // 2
+            row = {"scale": scale, "experiment": name, "J": int(runs.shape[2]), "values": len(judged)}
+            row.update(_null_summary(excess, C2ST_SLACK[scale], pairs))
+            row["excess_by_value"] = per_value  # every value, the extrapolated one too (not in the summary)
+            row["seconds"] = time.perf_counter() - t0
+            results.append(row)
+            every.setdefault(scale, []).extend(excess)
+            _print_null(f"{scale} {name}", row)
+    for scale, excess in every.items():
+        pairs = min(r["pairs"] for r in results if r["scale"] == scale)
+        row = {"scale": scale, "experiment": "all", **_null_summary(excess, C2ST_SLACK[scale], pairs)}
+        results.append(row)
+        _print_null(f"{scale} all", row)
+    return results
+
+
+def _null_summary(excess, slack: float, pairs: int, defect: float = 0.05) -> dict:
+    """Spread and false alarms of null excesses; the normal rates of the check over 1 and ``pairs`` pairs."""
+    e = np.asarray(excess, np.float64)
+    n = len(e)
+    frac = float(np.mean(e > slack))
+    sd = float(np.std(e, ddof=1))
+
+    def tail(z):  # P(Z > z)
+        return 0.5 * math.erfc(z / math.sqrt(2))
+
+    return {
+        "checks": n,
+        "slack": slack,
+        "mean": float(e.mean()),
+        "quantiles_5_50_95": [float(q) for q in np.quantile(e, [0.05, 0.5, 0.95])],
+        "mean_se": sd / math.sqrt(n),
+        "sd": sd,
+        "above_slack": frac,
+        "above_slack_se": math.sqrt(max(frac * (1 - frac), 1.0 / n) / n),
+        "pairs": pairs,
+        "false_alarm_one_pair": tail(slack / sd),
+        "false_alarm_pooled": tail(slack * math.sqrt(pairs) / sd),
+        "defect": defect,
+        "power_one_pair": tail((slack - defect) / sd),
+        "power_pooled": tail((slack - defect) * math.sqrt(pairs) / sd),
+    }
+
+
+def _print_null(label: str, row: dict) -> None:
+    print(
+        f"c2st {label}: {row['checks']} null checks, excess {row['mean']:+.4f} +- {row['mean_se']:.4f}, "
+        f"sd {row['sd']:.4f}; above +{row['slack']:g}: {row['above_slack']:.3f} +- {row['above_slack_se']:.3f} "
+        f"(normal: {row['false_alarm_one_pair']:.4f} for one pair, {row['false_alarm_pooled']:.2e} over "
+        f"{row['pairs']}); power against +{row['defect']:g}: {row['power_one_pair']:.3f} one pair, "
+        f"{row['power_pooled']:.3f} over {row['pairs']}",
+        flush=True,
+    )
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
@@ -881,6 +988,7 @@ def main(argv=None):
         ),
         "tails": lambda: tails(names=args.experiments),
         "matching": lambda: matching(names=args.experiments),
+        "c2st": lambda: c2st(names=args.experiments),
     }
     results = {name: parts[name]() for name in args.only}
     # --only updates the parts it ran in today's file and keeps the others

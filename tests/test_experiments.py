@@ -333,8 +333,63 @@ def test_a_folded_map_fails_acceptance():
         "m2_dp": 1.0,
         "m2_dp_se": 0.01,
     }
-    assert "folded_ok" not in run._judge(row, "quick")
-    assert run._judge({**row, "folded": [0.2, 0.003]}, "quick")["folded_ok"] is False
+    assert "folded_ok" not in report.judge(row, "quick")
+    assert report.judge({**row, "folded": [0.2, 0.003]}, "quick")["folded_ok"] is False
+
+
+def test_the_c2st_check_averages_over_every_pair():
+    # with k more pairs of IPM runs the check is the mean excess over all 1 + k pairs: a one-pair
+    # excess of +0.044 beside 5 pairs at -0.006 averages to +0.0023 (exact: (0.044 - 5 * 0.006) / 6);
+    # its SE is one pair's spread (0.008 * sqrt(5), from the pairs) over sqrt(6)
+    row = {
+        "c2st": [0.520, 0.008],
+        "floor_c2st": [0.476, 0.008],
+        "energy": [0.0, 1e-4],
+        "floor_energy": [0.0, 1e-4],
+        "m2_ipm": 1.0,
+        "m2_ipm_se": 0.01,
+        "m2_dp": 1.0,
+        "m2_dp_se": 0.01,
+    }
+    alone = report.judge(row, "quick")
+    assert alone["c2st_checked_pairs"] == 1 and alone["c2st_checked_se"] is None
+    assert alone["c2st_ok"] is False and alone["c2st_checked_excess"] == pytest.approx(0.044)
+    pairs = {"excess": -0.006, "excess_se": 0.008, "dp": 0.5, "ipm": 0.506, "pairs": 5}
+    both = report.judge({**row, "c2st_pairs": pairs}, "quick")
+    assert both["c2st_excess"] == pytest.approx(0.044)  # the table's one-pair number is kept
+    assert both["c2st_checked_excess"] == pytest.approx((0.044 - 5 * 0.006) / 6)
+    assert both["c2st_checked_se"] == pytest.approx(0.008 * math.sqrt(5) / math.sqrt(6))
+    assert both["c2st_ok"] is True and both["c2st_checked_pairs"] == 6
+    # a generator the pairs see too fails: +0.044 and +0.04 on 5 more pairs
+    bad_row = {**row, "kind": "held-out", "eta": 0.095, "c2st_pairs": {**pairs, "excess": 0.04}}
+    worse = report.judge(bad_row, "quick")
+    assert worse["c2st_ok"] is False
+    text = report._acceptance({"rows": [{**bad_row, **worse}]})
+    assert "excess over 6 pairs +0.041" in text[0]
+
+
+def test_load_metrics_judges_again_by_the_current_rules(tmp_path):
+    # a run's stored verdicts are recomputed from its stored numbers when the report is rebuilt
+    folder = tmp_path / "quick" / "ks2d-time"
+    folder.mkdir(parents=True)
+    row = {
+        "kind": "train",
+        "eta": 0.1,
+        "c2st": [0.52, 0.008],
+        "floor_c2st": [0.50, 0.008],
+        "energy": [0.0, 1e-4],
+        "floor_energy": [0.0, 1e-4],
+        "m2_ipm": 1.0,
+        "m2_ipm_se": 0.01,
+        "m2_dp": 1.0,
+        "m2_dp_se": 0.01,
+        "c2st_ok": False,  # a verdict written by older rules
+        "energy_ok": True,
+        "m2_ok": True,
+    }
+    (folder / "metrics.json").write_text(json.dumps({"settings": {"scale": "quick"}, "rows": [row]}))
+    m = report.load_metrics(str(tmp_path / "quick"), "ks2d-time")
+    assert m["rows"][0]["c2st_ok"] is True and m["rows"][0]["c2st_checked_pairs"] == 1
 
 
 def test_an_overshooting_initial_law_fails_acceptance():

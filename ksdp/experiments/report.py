@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 from ksdp import ipm
@@ -30,10 +31,15 @@ METRICS_TEXT = [
     "",
     "- C2ST: cross-validated accuracy of a classifier telling generated from IPM particles (n = J each;",
     "  0.5 = indistinguishable; IPM-vs-IPM in brackets). Where the experiment has m2 reference runs, also",
-    "  the excess over disjoint pairs of them ('more pairs', `ksdp.metrics.c2st_pairs`: generated against",
-    "  one run of a pair less the pair's own C2ST, +- its SE from the spread over pairs), a floor with less",
-    "  luck in it than one pair of runs shared by every value: a yardstick for the check, not part of it",
-    "  (runs evaluated before it have none).",
+    "  the excess over k disjoint pairs of them ('more pairs', `ksdp.metrics.c2st_pairs`: generated against",
+    "  one run of a pair less the pair's own C2ST, +- its SE from the spread over pairs) and the mean excess",
+    "  over all 1 + k pairs ('all'), which the check judges (`ksdp.experiments.report.c2st_check`). With",
+    "  independent IPM runs in place of the generated cloud, one pair's excess spreads by 0.017 (0.013 to",
+    "  0.022 by experiment) and exceeds +0.03 in 6 of 200 checks at the quick scale (`python -m",
+    "  benchmarks.ablations --only c2st`): on one pair a perfect generator fails about 3% of the values and",
+    "  a +0.05 defect passes about one time in nine; over 6 pairs the spread is 2.4 times smaller (normal:",
+    "  false alarms 4e-6, that defect caught 99.8% of the time). Runs evaluated before the more pairs have",
+    "  none and are judged on the one pair.",
     "- energy: the unbiased energy distance (all generated particles against the reference; 0 for equal",
     "  laws), +- its jackknife SE; z = (energy - floor) / combined SE.",
     "- W2 at n = J +- its SE (the two-sample central limit theorem, from the matching's dual potentials;",
@@ -60,9 +66,60 @@ METRICS_TEXT = [
     f"  Jacobian <= 0, at {FOLD_POINTS} points); 0 for a map without folds, as the optimal transport map is. Along",
     "  a fold the generated density has caustics, bright lines in the projections.",
     "",
-    "Acceptance per value: C2ST <= IPM-vs-IPM + {slack}; energy z <= 3; |m2 DP - m2 IPM| <= max(3%, 2 SE);",
+    "Acceptance per value: C2ST <= IPM-vs-IPM + {slack} (the mean excess over all pairs where there are more);",
+    "energy z <= 3; |m2 DP - m2 IPM| <= max(3%, 2 SE);",
     f"the map folds on at most {FOLD_LIMIT:.0%} of the source (where it was measured).",
 ]
+
+
+def c2st_check(r) -> tuple[float, float | None, int]:
+    """The C2ST excess the acceptance judges: ``(excess, se, pairs)``.
+
+    One pair (generated and the floor run, each against the reference run) gives ``c2st - floor_c2st``.
+    With independent IPM runs in place of the generated cloud it spreads by 0.017 at J = 2000 (the
+    binomial error of two accuracies, 0.011, plus the classifiers' training noise and the runs' own
+    collective fluctuations) and exceeds +0.03 in 3% of the checks (`python -m benchmarks.ablations
+    --only c2st`): a perfect generator fails one value in about 30 by luck, and a floor run that sits
+    below 0.5 (shared by every value of a time experiment) fails neighbouring values together. Where
+    the row has the excess over ``k`` more
+    disjoint pairs of independent IPM runs (`ksdp.metrics.c2st_pairs`), the check is the mean over all
+    ``1 + k`` pairs, the same quantity at ``n = J`` with ``1 + k`` times less variance; ``se`` comes from
+    the spread over the ``k`` pairs. Without them: the one pair, ``se`` None.
+    """
+    one = r["c2st"][0] - r["floor_c2st"][0]
+    p = r.get("c2st_pairs")
+    if not p:
+        return one, None, 1
+    k = int(p["pairs"])
+    sd = p["excess_se"] * math.sqrt(k)  # one pair's spread, from the k pairs
+    return (one + k * p["excess"]) / (1 + k), sd / math.sqrt(1 + k), 1 + k
+
+
+def judge(row: dict, scale: str) -> dict:
+    """The acceptance checks of one row (booleans) and the numbers they rest on.
+
+    A pure function of the row's stored numbers: `load_metrics` applies it again, so a report rebuilt
+    with ``--report-only`` judges every run by the current rules.
+    """
+    c2st_excess = row["c2st"][0] - row["floor_c2st"][0]
+    checked, checked_se, pairs = c2st_check(row)
+    energy_z = (row["energy"][0] - row["floor_energy"][0]) / math.hypot(row["energy"][1], row["floor_energy"][1])
+    # the standard error of the difference: the reference runs' mean, the generated sample and the
+    # training data's own sampling error, which the generator reproduces (zero where not recorded)
+    se = math.sqrt(row["m2_ipm_se"] ** 2 + row["m2_dp_se"] ** 2 + row.get("m2_train_se", 0.0) ** 2)
+    m2_tol = max(0.03 * row["m2_ipm"], 2 * se)
+    return {
+        "c2st_excess": c2st_excess,
+        "c2st_checked_excess": checked,
+        "c2st_checked_se": checked_se,
+        "c2st_checked_pairs": pairs,
+        "c2st_ok": checked <= C2ST_SLACK[scale],
+        "energy_z": energy_z,
+        "energy_ok": energy_z <= 3.0,
+        "m2_tolerance": m2_tol,
+        "m2_ok": abs(row["m2_dp"] - row["m2_ipm"]) <= m2_tol,
+        **({"folded_ok": row["folded"][0] <= FOLD_LIMIT} if "folded" in row else {}),
+    }
 
 
 def _folded_ok(r) -> bool:
@@ -77,7 +134,10 @@ def passes(r) -> bool:
 def _pairs(r) -> str:
     """The C2ST cell's yardstick: the excess over more pairs of IPM runs (`ksdp.metrics.c2st_pairs`)."""
     p = r.get("c2st_pairs")
-    return "" if p is None else f"; {p['pairs']} more pairs {p['excess']:+.3f} +- {p['excess_se']:.3f}"
+    if p is None:
+        return ""
+    excess, _, pairs = c2st_check(r)
+    return f"; {p['pairs']} more pairs {p['excess']:+.3f} +- {p['excess_se']:.3f}; all {pairs} {excess:+.3f}"
 
 
 def _fmt_row(r, with_ks):
@@ -140,7 +200,12 @@ def load_metrics(out, name):
     if not os.path.exists(path):
         return None
     with open(path) as f:
-        return json.load(f)
+        m = json.load(f)
+    scale = m.get("settings", {}).get("scale")
+    if scale in C2ST_SLACK:  # judged again by the current rules (judge: the stored numbers only)
+        for r in m.get("rows", []):
+            r.update(judge(r, scale))
+    return m
 
 
 def _acceptance(m) -> list:
@@ -151,7 +216,11 @@ def _acceptance(m) -> list:
             continue  # reported, not required
         why = []
         if not r["c2st_ok"]:
-            why.append(f"C2ST {r['c2st'][0]:.3f} vs IPM {r['floor_c2st'][0]:.3f}")
+            excess, se, pairs = c2st_check(r)
+            why.append(
+                f"C2ST {r['c2st'][0]:.3f} vs IPM {r['floor_c2st'][0]:.3f}"
+                + ("" if se is None else f"; excess over {pairs} pairs {excess:+.3f} +- {se:.3f}")
+            )
         if not r["energy_ok"]:
             why.append(f"energy z = {r['energy_z']:.1f}")
         if "folded" in r and not _folded_ok(r):

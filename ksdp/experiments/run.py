@@ -20,9 +20,7 @@ from ksdp import metrics as metrics_
 from ksdp.experiments import figures, report
 from ksdp.experiments.specs import (
     ANISOTROPY_INNER,
-    C2ST_SLACK,
     FLOOR_REPEATS,
-    FOLD_LIMIT,
     FOLD_POINTS,
     KS_POINTS,
     MEMORISATION_Z,
@@ -211,25 +209,6 @@ def particles_by_value(exp, ds, replicas: int = len(REPLICAS)):
 
 def _w2(a, b, key):
     return float(transport.w2(a, b, key).w2)  # certified within 1e-4 of the optimum
-
-
-def _judge(row: dict, scale: str) -> dict:
-    """The acceptance checks of one row (booleans) and the numbers they rest on."""
-    c2st_excess = row["c2st"][0] - row["floor_c2st"][0]
-    energy_z = (row["energy"][0] - row["floor_energy"][0]) / math.hypot(row["energy"][1], row["floor_energy"][1])
-    # the standard error of the difference: the reference runs' mean, the generated sample and the
-    # training data's own sampling error, which the generator reproduces (zero where not recorded)
-    se = math.sqrt(row["m2_ipm_se"] ** 2 + row["m2_dp_se"] ** 2 + row.get("m2_train_se", 0.0) ** 2)
-    m2_tol = max(0.03 * row["m2_ipm"], 2 * se)
-    return {
-        "c2st_excess": c2st_excess,
-        "c2st_ok": c2st_excess <= C2ST_SLACK[scale],
-        "energy_z": energy_z,
-        "energy_ok": energy_z <= 3.0,
-        "m2_tolerance": m2_tol,
-        "m2_ok": abs(row["m2_dp"] - row["m2_ipm"]) <= m2_tol,
-        **({"folded_ok": row["folded"][0] <= FOLD_LIMIT} if "folded" in row else {}),
-    }
 
 
 def _ks_cloud(mcfg, params, v, gen, key):
@@ -601,7 +580,7 @@ def run(
             row["c2st_pairs"] = metrics_.c2st_pairs(jax.random.fold_in(k_cmp, 7), gen, np.asarray(ref_runs[:, i]))
         if exp.eta == "time" and float(v) == 0.0:
             row.update(initial_law_check(exp, gen, pooled, mcfg, res.params, jax.random.fold_in(k_gen, 3)))
-        row.update(_judge(row, scale))
+        row.update(report.judge(row, scale))
         metrics["rows"].append(row)
         _io.write_json(path, metrics)  # every row on disk before anything summarises them
         log(
