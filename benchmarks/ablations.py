@@ -55,6 +55,11 @@
   spread the false-alarm rate and the power against a +0.05 defect of the check over 1 + k pairs
   (`ksdp.experiments.report.c2st_check`).
 
+* ``pools``: for every experiment under ``ksdp-runs/<scale>/`` with a training pool and m2 reference
+  runs, at every training value: the m2 of the pool's runs against that of the 13 other runs (the
+  replicas and the reference runs), each mean with its SE from the spread of its runs, and z. The
+  network learns the pool's law, so the m2 check (against the 13) inherits the pool's luck.
+
 * ``health``: the health figure of ``ksdp.Trajectory.health`` (dt |chemotactic drift| / delta) on
   every snapshot of every experiment dataset found under ``ksdp-runs/<scale>/`` (as
   ``python -m ksdp.experiments`` leaves them): the margin of ``ksdp.ipm.HEALTH_LIMIT`` = 1 over
@@ -103,6 +108,7 @@ PARTS = (
     "tails",
     "matching",
     "c2st",
+    "pools",
 )
 
 
@@ -902,6 +908,56 @@ def c2st(out="ksdp-runs", names=None):
     return results
 
 
+def pools(out="ksdp-runs", names=None):
+    """How far each training pool's m2 lies from that of the other IPM runs, in standard errors.
+
+    For every experiment under ``<out>/<scale>/`` with a dataset, a training pool and m2 reference
+    runs, at every training value: the mean m2 of the pool's runs and of the replicas with the
+    reference runs, each with its SE from the spread of its runs (`ksdp.metrics.run_spread`), the
+    pool's relative offset and z. Every experiment draws its runs from the same seed's keys, so two
+    experiments of the same dimension and J share initial points and noise: their pools' luck is alike.
+    """
+    results = []
+    for scale in SCALES:
+        for name in names or EXPERIMENTS:
+            folder = os.path.join(out, scale, name)
+            paths = [os.path.join(folder, f) for f in ("dataset.npz", "pool.npz", "reference-runs.npz")]
+            if not all(os.path.exists(p) for p in paths):
+                continue
+            exp = EXPERIMENTS[name]
+            loaded = [ksdp.load_dataset(p) for p in paths]
+            reps, pool, more = (
+                np.asarray(RUN.particles_by_value(exp, ds, replicas=len(ds.meta.get("replicas", RUN.REPLICAS))))
+                for ds in loaded
+            )
+            values = [float(v) for v in RUN._all_values(exp, scale)]
+            for j, v in enumerate(float(v) for v in exp.values(scale)[0]):
+                i = values.index(v)
+
+                def m2(runs):
+                    return KM.run_spread([KM.moments(x)["m2"] for x in runs])
+
+                p, o = m2(pool[:, j]), m2(np.concatenate([reps[:, i], more[:, i]]))
+                row = {
+                    "scale": scale,
+                    "experiment": name,
+                    "eta": v,
+                    "pool_runs": int(pool.shape[0]),
+                    "other_runs": int(reps.shape[0] + more.shape[0]),
+                    "m2_pool": [p["mean"], p["se"]],
+                    "m2_other": [o["mean"], o["se"]],
+                    "relative": p["mean"] / o["mean"] - 1,
+                    "z": (p["mean"] - o["mean"]) / math.hypot(p["se"], o["se"]),
+                }
+                results.append(row)
+                print(
+                    f"pools {scale} {name} {exp.eta} = {v:g}: m2 pool {p['mean']:.4f} +- {p['se']:.4f}, "
+                    f"other runs {o['mean']:.4f} +- {o['se']:.4f} ({row['relative']:+.2%}, z = {row['z']:+.1f})",
+                    flush=True,
+                )
+    return results
+
+
 def _null_summary(excess, slack: float, pairs: int, defect: float = 0.05) -> dict:
     """Spread and false alarms of null excesses; the normal rates of the check over 1 and ``pairs`` pairs."""
     e = np.asarray(excess, np.float64)
@@ -989,6 +1045,7 @@ def main(argv=None):
         "tails": lambda: tails(names=args.experiments),
         "matching": lambda: matching(names=args.experiments),
         "c2st": lambda: c2st(names=args.experiments),
+        "pools": lambda: pools(names=args.experiments),
     }
     results = {name: parts[name]() for name in args.only}
     # --only updates the parts it ran in today's file and keeps the others
