@@ -249,7 +249,7 @@ def c2st(key, x, y, *, folds: int = 5, steps: int = 3000, batch: int = 128, lear
     return Estimate(acc, math.sqrt(max(acc * (1 - acc), 1e-12) / (2 * n)))
 
 
-def c2st_pairs(key, generated, runs) -> dict:
+def c2st_pairs(key, generated, runs, *, steps: int = 3000) -> dict:
     """The C2ST excess over disjoint pairs of independent IPM runs: a floor with less luck in it.
 
     One C2ST of generated against IPM particles and one of two IPM runs (the floor) at ``n = J`` each
@@ -264,6 +264,7 @@ def c2st_pairs(key, generated, runs) -> dict:
       key: random key.
       generated: ``[n, d]`` generated cloud, ``n >= J`` times the number of pairs used.
       runs: ``[R, J, d]`` independent IPM runs, ``R >= 4`` (two pairs at least, for a spread).
+      steps: Adam steps per fold of each C2ST's classifier (`c2st`'s ``steps``).
 
     Returns:
       dict with ``excess``, ``excess_se``, ``dp`` (mean of ``a_k``), ``ipm`` (mean of ``b_k``) and
@@ -280,8 +281,8 @@ def c2st_pairs(key, generated, runs) -> dict:
     a, b = [], []
     for k in range(pairs):
         ka, kb = jax.random.split(jax.random.fold_in(key, k))
-        a.append(c2st(ka, g[k * j : (k + 1) * j], runs[2 * k]).value)
-        b.append(c2st(kb, runs[2 * k + 1], runs[2 * k]).value)
+        a.append(c2st(ka, g[k * j : (k + 1) * j], runs[2 * k], steps=steps).value)
+        b.append(c2st(kb, runs[2 * k + 1], runs[2 * k], steps=steps).value)
     diff = run_spread(np.subtract(a, b))
     return {
         "excess": diff["mean"],
@@ -487,6 +488,7 @@ def compare(
     w2_points: int | None = None,
     c2st_points: int | None = None,
     energy_points: int | None = None,
+    c2st_steps: int = 3000,
 ) -> dict:
     """Every metric of ``generated`` against ``reference``, and of ``floor`` against ``reference``.
 
@@ -501,6 +503,7 @@ def compare(
       w2_points: points per cloud for W2 (default ``J``; W2 needs equal sizes).
       c2st_points: points per cloud for the C2ST (default ``J``).
       energy_points: generated points for the energy distance (default all).
+      c2st_steps: Adam steps per fold of the C2ST's classifier (`c2st`'s ``steps``).
 
     Returns:
       dict with ``energy``, ``c2st``, ``w2`` (each a ``[value, se]`` pair; W2's from `w2_estimate`),
@@ -525,7 +528,7 @@ def compare(
         "n_generated": len(generated),
         "n_reference": j,
         "energy": list(energy_distance(take(k_e, generated, energy_points), reference)),
-        "c2st": list(c2st(k_c, take(k_c, generated, c2st_points or j), reference)),
+        "c2st": list(c2st(k_c, take(k_c, generated, c2st_points or j), reference, steps=c2st_steps)),
         "w2": w2(k_w, generated, reference, w2_points),
         "moments": moments(generated),
         "reference_moments": moments(reference),
@@ -534,7 +537,7 @@ def compare(
         out.update(
             {
                 "floor_energy": list(energy_distance(floor, reference)),
-                "floor_c2st": list(c2st(k_cf, floor, reference)),
+                "floor_c2st": list(c2st(k_cf, floor, reference, steps=c2st_steps)),
                 "floor_w2": w2(k_wf, floor, reference, w2_points),
                 "floor_moments": moments(floor),
             }

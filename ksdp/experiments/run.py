@@ -520,7 +520,9 @@ def run(
         gen = model.generate(mcfg, res.params, v, k_gen, sc.n_generated)
         ref, floor = np.asarray(parts[1, i]), np.asarray(parts[2, i])
         pooled = np.asarray(parts[:, i]).reshape(-1, exp.d)
-        cmp = metrics_.compare(k_cmp, gen, ref, floor, w2_points=MAX_PAIRED, c2st_points=MAX_PAIRED)
+        cmp = metrics_.compare(
+            k_cmp, gen, ref, floor, w2_points=MAX_PAIRED, c2st_points=MAX_PAIRED, c2st_steps=sc.c2st_steps
+        )
         ipm_m = metrics_.moments(pooled)
         if ref_runs is not None:  # the m2 check's reference: the replicas and the m2 reference runs
             ipm_m2 = metrics_.moments(np.concatenate([pooled, np.asarray(ref_runs[:, i]).reshape(-1, exp.d)]))
@@ -577,7 +579,9 @@ def run(
             row.update({f"aniso_{k}": a[k] for k in ("dp", "dp_se", "ipm", "ipm_se", "z", "runs")})
             row["m2_reference"] = float(m2_radial[j])
         if ref_runs is not None and len(ref_runs) >= 4:  # a yardstick for the C2ST check, not part of it
-            row["c2st_pairs"] = metrics_.c2st_pairs(jax.random.fold_in(k_cmp, 7), gen, np.asarray(ref_runs[:, i]))
+            row["c2st_pairs"] = metrics_.c2st_pairs(
+                jax.random.fold_in(k_cmp, 7), gen, np.asarray(ref_runs[:, i]), steps=sc.c2st_steps
+            )
         if exp.eta == "time" and float(v) == 0.0:
             row.update(initial_law_check(exp, gen, pooled, mcfg, res.params, jax.random.fold_in(k_gen, 3)))
         row.update(report.judge(row, scale))

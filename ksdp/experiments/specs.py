@@ -59,6 +59,9 @@ class Scale:
     # TrainConfig.radial_weight: a second term fitting |f(x)| to the training set's radial quantiles by rank;
     # 0: off (an experiment may turn it on, Experiment.radial_weight)
     radial_weight: float = 0.0
+    # Adam steps per fold of the C2ST's classifier (ksdp.metrics.c2st): sbibm's protocol at every scale
+    # but smoke, whose n = 128 points per cloud need far fewer (its tests check the pipeline, not a law)
+    c2st_steps: int = 3000
 
 
 SCALES = {
@@ -76,7 +79,8 @@ SCALES = {
         depth=2,
         ema_decay=0.9,
         pool_runs=3,
-        reference_runs=4,  # two pairs: the C2ST yardstick over more pairs of runs (metrics.c2st_pairs)
+        reference_runs=4,  # two pairs: the C2ST check over more pairs of runs (metrics.c2st_pairs)
+        c2st_steps=500,
     ),
     # Training schedule: fresh samples at every renewal (K = L), a moving average of the parameters,
     # a cosine learning-rate decay and the debiased loss, against the paper's K = 10 L and plain loss:
