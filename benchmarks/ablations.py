@@ -735,22 +735,31 @@ def _tail_stats(ipm, gen) -> dict:
     return {"r_max_ipm": float(r_ipm), "r_max_dp": float(np.max(r_gen)), "beyond": float(np.mean(r_gen > r_ipm))}
 
 
-def _finished(out, names):
-    """Every finished experiment under ``<out>/<scale>/`` (a dataset and a training checkpoint, as
-    ``python -m ksdp.experiments`` leaves them): ``(scale, name, experiment, state, model config,
-    train config, generating parameters, particles [replicas, values, J, d])``; the generating
-    parameters are the moving average where training kept one."""
+def _found(out, names, files):
+    """Every experiment under ``<out>/<scale>/`` whose folder holds all of ``files`` (as ``python -m
+    ksdp.experiments`` leaves them): ``(scale, name, experiment, paths of files)``."""
     for scale in SCALES:
         for name in names or EXPERIMENTS:
-            folder = os.path.join(out, scale, name)
-            ds_path, ck_path = (os.path.join(folder, f) for f in ("dataset.npz", "checkpoint.npz"))
-            if not (os.path.exists(ds_path) and os.path.exists(ck_path)):
-                continue
-            exp = EXPERIMENTS[name]
-            state, mc, tc, _, _ = T.load_checkpoint(ck_path)
-            params = state.ema if tc.ema_decay > 0 else state.params
-            parts = RUN.particles_by_value(exp, ksdp.load_dataset(ds_path))
-            yield scale, name, exp, state, mc, tc, params, parts
+            paths = [os.path.join(out, scale, name, f) for f in files]
+            if all(os.path.exists(p) for p in paths):
+                yield scale, name, EXPERIMENTS[name], paths
+
+
+def _runs(exp, path):
+    """The IPM runs of a dataset file, ``[runs, values, J, d]`` (the replicas, a pool, reference runs)."""
+    ds = ksdp.load_dataset(path)
+    return np.asarray(RUN.particles_by_value(exp, ds, replicas=len(ds.meta.get("replicas", RUN.REPLICAS))))
+
+
+def _finished(out, names):
+    """Every finished experiment under ``<out>/<scale>/`` (a dataset and a training checkpoint):
+    ``(scale, name, experiment, state, model config, train config, generating parameters, particles
+    [replicas, values, J, d])``; the generating parameters are the moving average where training kept one."""
+    for scale, name, exp, (ds_path, ck_path) in _found(out, names, ("dataset.npz", "checkpoint.npz")):
+        state, mc, tc, _, _ = T.load_checkpoint(ck_path)
+        params = state.ema if tc.ema_decay > 0 else state.params
+        parts = RUN.particles_by_value(exp, ksdp.load_dataset(ds_path))
+        yield scale, name, exp, state, mc, tc, params, parts
 
 
 def tails(out="ksdp-runs", names=None):
@@ -866,40 +875,31 @@ def c2st(out="ksdp-runs", names=None):
     against a true excess of +0.05.
     """
     results, every = [], {}
-    for scale in SCALES:
-        for name in names or EXPERIMENTS:
-            folder = os.path.join(out, scale, name)
-            ds_path, ref_path = (os.path.join(folder, f) for f in ("dataset.npz", "reference-runs.npz"))
-            if not (os.path.exists(ds_path) and os.path.exists(ref_path)):
-                continue
-            exp = EXPERIMENTS[name]
-            reps = RUN.particles_by_value(exp, ksdp.load_dataset(ds_path))
-            ref = ksdp.load_dataset(ref_path)
-            more = RUN.particles_by_value(exp, ref, replicas=len(ref.meta["replicas"]))
-            runs = np.concatenate([np.asarray(reps), np.asarray(more)])  # [R, V, J, d]
-            n_runs, n_values = runs.shape[:2]
-            t0 = time.perf_counter()
-            judged = set(np.concatenate(exp.values(scale)[:2]).tolist())  # training and held-out: the acceptance's
-            values = RUN._all_values(exp, scale)
-            excess, per_value = [], {}
-            for i in range(n_values):
-                key = jax.random.fold_in(jax.random.key(77), i)
-                order = np.asarray(jax.random.permutation(key, n_runs))
-                for t in range(n_runs // 3):
-                    g, r, f = (runs[order[3 * t + j], i] for j in range(3))
-                    kg, kf = jax.random.split(jax.random.fold_in(key, 1000 + t))
-                    e = KM.c2st(kg, g, r).value - KM.c2st(kf, f, r).value
-                    per_value.setdefault(f"{float(values[i]):g}", []).append(e)
-                    if float(values[i]) in judged:
-                        excess.append(e)
-            pairs = 1 + (n_runs - len(RUN.REPLICAS)) // 2
-            row = {"scale": scale, "experiment": name, "J": int(runs.shape[2]), "values": len(judged)}
-            row.update(_null_summary(excess, C2ST_SLACK[scale], pairs))
-            row["excess_by_value"] = per_value  # every value, the extrapolated one too (not in the summary)
-            row["seconds"] = time.perf_counter() - t0
-            results.append(row)
-            every.setdefault(scale, []).extend(excess)
-            _print_null(f"{scale} {name}", row)
+    for scale, name, exp, paths in _found(out, names, ("dataset.npz", "reference-runs.npz")):
+        runs = np.concatenate([_runs(exp, p) for p in paths])  # [R, V, J, d]: the replicas, the reference runs
+        n_runs, n_values = runs.shape[:2]
+        t0 = time.perf_counter()
+        judged = set(np.concatenate(exp.values(scale)[:2]).tolist())  # training and held-out: the acceptance's
+        values = RUN._all_values(exp, scale)
+        excess, per_value = [], {}
+        for i in range(n_values):
+            key = jax.random.fold_in(jax.random.key(77), i)
+            order = np.asarray(jax.random.permutation(key, n_runs))
+            for t in range(n_runs // 3):
+                g, r, f = (runs[order[3 * t + j], i] for j in range(3))
+                kg, kf = jax.random.split(jax.random.fold_in(key, 1000 + t))
+                e = KM.c2st(kg, g, r).value - KM.c2st(kf, f, r).value
+                per_value.setdefault(f"{float(values[i]):g}", []).append(e)
+                if float(values[i]) in judged:
+                    excess.append(e)
+        pairs = 1 + (n_runs - len(RUN.REPLICAS)) // 2
+        row = {"scale": scale, "experiment": name, "J": int(runs.shape[2]), "values": len(judged)}
+        row.update(_null_summary(excess, C2ST_SLACK[scale], pairs))
+        row["excess_by_value"] = per_value  # every value, the extrapolated one too (not in the summary)
+        row["seconds"] = time.perf_counter() - t0
+        results.append(row)
+        every.setdefault(scale, []).extend(excess)
+        _print_null(f"{scale} {name}", row)
     for scale, excess in every.items():
         pairs = min(r["pairs"] for r in results if r["scale"] == scale)
         row = {"scale": scale, "experiment": "all", **_null_summary(excess, C2ST_SLACK[scale], pairs)}
@@ -917,44 +917,34 @@ def pools(out="ksdp-runs", names=None):
     pool's relative offset and z. Every experiment draws its runs from the same seed's keys, so two
     experiments of the same dimension and J share initial points and noise: their pools' luck is alike.
     """
+
+    def m2(runs):
+        return KM.run_spread([KM.moments(x)["m2"] for x in runs])
+
     results = []
-    for scale in SCALES:
-        for name in names or EXPERIMENTS:
-            folder = os.path.join(out, scale, name)
-            paths = [os.path.join(folder, f) for f in ("dataset.npz", "pool.npz", "reference-runs.npz")]
-            if not all(os.path.exists(p) for p in paths):
-                continue
-            exp = EXPERIMENTS[name]
-            loaded = [ksdp.load_dataset(p) for p in paths]
-            reps, pool, more = (
-                np.asarray(RUN.particles_by_value(exp, ds, replicas=len(ds.meta.get("replicas", RUN.REPLICAS))))
-                for ds in loaded
+    for scale, name, exp, paths in _found(out, names, ("dataset.npz", "pool.npz", "reference-runs.npz")):
+        reps, pool, more = (_runs(exp, p) for p in paths)
+        values = [float(v) for v in RUN._all_values(exp, scale)]
+        for j, v in enumerate(float(v) for v in exp.values(scale)[0]):
+            i = values.index(v)
+            p, o = m2(pool[:, j]), m2(np.concatenate([reps[:, i], more[:, i]]))
+            row = {
+                "scale": scale,
+                "experiment": name,
+                "eta": v,
+                "pool_runs": int(pool.shape[0]),
+                "other_runs": int(reps.shape[0] + more.shape[0]),
+                "m2_pool": [p["mean"], p["se"]],
+                "m2_other": [o["mean"], o["se"]],
+                "relative": p["mean"] / o["mean"] - 1,
+                "z": (p["mean"] - o["mean"]) / math.hypot(p["se"], o["se"]),
+            }
+            results.append(row)
+            print(
+                f"pools {scale} {name} {exp.eta} = {v:g}: m2 pool {p['mean']:.4f} +- {p['se']:.4f}, "
+                f"other runs {o['mean']:.4f} +- {o['se']:.4f} ({row['relative']:+.2%}, z = {row['z']:+.1f})",
+                flush=True,
             )
-            values = [float(v) for v in RUN._all_values(exp, scale)]
-            for j, v in enumerate(float(v) for v in exp.values(scale)[0]):
-                i = values.index(v)
-
-                def m2(runs):
-                    return KM.run_spread([KM.moments(x)["m2"] for x in runs])
-
-                p, o = m2(pool[:, j]), m2(np.concatenate([reps[:, i], more[:, i]]))
-                row = {
-                    "scale": scale,
-                    "experiment": name,
-                    "eta": v,
-                    "pool_runs": int(pool.shape[0]),
-                    "other_runs": int(reps.shape[0] + more.shape[0]),
-                    "m2_pool": [p["mean"], p["se"]],
-                    "m2_other": [o["mean"], o["se"]],
-                    "relative": p["mean"] / o["mean"] - 1,
-                    "z": (p["mean"] - o["mean"]) / math.hypot(p["se"], o["se"]),
-                }
-                results.append(row)
-                print(
-                    f"pools {scale} {name} {exp.eta} = {v:g}: m2 pool {p['mean']:.4f} +- {p['se']:.4f}, "
-                    f"other runs {o['mean']:.4f} +- {o['se']:.4f} ({row['relative']:+.2%}, z = {row['z']:+.1f})",
-                    flush=True,
-                )
     return results
 
 

@@ -316,14 +316,9 @@ def test_report_command_names_the_options_that_differ():
     assert cmd == "python -m ksdp.experiments ks2d-time --scale quick --drift pm --out elsewhere"
 
 
-def test_a_folded_map_fails_acceptance():
-    # the fold check joins C2ST, energy and m2 where the row measured it; rows evaluated before it pass
-    # or fail on the other three alone
-    good = {"c2st_ok": True, "energy_ok": True, "m2_ok": True}
-    assert report.passes(good)
-    assert report.passes({**good, "folded": [FOLD_LIMIT, 0.0007]})
-    assert not report.passes({**good, "folded": [FOLD_LIMIT + 0.001, 0.0007]})
-    row = {
+def _row(**fields) -> dict:
+    """The numbers `report.judge` reads, for one parameter value: a generator at its floor, unless ``fields``."""
+    return {
         "c2st": [0.5, 0.01],
         "floor_c2st": [0.5, 0.01],
         "energy": [0.0, 1e-4],
@@ -332,7 +327,18 @@ def test_a_folded_map_fails_acceptance():
         "m2_ipm_se": 0.01,
         "m2_dp": 1.0,
         "m2_dp_se": 0.01,
+        **fields,
     }
+
+
+def test_a_folded_map_fails_acceptance():
+    # the fold check joins C2ST, energy and m2 where the row measured it; rows evaluated before it pass
+    # or fail on the other three alone
+    good = {"c2st_ok": True, "energy_ok": True, "m2_ok": True}
+    assert report.passes(good)
+    assert report.passes({**good, "folded": [FOLD_LIMIT, 0.0007]})
+    assert not report.passes({**good, "folded": [FOLD_LIMIT + 0.001, 0.0007]})
+    row = _row()
     assert "folded_ok" not in report.judge(row, "quick")
     assert report.judge({**row, "folded": [0.2, 0.003]}, "quick")["folded_ok"] is False
 
@@ -341,16 +347,7 @@ def test_the_c2st_check_averages_over_every_pair():
     # with k more pairs of IPM runs the check is the mean excess over all 1 + k pairs: a one-pair
     # excess of +0.044 beside 5 pairs at -0.006 averages to +0.0023 (exact: (0.044 - 5 * 0.006) / 6);
     # its SE is one pair's spread (0.008 * sqrt(5), from the pairs) over sqrt(6)
-    row = {
-        "c2st": [0.520, 0.008],
-        "floor_c2st": [0.476, 0.008],
-        "energy": [0.0, 1e-4],
-        "floor_energy": [0.0, 1e-4],
-        "m2_ipm": 1.0,
-        "m2_ipm_se": 0.01,
-        "m2_dp": 1.0,
-        "m2_dp_se": 0.01,
-    }
+    row = _row(c2st=[0.520, 0.008], floor_c2st=[0.476, 0.008])
     alone = report.judge(row, "quick")
     assert alone["c2st_checked_pairs"] == 1 and alone["c2st_checked_se"] is None
     assert alone["c2st_ok"] is False and alone["c2st_checked_excess"] == pytest.approx(0.044)
@@ -372,21 +369,8 @@ def test_load_metrics_judges_again_by_the_current_rules(tmp_path):
     # a run's stored verdicts are recomputed from its stored numbers when the report is rebuilt
     folder = tmp_path / "quick" / "ks2d-time"
     folder.mkdir(parents=True)
-    row = {
-        "kind": "train",
-        "eta": 0.1,
-        "c2st": [0.52, 0.008],
-        "floor_c2st": [0.50, 0.008],
-        "energy": [0.0, 1e-4],
-        "floor_energy": [0.0, 1e-4],
-        "m2_ipm": 1.0,
-        "m2_ipm_se": 0.01,
-        "m2_dp": 1.0,
-        "m2_dp_se": 0.01,
-        "c2st_ok": False,  # a verdict written by older rules
-        "energy_ok": True,
-        "m2_ok": True,
-    }
+    row = _row(kind="train", eta=0.1, c2st=[0.52, 0.008], floor_c2st=[0.50, 0.008], energy_ok=True, m2_ok=True)
+    row["c2st_ok"] = False  # a verdict written by older rules
     (folder / "metrics.json").write_text(json.dumps({"settings": {"scale": "quick"}, "rows": [row]}))
     m = report.load_metrics(str(tmp_path / "quick"), "ks2d-time")
     assert m["rows"][0]["c2st_ok"] is True and m["rows"][0]["c2st_checked_pairs"] == 1
