@@ -81,10 +81,10 @@ def c2st_check(r) -> tuple[float, float | None, int]:
     collective fluctuations) and exceeds +0.03 in 3% of the checks (`python -m benchmarks.ablations
     --only c2st`): a perfect generator fails one value in about 30 by luck, and a floor run that sits
     below 0.5 (shared by every value of a time experiment) fails neighbouring values together. Where
-    the row has the excess over ``k`` more
-    disjoint pairs of independent IPM runs (`ksdp.metrics.c2st_pairs`), the check is the mean over all
-    ``1 + k`` pairs, the same quantity at ``n = J`` with ``1 + k`` times less variance; ``se`` comes from
-    the spread over the ``k`` pairs. Without them: the one pair, ``se`` None.
+    the row has the excess over ``k`` more disjoint pairs of independent IPM runs
+    (`ksdp.metrics.c2st_pairs`), the check is the mean over all ``1 + k`` pairs, the same quantity at
+    ``n = J`` with ``1 + k`` times less variance; ``se`` comes from the spread over the ``k`` pairs.
+    Without them: the one pair, ``se`` None.
     """
     one = r["c2st"][0] - r["floor_c2st"][0]
     p = r.get("c2st_pairs")
@@ -132,7 +132,7 @@ def passes(r) -> bool:
 
 
 def _pairs(r) -> str:
-    """The C2ST cell's yardstick: the excess over more pairs of IPM runs (`ksdp.metrics.c2st_pairs`)."""
+    """The C2ST cell's more pairs of IPM runs (`ksdp.metrics.c2st_pairs`) and the mean over all, which is judged."""
     p = r.get("c2st_pairs")
     if p is None:
         return ""
