@@ -60,6 +60,13 @@
   replicas and the reference runs), each mean with its SE from the spread of its runs, and z. The
   network learns the pool's law, so the m2 check (against the 13) inherits the pool's luck.
 
+* ``ks``: ks2d-time's radial KS check under the null, at the paper scale by default (``--scale``):
+  ``--ks-runs`` independent IPM runs (their own key, cached under ``ksdp-runs/<scale>/ks2d-time/``)
+  stand in for the generated cloud (``KS_POINTS / J`` runs pooled: 10^5 points at J = 10^4) and for
+  the three pooled replicas, in random disjoint splits; at every time up to 0.075, how often the
+  stand-in's KS distance to the blob mean field exceeds the replicas' (the check's failure rate for an
+  exact IPM sampler of the generated cloud's size).
+
 * ``health``: the health figure of ``ksdp.Trajectory.health`` (dt |chemotactic drift| / delta) on
   every snapshot of every experiment dataset found under ``ksdp-runs/<scale>/`` (as
   ``python -m ksdp.experiments`` leaves them): the margin of ``ksdp.ipm.HEALTH_LIMIT`` = 1 over
@@ -109,6 +116,7 @@ PARTS = (
     "matching",
     "c2st",
     "pools",
+    "ks",
 )
 
 
@@ -948,6 +956,68 @@ def pools(out="ksdp-runs", names=None):
     return results
 
 
+KS_NULL_KEY = 99  # the KS null runs' key is fold_in(key(0), KS_NULL_KEY): independent of the experiment's runs
+
+
+def ks(scale="paper", runs=26, splits=20, out="ksdp-runs"):
+    """ks2d-time's radial KS check with independent IPM runs in place of the generated cloud.
+
+    The check asks, up to t = 0.075, that the KS distance of ``KS_POINTS`` generated points to the
+    blob mean field (`ksdp.reference`) be at most that of the three pooled replicas. Here ``runs``
+    more IPM runs of the scale's J (cached) are split ``splits`` times at random into disjoint groups:
+    ``KS_POINTS // J`` runs pooled for the generated cloud (what an exact sampler of the IPM's law
+    would give), three for the replicas. Per time: the fraction of splits where the check fails, and
+    both distances' means; the splits share runs, so the fractions are permutation estimates, not
+    independent draws.
+    """
+    exp = EXPERIMENTS["ks2d-time"]
+    values = RUN._all_values(exp, scale)
+    j = SCALES[scale].n_particles
+    n_gen = max(1, KS_POINTS // j)
+    if runs < n_gen + len(RUN.REPLICAS):
+        raise ValueError(f"runs must be >= {n_gen + len(RUN.REPLICAS)} at scale {scale!r}, got {runs}.")
+    path = os.path.join(out, scale, exp.name, "ks-null-runs.npz")
+    parts, _ = RUN._more_runs(
+        exp, scale, 0, path, print, runs, None, "auto", values, "ks-null", KS_NULL_KEY, "KS null runs"
+    )
+    parts = np.asarray(parts)  # [runs, values, J, d]
+    radial = RUN.radial_reference(exp, values)
+    results = []
+    for i, t in enumerate(float(v) for v in values):
+        if t > KS_UNTIL + 1e-12:
+            continue
+        cdf = radial.cdf(int(np.flatnonzero(np.isclose(radial.times, t))[0]))
+        gen_ks, rep_ks = [], []
+        for s in range(splits):
+            order = np.asarray(jax.random.permutation(jax.random.fold_in(jax.random.key(5), 1000 * i + s), runs))
+            gen = parts[order[:n_gen], i].reshape(-1, exp.d)
+            rep = parts[order[n_gen : n_gen + len(RUN.REPLICAS)], i].reshape(-1, exp.d)
+            gen_ks.append(KM.radial_ks(gen, cdf))
+            rep_ks.append(KM.radial_ks(rep, cdf))
+        fails = float(np.mean(np.greater(gen_ks, rep_ks)))
+        row = {
+            "scale": scale,
+            "t": t,
+            "J": j,
+            "generated_runs": n_gen,
+            "runs": runs,
+            "splits": splits,
+            "fails": fails,
+            "ks_generated_mean": float(np.mean(gen_ks)),
+            "ks_replicas_mean": float(np.mean(rep_ks)),
+        }
+        results.append(row)
+        print(
+            f"ks {scale} t = {t:g}: {n_gen} runs ({n_gen * j} points) against 3 pooled: fails in {fails:.0%} of "
+            f"{splits} splits; mean KS {row['ks_generated_mean']:.4f} against {row['ks_replicas_mean']:.4f}",
+            flush=True,
+        )
+    overall = float(np.mean([r["fails"] for r in results]))
+    print(f"ks {scale}: the check fails in {overall:.0%} of the splits over {len(results)} times", flush=True)
+    results.append({"scale": scale, "t": "all", "fails": overall})
+    return results
+
+
 def _null_summary(excess, slack: float, pairs: int, defect: float = 0.05) -> dict:
     """Spread and false alarms of null excesses; the normal rates of the check over 1 and ``pairs`` pairs."""
     e = np.asarray(excess, np.float64)
@@ -1019,6 +1089,12 @@ def main(argv=None):
         default=[2000, 10000],
         help="IPM sizes J of the 'reference' part (from 10^4 on with the particle mesh; 10^6 takes minutes)",
     )
+    ap.add_argument(
+        "--ks-scale", choices=list(SCALES), default="paper", help="scale of the 'ks' part (default paper: J = 10^4)"
+    )
+    ap.add_argument(
+        "--ks-runs", type=int, default=26, help="independent IPM runs of the 'ks' part (default 26; cached)"
+    )
     args = ap.parse_args(argv)
     parts = {
         "kernels": kernels,
@@ -1036,6 +1112,7 @@ def main(argv=None):
         "matching": lambda: matching(names=args.experiments),
         "c2st": lambda: c2st(names=args.experiments),
         "pools": lambda: pools(names=args.experiments),
+        "ks": lambda: ks(scale=args.ks_scale, runs=args.ks_runs),
     }
     results = {name: parts[name]() for name in args.only}
     # --only updates the parts it ran in today's file and keeps the others
