@@ -136,8 +136,8 @@ def _pairs(r) -> str:
     p = r.get("c2st_pairs")
     if p is None:
         return ""
-    excess, _, pairs = c2st_check(r)
-    return f"; {p['pairs']} more pairs {p['excess']:+.3f} +- {p['excess_se']:.3f}; all {pairs} {excess:+.3f}"
+    all_pairs = f"all {r['c2st_checked_pairs']} {r['c2st_checked_excess']:+.3f}"  # as judge() left it
+    return f"; {p['pairs']} more pairs {p['excess']:+.3f} +- {p['excess_se']:.3f}; {all_pairs}"
 
 
 def _fmt_row(r, with_ks):
@@ -216,10 +216,14 @@ def _acceptance(m) -> list:
             continue  # reported, not required
         why = []
         if not r["c2st_ok"]:
-            excess, se, pairs = c2st_check(r)
+            se = r["c2st_checked_se"]  # as judge() left it
             why.append(
                 f"C2ST {r['c2st'][0]:.3f} vs IPM {r['floor_c2st'][0]:.3f}"
-                + ("" if se is None else f"; excess over {pairs} pairs {excess:+.3f} +- {se:.3f}")
+                + (
+                    ""
+                    if se is None
+                    else f"; excess over {r['c2st_checked_pairs']} pairs {r['c2st_checked_excess']:+.3f} +- {se:.3f}"
+                )
             )
         if not r["energy_ok"]:
             why.append(f"energy z = {r['energy_z']:.1f}")
