@@ -126,6 +126,25 @@ def test_stage_devices_are_named_per_stage_when_they_differ():
     assert report.devices(m) == "IPM: not recorded; training, evaluation: GPU X"
 
 
+def test_a_pool_of_another_size_does_not_keep_the_earlier_pools_time(tmp_path):
+    # the dataset is the same, so its time is kept; a pool or reference runs of another size were
+    # simulated again, so the earlier run's time for them is not
+    settings = run._settings(EXPERIMENTS["ks2d-time"], "smoke", 0)
+    old = {
+        "settings": {**settings, "pool_runs": 3, "reference_runs": 4},
+        "timing_s": {"ipm_s": 1.0, "pool_s": 2.0, "reference_s": 3.0, "train_s": 4.0},
+        "timing_device": {"ipm_s": "cpu", "pool_s": "cpu", "reference_s": "gpu", "train_s": "cpu"},
+    }
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(old))
+    same = run._previous_timing(str(path), settings, {"pool_runs": 3, "reference_runs": 4})
+    assert same == (old["timing_s"], old["timing_device"])
+    timing, devices = run._previous_timing(str(path), settings, {"pool_runs": 30, "reference_runs": 4})
+    assert timing == {"ipm_s": 1.0, "reference_s": 3.0, "train_s": 4.0} and set(devices) == set(timing)
+    timing, _ = run._previous_timing(str(path), settings, {"pool_runs": 3, "reference_runs": 10})
+    assert timing == {"ipm_s": 1.0, "pool_s": 2.0, "train_s": 4.0}
+
+
 def test_other_seed_trains_afresh_and_keeps_the_old_checkpoint(smoke_run, tmp_path):
     # rerunning in the same folder with another seed re-simulates the dataset; the checkpoint, trained
     # on the old one, is moved aside (not resumed, not lost) and the network trained afresh
@@ -202,7 +221,8 @@ def test_cli_rejects_unknown_experiment():
         (["--seed", "-1"], "--seed must be an integer"),
         (["--out", "FILE"], "not a writable folder"),
         (["no-such-experiment"], "unknown experiment"),
-        (["--particles", "100"], "--particles must be at least 128"),
+        # smoke: N = 64 from a pool of 3 runs: 3 x 42 < 128 <= 3 x 43
+        (["--particles", "42"], "--particles must be at least 43"),
         (["--drift", "fast"], "invalid choice: 'fast'"),
     ],
 )
@@ -259,8 +279,10 @@ def test_particles_option_and_a_direct_dataset_reused_for_the_mesh(tmp_path):
     assert not os.path.exists(path + ".parts")
     again = run.simulate_dataset(exp, "smoke", 0, path, lines.append, n_particles=200, drift="pm")
     assert again.meta.get("reused") and "drift: direct" in lines[-1]
-    with pytest.raises(ValueError, match="too small for the smoke scale"):
-        run.run(exp, "smoke", str(tmp_path), 0, n_particles=100)
+    # the loss floor draws two disjoint N-samples (N = 64) from each training set, here a pool of 3 runs:
+    # 3 x 21 = 63 particles are too few, the message names the least J that will do (3 x 43 >= 128)
+    with pytest.raises(ValueError, match="too small for laminar2d-time at the smoke scale.*at least 43"):
+        run.run(exp, "smoke", str(tmp_path), 0, n_particles=21)
 
 
 def _rewrite_npz(path, change):

@@ -20,8 +20,9 @@ EPILOG = (
 
 scales:
   smoke   seconds per experiment (J=128), for tests
-  quick   the default: all five in about 45 minutes on a shared 2-core CPU (J=2000, N=1000, 6000
-          steps, each network trained on a pool of 10 more runs per training value)
+  quick   the default: all five in about an hour on a 2-core CPU (J=2000, N=1000, 6000 steps,
+          each network trained on a pool of 10 more runs per training value; kolmogorov3d-amplitude
+          on 30 with N=2000)
   paper   the paper's sizes (J=10000, N=2000, 50000 steps; K=L=50); on a 2-core CPU shared with
           other jobs the runs of docs/paper-report.md took 34-80 minutes each with K=L=200, and
           ks2d-time 76 minutes with K=L=50 (61 of them training); on one H100 GPU ks2d-time's
@@ -80,11 +81,21 @@ def main(argv=None):
     if unknown:
         ap.error(f"unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
     names = args.experiments or list(EXPERIMENTS)
-    if args.particles is not None and args.particles < 2 * SCALES[args.scale].n_samples:
-        ap.error(
-            f"--particles must be at least {2 * SCALES[args.scale].n_samples} at the {args.scale} scale (two disjoint "
-            f"samples of N = {SCALES[args.scale].n_samples} per training set), got {args.particles}."
-        )
+    if args.particles is not None:
+        # the loss floor draws two disjoint N-samples from each training set: the pool's runs together,
+        # else the training replica
+        least = {}
+        for name in names:
+            exp = EXPERIMENTS[name]
+            runs, n = run.pool_runs(exp, args.scale) or 1, run.scale_of(exp, args.scale).n_samples
+            least[name] = -(-2 * n // runs)
+        worst = max(least, key=least.get)
+        if args.particles < least[worst]:
+            ap.error(
+                f"--particles must be at least {least[worst]} for {worst} at the {args.scale} scale (two disjoint "
+                f"samples of N = {run.scale_of(EXPERIMENTS[worst], args.scale).n_samples} from each training set "
+                f"of {run.pool_runs(EXPERIMENTS[worst], args.scale) or 1} run(s)), got {args.particles}."
+            )
     if not 0 <= args.seed < 2**62:
         ap.error(f"--seed must be an integer in [0, 2^62), got {args.seed}.")
     out = os.path.join(args.out, args.scale)

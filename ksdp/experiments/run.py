@@ -26,6 +26,7 @@ from ksdp.experiments.specs import (
     MEMORISATION_Z,
     SCALES,
     Experiment,
+    Scale,
 )
 
 KERNEL = "blob"  # see docs: the paper kernel biases m2 early at delta^2 = 1e-2; blob tracks it
@@ -280,9 +281,18 @@ def memorisation_z(final: metrics_.Estimate, floor: metrics_.Estimate) -> float:
     return (final.value - floor.value) / math.hypot(final.se, floor.se)
 
 
+def scale_of(exp: Experiment, scale: str) -> Scale:
+    """The `Scale` ``exp`` trains at: ``SCALES[scale]`` with the experiment's own mini-batch size
+    (``Experiment.n_samples``) where it has one."""
+    sc = SCALES[scale]
+    if scale in exp.n_samples:
+        sc = dataclasses.replace(sc, n_samples=int(exp.n_samples[scale]))
+    return sc
+
+
 def configs(exp: Experiment, scale: str):
     """The network's and the training's configs of an experiment at a scale: ``(ModelConfig, TrainConfig)``."""
-    sc = SCALES[scale]
+    sc = scale_of(exp, scale)
     train_v = exp.values(scale)[0]
     mcfg = model.make_config(
         exp.d,
@@ -306,14 +316,17 @@ def configs(exp: Experiment, scale: str):
         debias=sc.debias,
         local_cap=sc.local_cap,
         match_sources=sc.match_sources,
-        radial_weight=float(exp.radial_weight or sc.radial_weight),
+        radial_weight=float(exp.radial_weight_at(scale) or sc.radial_weight),
     )
     return mcfg, tcfg
 
 
-def _previous_timing(path, settings) -> tuple[dict, dict]:
+def _previous_timing(path, settings, runs: dict | None = None) -> tuple[dict, dict]:
     """Stage times of an earlier run on the same data, and the device of each (kept for the stages this
-    run reuses): ``(timing_s, timing_device)``; a device the earlier run did not record is ``None``."""
+    run reuses): ``(timing_s, timing_device)``; a device the earlier run did not record is ``None``.
+
+    ``runs`` maps ``"pool_runs"`` and ``"reference_runs"`` to this run's counts: an earlier pool or set of
+    reference runs of another size was simulated again, so its time is not kept."""
     try:
         with open(path) as f:
             old = json.load(f)
@@ -326,6 +339,9 @@ def _previous_timing(path, settings) -> tuple[dict, dict]:
     if not same_data(cached, settings):
         return {}, {}
     timing = dict(old.get("timing_s", {}))
+    for count, stage in (("pool_runs", "pool_s"), ("reference_runs", "reference_s")):
+        if runs is not None and old["settings"].get(count) != runs.get(count):
+            timing.pop(stage, None)
     devices = old.get("timing_device") or {}
     return timing, {k: devices.get(k) for k in timing}
 
@@ -358,7 +374,7 @@ def train_network(exp: Experiment, scale: str, seed: int, targets, ck_path: str,
     Returns ``(TrainResult, resumed_complete, seconds)``: whether the checkpoint already held every
     step (nothing was trained), and the time the training that did happen took.
     """
-    n_steps = SCALES[scale].n_steps
+    n_steps = scale_of(exp, scale).n_steps
     mcfg, tcfg = configs(exp, scale)
     train_v = exp.values(scale)[0]
     resumed_complete = os.path.exists(ck_path) and _checkpoint_step(ck_path) >= n_steps
@@ -404,21 +420,27 @@ def run(
     ``metrics.json`` is rewritten after every evaluated parameter value (``"complete": false``
     until the last), so a failure late in the evaluation or in the figures loses no computed row.
     """
-    sc = SCALES[scale]
+    sc = scale_of(exp, scale)
     if n_particles is not None:
         if not isinstance(n_particles, (int, np.integer)) or isinstance(n_particles, bool) or n_particles < 1:
             raise ValueError(f"n_particles must be a positive integer, got {n_particles!r}.")
-        if n_particles < 2 * sc.n_samples:
+        # the training set: the pool's runs together, else the training replica
+        runs = pool_runs(exp, scale) or 1
+        if runs * n_particles < 2 * sc.n_samples:
             raise ValueError(
-                f"n_particles={n_particles} is too small for the {scale} scale: the loss floor compares two "
-                f"disjoint samples of N = {sc.n_samples} from each training set; use at least {2 * sc.n_samples}."
+                f"n_particles={n_particles} is too small for {exp.name} at the {scale} scale: the loss floor "
+                f"compares two disjoint samples of N = {sc.n_samples} from each training set of {runs} x "
+                f"{n_particles} particles; use at least {-(-2 * sc.n_samples // runs)}."
             )
         sc = dataclasses.replace(sc, n_particles=int(n_particles))
     settings = _settings(exp, scale, seed, sc.n_particles, drift)
     folder = os.path.join(out, exp.name)
     os.makedirs(folder, exist_ok=True)
     timing, device = {}, {}
-    previous, previous_device = _previous_timing(os.path.join(folder, "metrics.json"), settings)
+    n_runs, n_ref = pool_runs(exp, scale), reference_runs(exp, scale)
+    previous, previous_device = _previous_timing(
+        os.path.join(folder, "metrics.json"), settings, {"pool_runs": n_runs, "reference_runs": n_ref}
+    )
     here = device_name()
 
     def stage(name, simulate):
@@ -441,7 +463,6 @@ def run(
     index = {float(v): i for i, v in enumerate(values)}
     train_idx = [index[float(v)] for v in train_v]
 
-    n_runs = pool_runs(exp, scale)
     if n_runs is None:
         targets = parts[0, train_idx]
     else:
@@ -449,7 +470,6 @@ def run(
         targets = stage(
             "pool_s", lambda: simulate_pool(exp, scale, seed, pool_path, log, n_runs, sc.n_particles, drift)
         )
-    n_ref = reference_runs(exp, scale)
     ref_runs = None
     if n_ref:
         ref_path = os.path.join(folder, "reference-runs.npz")
