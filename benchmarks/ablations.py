@@ -1,7 +1,7 @@
 """The measurements behind the design choices in docs/algorithms.md, each against its alternative.
 
     python -m benchmarks.ablations [--only kernels slope blocks small residual energy reference training health
-                                           tails matching]
+                                           tails matching c2st pools ks shrink]
 
 * ``kernels``: m2(t) of one run (J = 2000, dt = 1e-4, mu = 1) against the exact line
   m2(0) - (4 - 8/J) t at t = 0.025, 0.05, 0.075, 0.1, for the ``blob`` kernel with delta^2 = 1e-3
@@ -67,6 +67,11 @@
   stand-in's KS distance to the blob mean field exceeds the replicas' (the check's failure rate for an
   exact IPM sampler of the generated cloud's size).
 
+* ``shrink``: kolmogorov3d-amplitude at the quick scale (``--experiments`` for others with a training
+  pool): its network trained on its pool with the mini-batch's N and the radial term changed
+  (`SHRINK_VARIANTS`), three seeds each; at every training value the m2 of 10^5 generated particles
+  against the pool's. The spread over seeds is the training's alone (the data are shared).
+
 * ``health``: the health figure of ``ksdp.Trajectory.health`` (dt |chemotactic drift| / delta) on
   every snapshot of every experiment dataset found under ``ksdp-runs/<scale>/`` (as
   ``python -m ksdp.experiments`` leaves them): the margin of ``ksdp.ipm.HEALTH_LIMIT`` = 1 over
@@ -117,6 +122,7 @@ PARTS = (
     "c2st",
     "pools",
     "ks",
+    "shrink",
 )
 
 
@@ -956,6 +962,82 @@ def pools(out="ksdp-runs", names=None):
     return results
 
 
+# the shrink part's variants: the experiment's TrainConfig with these settings instead of its own
+SHRINK_VARIANTS = {
+    "N = 1000": {"n_samples": 1000, "radial_weight": 0.0},
+    "N = 1000, radial 4": {"n_samples": 1000, "radial_weight": 4.0},
+    "N = 2000": {"n_samples": 2000, "radial_weight": 0.0},
+    "N = 2000, radial 4": {"n_samples": 2000, "radial_weight": 4.0},
+}
+
+
+def shrink(names=("kolmogorov3d-amplitude",), scale="quick", seeds=3, n_generated=100_000, out="ksdp-runs"):
+    """The generated m2 against the m2 of the data the network trained on, per training value.
+
+    For each experiment (its training pool as ``python -m ksdp.experiments`` simulates it, cached) and
+    each of `SHRINK_VARIANTS` (the mini-batch's N, the radial term; the rest of the experiment's
+    schedule at ``scale``), ``seeds`` trainings with independent keys; at every training value
+    ``m2(generated) / m2(pool) - 1`` from ``n_generated`` points (the generated cloud's SE about
+    0.3-0.6% of m2 at 10^5 points, from its own spread). What the seeds share is the data, so the
+    spread over seeds is the training's alone; what the variants share is the data and the keys.
+    """
+    results = []
+    for name in names:
+        exp = EXPERIMENTS[name]
+        folder = os.path.join(out, scale, name)
+        n_runs = RUN.pool_runs(exp, scale)
+        if n_runs is None:
+            raise ValueError(f"{name} has no training pool at the {scale} scale: the shrink part compares with one.")
+        targets, _ = RUN.simulate_pool(exp, scale, 0, os.path.join(folder, "pool.npz"), print, n_runs)
+        train_v = exp.values(scale)[0]
+        m2_pool = [KM.moments(t) for t in targets]
+        mc, tc = RUN.configs(exp, scale)
+        n_steps = RUN.scale_of(exp, scale).n_steps
+        for label, change in SHRINK_VARIANTS.items():
+            cfg = tc._replace(**change)
+            for seed in range(seeds):
+                t0 = time.perf_counter()
+                res = T.train(jax.random.key(seed + 1), targets, train_v, mc, cfg, n_steps=n_steps, progress=False)
+                rel = []
+                for j, v in enumerate(train_v):
+                    gen = KM.moments(np.asarray(M.generate(mc, res.params, v, jax.random.key(1000 + j), n_generated)))
+                    rel.append(
+                        [
+                            gen["m2"] / m2_pool[j]["m2"] - 1,
+                            math.hypot(gen["m2_se"], m2_pool[j]["m2_se"]) / m2_pool[j]["m2"],
+                        ]
+                    )
+                row = {
+                    "scale": scale,
+                    "experiment": name,
+                    "variant": label,
+                    "settings": change,
+                    "seed": seed,
+                    "pool_runs": n_runs,
+                    "eta": [float(v) for v in train_v],
+                    "relative": rel,
+                    "final_loss": T.final_loss(res.history, cfg.resample_every).value,
+                    "train_s": time.perf_counter() - t0,
+                }
+                results.append(row)
+                print(
+                    f"shrink {scale} {name} {label}, seed {seed}: m2 generated / pool - 1 = "
+                    + " ".join(f"{r:+.4f}" for r, _ in rel)
+                    + f" (+- {max(se for _, se in rel):.4f}); final loss {row['final_loss']:.4f}; "
+                    + f"{row['train_s']:.0f} s",
+                    flush=True,
+                )
+            rows = [r for r in results if r["experiment"] == name and r["variant"] == label]
+            mean = np.mean([[x for x, _ in r["relative"]] for r in rows], axis=0)
+            print(
+                f"shrink {scale} {name} {label}: mean over {len(rows)} seeds "
+                + " ".join(f"{x:+.4f}" for x in mean)
+                + f"; mean |.| {np.mean(np.abs(mean)):.4f}",
+                flush=True,
+            )
+    return results
+
+
 KS_NULL_KEY = 99  # the KS null runs' key is fold_in(key(0), KS_NULL_KEY): independent of the experiment's runs
 
 
@@ -1113,6 +1195,7 @@ def main(argv=None):
         "c2st": lambda: c2st(names=args.experiments),
         "pools": lambda: pools(names=args.experiments),
         "ks": lambda: ks(scale=args.ks_scale, runs=args.ks_runs),
+        "shrink": lambda: shrink(names=args.experiments or ("kolmogorov3d-amplitude",)),
     }
     results = {name: parts[name]() for name in args.only}
     # --only updates the parts it ran in today's file and keeps the others
