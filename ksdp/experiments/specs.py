@@ -161,9 +161,8 @@ class Experiment:
     grids: dict = field(default_factory=dict)  # scale -> (train, held_out, extrapolated)
     pool_runs: dict = field(default_factory=dict)  # scale -> runs of the training pool, instead of Scale.pool_runs
     reference_runs: dict = field(default_factory=dict)  # scale -> m2 reference runs, instead of Scale.reference_runs
-    n_samples: dict = field(
-        default_factory=dict
-    )  # scale -> N, the mini-batch's samples per set, instead of Scale.n_samples
+    # scale -> N, the mini-batch's samples per set, instead of Scale.n_samples (`run.scale_of`)
+    n_samples: dict = field(default_factory=dict)
     # the network also sees the source point's tail coordinate at every scale (ModelConfig.tail_feature),
     # whatever Scale.tail_feature says: for a law with a diffusive tail the map must stretch the ball's
     # outermost shell over it, a steep profile the plain input smooths away (docs/algorithms.md, "The cut tail")
