@@ -995,6 +995,7 @@ def shrink(names=("kolmogorov3d-amplitude",), scale="quick", seeds=3, n_generate
         n_steps = RUN.scale_of(exp, scale).n_steps
         for label, change in SHRINK_VARIANTS.items():
             cfg = tc._replace(**change)
+            rows = []
             for seed in range(seeds):
                 t0 = time.perf_counter()
                 res = T.train(jax.random.key(seed + 1), targets, train_v, mc, cfg, n_steps=n_steps, progress=False)
@@ -1019,7 +1020,7 @@ def shrink(names=("kolmogorov3d-amplitude",), scale="quick", seeds=3, n_generate
                     "final_loss": T.final_loss(res.history, cfg.resample_every).value,
                     "train_s": time.perf_counter() - t0,
                 }
-                results.append(row)
+                rows.append(row)
                 print(
                     f"shrink {scale} {name} {label}, seed {seed}: m2 generated / pool - 1 = "
                     + " ".join(f"{r:+.4f}" for r, _ in rel)
@@ -1027,7 +1028,7 @@ def shrink(names=("kolmogorov3d-amplitude",), scale="quick", seeds=3, n_generate
                     + f"{row['train_s']:.0f} s",
                     flush=True,
                 )
-            rows = [r for r in results if r["experiment"] == name and r["variant"] == label]
+            results.extend(rows)
             mean = np.mean([[x for x, _ in r["relative"]] for r in rows], axis=0)
             print(
                 f"shrink {scale} {name} {label}: mean over {len(rows)} seeds "

@@ -82,19 +82,13 @@ def main(argv=None):
         ap.error(f"unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
     names = args.experiments or list(EXPERIMENTS)
     if args.particles is not None:
-        # the loss floor draws two disjoint N-samples from each training set: the pool's runs together,
-        # else the training replica
-        least = {}
-        for name in names:
-            exp = EXPERIMENTS[name]
-            runs, n = run.pool_runs(exp, args.scale) or 1, run.scale_of(exp, args.scale).n_samples
-            least[name] = -(-2 * n // runs)
-        worst = max(least, key=least.get)
-        if args.particles < least[worst]:
+        worst = max(names, key=lambda n: run.least_particles(EXPERIMENTS[n], args.scale))
+        exp = EXPERIMENTS[worst]
+        if args.particles < run.least_particles(exp, args.scale):
             ap.error(
-                f"--particles must be at least {least[worst]} for {worst} at the {args.scale} scale (two disjoint "
-                f"samples of N = {run.scale_of(EXPERIMENTS[worst], args.scale).n_samples} from each training set "
-                f"of {run.pool_runs(EXPERIMENTS[worst], args.scale) or 1} run(s)), got {args.particles}."
+                f"--particles must be at least {run.least_particles(exp, args.scale)} for {worst} at the "
+                f"{args.scale} scale (two disjoint samples of N = {run.scale_of(exp, args.scale).n_samples} from "
+                f"each training set of {run.pool_runs(exp, args.scale) or 1} run(s)), got {args.particles}."
             )
     if not 0 <= args.seed < 2**62:
         ap.error(f"--seed must be an integer in [0, 2^62), got {args.seed}.")

@@ -125,6 +125,12 @@ def simulate_pool(
     return p.reshape(p.shape[0], -1, p.shape[-1]), reused
 
 
+def least_particles(exp: Experiment, scale: str) -> int:
+    """The least J (IPM particles per run) ``exp`` can train on at ``scale``: the loss floor draws two
+    disjoint samples of N from each training set, the pool's runs together (else the training replica)."""
+    return -(-2 * scale_of(exp, scale).n_samples // (pool_runs(exp, scale) or 1))
+
+
 def reference_runs(exp: Experiment, scale: str) -> int:
     """How many more independent IPM runs the m2 check of ``exp`` at ``scale`` averages with the three
     replicas: its own ``Experiment.reference_runs`` for the scale, else `Scale.reference_runs` (0: the
@@ -424,13 +430,11 @@ def run(
     if n_particles is not None:
         if not isinstance(n_particles, (int, np.integer)) or isinstance(n_particles, bool) or n_particles < 1:
             raise ValueError(f"n_particles must be a positive integer, got {n_particles!r}.")
-        # the training set: the pool's runs together, else the training replica
-        runs = pool_runs(exp, scale) or 1
-        if runs * n_particles < 2 * sc.n_samples:
+        if n_particles < least_particles(exp, scale):
             raise ValueError(
                 f"n_particles={n_particles} is too small for {exp.name} at the {scale} scale: the loss floor "
-                f"compares two disjoint samples of N = {sc.n_samples} from each training set of {runs} x "
-                f"{n_particles} particles; use at least {-(-2 * sc.n_samples // runs)}."
+                f"compares two disjoint samples of N = {sc.n_samples} from each training set of "
+                f"{pool_runs(exp, scale) or 1} x {n_particles} particles; use at least {least_particles(exp, scale)}."
             )
         sc = dataclasses.replace(sc, n_particles=int(n_particles))
     settings = _settings(exp, scale, seed, sc.n_particles, drift)
