@@ -247,6 +247,12 @@ def check_inputs(model_cfg: _model.ModelConfig, cfg: TrainConfig, targets, eta):
         raise TypeError(f"TrainConfig.radial_weight must be a number >= 0 (0: off), got {cfg.radial_weight!r}.")
     if not (np.isfinite(cfg.radial_weight) and cfg.radial_weight >= 0):
         raise ValueError(f"TrainConfig.radial_weight must be a finite number >= 0 (0: off), got {cfg.radial_weight!r}.")
+    # the radial term ranks M = N (2N with debias) generated points per set in int32 (radial_objective)
+    if cfg.radial_weight and (2 if cfg.debias else 1) * cfg.n_samples > RADIAL_MAX_POINTS:
+        raise ValueError(
+            f"TrainConfig.radial_weight ranks {'2N' if cfg.debias else 'N'} generated points per set, at most "
+            f"{RADIAL_MAX_POINTS}: lower TrainConfig.n_samples (got N={cfg.n_samples}) or set radial_weight=0."
+        )
     if cfg.local_cap and not cfg.debias:
         raise ValueError("TrainConfig.local_cap caps the debiased loss's self term: set debias=True, or local_cap=0.")
     if not (0.0 <= cfg.ema_decay < 1.0):
@@ -343,6 +349,10 @@ def debiased_objective(fx, fs, y, perm, perm_self, local_cap: float = 0.0, mirro
     return cost - weight * jnp.mean(jnp.minimum(pair, cap)), cost
 
 
+# the most generated points per set the radial term ranks: 4 M^2 < 2^31 keeps its int32 arithmetic exact
+RADIAL_MAX_POINTS = 23170
+
+
 def radial_quantiles(targets):
     """The training sets' sorted distances from the origin, ``[..., J]``: their radial quantiles."""
     return jnp.sort(jnp.sqrt(jnp.sum(targets**2, axis=-1)), axis=-1)
@@ -362,8 +372,18 @@ def radial_objective(f, quantiles):
     """
     r = jnp.sqrt(jnp.sum(f**2, axis=-1) + jnp.finfo(f.dtype).tiny)
     m, j = r.shape[-1], quantiles.shape[-1]
+    if m > RADIAL_MAX_POINTS or j >= 2**31:
+        raise ValueError(
+            f"radial_objective: f has M = {m} points per set and quantiles J = {j}; the ranks' int32 "
+            f"arithmetic needs M <= {RADIAL_MAX_POINTS} and J < 2^31: use fewer generated points per set."
+        )
     rank = jnp.argsort(jnp.argsort(jax.lax.stop_gradient(r), axis=-1), axis=-1)
-    level = ((2 * rank + 1) * j) // (2 * m)  # the index of the quantile (k + 1/2) / M in 0..J-1
+    # the index of the quantile (k + 1/2) / M in 0..J-1, floor((2k + 1) J / (2M)), exactly in int32: with
+    # J = a 2M + b, it is (2k + 1) a + floor((2k + 1) b / (2M)), whose products stay below J and 4 M^2.
+    # (2k + 1) J itself overflows int32 once J M > 2^30 (a pool of 40 runs of 10^4 against 2N = 4000
+    # generated points did, and pulled the distances towards wrong quantiles)
+    a, b = divmod(j, 2 * m)
+    level = (2 * rank + 1) * a + ((2 * rank + 1) * b) // (2 * m)
     q = jnp.take_along_axis(jax.lax.stop_gradient(quantiles), level, axis=-1)
     return jnp.mean((r - q) ** 2)
 

@@ -199,6 +199,26 @@ def test_radial_objective_pairs_each_rank_with_its_quantile():
     assert float(T.radial_objective(at, quantiles)) < 1e-10
 
 
+def test_radial_objective_with_many_quantiles():
+    # J = 4 x 10^5 training distances against M = 4000 generated points, the paper-scale ks2d-time pool
+    # of 40 runs against 2N: (2k + 1) J overflowed int32 there. The levels against numpy's int64
+    # transcription, exactly; the objective to float32 round-off (1e-6 of its O(1) value)
+    m, j = 4000, 400_000
+    quantiles = jnp.linspace(0.0, 2.0, j)[None]
+    f = jax.random.normal(jax.random.key(3), (1, m, 2))
+    r = np.linalg.norm(np.asarray(f), axis=-1)
+    rank = np.argsort(np.argsort(r, -1), -1).astype(np.int64)
+    level = (2 * rank + 1) * j // (2 * m)
+    assert level.max() < j and (2 * rank.max() + 1) * j >= 2**31  # the product does not fit int32
+    q = np.asarray(quantiles)[0, level]
+    np.testing.assert_allclose(T.radial_objective(f, quantiles), np.mean((r - q) ** 2), rtol=1e-6)
+    # the exact form's limit: 4 M^2 < 2^31, checked before any work, naming what to lower
+    too_many = T.RADIAL_MAX_POINTS + 1
+    with pytest.raises(ValueError, match="M = 23171"):
+        T.radial_objective(jnp.zeros((1, too_many, 2)), quantiles)
+    assert 4 * T.RADIAL_MAX_POINTS**2 < 2**31 <= 4 * too_many**2
+
+
 def test_radial_weight_is_checked_and_keeps_old_fingerprints():
     targets, etas, mc = _tiny_problem()
     fp = T.fingerprint(jax.random.key(0), targets, etas, mc, TINY)
@@ -210,6 +230,11 @@ def test_radial_weight_is_checked_and_keeps_old_fingerprints():
         T.check_inputs(mc, TINY._replace(radial_weight=float("inf")), targets, etas)
     with pytest.raises(TypeError, match="radial_weight"):
         T.check_inputs(mc, TINY._replace(radial_weight=True), targets, etas)
+    # its ranks are int32: at most RADIAL_MAX_POINTS generated points per set (2N with debias)
+    n = T.RADIAL_MAX_POINTS // 2 + 1
+    big = jnp.zeros((targets.shape[0], n, targets.shape[2]))
+    with pytest.raises(ValueError, match="n_samples"):
+        T.check_inputs(mc, TINY._replace(radial_weight=1.0, n_samples=n, debias=True), big, etas)
 
 
 def test_min_min_after_switches_the_matching_at_its_step():
