@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from ksdp import training as T
 from ksdp.experiments import run
 from ksdp.experiments.specs import EXPERIMENTS, SCALES
 
@@ -78,6 +79,8 @@ def test_radial_term(name, scale):
     _, tc = run.configs(exp, scale)
     assert tc.radial_weight == (exp.radial_weight_at(scale) or SCALES[scale].radial_weight)
     assert (tc.radial_weight > 0) == (name == "ks2d-time" or (name, scale) == ("kolmogorov3d-amplitude", "quick"))
+    # the term ranks 2N generated points per set in int32 (training.radial_objective): within its limit
+    assert not tc.radial_weight or 2 * tc.n_samples <= T.RADIAL_MAX_POINTS
 
 
 @pytest.mark.parametrize("name,scale", CASES)
