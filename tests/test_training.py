@@ -233,8 +233,9 @@ def test_radial_weight_is_checked_and_keeps_old_fingerprints():
     # its ranks are int32: at most RADIAL_MAX_POINTS generated points per set (2N with debias)
     n = T.RADIAL_MAX_POINTS // 2 + 1
     big = jnp.zeros((targets.shape[0], n, targets.shape[2]))
-    with pytest.raises(ValueError, match="n_samples"):
+    with pytest.raises(ValueError, match="radial_weight ranks 2N .* lower TrainConfig.n_samples"):
         T.check_inputs(mc, TINY._replace(radial_weight=1.0, n_samples=n, debias=True), big, etas)
+    T.check_inputs(mc, TINY._replace(radial_weight=1.0, n_samples=n - 1, debias=True), big, etas)
 
 
 def test_min_min_after_switches_the_matching_at_its_step():
