@@ -84,9 +84,10 @@ def main(argv=None):
     if args.particles is not None:
         worst = max(names, key=lambda n: run.least_particles(EXPERIMENTS[n], args.scale))
         exp = EXPERIMENTS[worst]
-        if args.particles < run.least_particles(exp, args.scale):
+        least = run.least_particles(exp, args.scale)
+        if args.particles < least:
             ap.error(
-                f"--particles must be at least {run.least_particles(exp, args.scale)} for {worst} at the "
+                f"--particles must be at least {least} for {worst} at the "
                 f"{args.scale} scale (two disjoint samples of N = {run.scale_of(exp, args.scale).n_samples} from "
                 f"each training set of {run.pool_runs(exp, args.scale) or 1} run(s)), got {args.particles}."
             )

@@ -430,11 +430,12 @@ def run(
     if n_particles is not None:
         if not isinstance(n_particles, (int, np.integer)) or isinstance(n_particles, bool) or n_particles < 1:
             raise ValueError(f"n_particles must be a positive integer, got {n_particles!r}.")
-        if n_particles < least_particles(exp, scale):
+        least = least_particles(exp, scale)
+        if n_particles < least:
             raise ValueError(
                 f"n_particles={n_particles} is too small for {exp.name} at the {scale} scale: the loss floor "
                 f"compares two disjoint samples of N = {sc.n_samples} from each training set of "
-                f"{pool_runs(exp, scale) or 1} x {n_particles} particles; use at least {least_particles(exp, scale)}."
+                f"{pool_runs(exp, scale) or 1} x {n_particles} particles; use at least {least}."
             )
         sc = dataclasses.replace(sc, n_particles=int(n_particles))
     settings = _settings(exp, scale, seed, sc.n_particles, drift)
