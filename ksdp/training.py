@@ -401,12 +401,8 @@ def debiased_loss_fn(
     return debiased_objective(fx, fs, y, perm, perm_self, local_cap, mirror)
 
 
-def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axis: str | None = None, quantiles=None):
+def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axis: str | None = None):
     """One mini-batch: fresh samples, initial matching, then ``K / L`` rounds of Adam + sweeps.
-
-    ``quantiles``: the targets' `radial_quantiles` for the radial term (``cfg.radial_weight > 0``),
-    computed once per training by `train`; ``None`` sorts them here, in every mini-batch (0.8 s a
-    mini-batch on a 2-core CPU for a pool of 8 x 4 x 10^5 particles).
 
     With ``axis`` (inside ``shard_map``), ``targets``, ``eta`` and ``state.perm`` are this device's
     slice of the parameter sets; every random draw is the one the unsharded call makes for those
@@ -457,7 +453,7 @@ def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axi
             a, b = (x if cfg.mirror_self else fx), _model.apply(model_cfg, params, x_self, eta)
         return jnp.stack([refine(k1, lead, y, perm[:, 0], n_sweeps), refine(k2, a, b, perm[:, 1], n_sweeps)], 1)
 
-    if cfg.radial_weight and quantiles is None:
+    if cfg.radial_weight:
         quantiles = radial_quantiles(targets)
 
     def objective(q, perm):
@@ -518,26 +514,18 @@ def _minibatch_mesh(mesh, axis: str | None, n_sets: int):
     """
     axis, n_dev = _parallel.mesh_axis(mesh, axis)
     _parallel.check_divisible(n_sets, n_dev, "the number of parameter sets R", "train on a multiple of the devices")
-    return lambda state, targets, eta, model_cfg, cfg, quantiles=None: _minibatch_sharded(
-        state, targets, eta, model_cfg, cfg, mesh, axis, quantiles
+    return lambda state, targets, eta, model_cfg, cfg: _minibatch_sharded(
+        state, targets, eta, model_cfg, cfg, mesh, axis
     )
 
 
 @partial(jax.jit, static_argnums=(3, 4, 5, 6))
-def _minibatch_sharded(state, targets, eta, model_cfg, cfg, mesh, axis, quantiles=None):
+def _minibatch_sharded(state, targets, eta, model_cfg, cfg, mesh, axis):
     state_spec = TrainState(P(), P(), P(axis), P(), P(), P())
     fn = partial(_minibatch, model_cfg=model_cfg, cfg=cfg, axis=axis)
-    if quantiles is None:
-        return jax.shard_map(
-            fn, mesh=mesh, in_specs=(state_spec, P(axis), P(axis)), out_specs=(state_spec, P()), check_vma=False
-        )(state, targets, eta)
     return jax.shard_map(
-        lambda s, t, e, q: fn(s, t, e, quantiles=q),
-        mesh=mesh,
-        in_specs=(state_spec, P(axis), P(axis), P(axis)),
-        out_specs=(state_spec, P()),
-        check_vma=False,
-    )(state, targets, eta, quantiles)
+        fn, mesh=mesh, in_specs=(state_spec, P(axis), P(axis)), out_specs=(state_spec, P()), check_vma=False
+    )(state, targets, eta)
 
 
 def fresh_batch_loss(history, resample_every: int, n_batches: int = 20) -> float:
@@ -794,12 +782,10 @@ def train(
     kept = lambda s: (
         f"the checkpoint {checkpoint} holds step {s}" if s is not None else "no checkpoint was written for this run"
     )
-    # the radial term's quantiles, sorted once here rather than in every mini-batch (same values)
-    quantiles = radial_quantiles(targets) if cfg.radial_weight else None
     t0 = time.perf_counter()
     try:
         for b in range(done, total):
-            new, losses = step_fn(state, targets, eta, model_cfg, cfg, quantiles=quantiles)
+            new, losses = step_fn(state, targets, eta, model_cfg, cfg)
             losses = _parallel.gather(losses)
             if not np.all(np.isfinite(losses)):
                 bad = step + int(np.flatnonzero(~np.isfinite(losses))[0]) + 1
