@@ -23,10 +23,12 @@ scales:
   quick   the default: all five in about an hour on a 2-core CPU (J=2000, N=1000, 6000 steps,
           each network trained on a pool of 10 more runs per training value; kolmogorov3d-amplitude
           on 30 with N=2000)
-  paper   the paper's sizes (J=10000, N=2000, 50000 steps; K=L=50); on a 2-core CPU shared with
-          other jobs the runs of docs/paper-report.md took 34-80 minutes each with K=L=200, and
-          ks2d-time 76 minutes with K=L=50 (61 of them training); on one H100 GPU ks2d-time's
-          IPM and training took 7 minutes
+  paper   the paper's sizes (J=10000, N=2000, 50000 steps; K=L=50); on a 2-core CPU, often
+          shared with other jobs, the runs of docs/paper-report.md trained for 51 minutes
+          (laminar2d-time) to about 85 (ks2d-time on its pool of 40 runs, about 10 steps/s),
+          evaluated in 6-12 minutes, and simulated their IPM data in up to 2 hours
+          (kolmogorov3d-amplitude's 45 runs); its settings table has every stage's time. On one
+          H100 GPU ks2d-time's IPM and training (the plain input, a pool of 10 runs) took 7 minutes
 
 Outputs under OUT/<experiment>/: README.md (its page), dataset.npz (reused when its settings match;
 simulated one replica at a time, each saved under dataset.npz.parts/ until the whole is written), pool.npz
