@@ -11,7 +11,13 @@ Reports, each against a baseline measured in the same run:
 * seconds per block sweep over all 8 sets (``ksdp.assignment.solve_batch``, blocks batched); baseline: the same
   blocks solved one after another by ``scipy.optimize.linear_sum_assignment``;
 * generated particles per second (10^6 particles, chunks of 65,536); baseline: the network applied
-  to all 10^6 sources in one un-chunked jitted call.
+  to all 10^6 sources in one un-chunked jitted call;
+* with ``--pool-sizes J1 J2 ...``, what a training pool costs: seconds per mini-batch of
+  ks2d-time's paper configuration (its own `ksdp.experiments.run.configs`: 8 sets, N = 2000,
+  K = L = 50, the debiased loss, the radial term) on J particles per set (a pool of J / 10^4 runs),
+  against J = 10^4 (one run) measured in the same process; and, alone, the two steps of a
+  mini-batch that read the whole pool: the radial quantiles' sort and the draw of N targets per set
+  without replacement.
 """
 
 from __future__ import annotations
@@ -35,8 +41,17 @@ from ksdp import transport as TR
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minibatches", type=int, default=2, help="timed mini-batches of 1000 steps")
+    ap.add_argument(
+        "--pool-sizes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="particles per set J of the training-pool measurement, e.g. 100000 400000 (none: skip it)",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if any(j < 2 * 2000 for j in args.pool_sizes):
+        ap.error(f"--pool-sizes must be >= 4000 (two mini-batches of N = 2000 per set), got {args.pool_sizes}")
     r, j, d = 8, 10_000, 2
     targets = jax.random.normal(jax.random.key(0), (r, j, d)) * jnp.linspace(0.2, 0.6, r)[:, None, None]
     eta = jnp.linspace(0.0, 0.1, r)
@@ -123,9 +138,58 @@ def main(argv=None):
         "generate_1M_unchunked_s": t_gen_whole,
         "generate_ratio_vs_unchunked": t_gen_whole / t_gen,
     }
+    if args.pool_sizes:
+        payload["pool"] = pool_costs(args.pool_sizes, repeat=4)
     for k, v in payload.items():
+        if k == "pool":
+            for row in v:
+                print(
+                    "  pool "
+                    + ", ".join(f"{a} {b:.4g}" if isinstance(b, float) else f"{a} {b}" for a, b in row.items())
+                )
+            continue
         print(f"{k:>28}: {v:.4g}" if isinstance(v, float) else f"{k:>28}: {v}")
     return _common.save("train", payload, args.out)
+
+
+def pool_costs(sizes, repeat: int = 4) -> list[dict]:
+    """Seconds per mini-batch of ks2d-time's paper configuration on 8 sets of J particles, per J."""
+    from ksdp.experiments import run as RUN
+    from ksdp.experiments.specs import EXPERIMENTS
+
+    mc, cfg = RUN.configs(EXPERIMENTS["ks2d-time"], "paper")
+    eta = jnp.linspace(0.0, 0.1, 8)
+    rows, base = [], None
+    for j in [10_000, *[s for s in sizes if s != 10_000]]:
+        targets = jax.random.normal(jax.random.key(6), (8, j, 2)) * jnp.linspace(0.2, 0.6, 8)[:, None, None]
+        targets, eta_c = T.check_inputs(mc, cfg, targets, eta)
+        state = T.init_state(jax.random.key(7), mc, cfg, 8)
+        jax.block_until_ready(T._minibatch_jit(state, targets, eta_c, mc, cfg))  # compile
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            jax.block_until_ready(T._minibatch_jit(state, targets, eta_c, mc, cfg))
+            times.append(time.perf_counter() - t0)
+        sort = jax.jit(T.radial_quantiles)
+        draw = jax.jit(
+            lambda k, j=j: jax.vmap(lambda kk: jax.random.choice(kk, j, (cfg.n_samples,), replace=False))(
+                jax.random.split(k, 8)
+            )
+        )
+        t_sort = _common.timeit(lambda: sort(targets).block_until_ready(), repeat=3, min_time=0.2)
+        t_draw = _common.timeit(lambda: draw(jax.random.key(8)).block_until_ready(), repeat=3, min_time=0.2)
+        row = {
+            "particles_per_set": j,
+            "runs_per_set": j / 10_000,
+            "minibatch_s": float(np.median(times)),
+            "minibatch_s_range": f"{min(times):.3f}-{max(times):.3f}",
+            "quantile_sort_s": t_sort,
+            "target_draw_s": t_draw,
+        }
+        base = base or row["minibatch_s"]
+        row["ratio_vs_one_run"] = row["minibatch_s"] / base
+        rows.append(row)
+    return rows
 
 
 if __name__ == "__main__":
