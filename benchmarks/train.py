@@ -50,8 +50,8 @@ def main(argv=None):
     )
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    if any(j < 2 * 2000 for j in args.pool_sizes):
-        ap.error(f"--pool-sizes must be >= 4000 (two mini-batches of N = 2000 per set), got {args.pool_sizes}")
+    if any(j < 2000 for j in args.pool_sizes):
+        ap.error(f"--pool-sizes must be >= 2000 (N = 2000 targets are drawn per set), got {args.pool_sizes}")
     r, j, d = 8, 10_000, 2
     targets = jax.random.normal(jax.random.key(0), (r, j, d)) * jnp.linspace(0.2, 0.6, r)[:, None, None]
     eta = jnp.linspace(0.0, 0.1, r)
