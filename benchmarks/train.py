@@ -17,7 +17,8 @@ Reports, each against a baseline measured in the same run:
   K = L = 50, the debiased loss, the radial term) on J particles per set (a pool of J / 10^4 runs),
   against J = 10^4 (one run) measured in the same process; and, alone, the two steps of a
   mini-batch that read the whole pool: the radial quantiles' sort and the draw of N targets per set
-  without replacement.
+  without replacement (a permutation of the pool, as training draws them; and, as a candidate, the
+  indices of the N largest of J uniform keys, ``lax.top_k``).
 """
 
 from __future__ import annotations
@@ -178,6 +179,9 @@ def pool_costs(sizes, repeat: int = 4) -> list[dict]:
         )
         t_sort = _common.timeit(lambda: sort(targets).block_until_ready(), repeat=3, min_time=0.2)
         t_draw = _common.timeit(lambda: draw(jax.random.key(8)).block_until_ready(), repeat=3, min_time=0.2)
+        # the candidate: the N largest of J uniform keys per set, also a uniform draw without replacement
+        top = jax.jit(lambda k, j=j: jax.lax.top_k(jax.random.uniform(k, (8, j)), cfg.n_samples)[1])
+        t_top = _common.timeit(lambda: top(jax.random.key(8)).block_until_ready(), repeat=3, min_time=0.2)
         row = {
             "particles_per_set": j,
             "runs_per_set": j / 10_000,
@@ -185,6 +189,7 @@ def pool_costs(sizes, repeat: int = 4) -> list[dict]:
             "minibatch_s_range": f"{min(times):.3f}-{max(times):.3f}",
             "quantile_sort_s": t_sort,
             "target_draw_s": t_draw,
+            "target_draw_top_k_s": t_top,
         }
         base = base or row["minibatch_s"]
         row["ratio_vs_one_run"] = row["minibatch_s"] / base
