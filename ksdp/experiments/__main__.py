@@ -25,7 +25,7 @@ scales:
           on 30 with N=2000)
   paper   the paper's sizes (J=10000, N=2000, 50000 steps; K=L=50); on a 2-core CPU, often
           shared with other jobs, the runs of docs/paper-report.md trained for 51 minutes
-          (laminar2d-time) to about 85 (ks2d-time on its pool of 40 runs, about 10 steps/s),
+          (laminar2d-time) and longer (ks2d-time on its pool of 40 runs at 9.6-11.5 steps/s),
           evaluated in 6-12 minutes, and simulated their IPM data in up to 2 hours
           (kolmogorov3d-amplitude's 45 runs); its settings table has every stage's time. On one
           H100 GPU ks2d-time's IPM and training (the plain input, a pool of 10 runs) took 7 minutes
