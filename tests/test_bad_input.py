@@ -84,6 +84,8 @@ GENERATE = [
     ("log eta <= 0", MC_LOG, dict(eta=0.0, n=10), "positive"),
     ("eta overflowing once normalised", MC, dict(eta=3e38, n=10), "overflows"),
     ("n=0", MC, dict(eta=0.5, n=0), "n \\(particles"),
+    ("source='sobol'", MC, dict(eta=0.5, n=10, source="sobol"), "source must be one of"),
+    ("stratified beyond 2^24", MC, dict(eta=0.5, n=2**24 + 1, source="stratified"), "at most 2\\^24"),
 ]
 
 

@@ -44,6 +44,9 @@ def test_outputs_exist_and_are_finite(smoke_run, name):
         assert ("ks_dp" in r) == (name == "ks2d-time")  # the radial reference exists for the flow-free case
         if "ks_dp" in r:  # where the KS distance is reached: the reference CDF's level, the signed gap
             assert 0 <= r["ks_dp_level"] <= 1 and abs(r["ks_dp_signed"]) == r["ks_dp"]
+            # judged on radially stratified sources; the independent draws' distance reported beside it
+            assert r["ks_source"] == "stratified" and r["ks_iid_points"] >= 100_000
+            assert 0 <= r["ks_dp_iid_level"] <= 1 and abs(r["ks_dp_iid_signed"]) == r["ks_dp_iid"]
             # the m2 reference runs pooled, as a yardstick of the check (smoke: Scale.reference_runs runs)
             n_more = run.reference_runs(EXPERIMENTS[name], "smoke") * SCALES["smoke"].n_particles
             assert 0 <= r["ks_ref_runs"] <= 1 and r["ks_ref_runs_points"] == n_more

@@ -12,6 +12,7 @@ import pytest
 from scipy.stats import norm
 
 from ksdp import metrics as km
+from ksdp import model as M
 
 
 def _brute_energy(x, y):
@@ -136,6 +137,43 @@ def test_radial_ks_of_the_uniform_ball():
     for bad in (0, -1, 2.0, True, "2"):
         with pytest.raises(ValueError, match="d must be a positive integer"):
             uniform_ball_radial_cdf(bad)
+
+
+def test_stratified_sources_hold_one_radial_level_per_stratum():
+    # uniform_ball_stratified and generate(source="stratified"): the levels |x|^d fall one in each stratum
+    # [k/n, (k+1)/n), so the radial CDF is within 1/n of r^d everywhere (deterministic); the float32
+    # round-off of the levels and of |x| recomputed from float32 coordinates is a few 1e-7: tolerance 1e-6
+    from ksdp.initial import uniform_ball, uniform_ball_radial_cdf, uniform_ball_stratified
+
+    n = 5000
+    k = np.arange(n)
+    for d in (2, 3):
+        mc = M.make_config(d, [0.0, 1.0], width=4, depth=1, identity_at=0.0)  # f(x; 0) = x: the sources
+        params = M.init(jax.random.key(0), mc)
+        clouds = {
+            "initial": uniform_ball_stratified(jax.random.key(d), n, d),
+            "generate, chunks of 1500": M.generate(
+                mc, params, 0.0, jax.random.key(d), n, chunk=1500, source="stratified"
+            ),
+        }
+        for name, x in clouds.items():
+            x = np.asarray(x, np.float64)
+            level = np.sum(x**2, axis=1) ** (d / 2)
+            lev = np.sort(level)
+            assert np.all(lev >= k / n - 1e-6) and np.all(lev < (k + 1) / n + 1e-6), name
+            assert km.radial_ks(x, uniform_ball_radial_cdf(d)) <= 1 / n + 1e-6, name
+            # in random order (a prefix is not the inner part) and with uniform directions: |corr| and each
+            # mean direction component below 4 standard errors (1/sqrt(n) and 1/sqrt(d n))
+            assert abs(np.corrcoef(level, k)[0, 1]) < 4 / math.sqrt(n), name
+            u = x / np.linalg.norm(x, axis=1, keepdims=True)
+            assert np.all(np.abs(u.mean(0)) < 4 / math.sqrt(d * n)), name
+        # independent draws are 0.87 / sqrt(n) away on average; below 0.3 / sqrt(n) with probability 1e-5
+        # (scipy.stats.kstwo.cdf(0.3 / sqrt(5000), 5000))
+        iid = np.asarray(uniform_ball(jax.random.key(d), n, d), np.float64)
+        assert km.radial_ks(iid, uniform_ball_radial_cdf(d)) > 0.3 / math.sqrt(n)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="n \\(points\\) must be a positive integer"):
+            uniform_ball_stratified(jax.random.key(0), bad, 2)
 
 
 def test_w2_standard_error_matches_the_spread_of_repeated_draws():

@@ -131,9 +131,11 @@ C2ST_SLACK = {"smoke": 0.03, "quick": 0.03, "paper": 0.02}
 MEMORISATION_Z = 2.0
 FLOOR_REPEATS = 20
 # generated points of the radial KS check (ks2d-time) at every scale, whatever Scale.n_generated: the
-# acceptance asks for 10^5. A cloud's one-sample KS distance from its own law is about 0.87 / sqrt(n)
+# acceptance asks for 10^5. A cloud of independent draws is about 0.87 / sqrt(n) from its own law in KS
 # (0.003 here, 0.006 at the quick scale's 20000), and a learnt map carries its source sample's radial
-# luck to its image
+# luck to its image; the check therefore draws these points from radially stratified sources
+# (`ksdp.model.generate`'s source="stratified": within about 1 / n of the learnt law) and reports the
+# independent draws' distance beside it
 KS_POINTS = 100_000
 # ks2d-time's law is rotation invariant: the inner half of the mass (by radius) of pieces of J generated
 # points against the IPM runs (`ksdp.metrics.anisotropy_z`); flagged above ANISOTROPY_Z combined standard
