@@ -592,9 +592,10 @@ def run(
             # where the distance is reached: F_n - F and the reference's CDF level there (0.99: the tail)
             many = _ks_cloud(mcfg, res.params, v, gen, jax.random.fold_in(k_gen, 2))
             # judged on the generated law itself: radially stratified sources (model.generate), whose radial
-            # CDF is within about 1/n of the learnt law's; independent draws add a KS of about 0.87 / sqrt(n)
-            # of sampling luck (0.0028 at 10^5), with which even exact draws of the mean field lose to the
-            # replicas at one of ks2d-time's nine paper-scale times in most runs (docs/algorithms.md)
+            # CDF is within a few 1e-4 of the learnt law's (1/n for a map that carried radii to radii);
+            # independent draws add a KS of about 0.87 / sqrt(n) of sampling luck (0.0028 at 10^5), with
+            # which even exact draws of the mean field lose to the replicas at one of ks2d-time's nine
+            # paper-scale times in most runs (docs/algorithms.md, "Measuring the law, not its draw")
             strat = model.generate(mcfg, res.params, v, jax.random.fold_in(k_gen, 4), KS_POINTS, source="stratified")
             row["ks_points"], row["ks_source"] = len(strat), "stratified"
             row["ks_dp"], row["ks_dp_signed"], row["ks_dp_level"] = metrics_.radial_ks_where(strat, cdf)

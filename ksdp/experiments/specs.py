@@ -134,7 +134,7 @@ FLOOR_REPEATS = 20
 # acceptance asks for 10^5. A cloud of independent draws is about 0.87 / sqrt(n) from its own law in KS
 # (0.003 here, 0.006 at the quick scale's 20000), and a learnt map carries its source sample's radial
 # luck to its image; the check therefore draws these points from radially stratified sources
-# (`ksdp.model.generate`'s source="stratified": within about 1 / n of the learnt law) and reports the
+# (`ksdp.model.generate`'s source="stratified": within a few 1e-4 of the learnt law) and reports the
 # independent draws' distance beside it
 KS_POINTS = 100_000
 # ks2d-time's law is rotation invariant: the inner half of the mass (by radius) of pieces of J generated
