@@ -1,7 +1,7 @@
 """The measurements behind the design choices in docs/algorithms.md, each against its alternative.
 
     python -m benchmarks.ablations [--only kernels slope blocks small residual energy reference training health
-                                           tails matching c2st pools ks shrink]
+                                           tails matching c2st pools ks shrink sources]
 
 * ``kernels``: m2(t) of one run (J = 2000, dt = 1e-4, mu = 1) against the exact line
   m2(0) - (4 - 8/J) t at t = 0.025, 0.05, 0.075, 0.1, for the ``blob`` kernel with delta^2 = 1e-3
@@ -72,6 +72,12 @@
   (`SHRINK_VARIANTS`), three seeds each; at every training value the m2 of 10^5 generated particles
   against the pool's. The spread over seeds is the training's alone (the data are shared).
 
+* ``sources``: ks2d-time's radial KS check, from its finished network at the paper scale (``--ks-scale``):
+  at every training and held-out time up to 0.075, 8 clouds of 10^5 generated particles from radially
+  stratified sources (``ksdp.model.generate(..., source="stratified")``, what the check judges) and 8
+  from independent sources, and one of 10^6 stratified: their radial KS distance to the blob mean
+  field. How closely the stratified check measures the learnt law, against the luck of a draw.
+
 * ``health``: the health figure of ``ksdp.Trajectory.health`` (dt |chemotactic drift| / delta) on
   every snapshot of every experiment dataset found under ``ksdp-runs/<scale>/`` (as
   ``python -m ksdp.experiments`` leaves them): the margin of ``ksdp.ipm.HEALTH_LIMIT`` = 1 over
@@ -123,6 +129,7 @@ PARTS = (
     "pools",
     "ks",
     "shrink",
+    "sources",
 )
 
 
@@ -1039,6 +1046,63 @@ def shrink(names=("kolmogorov3d-amplitude",), scale="quick", seeds=3, n_generate
     return results
 
 
+SOURCE_DRAWS = 8  # clouds of KS_POINTS per source design and time (the 'sources' part)
+
+
+def sources(out="ksdp-runs", scale="paper", draws: int = SOURCE_DRAWS):
+    """ks2d-time's radial KS check on stratified sources against independent ones, from its finished network.
+
+    At every training and held-out time up to `KS_UNTIL`, ``draws`` clouds of `KS_POINTS` generated
+    particles from radially stratified sources (what the experiments' check judges) and ``draws`` from
+    independent sources, and one of ``10 * KS_POINTS`` stratified: the radial KS distance of each to the
+    blob mean field (`ksdp.reference`). The stratified clouds' spread, and their excess over the larger
+    one, show how closely the check measures the learnt law; the independent clouds' spread is the
+    sampling luck a check on them carries. The generating parameters are the checkpoint's moving
+    average where training kept one, as the experiments generate.
+    """
+    folder = os.path.join(out, scale, "ks2d-time")
+    ck = os.path.join(folder, "checkpoint.npz")
+    if not os.path.exists(ck):
+        raise FileNotFoundError(f"{ck} not found: run `python -m ksdp.experiments ks2d-time --scale {scale}` first.")
+    exp = EXPERIMENTS["ks2d-time"]
+    state, mc, tc, _, _ = T.load_checkpoint(ck)
+    params = state.ema if tc.ema_decay > 0 else state.params
+    train_v, held_v, _ = exp.values(scale)
+    times = sorted(float(v) for v in [*train_v, *held_v] if v <= KS_UNTIL + 1e-12)
+    radial = RUN.radial_reference(exp, times)
+    results = []
+    for j, t in enumerate(times):
+        cdf = radial.cdf(j)
+        ks = {
+            src: [
+                KM.radial_ks(M.generate(mc, params, t, jax.random.key(1000 + s), KS_POINTS, source=src), cdf)
+                for s in range(draws)
+            ]
+            for src in M.SOURCES
+        }
+        big = M.generate(mc, params, t, jax.random.key(7), 10 * KS_POINTS, source="stratified")
+        row = {
+            "scale": scale,
+            "experiment": "ks2d-time",
+            "step": int(state.step),
+            "eta": t,
+            "kind": "train" if t in train_v else "held-out",
+            "points": KS_POINTS,
+            "ks_stratified": ks["stratified"],
+            "ks_iid": ks["iid"],
+            "ks_stratified_10x": KM.radial_ks(big, cdf),
+        }
+        results.append(row)
+        print(
+            f"sources {scale} ks2d-time t = {t:g}: KS of {KS_POINTS} stratified {min(ks['stratified']):.4f}-"
+            f"{max(ks['stratified']):.4f} (sd {np.std(ks['stratified'], ddof=1):.5f}), of {10 * KS_POINTS} "
+            f"stratified {row['ks_stratified_10x']:.4f}; independent {min(ks['iid']):.4f}-{max(ks['iid']):.4f} "
+            f"(sd {np.std(ks['iid'], ddof=1):.4f})",
+            flush=True,
+        )
+    return results
+
+
 KS_NULL_KEY = 99  # the KS null runs' key is fold_in(key(0), KS_NULL_KEY): independent of the experiment's runs
 
 
@@ -1173,7 +1237,10 @@ def main(argv=None):
         help="IPM sizes J of the 'reference' part (from 10^4 on with the particle mesh; 10^6 takes minutes)",
     )
     ap.add_argument(
-        "--ks-scale", choices=list(SCALES), default="paper", help="scale of the 'ks' part (default paper: J = 10^4)"
+        "--ks-scale",
+        choices=list(SCALES),
+        default="paper",
+        help="scale of the 'ks' and 'sources' parts (default paper: J = 10^4)",
     )
     ap.add_argument(
         "--ks-runs", type=int, default=26, help="independent IPM runs of the 'ks' part (default 26; cached)"
@@ -1197,6 +1264,7 @@ def main(argv=None):
         "pools": lambda: pools(names=args.experiments),
         "ks": lambda: ks(scale=args.ks_scale, runs=args.ks_runs),
         "shrink": lambda: shrink(names=args.experiments or ("kolmogorov3d-amplitude",)),
+        "sources": lambda: sources(scale=args.ks_scale),
     }
     results = {name: parts[name]() for name in args.only}
     # --only updates the parts it ran in today's file and keeps the others

@@ -54,7 +54,7 @@ METRICS_TEXT = [
     "  the outer 1% of the mass). The generated particles come from radially stratified sources (one source",
     "  level |x|^d in each of 10^5 strata, `ksdp.model.generate(..., source='stratified')`), so that their",
     "  distance is the learnt law's own to a few 1e-4 (within 1/n for a map that carried radii to radii;",
-    "  paper-scale draws spread by 1e-4 and lie 2-4e-4 above 10^6 levels'); 'iid' is that of 10^5",
+    "  paper-scale draws spread by 1e-4 and lie 1-4e-4 above 10^6 levels'); 'iid' is that of 10^5",
     "  independent draws, which adds about 0.87 / sqrt(10^5) = 0.0028 of sampling luck (runs before",
     "  2026-11-28 have only these, and were judged on them). Where the experiment has m2 reference runs, also",
     "  that of those runs pooled",
