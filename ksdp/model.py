@@ -346,8 +346,10 @@ def generate(cfg: ModelConfig, params, eta, key, n: int, *, chunk: int | None = 
         strata ``[k / n, (k + 1) / n)`` (`ksdp.initial.uniform_ball_stratified`), in random order.
         The particles' empirical law is still unbiased for the learnt law, but the particles are not
         independent: for a map that carries radii to radii in order, the radial CDF of the cloud is
-        within about ``1 / n`` of the learnt law's instead of ``0.87 / sqrt(n)`` (the radial check of
-        ks2d-time measures the law this way). At most 2^24 particles.
+        within ``1 / n`` of the learnt law's instead of about ``0.87 / sqrt(n)``; a map that depends a
+        little on the direction adds to that (ks2d-time's paper network: a few 1e-4 at n = 10^5,
+        `python -m benchmarks.ablations --only sources`). Its radial check measures the learnt law
+        this way. At most 2^24 particles.
 
     Returns:
       ``[n, d]`` numpy array, or ``[B, n, d]`` for a batch of ``eta``.
