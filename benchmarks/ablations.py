@@ -1,7 +1,8 @@
 """The measurements behind the design choices in docs/algorithms.md, each against its alternative.
 
     python -m benchmarks.ablations [--only kernels slope blocks small residual energy reference training health
-                                           tails matching c2st pools ks shrink sources]
+                                           tails matching c2st pools ks shrink sources
+                                           anisotropy]
 
 * ``kernels``: m2(t) of one run (J = 2000, dt = 1e-4, mu = 1) against the exact line
   m2(0) - (4 - 8/J) t at t = 0.025, 0.05, 0.075, 0.1, for the ``blob`` kernel with delta^2 = 1e-3
@@ -78,6 +79,11 @@
   from independent sources, and one of 10^6 stratified: their radial KS distance to the blob mean
   field. How closely the stratified check measures the learnt law, against the luck of a draw.
 
+* ``anisotropy``: ks2d-time at the quick scale (its pool, replicas and m2 reference runs as ``python -m
+  ksdp.experiments`` simulates them, cached), trained with N = 1000 and N = 2000 (the rest of its
+  schedule as it is), three seeds each: the core anisotropy of 10^5 generated particles at every
+  training and held-out time against the IPM runs' (``ksdp.metrics.anisotropy_z``, as the report).
+
 * ``health``: the health figure of ``ksdp.Trajectory.health`` (dt |chemotactic drift| / delta) on
   every snapshot of every experiment dataset found under ``ksdp-runs/<scale>/`` (as
   ``python -m ksdp.experiments`` leaves them): the margin of ``ksdp.ipm.HEALTH_LIMIT`` = 1 over
@@ -110,7 +116,7 @@ from ksdp import transport as TR
 from ksdp.experiments import report as REPORT
 from ksdp.experiments import run as RUN
 from ksdp.experiments.report import KS_UNTIL
-from ksdp.experiments.specs import C2ST_SLACK, EXPERIMENTS, FOLD_POINTS, KS_POINTS, SCALES
+from ksdp.experiments.specs import ANISOTROPY_INNER, C2ST_SLACK, EXPERIMENTS, FOLD_POINTS, KS_POINTS, SCALES
 from ksdp.initial import uniform_ball
 
 PARTS = (
@@ -130,6 +136,7 @@ PARTS = (
     "ks",
     "shrink",
     "sources",
+    "anisotropy",
 )
 
 
@@ -1046,6 +1053,68 @@ def shrink(names=("kolmogorov3d-amplitude",), scale="quick", seeds=3, n_generate
     return results
 
 
+ANISOTROPY_N = (1000, 2000)  # the mini-batch sizes of the 'anisotropy' part
+
+
+def anisotropy(out="ksdp-runs", scale="quick", seeds=3, n_generated=100_000):
+    """ks2d-time's core anisotropy against the mini-batch size N, over seeds.
+
+    Its network trained on its training pool (as ``python -m ksdp.experiments`` simulates it, cached)
+    with each N of `ANISOTROPY_N` and the rest of the experiment's schedule at ``scale``, ``seeds``
+    trainings each (keys ``seed + 1``, the experiment's own for seed 0); at every training and held-out
+    time the anisotropy of ``n_generated`` generated particles' inner half against the IPM runs'
+    (the replicas and the m2 reference runs), as the experiments' report computes it
+    (`ksdp.metrics.anisotropy_z`, `specs.ANISOTROPY_INNER`).
+    """
+    exp = EXPERIMENTS["ks2d-time"]
+    folder = os.path.join(out, scale, "ks2d-time")
+    targets, _ = RUN.simulate_pool(exp, scale, 0, os.path.join(folder, "pool.npz"), print, RUN.pool_runs(exp, scale))
+    parts = _runs(exp, os.path.join(folder, "dataset.npz"))
+    ref_path = os.path.join(folder, "reference-runs.npz")
+    if not os.path.exists(ref_path):
+        raise FileNotFoundError(
+            f"{ref_path} not found: run `python -m ksdp.experiments ks2d-time --scale {scale}` first."
+        )
+    runs_all = np.concatenate([parts, _runs(exp, ref_path)])
+    values = [float(v) for v in RUN._all_values(exp, scale)]
+    train_v, held_v, _ = exp.values(scale)
+    mc, tc = RUN.configs(exp, scale)
+    n_steps = RUN.scale_of(exp, scale).n_steps
+    results = []
+    for n in ANISOTROPY_N:
+        cfg = tc._replace(n_samples=n)
+        for seed in range(seeds):
+            t0 = time.perf_counter()
+            res = T.train(jax.random.key(seed + 1), targets, train_v, mc, cfg, n_steps=n_steps, progress=False)
+            train_s = time.perf_counter() - t0
+            rows = []
+            for t in [*train_v, *held_v]:
+                i = values.index(float(t))
+                gen = M.generate(mc, res.params, t, jax.random.key(77), n_generated)
+                a = KM.anisotropy_z(gen, runs_all[:, i], ANISOTROPY_INNER)
+                rows.append({"eta": float(t), **{k: a[k] for k in ("dp", "dp_se", "ipm", "ipm_se", "z", "runs")}})
+            rows.sort(key=lambda r: r["eta"])
+            results.append(
+                {
+                    "scale": scale,
+                    "experiment": "ks2d-time",
+                    "n_samples": n,
+                    "seed": seed,
+                    "train_s": train_s,
+                    "rows": rows,
+                }
+            )
+            worst = max(rows, key=lambda r: r["z"])
+            print(
+                f"anisotropy {scale} ks2d-time N = {n}, seed {seed}: largest z {worst['z']:.1f} "
+                f"at t = {worst['eta']:g} "
+                f"({worst['dp']:.3f} against the IPM's {worst['ipm']:.3f}); t = {rows[-1]['eta']:g}: "
+                f"{rows[-1]['dp']:.3f} (z {rows[-1]['z']:.1f}); trained in {train_s:.0f} s",
+                flush=True,
+            )
+    return results
+
+
 SOURCE_DRAWS = 8  # clouds of KS_POINTS per source design and time (the 'sources' part)
 
 
@@ -1265,6 +1334,7 @@ def main(argv=None):
         "ks": lambda: ks(scale=args.ks_scale, runs=args.ks_runs),
         "shrink": lambda: shrink(names=args.experiments or ("kolmogorov3d-amplitude",)),
         "sources": lambda: sources(scale=args.ks_scale),
+        "anisotropy": anisotropy,
     }
     results = {name: parts[name]() for name in args.only}
     # --only updates the parts it ran in today's file and keeps the others
