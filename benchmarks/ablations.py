@@ -1068,13 +1068,13 @@ def anisotropy(out="ksdp-runs", scale="quick", seeds=3, n_generated=100_000):
     """
     exp = EXPERIMENTS["ks2d-time"]
     folder = os.path.join(out, scale, "ks2d-time")
+    ref_path = os.path.join(folder, "reference-runs.npz")
+    missing = [p for p in (os.path.join(folder, "dataset.npz"), ref_path) if not os.path.exists(p)]
+    if missing:  # skipped, as the parts that read finished experiments skip what is not there
+        print(f"anisotropy: skipped, no {missing[0]}: run `python -m ksdp.experiments ks2d-time --scale {scale}` first")
+        return []
     targets, _ = RUN.simulate_pool(exp, scale, 0, os.path.join(folder, "pool.npz"), print, RUN.pool_runs(exp, scale))
     parts = _runs(exp, os.path.join(folder, "dataset.npz"))
-    ref_path = os.path.join(folder, "reference-runs.npz")
-    if not os.path.exists(ref_path):
-        raise FileNotFoundError(
-            f"{ref_path} not found: run `python -m ksdp.experiments ks2d-time --scale {scale}` first."
-        )
     runs_all = np.concatenate([parts, _runs(exp, ref_path)])
     values = [float(v) for v in RUN._all_values(exp, scale)]
     train_v, held_v, _ = exp.values(scale)
@@ -1131,8 +1131,9 @@ def sources(out="ksdp-runs", scale="paper", draws: int = SOURCE_DRAWS):
     """
     folder = os.path.join(out, scale, "ks2d-time")
     ck = os.path.join(folder, "checkpoint.npz")
-    if not os.path.exists(ck):
-        raise FileNotFoundError(f"{ck} not found: run `python -m ksdp.experiments ks2d-time --scale {scale}` first.")
+    if not os.path.exists(ck):  # skipped, as the parts that read finished experiments skip what is not there
+        print(f"sources: skipped, no {ck}: run `python -m ksdp.experiments ks2d-time --scale {scale}` first")
+        return []
     exp = EXPERIMENTS["ks2d-time"]
     state, mc, tc, _, _ = T.load_checkpoint(ck)
     params = state.ema if tc.ema_decay > 0 else state.params
