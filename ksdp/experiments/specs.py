@@ -241,7 +241,7 @@ EXPERIMENTS = {
             radial_weight=4.0,
             # the quick scale's core at t = 0.1 came out elongated with N = 1000 (anisotropy 0.238-0.311 against
             # the IPM runs' 0.168, z = 2.4-4.9 over three seeds); N = 2000, the paper's, 0.156-0.238 (z <= 2.4),
-            # lower at every seed, for 1.5-1.8 times the training time (benchmarks.ablations --only anisotropy)
+            # lower at every seed, for 1.7-1.8 times the training time (benchmarks.ablations --only anisotropy)
             n_samples={"quick": 2000},
         ),
         Experiment(
