@@ -8,7 +8,10 @@ chunks (float32, so the ratio compares like with like). Then a whole simulation,
 ``--steps`` Euler steps with the direct drift (the GPU goal is 1000 steps in under 2 s; the
 particle mesh has its own benchmark, ``benchmarks/particle_mesh.py``), and the cost of its numerical
 health check (`ksdp.Trajectory.health`, with the finiteness check) against the same Euler scan
-without either. JSON under ``benchmarks/results/``.
+without either. Last, what a batch of parameter sets costs per run: ``ksdp.sweep`` of one and of two
+sets against ``ksdp.simulate`` of the same run, and against ``jax.vmap`` of ``simulate`` over one set
+(how ``sweep`` ran a one-set batch before it took the unbatched program), at ks2d-time's quick size
+(J = 2000; ``--batch-only`` runs this part alone). JSON under ``benchmarks/results/``.
 """
 
 from __future__ import annotations
@@ -52,14 +55,47 @@ def numpy_pair_sum(x, delta, kernel, chunk=1024):
     return out
 
 
+def batch_cost(n_particles: int = 2000, steps: int = 300) -> dict:
+    """Seconds per run of `ksdp.sweep` over one and two parameter sets against `ksdp.simulate` (best of 3)."""
+    times = tuple(k * steps * ipm.DEFAULT_DT / 3 for k in (1, 2, 3))
+    key = jax.random.key(0)
+    one = ksdp.Params(mass=jnp.array([ipm.DEFAULT_MASS]))
+    two = ksdp.Params(mass=jnp.array([ipm.DEFAULT_MASS] * 2))
+    vmapped = jax.jit(
+        jax.vmap(
+            lambda k, m: ksdp.simulate(k, ksdp.Params(mass=m), times, n_particles=n_particles, check=False).particles
+        )
+    )
+    cases = {
+        "simulate": lambda: ksdp.simulate(key, ksdp.Params(), times, n_particles=n_particles).particles,
+        "sweep_P1": lambda: ksdp.sweep(key, one, times, n_particles=n_particles).particles,
+        "sweep_P2": lambda: ksdp.sweep(key, two, times, n_particles=n_particles).particles,
+        "vmap_simulate_P1": lambda: vmapped(jax.random.split(key, 1), one.mass),
+    }
+    runs = {"simulate": 1, "sweep_P1": 1, "sweep_P2": 2, "vmap_simulate_P1": 1}
+    per_run = {}
+    for name, fn in cases.items():
+        per_run[name] = _common.timeit(lambda f=fn: f().block_until_ready(), repeat=3, min_time=0.0) / runs[name]
+    base = per_run["simulate"]
+    row = {"J": n_particles, "steps": steps, "seconds_per_run": per_run}
+    row["ratio_to_simulate"] = {name: t / base for name, t in per_run.items()}
+    print(f"seconds per run, J={n_particles}, {steps} steps (ratio to simulate of the same run):")
+    for name, t in per_run.items():
+        print(f"  {name:>17}: {t:.3f} s ({t / base:.2f}x)")
+    return row
+
+
 def main(argv=None):
     gpu = jax.default_backend() != "cpu"
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 16000] + ([64000, 100000] if gpu else []))
     ap.add_argument("--numpy-max", type=int, default=16000, help="largest J for the NumPy baseline")
     ap.add_argument("--steps", type=int, default=1000 if gpu else 100, help="Euler steps of the J=10k run")
+    ap.add_argument("--batch-only", action="store_true", help="only the cost per run of a batch of parameter sets")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if args.batch_only:
+        return _common.save("ipm-batch", {"batch": batch_cost()}, args.out)
 
     delta = ipm.DEFAULT_DELTA
     rows = []
@@ -126,7 +162,8 @@ def main(argv=None):
         f"  the same scan without the health and finiteness checks: {min(unchecked):.3f} s against "
         f"{min(checked):.3f} s (best of 3 each): the checks cost {100 * overhead:+.1f}% of a step"
     )
-    return _common.save("ipm", {"drift": rows, "simulate": sim, "delta": delta}, args.out)
+    batch = batch_cost()
+    return _common.save("ipm", {"drift": rows, "simulate": sim, "batch": batch, "delta": delta}, args.out)
 
 
 if __name__ == "__main__":

@@ -409,7 +409,17 @@ _run_jit = jax.jit(_run, static_argnames=_STATIC)
 
 
 def _run_batched(keys, params, x0, save_at, **static):
+    """`_run` over a leading batch of parameter sets (and of initial states, if ``x0`` is ``[P, J, d]``).
+
+    A batch of one set runs the unbatched program with a unit axis added: XLA on a CPU compiled the
+    ``vmap`` of a single set into a program several times slower than the unbatched one (or than a batch
+    of two), and the result is the same run (`simulate` of that set), bit for bit.
+    """
     x_axis = None if x0 is None or x0.ndim == 2 else 0
+    if keys.shape[0] == 1:
+        x = x0 if x_axis is None else x0[0]
+        out = _run(keys[0], jax.tree_util.tree_map(lambda a: a[0], params), x, save_at, **static)
+        return jax.tree_util.tree_map(lambda a: a[None], out)
     return jax.vmap(lambda k, p, x: _run(k, p, x, save_at, **static), in_axes=(0, 0, x_axis))(keys, params, x0)
 
 

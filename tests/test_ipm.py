@@ -123,6 +123,23 @@ def test_vmap_over_amplitudes_equals_separate_runs_and_compiles_once():
     assert float(jnp.max(jnp.abs(batch.particles[0] - batch.particles[3]))) > 0.05
 
 
+def test_one_set_sweep_is_the_simulate_run_bit_for_bit():
+    # A batch of one set runs simulate's own program (ipm._run_batched), so equality is exact, for a
+    # drawn and for a given initial state.
+    kw = dict(times=(0.001, 0.002), n_particles=200, flow="laminar2d", dt=DT)
+    key = jax.random.key(11)
+    one = ksdp.sweep(key, ksdp.Params(flow=jnp.array([3.0])), **kw)
+    single = ksdp.simulate(jax.random.split(key, 1)[0], ksdp.Params(flow=3.0), **kw)
+    assert one.particles.shape == (1,) + single.particles.shape
+    np.testing.assert_array_equal(one.particles[0], single.particles)
+    x0 = ksdp.uniform_ball(jax.random.key(12), 200, 2)
+    kw.pop("n_particles")
+    one = ksdp.sweep(key, ksdp.Params(flow=jnp.array([3.0])), x0=x0[None], **kw)
+    single = ksdp.simulate(jax.random.split(key, 1)[0], ksdp.Params(flow=3.0), x0=x0, **kw)
+    np.testing.assert_array_equal(one.particles[0], single.particles)
+    assert int(one.nonfinite_step[0]) == -1 and one.health.shape == (1,)
+
+
 def test_snapshot_times_and_initial_state():
     x0 = ksdp.uniform_ball(jax.random.key(3), 50, 2)
     traj = ksdp.simulate(jax.random.key(4), ksdp.Params(mu=0.0, chi=0.0), times=(0.0, 0.0005), x0=x0)
