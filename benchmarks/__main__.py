@@ -327,7 +327,7 @@ def plot(results: dict, stem: str) -> list:
 
 
 def _save(fig, path):
-    from ksdp._io import atomic_write
+    from ksdp.storage import atomic_write
 
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
@@ -376,7 +376,7 @@ def main(argv=None):
     for what, value, ratio, base in rows:
         print(f"{what:<40} {value:>26} {'' if ratio is None else f'{ratio:.1f}x':>8}  {base}")
     stem = os.path.join(args.out, f"{env['device']}-{env['date']}")
-    from ksdp._io import write_json
+    from ksdp.storage import write_json
 
     command = (
         "python -m benchmarks"

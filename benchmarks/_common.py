@@ -63,7 +63,7 @@ def command() -> str:
 
 def save(name: str, payload: dict, out_dir: str | None = None) -> str:
     """Writes ``results/<name>-<device>-<date>.json`` atomically and returns its path."""
-    from ksdp._io import write_json
+    from ksdp.storage import write_json
 
     env = environment()
     path = os.path.join(out_dir or RESULTS, f"{name}-{env['device']}-{env['date']}.json")

@@ -1,4 +1,5 @@
-"""The measurements behind the design choices in docs/algorithms.md, each against its alternative.
+"""The measurements behind the design choices of the method pages (docs/model.md, docs/transport.md,
+docs/training.md), each against its alternative.
 
     python -m benchmarks.ablations [--only kernels slope blocks small residual energy reference training health
                                            tails matching c2st pools ks shrink sources
@@ -192,7 +193,7 @@ def slope():
 
 def _random_only(key, x, y, n_sweeps, block):
     def body(p, k):
-        return TR.sweep(k, x, y, p, False, block=block), None
+        return TR.block_sweep(k, x, y, p, False, block=block), None
 
     return jax.lax.scan(body, TR.identity(x), jax.random.split(key, n_sweeps))[0]
 
@@ -433,7 +434,7 @@ MORE_SCHEDULES = {
         "debias": True,
         "local_cap": 100.0,
     },
-    # folds (docs/algorithms.md): regress onto the sources' optimal coupling to the targets instead of
+    # folds (docs/training.md): regress onto the sources' optimal coupling to the targets instead of
     # matching the generated points (the paper's min-min); with the pool, as the quick scale trains,
     # against the quick scale's own schedule ("fresh + EMA + cosine + debias, pool")
     "fresh + EMA + cosine, pool, match sources": {
@@ -546,7 +547,7 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
         folder = os.path.join(out, scale, name)
         ds = RUN.simulate_dataset(exp, scale, 0, os.path.join(folder, "dataset.npz"), print)
         parts = RUN.particles_by_value(exp, ds)
-        values = RUN._all_values(exp, scale)
+        values = exp.all_values(scale)
         train_v, held_v, _ = exp.values(scale)
         idx = {float(v): i for i, v in enumerate(values)}
         train_idx = [idx[float(v)] for v in train_v]
@@ -804,7 +805,7 @@ def tails(out="ksdp-runs", names=None):
     for scale, name, exp, state, mc, _tc, params, parts in _finished(out, names):
         train_v, held_v, _ = exp.values(scale)
         n = parts.shape[2]
-        for i, v in enumerate(RUN._all_values(exp, scale)):
+        for i, v in enumerate(exp.all_values(scale)):
             ipm = np.asarray(parts[:, i]).reshape(-1, exp.d)
             gen = np.asarray(M.generate(mc, params, v, jax.random.key(21), n))
             kind = "train" if v in train_v else "held-out" if v in held_v else "extrapolated"
@@ -843,7 +844,7 @@ def matching(out="ksdp-runs", names=None, repeats: int = 5):
     """
     results = []
     for scale, name, exp, state, mc, tc, params, parts in _finished(out, names):
-        values = list(RUN._all_values(exp, scale))
+        values = list(exp.all_values(scale))
         train_v = exp.values(scale)[0]
         n = tc.n_samples
         refine = jax.jit(lambda k, a, b: TR.refine(k, a, b, TR.identity(a), n_sweeps=tc.initial_sweeps, block=tc.block))
@@ -908,7 +909,7 @@ def c2st(out="ksdp-runs", names=None):
         n_runs, n_values = runs.shape[:2]
         t0 = time.perf_counter()
         judged = set(np.concatenate(exp.values(scale)[:2]).tolist())  # training and held-out: the acceptance's
-        values = RUN._all_values(exp, scale)
+        values = exp.all_values(scale)
         excess, per_value = [], {}
         for i in range(n_values):
             key = jax.random.fold_in(jax.random.key(77), i)
@@ -952,7 +953,7 @@ def pools(out="ksdp-runs", names=None):
     results = []
     for scale, name, exp, paths in _found(out, names, ("dataset.npz", "pool.npz", "reference-runs.npz")):
         reps, pool, more = (_runs(exp, p) for p in paths)
-        values = [float(v) for v in RUN._all_values(exp, scale)]
+        values = [float(v) for v in exp.all_values(scale)]
         for j, v in enumerate(float(v) for v in exp.values(scale)[0]):
             i = values.index(v)
             p, o = m2(pool[:, j]), m2(np.concatenate([reps[:, i], more[:, i]]))
@@ -1076,7 +1077,7 @@ def anisotropy(out="ksdp-runs", scale="quick", seeds=3, n_generated=100_000):
     targets, _ = RUN.simulate_pool(exp, scale, 0, os.path.join(folder, "pool.npz"), print, RUN.pool_runs(exp, scale))
     parts = _runs(exp, os.path.join(folder, "dataset.npz"))
     runs_all = np.concatenate([parts, _runs(exp, ref_path)])
-    values = [float(v) for v in RUN._all_values(exp, scale)]
+    values = [float(v) for v in exp.all_values(scale)]
     train_v, held_v, _ = exp.values(scale)
     mc, tc = RUN.configs(exp, scale)
     n_steps = RUN.scale_of(exp, scale).n_steps
@@ -1188,13 +1189,13 @@ def ks(scale="paper", runs=26, splits=20, out="ksdp-runs"):
     independent draws.
     """
     exp = EXPERIMENTS["ks2d-time"]
-    values = RUN._all_values(exp, scale)
+    values = exp.all_values(scale)
     j = SCALES[scale].n_particles
     n_gen = max(1, KS_POINTS // j)
     if runs < n_gen + len(RUN.REPLICAS):
         raise ValueError(f"runs must be >= {n_gen + len(RUN.REPLICAS)} at scale {scale!r}, got {runs}.")
     path = os.path.join(out, scale, exp.name, "ks-null-runs.npz")
-    parts, _ = RUN._more_runs(
+    parts, _ = RUN.more_runs(
         exp, scale, 0, path, print, runs, None, "auto", values, "ks-null", KS_NULL_KEY, "KS null runs"
     )
     parts = np.asarray(parts)  # [runs, values, J, d]
@@ -1283,7 +1284,7 @@ def main(argv=None):
         nargs="+",
         choices=list(SCHEDULES) + list(MORE_SCHEDULES),
         default=None,
-        help="training schedules of the 'training' part (default: the five of docs/algorithms.md)",
+        help="training schedules of the 'training' part (default: the five of docs/training.md)",
     )
     ap.add_argument(
         "--experiments",

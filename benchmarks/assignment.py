@@ -1,25 +1,20 @@
 """The small-block exact assignment (`ksdp.assignment.solve_batch`) against optax and SciPy.
 
-    python -m benchmarks.assignment [--minibatches 1] [--block 16]
+    python -m benchmarks.assignment [--block 16]
 
-Two parts, each against baselines measured in the same run:
-
-* **one sweep** of the block solver over 8 sets x 2000 points (x uniform on a square, y Gaussian),
-  i.e. 1000 blocks of 16 x 16, on the same cost matrices for every solver: ksdp's
-  ``solve_batch``; optax's Hungarian algorithm under ``vmap`` (the solver ksdp used before); SciPy's
-  ``linear_sum_assignment`` called once per block (float64 copies made beforehand). The matchings
-  are taken at three stages of a descent, because the work depends on it: "cold" (the identity, as
-  when a fresh mini-batch is matched), "early" (after 2 sweeps) and "warm" (after 30 sweeps, the
-  state of the periodic renewals during training), each with random and spatially local blocks;
-* **training throughput**: Adam steps per second of the paper's schedule at 8 x 2000 (K = 1000,
-  L = 200, 10 sweeps per renewal, 50 per fresh mini-batch), with ``solve_batch`` and with optax's
-  Hungarian substituted for it (the previous code path).
+One sweep of the block solver over 8 sets x 2000 points (x uniform on a square, y Gaussian), i.e.
+1000 blocks of 16 x 16, on the same cost matrices for every solver: ksdp's ``solve_batch``; optax's
+Hungarian algorithm under ``vmap``; SciPy's ``linear_sum_assignment`` called once per block (float64
+copies made beforehand). The matchings are taken at three stages of a descent, because the work
+depends on it: "cold" (the identity, as when a fresh mini-batch is matched), "early" (after 2 sweeps)
+and "warm" (after 30 sweeps, the state of the periodic renewals during training), each with random
+and spatially local blocks.
+Training's own throughput is `benchmarks/train.py`'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
@@ -29,8 +24,6 @@ from optax import assignment as optax_assignment
 
 from benchmarks import _common
 from ksdp import assignment as A
-from ksdp import model as M
-from ksdp import training as T
 from ksdp import transport as TR
 
 
@@ -77,40 +70,8 @@ def time_sweep(c):
     }
 
 
-def training_throughput(minibatches):
-    r, j, d = 8, 10_000, 2
-    targets = jax.random.normal(jax.random.key(0), (r, j, d)) * jnp.linspace(0.2, 0.6, r)[:, None, None]
-    eta = jnp.linspace(0.0, 0.1, r)
-    mc = M.make_config(d, eta)
-    cfg = T.TrainConfig()  # the paper's N, K, L, sweeps
-    targets, eta = T.check_inputs(mc, cfg, targets, eta)
-    out = {}
-    for name, solver in (("ksdp", A._solve_batch), ("optax", _optax_solve_batch)):
-        original = A._solve_batch
-        A._solve_batch = solver  # the transport module looks it up at trace time
-        try:
-
-            def minibatch(*a):  # a new function object: jax must trace it afresh, with this solver
-                return T._minibatch(*a)
-
-            run = jax.jit(minibatch, static_argnums=(3, 4))
-            state = T.init_state(jax.random.key(1), mc, cfg, r)
-            state, _ = run(state, targets, eta, mc, cfg)  # compile
-            jax.block_until_ready(state)
-            t0 = time.perf_counter()
-            for _ in range(minibatches):
-                state, losses = run(state, targets, eta, mc, cfg)
-            jax.block_until_ready(losses)
-            out[f"{name}_steps_per_s"] = minibatches * cfg.resample_every / (time.perf_counter() - t0)
-        finally:
-            A._solve_batch = original
-    out["ratio"] = out["ksdp_steps_per_s"] / out["optax_steps_per_s"]
-    return out
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minibatches", type=int, default=1, help="timed mini-batches of 1000 Adam steps per solver")
     ap.add_argument("--block", type=int, default=16)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
@@ -135,14 +96,7 @@ def main(argv=None):
                 f"{1e3 * row['optax_s']:>9.2f} {1e3 * row['scipy_per_block_s']:>9.2f} {row['scipy_over_ksdp']:>6.2f}",
                 flush=True,
             )
-    train = training_throughput(args.minibatches)
-    print(
-        f"training, 8 x 2000, paper schedule: {train['ksdp_steps_per_s']:.1f} Adam steps/s with solve_batch, "
-        f"{train['optax_steps_per_s']:.1f} with optax's Hungarian (x{train['ratio']:.2f})"
-    )
-    return _common.save(
-        "assignment", {"block": args.block, "sets": r, "n": n, "sweep": rows, "training": train}, args.out
-    )
+    return _common.save("assignment", {"block": args.block, "sets": r, "n": n, "sweep": rows}, args.out)
 
 
 if __name__ == "__main__":

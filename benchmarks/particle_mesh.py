@@ -85,7 +85,7 @@ def make_states(n: int, cache: str) -> dict:
         )
         states[name] = traj.particles[-1]
         print(f"states: {name} (J = {n}) in {time.perf_counter() - t0:.0f} s", flush=True)
-    from ksdp._io import atomic_write
+    from ksdp.storage import atomic_write
 
     atomic_write(cache, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in states.items()}))
     return states
@@ -157,7 +157,7 @@ def accuracy(states: dict, grids: dict, p3m_grids: dict) -> list:
         t_direct = _common.timeit(lambda: direct(x).block_until_ready(), repeat=2, min_time=0.1)
         for method, cutoff, gs in (("pm", None, grids[d]), ("p3m", pm.DEFAULT_CUTOFF, p3m_grids[d])):
             for g in gs:
-                f = jax.jit(lambda y, g=g, c=cutoff: pm._pair_sum(y, y, DELTA, g, c))
+                f = jax.jit(lambda y, g=g, c=cutoff: pm.mesh_sum(y, y, DELTA, g, c))
                 out, h = f(x)
                 err = float(jnp.linalg.norm(out - exact) / jnp.linalg.norm(exact))
                 t_mesh = _common.timeit(lambda f=f: f(x)[0].block_until_ready(), repeat=2, min_time=0.1)
@@ -200,7 +200,7 @@ def timing(sizes: list, direct_max: int, p3m_max: int) -> dict:
                     continue
                 drift, grid = ipm.resolve_drift(method, None, n, d, "blob")
                 cutoff = pm.DEFAULT_CUTOFF if method == "p3m" else None
-                f = jax.jit(lambda y, grid=grid, cutoff=cutoff: pm._pair_sum(y, y, DELTA, grid, cutoff)[0])
+                f = jax.jit(lambda y, grid=grid, cutoff=cutoff: pm.mesh_sum(y, y, DELTA, grid, cutoff)[0])
                 t_mesh = _common.timeit(lambda f=f: f(x).block_until_ready(), repeat=2, min_time=0.1)
                 row = {
                     "d": d,
@@ -240,7 +240,7 @@ def final_error(x, drift: str, grid: int, n_targets: int = FINAL_TARGETS, seed: 
     cutoff = pm.DEFAULT_CUTOFF if drift == "p3m" else None
     rows = []
     for g in sorted({grid, *FINAL_GRIDS[d]}) if drift == "pm" else [grid]:
-        out, h = jax.jit(lambda y, g=g: pm._pair_sum(y, y, DELTA, g, cutoff))(x)
+        out, h = jax.jit(lambda y, g=g: pm.mesh_sum(y, y, DELTA, g, cutoff))(x)
         err = float(jnp.linalg.norm(out[idx] - exact) / jnp.linalg.norm(exact))
         rows.append({"grid": g, "h_over_delta": float(jnp.max(h) / DELTA), "rel_l2_error": err})
     at_grid = next(r for r in rows if r["grid"] == grid)
@@ -348,7 +348,7 @@ def figure(payload: dict, path: str, device: str) -> str:
     ax.set_title(f"cost, {device}")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    from ksdp._io import atomic_write
+    from ksdp.storage import atomic_write
 
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)

@@ -84,11 +84,7 @@ def _measure(args):
                     jax.random.key(3), ksdp.Params(), times, n_particles=args.particles, mesh=mesh, method="allgather"
                 ).particles
             ),
-            "train-minibatch": lambda: (
-                T._minibatch_jit(state, targets, eta_n, mc, tc)
-                if mesh is None
-                else T._minibatch_mesh(mesh, None, args.sets)(state, targets, eta_n, mc, tc)
-            )[1],
+            "train-minibatch": lambda: T.train_minibatch(state, targets, eta_n, mc, tc, mesh=mesh)[1],
         }
 
     reference = {name: np.asarray(fn()) for name, fn in problems(None).items()}

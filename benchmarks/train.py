@@ -60,11 +60,11 @@ def main(argv=None):
     cfg = T.TrainConfig()  # the paper's N, K, L
     targets, eta = T.check_inputs(mc, cfg, targets, eta)
     state = T.init_state(jax.random.key(1), mc, cfg, r)
-    state, _ = T._minibatch_jit(state, targets, eta, mc, cfg)  # compile
+    state, _ = T.train_minibatch(state, targets, eta, mc, cfg)  # compile
     jax.block_until_ready(state)
     t0 = time.perf_counter()
     for _ in range(args.minibatches):
-        state, losses = T._minibatch_jit(state, targets, eta, mc, cfg)
+        state, losses = T.train_minibatch(state, targets, eta, mc, cfg)
     jax.block_until_ready(losses)
     t_train = time.perf_counter() - t0
     steps_per_s = args.minibatches * cfg.resample_every / t_train
@@ -99,7 +99,7 @@ def main(argv=None):
     python_loop(cfg.resample_every)
     baseline_steps_per_s = cfg.resample_every / (time.perf_counter() - t0)
 
-    sweep = jax.jit(lambda k, p: TR.sweep(k, x, y, p, False, block=cfg.block))
+    sweep = jax.jit(lambda k, p: TR.block_sweep(k, x, y, p, False, block=cfg.block))
     t_sweep = _common.timeit(lambda: sweep(jax.random.key(3), perm).block_until_ready())
     xn, yn = np.asarray(x, np.float64), np.asarray(y, np.float64)
     blocks = [np.asarray(TR.block_rows(jax.random.key(10 + s), x[s], cfg.block, False)[0]) for s in range(r)]
@@ -165,11 +165,11 @@ def pool_costs(sizes, repeat: int = 4) -> list[dict]:
         targets = jax.random.normal(jax.random.key(6), (8, j, 2)) * jnp.linspace(0.2, 0.6, 8)[:, None, None]
         targets, eta_c = T.check_inputs(mc, cfg, targets, eta)
         state = T.init_state(jax.random.key(7), mc, cfg, 8)
-        jax.block_until_ready(T._minibatch_jit(state, targets, eta_c, mc, cfg))  # compile
+        jax.block_until_ready(T.train_minibatch(state, targets, eta_c, mc, cfg))  # compile
         times = []
         for _ in range(repeat):
             t0 = time.perf_counter()
-            jax.block_until_ready(T._minibatch_jit(state, targets, eta_c, mc, cfg))
+            jax.block_until_ready(T.train_minibatch(state, targets, eta_c, mc, cfg))
             times.append(time.perf_counter() - t0)
         sort = jax.jit(T.radial_quantiles)
         draw = jax.jit(

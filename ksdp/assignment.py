@@ -2,7 +2,7 @@ r"""Exact linear assignment of many small cost matrices at once, under ``jit`` a
 
 `solve_batch` takes ``c [B, M, M]`` and returns, for every matrix, the permutation ``sigma``
 minimising $\sum_i c_{i\sigma(i)}$. It is the sub-problem solver of the block sweeps
-(`ksdp.transport.sweep`), where most blocks arrive already optimal, so it works in two stages:
+(`ksdp.transport.block_sweep`), where most blocks arrive already optimal, so it works in two stages:
 
 1. **Is the identity optimal?** It is if and only if the graph with arc weights
    $D_{ij} = c_{ij} - c_{jj}$ (row ``i`` takes column ``j`` from row ``j``) has no negative cycle,
@@ -24,11 +24,11 @@ minimising $\sum_i c_{i\sigma(i)}$. It is the sub-problem solver of the block sw
    the row of the cost matrix is one gather of a contiguous row per block, the augmenting
    path is flipped in one step from a bit set of its columns kept during the search (no
    sequential walk back), and nothing is sorted: a block's next free row is the smallest one
-   above its last, and the blocks to gather are put first by a cumulative sum (XLA's CPU sorts cost
-   1.0-1.35 ms of a 9-13 ms sweep, one core).
+   above its last, and the blocks to gather are put first by a cumulative sum (on a CPU, XLA's sorts
+   cost about a tenth of a sweep).
    Indices and the path bit sets use the narrowest integer types that hold them (``int8`` and
-   ``uint16`` at M = 16), since every step is a few dozen passes over ``[M, B]`` arrays: a step
-   of 1000 blocks of 16 took 103 us against 123 us with ``int32`` (one core, 2026-11-26).
+   ``uint16`` at M = 16), since every step is a few dozen passes over ``[M, B]`` arrays and narrower
+   types move less memory (about 15% of a step against ``int32`` at M = 16, ``benchmarks/assignment.py``).
 
 Exact in the arithmetic of ``c``'s dtype: ``tests/test_assignment.py`` checks the optimum against
 SciPy on random problems of sizes 1 to 64, with ties. optax's Hungarian algorithm
@@ -54,7 +54,7 @@ def _true_first(flag):
     return jnp.zeros(flag.shape, jnp.int32).at[pos].set(jnp.arange(flag.shape[0], dtype=jnp.int32), unique_indices=True)
 
 
-def identity_is_optimal(c, rounds: int | None = None):
+def identity_is_optimal(c, rounds: int | None = None, *, leave: int = 0):
     r"""Whether the identity solves each assignment problem ``c [B, M, M]``: ``[B]`` bool.
 
     Bellman--Ford on the arc weights $D_{ij} = c_{ij} - c_{jj}$ from a zero potential, all blocks
@@ -63,8 +63,11 @@ def identity_is_optimal(c, rounds: int | None = None):
     means "not shown optimal" (a negative cycle, or a float tie that rounding makes one). Blocks
     with a negative 2-cycle ($D_{ij} + D_{ji} < 0$: swapping two rows pays) are ``False`` at once
     and do not hold the relaxations back, as they do not when a fresh matching is solved.
+
+    ``leave``: stop once at most this many blocks are still relaxing (those are reported ``False``,
+    "not shown optimal"); `solve_batch` leaves ``B // 64`` to its exact solver, which runs anyway.
     """
-    return _identity_check(c, c.shape[1] if rounds is None else rounds, leave=0)
+    return _identity_check(c, c.shape[1] if rounds is None else rounds, leave=leave)
 
 
 def _identity_check(c, rounds: int, leave: int):
@@ -270,8 +273,8 @@ def _solve_batch(c, *, rounds, levels):
     rounds = m if rounds is None else int(rounds)
     ident = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32), (b_, m))
     # the last few blocks still relaxing go to the augmenting paths, which run for the others anyway
-    # (after 2 sweeps of a descent, 3 blocks of 1000 without a profitable swap held every block
-    # through all M rounds: 1.2 ms of a 9 ms sweep)
+    # (early in a descent, a handful of blocks without a profitable swap would otherwise hold every
+    # block through all M rounds, about a tenth of a sweep)
     bad = ~_identity_check(c, rounds, leave=b_ // 64) if rounds > 0 else jnp.ones((b_,), bool)
     n_bad = jnp.sum(bad)
     order = _true_first(bad)  # the blocks to solve first

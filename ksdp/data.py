@@ -19,10 +19,10 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from ksdp import _io
 from ksdp import flows as _flows
 from ksdp import ipm as _ipm
 from ksdp import parallel as _parallel
+from ksdp import storage
 from ksdp._version import __version__
 
 FORMAT = "ksdp-dataset/1"
@@ -160,7 +160,7 @@ def _part_fingerprint(keys, values: dict, times, run: dict, flow) -> str:
 
 def _save_part(path: str, stamp: str, particles: np.ndarray, times: np.ndarray) -> None:
     arrays = {"particles": particles, "times": times, "stamp": np.asarray(stamp)}
-    _io.atomic_write(path, lambda f: np.savez(f, **arrays))
+    storage.atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _load_part(path: str, stamp: str):
@@ -168,11 +168,11 @@ def _load_part(path: str, stamp: str):
     if not os.path.exists(path):
         return None
     try:
-        small = _io.read_npz(path, lambda name: 1 << 16 if name in ("stamp", "times") else None)
+        small = storage.read_npz(path, lambda name: 1 << 16 if name in ("stamp", "times") else None)
         if str(small.get("stamp")) != stamp:
             return None
         n = os.path.getsize(path) + 4096  # a part is stored uncompressed: its particles fit the file
-        files = _io.read_npz(path, lambda name: n if name == "particles" else None)
+        files = storage.read_npz(path, lambda name: n if name == "particles" else None)
         p, t = files["particles"], np.asarray(small["times"], np.float64)
     except (ValueError, KeyError, OSError):
         return None
@@ -187,7 +187,7 @@ def save_dataset(path, ds: Dataset) -> None:
     arrays = {"particles": ds.particles, "times": ds.times, "meta_json": np.asarray(json.dumps(ds.meta))}
     for name, value in ds.params.items():
         arrays[f"param_{name}"] = np.asarray(value, np.float64)
-    _io.atomic_write(path, lambda f: np.savez(f, **arrays))
+    storage.atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load_dataset(path) -> Dataset:
@@ -201,7 +201,7 @@ def load_dataset(path) -> Dataset:
         raise FileNotFoundError(f"no dataset at {path}")
     # small members first (metadata, times, parameters); the particles only once their size is known
     small = lambda name: (1 << 20) if name in ("meta_json", "times") or name.startswith("param_") else None
-    files = _io.read_npz(path, small)
+    files = storage.read_npz(path, small)
     missing = {"times", "meta_json"} - set(files)
     if missing:
         raise ValueError(f"{path} is not a ksdp dataset: arrays {sorted(missing)} are missing.")
@@ -216,7 +216,7 @@ def load_dataset(path) -> Dataset:
         expected = 8 * n_sets * len(files["times"]) * int(meta["n_particles"]) * int(meta["d"]) + 4096
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: its metadata lacks the sizes of a ksdp dataset ({e}); simulate again.") from e
-    files.update(_io.read_npz(path, lambda name: expected if name == "particles" else None))
+    files.update(storage.read_npz(path, lambda name: expected if name == "particles" else None))
     if "particles" not in files:
         raise ValueError(f"{path} is not a ksdp dataset: arrays ['particles'] are missing.")
     params = {k[len("param_") :]: v for k, v in files.items() if k.startswith("param_")}

@@ -192,19 +192,15 @@ def velocity(
 
 DRIFTS = ("auto", "direct", "pm", "p3m")
 # "auto" takes, per backend and d, the last of these (drift, from J) rungs that J reaches, else the direct
-# drift (the crossovers measured by benchmarks/particle_mesh.py):
-# - CPU (2 cores): PM in 2D from 10^4. In 3D P3M from 5 x 10^4 (PM at J = 10^4 needs a grid too fine for
-#   1e-3 there), and PM again from 3 x 10^5: P3M's near field grows like J^2 (25 minutes per 1000 steps
-#   of the Kolmogorov state at 10^5, hours at 3 x 10^5), while PM's error at a fixed cell falls like
-#   J^-1/2 (its error at h ~ delta is the particle noise of the field on the scale delta: laminar3d at
-#   G = 128, 4.7e-3 at J = 10^4 with cells of 0.87 delta, 7.9e-4 at 10^6 with 1.07 delta). A cloud too
-#   spread for PM's grid (the Kolmogorov state) is refused by the check (`SPACING_LIMIT`), not run
-#   inaccurately.
-# - GPU (H100, benchmarks/results/particle-mesh-NVIDIA-H100-80GB-HBM3-2026-11-26.json): PM in 2D from
-#   10^4 (2.1x the direct drift there, 0.58x at 3000); in 3D P3M took 0.82 s per drift at 10^5 against
-#   the direct sum's 0.035 s, so the direct sum stays up to 3 x 10^5, where PM takes over as on the CPU
-#   (PM at G = 128 and J = 10^6: 43 ms a step, measured; the direct sum there ~3.5 s, extrapolated).
-#   Other accelerators (not measured) follow the GPU's table.
+# drift (the crossovers are those `python -m benchmarks.particle_mesh` measures; its JSON under
+# benchmarks/results/ holds the numbers):
+# - CPU: PM in 2D from 10^4. In 3D P3M from 5 x 10^4 (PM at J = 10^4 needs a grid too fine for 1e-3
+#   there), and PM again from 3 x 10^5: P3M's near field grows like J^2 at a fixed grid, while PM's error
+#   at a fixed cell falls like J^-1/2 (at h ~ delta it is the particle noise of the field on the scale
+#   delta). A cloud too spread for PM's grid (the Kolmogorov state) is refused by the check
+#   (`SPACING_LIMIT`), not run inaccurately.
+# - GPU: PM in 2D from 10^4; in 3D the direct sum is faster than P3M at every measured J, so it stays up
+#   to 3 x 10^5, where PM takes over as on the CPU. Other accelerators follow the GPU's table.
 AUTO_MESH = {
     "cpu": {2: (("pm", 10_000),), 3: (("p3m", 50_000), ("pm", 300_000))},
     "gpu": {2: (("pm", 10_000),), 3: (("pm", 300_000),)},
@@ -258,10 +254,10 @@ def _velocity_parts(
     n, d = x.shape
     v = _flows.resolve_flow(flow, d)
     if drift == "pm":
-        total, h = _pm._pair_sum(x, x, params.delta, grid, None, mesh_plan)
+        total, h = _pm.mesh_sum(x, x, params.delta, grid, None, mesh_plan)
         spacing = (jnp.max(h) / params.delta).astype(x.dtype)
     elif drift == "p3m":  # its error does not depend on h / delta: nothing to refuse
-        total = _pm._pair_sum(x, x, params.delta, grid, _cutoff(drift), mesh_plan)[0]
+        total = _pm.mesh_sum(x, x, params.delta, grid, _cutoff(drift), mesh_plan)[0]
         spacing = jnp.zeros((), x.dtype)
     else:
         total, spacing = pair_sum(x, x, params.delta, kernel=kernel, tile=tile), jnp.zeros((), x.dtype)

@@ -132,7 +132,15 @@ def energy_distance(x, y, *, tile: int | None = None) -> Estimate:
     if tile is not None and (not isinstance(tile, (int, np.integer)) or tile < 1):
         raise ValueError(f"tile must be a positive integer, got {tile!r}.")
     tile = int(tile or default_tile())
-    xj, yj = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
+    # The distance is translation invariant and homogeneous of degree 1: both clouds are centred on
+    # their pooled mean and scaled to unit RMS radius in float64 before the float32 sums, so a cloud
+    # far from the origin keeps its digits and a tiny one does not underflow; the scale comes back at
+    # the end.
+    x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    centre = np.concatenate([x64, y64]).mean(axis=0)
+    x64, y64 = x64 - centre, y64 - centre
+    scale = math.sqrt(np.concatenate([x64, y64]).var(axis=0).sum()) or 1.0
+    xj, yj = jnp.asarray(x64 / scale, jnp.float32), jnp.asarray(y64 / scale, jnp.float32)
     tx, ty = min(tile, n), min(tile, m)
 
     def rows(a, b, t):  # row sums of |.| in float32, every later sum in float64 on the host
@@ -145,7 +153,7 @@ def energy_distance(x, y, *, tile: int | None = None) -> Estimate:
     lx = 2 * (txy - sxy) / ((n - 1) * m) - (txx - 2 * sxx) / ((n - 1) * (n - 2)) - tyy / (m * (m - 1))
     ly = 2 * (txy - syx) / (n * (m - 1)) - txx / (n * (n - 1)) - (tyy - 2 * syy) / ((m - 1) * (m - 2))
     var = (n - 1) / n * np.sum((lx - lx.mean()) ** 2) + (m - 1) / m * np.sum((ly - ly.mean()) ** 2)
-    return Estimate(float(value), float(math.sqrt(var)))
+    return Estimate(float(value * scale), float(math.sqrt(var) * scale))
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,8 +171,7 @@ class _Classifier(nn.Module):
         return nn.Dense(1)(h)[..., 0]
 
 
-@partial(jax.jit, static_argnames=("width", "steps", "batch"))
-def _c2st_folds(key, z, label, train_mask, *, width: int, steps: int, batch: int, learning_rate: float):
+def _c2st_fold_counts(key, z, label, train_mask, *, width: int, steps: int, batch: int, learning_rate: float):
     """Trains one classifier per fold (``vmap``) and returns each fold's held-out correct count."""
     net = _Classifier(width)
     opt = optax.adam(learning_rate)
@@ -193,6 +200,50 @@ def _c2st_folds(key, z, label, train_mask, *, width: int, steps: int, batch: int
     return jax.vmap(one_fold)(jax.random.split(key, train_mask.shape[0]), train_mask)
 
 
+_STATIC_C2ST = ("width", "steps", "batch")
+_c2st_folds = jax.jit(_c2st_fold_counts, static_argnames=_STATIC_C2ST)
+# several tests of one size at once: on a CPU a step of this small network is mostly overhead, which
+# a batch of tests shares (c2st_pairs)
+_c2st_tests = jax.jit(
+    lambda keys, z, label, mask, **kw: jax.vmap(partial(_c2st_fold_counts, **kw))(keys, z, label, mask),
+    static_argnames=_STATIC_C2ST,
+)
+
+
+def _check_c2st_settings(folds, steps, batch, learning_rate):
+    for name, v, lo in (("folds", folds, 2), ("steps", steps, 1), ("batch", batch, 1)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo:
+            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}.")
+    if not (
+        isinstance(learning_rate, (int, float, np.floating)) and math.isfinite(learning_rate) and learning_rate > 0
+    ):
+        raise ValueError(f"learning_rate must be a positive finite float, got {learning_rate!r}.")
+
+
+def _c2st_inputs(key, x, y, folds: int):
+    """One test's pooled, z-scored points, labels, fold masks and training key (sbibm's protocol)."""
+    n = min(len(x), len(y))
+    if 2 * n < 2 * folds:
+        raise ValueError(f"c2st needs at least {folds} points per cloud for {folds} folds, got {n}.")
+    k_sub, k_fold, k_train = jax.random.split(key, 3)
+    kx, ky = jax.random.split(k_sub)
+    x = x[np.asarray(jax.random.permutation(kx, len(x)))[:n]]
+    y = y[np.asarray(jax.random.permutation(ky, len(y)))[:n]]
+    z = np.concatenate([x, y]).astype(np.float64)
+    z = (z - z.mean(0)) / np.maximum(z.std(0), 1e-12)
+    label = np.concatenate([np.zeros(n), np.ones(n)])
+    order = np.asarray(jax.random.permutation(k_fold, 2 * n))
+    fold_of = np.empty(2 * n, np.int64)
+    fold_of[order] = np.arange(2 * n) % folds
+    train_mask = fold_of[None, :] != np.arange(folds)[:, None]  # [folds, 2n]
+    return z.astype(np.float32), label.astype(np.float32), train_mask, k_train
+
+
+def _accuracy(correct, n_points: int) -> Estimate:
+    acc = float(np.sum(np.asarray(correct))) / n_points
+    return Estimate(acc, math.sqrt(max(acc * (1 - acc), 1e-12) / n_points))
+
+
 def c2st(key, x, y, *, folds: int = 5, steps: int = 3000, batch: int = 128, learning_rate: float = 1e-3) -> Estimate:
     """Classifier two-sample test: cross-validated accuracy of a classifier telling ``x`` from ``y``.
 
@@ -216,37 +267,21 @@ def c2st(key, x, y, *, folds: int = 5, steps: int = 3000, batch: int = 128, lear
     """
     x = _cloud(x, "x")
     y = _cloud(y, "y", x.shape[1])
-    for name, v, lo in (("folds", folds, 2), ("steps", steps, 1), ("batch", batch, 1)):
-        if not isinstance(v, (int, np.integer)) or v < lo:
-            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}.")
-    if not (math.isfinite(learning_rate) and learning_rate > 0):
-        raise ValueError(f"learning_rate must be a positive finite float, got {learning_rate!r}.")
-    n = min(len(x), len(y))
-    if 2 * n < 2 * folds:
-        raise ValueError(f"c2st needs at least {folds} points per cloud for {folds} folds, got {n}.")
-    k_sub, k_fold, k_train = jax.random.split(key, 3)
-    kx, ky = jax.random.split(k_sub)
-    x = x[np.asarray(jax.random.permutation(kx, len(x)))[:n]]
-    y = y[np.asarray(jax.random.permutation(ky, len(y)))[:n]]
-    z = np.concatenate([x, y]).astype(np.float64)
-    z = (z - z.mean(0)) / np.maximum(z.std(0), 1e-12)
-    label = np.concatenate([np.zeros(n), np.ones(n)])
-    order = np.asarray(jax.random.permutation(k_fold, 2 * n))
-    fold_of = np.empty(2 * n, np.int64)
-    fold_of[order] = np.arange(2 * n) % folds
-    train_mask = fold_of[None, :] != np.arange(folds)[:, None]  # [folds, 2n]
-    correct = _c2st_folds(
-        k_train,
-        jnp.asarray(z, jnp.float32),
-        jnp.asarray(label, jnp.float32),
-        jnp.asarray(train_mask),
-        width=10 * x.shape[1],
-        steps=int(steps),
-        batch=int(batch),
-        learning_rate=float(learning_rate),
-    )
-    acc = float(np.sum(np.asarray(correct))) / (2 * n)
-    return Estimate(acc, math.sqrt(max(acc * (1 - acc), 1e-12) / (2 * n)))
+    _check_c2st_settings(folds, steps, batch, learning_rate)
+    z, label, mask, k_train = _c2st_inputs(key, x, y, folds)
+    kw = dict(width=10 * x.shape[1], steps=int(steps), batch=int(batch), learning_rate=float(learning_rate))
+    correct = _c2st_folds(k_train, jnp.asarray(z), jnp.asarray(label), jnp.asarray(mask), **kw)
+    return _accuracy(correct, len(z))
+
+
+def _c2st_batch(keys, pairs, *, steps: int) -> list:
+    """`c2st` of every ``(x, y)`` in ``pairs`` (clouds of one size), trained together: a list of `Estimate`."""
+    tests = [_c2st_inputs(k, x, y, 5) for k, (x, y) in zip(keys, pairs, strict=True)]
+    z, label, mask = (jnp.asarray(np.stack([t[i] for t in tests])) for i in range(3))
+    k_train = jnp.stack([t[3] for t in tests])
+    kw = dict(width=10 * z.shape[-1], steps=int(steps), batch=128, learning_rate=1e-3)
+    correct = np.asarray(_c2st_tests(k_train, z, label, mask, **kw))
+    return [_accuracy(c, z.shape[1]) for c in correct]
 
 
 def c2st_pairs(key, generated, runs, *, steps: int = 3000) -> dict:
@@ -278,11 +313,14 @@ def c2st_pairs(key, generated, runs, *, steps: int = 3000) -> dict:
     pairs = min(runs.shape[0] // 2, len(g) // j)
     if pairs < 2:
         raise ValueError(f"generated needs at least 2 J = {2 * j} points (a piece of J per pair), got {len(g)}.")
-    a, b = [], []
-    for k in range(pairs):
+    _check_c2st_settings(5, steps, 128, 1e-3)
+    keys, tests = [], []
+    for k in range(pairs):  # the same keys and clouds as one c2st per test; all trained at once
         ka, kb = jax.random.split(jax.random.fold_in(key, k))
-        a.append(c2st(ka, g[k * j : (k + 1) * j], runs[2 * k], steps=steps).value)
-        b.append(c2st(kb, runs[2 * k + 1], runs[2 * k], steps=steps).value)
+        keys += [ka, kb]
+        tests += [(g[k * j : (k + 1) * j], runs[2 * k]), (runs[2 * k + 1], runs[2 * k])]
+    acc = [e.value for e in _c2st_batch(keys, tests, steps=steps)]
+    a, b = acc[0::2], acc[1::2]
     diff = run_spread(np.subtract(a, b))
     return {
         "excess": diff["mean"],

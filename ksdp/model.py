@@ -19,7 +19,7 @@ $\psi(x) = -\log(1 - |x|^d)$ (exponentially distributed under the uniform-ball s
 uniform). The laws the experiments learn have Gaussian-like tails beyond the ball (diffusion), so the
 map must stretch the ball's outer shell over a long range of radii; in ``x`` alone that is a steep
 profile a smooth network flattens (it cuts the tail), in ``psi`` a gentle one. Measured on the quick
-scale (docs/algorithms.md, "The cut tail"), it lowers ks2d-time's radial KS distances by 40-45% and
+scale (docs/training.md, "The radial term"), it lowers ks2d-time's radial KS distances by 40-45% and
 brings its m2 nearer its training data's; the experiments turn it on for ks2d-time only
 (`ksdp.experiments.specs.Experiment.tail_feature`: laminar2d-time's disc at t = 0, the source itself,
 came out worse with it).
@@ -61,7 +61,7 @@ class ModelConfig(NamedTuple):
         ``a`` exactly. The square root: diffusion moves the ball's edge by ``O(sqrt(t))``, so the
         MLP's part stays bounded as ``t -> a``. On laminar2d-time it made the t = 0 disc exact but
         missed the held-out t = 0.005; linear in ``t`` (``identity_power = 1``), which laminar2d-time
-        uses, it did not (docs/algorithms.md, "The cut tail").
+        uses, it did not (docs/training.md, "The radial term").
       identity_power: the power ``q`` of that factor, ``(|eta - a| / scale)^q`` in ``(0, 1]``: 0.5 (the
         default, the square root) or 1 (linear: a flow's displacement grows like ``t``).
     """

@@ -24,7 +24,7 @@ PM's accuracy is governed by the largest cell in units of $\delta$, $s = \max_k 
 relative L2 error of the drift grows like $s^2$ in 2D and faster in 3D; ``benchmarks/particle_mesh.py``
 measures it on the paper's states). Near $s \approx 1$ it also falls with the number of particles,
 like $J^{-1/2}$: what the grid cannot carry is the field's content on the scale $\delta$, mostly
-the particles' noise (laminar3d: 4.7e-3 at $J = 10^4$, 7.9e-4 at $10^6$ on $G = 128$; docs/algorithms.md).
+the particles' noise (laminar3d: 4.7e-3 at $J = 10^4$, 7.9e-4 at $10^6$ on $G = 128$; docs/drifts.md).
 `ksdp.simulate` records $s$ over a run
 (`ksdp.Trajectory.grid_spacing`) and refuses a PM run whose grid was coarser than `SPACING_LIMIT`.
 
@@ -33,7 +33,7 @@ kernel is split as $\nabla K_\delta = \nabla K_\delta S + \nabla K_\delta (1 - S
 switch $S$ (`switch`) that is 1 at the origin and vanishes with its derivative at $r_c$ =
 ``cutoff`` cells. The far part, smooth on the scale $r_c$ whatever $\delta$, goes on the mesh as
 above; the near part, zero beyond $r_c$, is summed directly over the pairs closer than $r_c$, found
-by sorting both clouds into cells of side $r_c$ (`_near_sum`). Its error falls with the cutoff
+by sorting both clouds into cells of side $r_c$ (`near_sum`). Its error falls with the cutoff
 whatever $h / \delta$ (measured on a 3D ball of 3000: 2.4e-3, 1.0e-3, 5.4e-4 at 2.5, 5 and 8 cells;
 2.7e-4 to 8.3e-4 on the paper's 3D states at 5), so a coarse grid serves a wide or sparse cloud; its cost
 is the mesh plus the pairs within $r_c$, which grows like $J^2$ at a fixed grid where the cloud is
@@ -52,8 +52,8 @@ from jax import lax
 from ksdp import kernels as _kernels
 
 MARGIN = 2  # cells between the cloud and the grid's edge: the TSC stencil reaches one node past its nearest
-# nodes per axis (the measurements behind them: docs/algorithms.md); in 3D, 192 keeps laminar3d's
-# cloud at J = 10^6 in cells of 0.74 delta (128: 1.07, past SPACING_LIMIT) and runs it in 4-5 minutes here
+# nodes per axis (the accuracy table of `python -m benchmarks.particle_mesh`); in 3D, 192 keeps laminar3d's
+# cloud at J = 10^6 in cells of 0.74 delta (128: 1.07, past SPACING_LIMIT)
 DEFAULT_GRID = {2: 512, 3: 192}
 MIN_GRID = 8
 SPACING_LIMIT = 1.0  # largest cell / delta that a checked simulation accepts
@@ -151,7 +151,7 @@ def _interpolate(components, first, w):
     Components go in pairs as the real and imaginary parts of one complex field: XLA's CPU gather
     costs about as much per window of complex numbers as of reals, and far more per window of
     ``3^d x d`` reals (one gather of every component), which was the slowest piece of a 2D step at
-    J = 10^6 (docs/algorithms.md).
+    J = 10^6 (docs/drifts.md).
     """
     d = len(components)
 
@@ -246,11 +246,16 @@ def plan(points, delta, grid: int, cutoff: float | None = None, previous: Plan |
     return lax.cond(keep, lambda _: previous, fresh, None)
 
 
-def _pair_sum(targets, sources, delta, grid: int, cutoff: float | None = None, mesh_plan: Plan | None = None):
-    """`pair_sum` and the grid's cells ``h [d]``; with ``cutoff`` (in cells, static) the P3M split.
+def mesh_sum(targets, sources, delta, grid: int, cutoff: float | None = None, mesh_plan: Plan | None = None):
+    """`pair_sum` without its checks, and the grid's cells ``h [d]``: the core the IPM's mesh drifts run.
 
-    With ``mesh_plan`` (`plan` of these points), its cells and kernel transforms; otherwise the
-    cloud's tight box.
+    With ``cutoff`` (in cells, static) the P3M split. With ``mesh_plan`` (`plan` of these points), its
+    cells and kernel transforms; otherwise the cloud's tight box. Nothing is validated here (it runs
+    inside the IPM's scan): the cells ``h`` it returns are what to compare with ``delta``, since PM's
+    error grows like ``(h / delta)^2`` (`SPACING_LIMIT`).
+
+    Returns:
+      ``(sums [T, d], h [d])``.
     """
     t, d = targets.shape
     same = targets is sources
@@ -279,7 +284,7 @@ def _pair_sum(targets, sources, delta, grid: int, cutoff: float | None = None, m
     out = _interpolate(field, first, w.astype(targets.dtype))
     if cutoff is not None:
         n_cells = int(np.ceil(grid / cutoff)) + 1  # cells of side r_cut span the grid's G h_k <= G r_cut / cutoff
-        out = out + _near_sum(targets, sources, delta, origin, r_cut, n_cells, same)
+        out = out + near_sum(targets, sources, delta, origin, r_cut, n_cells, same)
     return out, h
 
 
@@ -294,7 +299,7 @@ def _cells(points, origin, size, n_cells: int):
     return order, ids[order]
 
 
-def _near_sum(targets, sources, delta, origin, r_cut, n_cells: int, same: bool):
+def near_sum(targets, sources, delta, origin, r_cut, n_cells: int, same: bool):
     r"""$\sum_{|y_j - x_i| < r_c} \nabla K_\delta(y_j - x_i)\,S(|y_j - x_i|)$, by cells of side $r_c$.
 
     Sources and targets are sorted by cell (last axis fastest), so a *column* of cells (all axes
@@ -369,7 +374,7 @@ def _near_sum(targets, sources, delta, origin, r_cut, n_cells: int, same: bool):
 
 
 def _near_symmetric(pts, ids_pad, cell_start, starts, ends, offsets, delta, cut2, total, b_size, s_size):
-    r"""`_near_sum` of a cloud on itself with each pair visited once: the sums, sorted order, ``pts``' shape.
+    r"""`near_sum` of a cloud on itself with each pair visited once: the sums, sorted order, ``pts``' shape.
 
     The pair force is odd, so a pair's term is added to its target and subtracted from its source.
     A block of the sorted points ``pts`` reads the sources of its own column from its first point on
@@ -377,7 +382,7 @@ def _near_symmetric(pts, ids_pad, cell_start, starts, ends, offsets, delta, cut2
     positive in lexicographic order: half of the ``3^(d-1)`` columns of the one-sided sum, and each
     pair once. Every (block, range, chunk) is one step of a single loop that adds into the targets'
     and the sources' rows of one array. A tile's two sums are two small matrix products: summed over
-    the tile's major axis instead, the sources' sums took as long as the pairs saved (measured).
+    the tile's major axis instead, the sources' sums cost as much time as the pairs saved.
     """
     d = pts.shape[1]
     dt = pts.dtype
@@ -467,4 +472,4 @@ def pair_sum(targets, sources, delta, *, grid: int | None = None, kernel: str = 
     if targets.shape[0] == 0 or sources.shape[0] == 0:
         return jnp.zeros_like(targets)
     grid = check_grid(grid, d, p3m=cutoff is not None, n_particles=sources.shape[0])
-    return _pair_sum(targets, sources, delta, grid, cutoff)[0]
+    return mesh_sum(targets, sources, delta, grid, cutoff)[0]

@@ -36,10 +36,10 @@ import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
-from ksdp import _io
 from ksdp import metrics as _metrics
 from ksdp import model as _model
 from ksdp import parallel as _parallel
+from ksdp import storage
 from ksdp import transport as _transport
 from ksdp._checks import is_permutation
 from ksdp.initial import uniform_ball
@@ -76,20 +76,20 @@ class TrainConfig(NamedTuple):
       min_min_after: with ``match_sources``, the mini-batches from this Adam step on match the
         generated points instead (the min--min, whose debiased loss is stationary at the target
         law rather than at the coupling's conditional mean); ``0`` (default) never switches. An
-        experiment: on ks2d-time it lowered the loss but left the law as shrunk (docs/algorithms.md,
-        "The cut tail").
+        experiment: on ks2d-time it lowered the loss but left the law as shrunk (docs/training.md,
+        "The radial term").
       match_sources_self: with ``match_sources`` and ``debias``, the self term pairs ``f(x)`` with
         ``f(x')`` by the matching of the sources ``x`` to ``x'``, mirroring the first term's
         matching of ``x`` to the targets (an experiment; ``False``: by the matching of ``f(x)`` to
         ``f(x')``). On ks2d-time it overshot the second moment late in time and worsened the radial
-        KS distance (docs/algorithms.md, "The cut tail").
+        KS distance (docs/training.md, "The radial term").
       mirror_self: with ``match_sources`` and ``debias``, a weight ``w`` in ``(0, 1]``: the self term
         pairs ``f(x)`` with ``f(x')`` by the matching of the *sources* ``x`` to the generated points
         ``f(x')`` (the first term's geometry: at the target law that coupling has the law of the
         sources' coupling to the targets), holds ``f(x')`` fixed and weighs ``w`` instead of ``1/2``
         (`debiased_objective`'s ``mirror``); ``0`` (default) keeps the self term as above. An
         experiment: on ks2d-time ``w = 0.5`` left the law as shrunk as the default self term and
-        ``w = 0.9`` diverged where the law collapses (docs/algorithms.md, "The cut tail").
+        ``w = 0.9`` diverged where the law collapses (docs/training.md, "The radial term").
       radial_weight: a weight ``lambda >= 0`` of a second term, the one-dimensional optimal transport
         between the generated points' distances from the origin and the *whole* training set's
         (`radial_objective`): every generated point of the mini-batch (both batches with ``debias``)
@@ -266,7 +266,7 @@ def check_inputs(model_cfg: _model.ModelConfig, cfg: TrainConfig, targets, eta):
     return targets, eta
 
 
-def _identity(cfg: TrainConfig, n_sets: int):
+def _initial_perm(cfg: TrainConfig, n_sets: int):
     shape = (n_sets, 2, cfg.n_samples) if cfg.debias else (n_sets, cfg.n_samples)
     return jnp.broadcast_to(jnp.arange(cfg.n_samples, dtype=jnp.int32), shape)
 
@@ -274,16 +274,16 @@ def _identity(cfg: TrainConfig, n_sets: int):
 def init_state(key, model_cfg: _model.ModelConfig, cfg: TrainConfig, n_sets: int) -> TrainState:
     k_init, k_loop = jax.random.split(key)
     params = _model.init(k_init, model_cfg)
-    perm = _identity(cfg, n_sets)
+    perm = _initial_perm(cfg, n_sets)
     return TrainState(params, _optimizer(cfg).init(params), perm, jnp.int32(0), k_loop, params)
 
 
 def loss_fn(model_cfg, params, x, y, perm, eta):
     """Mean over sets of the matched cost; the matching is data (``stop_gradient``)."""
-    return _matched_cost(_model.apply(model_cfg, params, x, eta), y, perm)
+    return _fit_cost(_model.apply(model_cfg, params, x, eta), y, perm)
 
 
-def _matched_cost(fx, y, perm):
+def _fit_cost(fx, y, perm):
     matched = jax.lax.stop_gradient(jnp.take_along_axis(y, perm[..., None], axis=-2))
     return jnp.mean(jnp.sum((fx - matched) ** 2, axis=-1))
 
@@ -335,7 +335,7 @@ def debiased_objective(fx, fs, y, perm, perm_self, local_cap: float = 0.0, mirro
     20000 steps). With the cap the second term earns at most ``c / 2`` per pair, and a far point pays
     ``R^2 - c`` in expectation. The matched cost, the first term, is returned for the loss history.
     """
-    cost = _matched_cost(fx, y, perm)
+    cost = _fit_cost(fx, y, perm)
     other = jnp.take_along_axis(fs, perm_self[..., None], axis=-2)
     if mirror:
         other = jax.lax.stop_gradient(other)
@@ -464,7 +464,7 @@ def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axi
             generated = jnp.concatenate([fx, fs], axis=-2)
         else:
             generated = _model.apply(model_cfg, q, x, eta)
-            value = cost = _matched_cost(generated, y, perm)
+            value = cost = _fit_cost(generated, y, perm)
         if cfg.radial_weight:
             value = value + cfg.radial_weight * radial_objective(generated, quantiles)
         return value, cost
@@ -476,7 +476,7 @@ def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axi
         # this device's share of the mean over all sets, summed over the mesh: the global loss/gradient
         return jax.lax.psum(jax.tree_util.tree_map(lambda a: a * (n_local / n_sets), (cost, grads)), axis)
 
-    perm = match(k_match, state.params, _identity(cfg, n_local), cfg.initial_sweeps)
+    perm = match(k_match, state.params, _initial_perm(cfg, n_local), cfg.initial_sweeps)
     decay = cfg.ema_decay
 
     def one_round(carry, k):
@@ -526,6 +526,31 @@ def _minibatch_sharded(state, targets, eta, model_cfg, cfg, mesh, axis):
     return jax.shard_map(
         fn, mesh=mesh, in_specs=(state_spec, P(axis), P(axis)), out_specs=(state_spec, P()), check_vma=False
     )(state, targets, eta)
+
+
+def train_minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, *, mesh=None, axis=None):
+    """One mini-batch of `train`, jitted: fresh samples, their matching, then ``K / L`` rounds of
+    ``L`` Adam steps each followed by ``cfg.sweeps`` block sweeps of the matching.
+
+    `train` calls it once per mini-batch; it is public so that a loop of your own (or a benchmark)
+    runs exactly the step `train` runs. One compiled program serves every call with the same configs
+    and shapes.
+
+    Args:
+      state: `TrainState` (from `init_state`, or a previous call).
+      targets: ``[R, J, d]`` and ``eta``: ``[R, p]``, as `check_inputs` returns them.
+      eta: see ``targets``.
+      model_cfg: `ksdp.model.ModelConfig` (static).
+      cfg: `TrainConfig` (static).
+      mesh: a `jax.sharding.Mesh` to split the ``R`` sets across (as in `train`); ``axis`` names its axis.
+      axis: see ``mesh``.
+
+    Returns:
+      ``(new state, losses [cfg.resample_every])``: the matched cost before each Adam step.
+    """
+    if mesh is None:
+        return _minibatch_jit(state, targets, eta, model_cfg, cfg)
+    return _minibatch_mesh(mesh, axis, targets.shape[0])(state, targets, eta, model_cfg, cfg)
 
 
 def fresh_batch_loss(history, resample_every: int, n_batches: int = 20) -> float:
@@ -591,7 +616,7 @@ def save_checkpoint(path, state: TrainState, model_cfg, cfg: TrainConfig, histor
     arrays["meta_json"] = np.asarray(json.dumps(meta))
     arrays["history"] = np.asarray(history, np.float32)
     if jax.process_index() == 0:
-        _io.atomic_write(path, lambda f: np.savez(f, **arrays))
+        storage.atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 class CheckpointError(ValueError):
@@ -619,7 +644,7 @@ def load_checkpoint(path):
         return CheckpointError(f"{e} Delete it (or move it aside) and train afresh.")
 
     try:
-        meta_only = _io.read_npz(path, lambda name: 1 << 20 if name == "meta_json" else None)
+        meta_only = storage.read_npz(path, lambda name: 1 << 20 if name == "meta_json" else None)
         meta = json.loads(str(meta_only["meta_json"]))
         if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
             raise bad(f"not a ksdp checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})")
@@ -633,7 +658,7 @@ def load_checkpoint(path):
         template = init_state(jax.random.key(0), model_cfg, cfg, n_sets)
     except CheckpointError:
         raise
-    except ValueError as e:  # from _io.read_npz, naming the file
+    except ValueError as e:  # from storage.read_npz, naming the file
         raise unreadable(e) from e
     except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
         raise bad(f"its metadata is incomplete or malformed ({type(e).__name__}: {e})") from e
@@ -642,7 +667,7 @@ def load_checkpoint(path):
     sizes = {f"leaf_{i:04d}": np.asarray(leaf).nbytes + 4096 for i, leaf in enumerate(leaves)}
     sizes["history"] = 4 * step + 4096
     try:
-        files = _io.read_npz(path, lambda name: sizes.get(name))
+        files = storage.read_npz(path, lambda name: sizes.get(name))
     except ValueError as e:
         raise unreadable(e) from e
     missing = sorted(set(sizes) - set(files))
@@ -734,9 +759,8 @@ def train(
         raise ValueError(f"checkpoint_every must be a positive integer (mini-batches), got {checkpoint_every!r}.")
     if n_steps % cfg.resample_every:
         raise ValueError(f"n_steps={n_steps} must be a multiple of resample_every={cfg.resample_every}.")
-    step_fn = _minibatch_jit
     if mesh is not None:
-        step_fn = _minibatch_mesh(mesh, axis, targets.shape[0])
+        _minibatch_mesh(mesh, axis, targets.shape[0])  # the split is checked before any work
     history: list = []
     state = None
     fp = _fingerprint(key, targets, eta, model_cfg, cfg)
@@ -785,7 +809,7 @@ def train(
     t0 = time.perf_counter()
     try:
         for b in range(done, total):
-            new, losses = step_fn(state, targets, eta, model_cfg, cfg)
+            new, losses = train_minibatch(state, targets, eta, model_cfg, cfg, mesh=mesh, axis=axis)
             losses = _parallel.gather(losses)
             if not np.all(np.isfinite(losses)):
                 bad = step + int(np.flatnonzero(~np.isfinite(losses))[0]) + 1

@@ -104,7 +104,7 @@ def _solve_blocks(x, y, perm, rows):
     gather = jax.vmap(lambda a, idx: a[idx])
     xb, yb = gather(x, rows), gather(y, cols)  # [R, B, m, d]
     c = jnp.sum((xb[:, :, :, None, :] - yb[:, :, None, :, :]) ** 2, axis=-1)  # [R, B, m, m]
-    local = _assign._solve_batch(c.reshape(-1, *c.shape[2:]), rounds=None, levels=3).reshape(c.shape[:3])
+    local = _assign.solve_batch(c.reshape(-1, *c.shape[2:])).reshape(c.shape[:3])
     old = jnp.trace(c, axis1=2, axis2=3)
     new = jnp.sum(jnp.take_along_axis(c, local[..., None], axis=3)[..., 0], axis=2)
     keep = ~(new < old)  # strict improvement only: a sweep can never raise the cost
@@ -169,7 +169,7 @@ def _sweep_one(key, x, y, perm, block, local):
     return _sweep_many(key[None], x[None], y[None], perm[None], block, local)[0]
 
 
-def _set_keys(key, n_local, sets):
+def _sweep_keys(key, n_local, sets):
     """One key per problem of a batch: ``split(key, R)``, or its rows ``index`` of ``split(key, total)``.
 
     ``sets = (index, total)`` lets a device that holds the problems ``index`` of a batch of ``total``
@@ -185,11 +185,11 @@ def _sweep_any(key, x, y, perm, block, local, sets=None):
     """`_sweep_one` for one problem ``[N, d]``, `_sweep_many` with keys split from ``key`` for ``[R, N, d]``."""
     if x.ndim == 2:
         return _sweep_one(key, x, y, perm, block, local)
-    return _sweep_many(_set_keys(key, x.shape[0], sets), x, y, perm, block, local)
+    return _sweep_many(_sweep_keys(key, x.shape[0], sets), x, y, perm, block, local)
 
 
 @partial(jax.jit, static_argnames=("block",))
-def sweep(key, x, y, perm, local=False, *, block: int = DEFAULT_BLOCK):
+def block_sweep(key, x, y, perm, local=False, *, block: int = DEFAULT_BLOCK):
     """One sweep of block-coordinate exact assignment (pure; no validation, for use inside ``jit``).
 
     Args:
@@ -277,7 +277,7 @@ def solve(
       rtol: relative improvement under which a sweep counts as converged.
       exact_max: problems with ``N <= exact_max`` are solved by one full Hungarian solve instead
         (exact, and faster than sweeps at that size). Block descent alone can stop in a local
-        optimum whose improving cycles are longer than ``M``: see ``docs/algorithms.md``.
+        optimum whose improving cycles are longer than ``M``: see ``docs/transport.md``.
 
     Returns:
       `AssignmentResult`.
@@ -358,15 +358,14 @@ class W2Result(NamedTuple):
     converged: jax.Array
 
 
-def _top2(xa, y, q):
+def top_two(xa, y, q):
     """For rows ``xa [K, d]``: the best column of ``w_j = q_j - 2 xa . y_j``, its value, the second value.
 
     Three min-reductions (XLA's CPU argmin is several times slower than a min): the minimum, the
     smallest column attaining it, the minimum over the other columns.
     """
-    # HIGHEST: on recent GPUs the default float32 dot rounds its inputs to TF32 (10-bit mantissa), the
-    # suspected cause of the H100's missed 1e-4 certificate (benchmarks/results/transport-NVIDIA-H100-80GB-
-    # HBM3-2026-11-26.json, measured before this change; a CPU ignores the setting)
+    # HIGHEST: on recent GPUs the default float32 dot rounds its inputs to TF32 (10-bit mantissa), far
+    # coarser than the 1e-4 gaps the certificate is asked for (a CPU ignores the setting)
     w = q[None] - 2.0 * jnp.matmul(xa, y.T, precision=jax.lax.Precision.HIGHEST)  # [K, N]
     w1 = jnp.min(w, axis=1)
     iota = jax.lax.broadcasted_iota(jnp.int32, w.shape, 1)
@@ -381,8 +380,8 @@ def _tiled_row_min(x, y, p, *, linear):
     ``linear=False``: ``f = |x_i - y_j|^2``, summed coordinate by coordinate (``d + 1`` nonnegative
     terms when ``p >= 0``: the form `dual_bound`'s round-off bound is derived for);
     ``linear=True``: ``f = -2 x_i . y_j`` (the auction's bids, with ``p`` the shifted prices ``q``).
-    The coordinates are unrolled so XLA fuses a tile into one pass (16x faster than materialising
-    ``[tile, N, d]`` on the 2-core CPU).
+    The coordinates are unrolled so XLA fuses a tile into one pass instead of materialising
+    ``[tile, N, d]`` (an order of magnitude faster on a CPU).
     """
     n, d = x.shape
     tile = min(AUCTION_TILE, n)
@@ -438,7 +437,7 @@ def _auction(x, y, eps0, tol, max_rounds, *, levels=AUCTION_LEVELS, theta=AUCTIO
         slot = jnp.arange(k)
         valid = slot < take
         rows = jnp.where(valid, queue[(head + slot) % cap], 0)
-        j1, w1, w2 = _top2(x[rows], y, q)
+        j1, w1, w2 = top_two(x[rows], y, q)
         bid = jnp.where(valid, q[j1] + (w2 - w1) + eps, -jnp.inf)
         same = (j1[:, None] == j1[None, :]) & valid[None, :]
         beats = (bid[None, :] > bid[:, None]) | ((bid[None, :] == bid[:, None]) & (slot[None, :] < slot[:, None]))
@@ -561,8 +560,7 @@ def auction(x, y, *, tol: float = 1e-4, max_rounds: int | None = None) -> Auctio
     price, which held the certified gap to 2e-5 to 4.3e-5 on the benchmark's problems; float64 inputs
     (``jax_enable_x64``) go further.
 
-    Measured on a 2-core CPU (``python -m benchmarks.transport``; x uniform on a square, y Gaussian):
-    see ``docs/benchmarks.md`` for the times against POT's exact network simplex.
+    ``python -m benchmarks.transport`` times it against POT's exact network simplex (``docs/benchmarks.md``).
 
     Args:
       x: ``[N, d]`` points.

@@ -77,7 +77,7 @@ def test_outputs_exist_and_are_finite(smoke_run, name):
     train = run.particles_by_value(EXPERIMENTS[name], ksdp.load_dataset(os.path.join(folder, "dataset.npz")))[0]
     exp = EXPERIMENTS[name]
     assert pool.particles.shape[2] == SCALES["smoke"].n_particles and len(pool.meta["replicas"]) == runs
-    i0 = int(np.flatnonzero(np.isclose(run._all_values(exp, "smoke"), exp.values("smoke")[0][0]))[0])
+    i0 = int(np.flatnonzero(np.isclose(exp.all_values("smoke"), exp.values("smoke")[0][0]))[0])
     first = run.particles_by_value(exp, pool, replicas=runs)[0, 0]
     assert not np.allclose(first, train[i0])  # its own key: not the training replica's particles
     targets, reused = run.simulate_pool(exp, "smoke", 0, os.path.join(folder, "pool.npz"), print, runs)
@@ -89,7 +89,7 @@ def test_outputs_exist_and_are_finite(smoke_run, name):
     assert m["settings"]["reference_runs"] == n_ref == SCALES["smoke"].reference_runs > 0
     if n_ref:
         ref, reused = run.simulate_reference(exp, "smoke", 0, os.path.join(folder, "reference-runs.npz"), print, n_ref)
-        assert reused and ref.shape == (n_ref, len(run._all_values(exp, "smoke")), SCALES["smoke"].n_particles, exp.d)
+        assert reused and ref.shape == (n_ref, len(exp.all_values("smoke")), SCALES["smoke"].n_particles, exp.d)
         assert not np.allclose(ref[0, i0], train[i0]) and not np.allclose(ref[0, i0], first)
         replicas = run.particles_by_value(exp, ksdp.load_dataset(os.path.join(folder, "dataset.npz")))
         for i, r in enumerate(m["rows"]):
@@ -132,7 +132,7 @@ def test_stage_devices_are_named_per_stage_when_they_differ():
 def test_a_pool_of_another_size_does_not_keep_the_earlier_pools_time(tmp_path):
     # the dataset is the same, so its time is kept; a pool or reference runs of another size were
     # simulated again, so the earlier run's time for them is not
-    settings = run._settings(EXPERIMENTS["ks2d-time"], "smoke", 0)
+    settings = run.data_settings(EXPERIMENTS["ks2d-time"], "smoke", 0)
     old = {
         "settings": {**settings, "pool_runs": 3, "reference_runs": 4},
         "timing_s": {"ipm_s": 1.0, "pool_s": 2.0, "reference_s": 3.0, "train_s": 4.0},
@@ -140,11 +140,11 @@ def test_a_pool_of_another_size_does_not_keep_the_earlier_pools_time(tmp_path):
     }
     path = tmp_path / "metrics.json"
     path.write_text(json.dumps(old))
-    same = run._previous_timing(str(path), settings, {"pool_runs": 3, "reference_runs": 4})
+    same = run.previous_timing(str(path), settings, {"pool_runs": 3, "reference_runs": 4})
     assert same == (old["timing_s"], old["timing_device"])
-    timing, devices = run._previous_timing(str(path), settings, {"pool_runs": 30, "reference_runs": 4})
+    timing, devices = run.previous_timing(str(path), settings, {"pool_runs": 30, "reference_runs": 4})
     assert timing == {"ipm_s": 1.0, "reference_s": 3.0, "train_s": 4.0} and set(devices) == set(timing)
-    timing, _ = run._previous_timing(str(path), settings, {"pool_runs": 3, "reference_runs": 10})
+    timing, _ = run.previous_timing(str(path), settings, {"pool_runs": 3, "reference_runs": 10})
     assert timing == {"ipm_s": 1.0, "pool_s": 2.0, "train_s": 4.0}
 
 
@@ -174,7 +174,7 @@ def test_damaged_checkpoint_is_moved_aside_and_retrained(smoke_run, tmp_path, la
     damage(str(ck))
     damaged = ck.read_bytes()
     ds = ksdp.load_dataset(os.path.join(folder, exp.name, "dataset.npz"))
-    values = [float(v) for v in run._all_values(exp, "smoke")]  # the dataset's order
+    values = [float(v) for v in exp.all_values("smoke")]  # the dataset's order
     train_idx = [values.index(float(v)) for v in exp.values("smoke")[0]]
     targets = run.particles_by_value(exp, ds)[0, train_idx]
     lines = []
@@ -259,7 +259,7 @@ def test_memorisation_z():
 
 
 def test_same_data_rule():
-    base = run._settings(EXPERIMENTS["ks2d-time"], "smoke", 0, drift="direct")
+    base = run.data_settings(EXPERIMENTS["ks2d-time"], "smoke", 0, drift="direct")
     pm = {**base, "drift": "pm", "grid": 512}
     old = {k: v for k, v in base.items() if k not in ("drift", "grid")}  # a dataset from before the mesh
     assert run.same_data(base, base) and run.same_data(old, base)
@@ -386,7 +386,7 @@ def test_the_c2st_check_averages_over_every_pair():
     bad_row = {**row, "kind": "held-out", "eta": 0.095, "c2st_pairs": {**pairs, "excess": 0.04}}
     worse = report.judge(bad_row, "quick")
     assert worse["c2st_ok"] is False
-    text = report._acceptance({"rows": [{**bad_row, **worse}]})
+    text = report.acceptance({"rows": [{**bad_row, **worse}]})
     assert "excess over 6 pairs +0.041" in text[0]
 
 
@@ -418,7 +418,7 @@ def test_an_overshooting_initial_law_fails_acceptance():
         "init_beyond_dp": 0.058,
         "init_r_max_dp": 1.15,
     }
-    bad = report._acceptance({"rows": [row]})
+    bad = report.acceptance({"rows": [row]})
     assert len(bad) == 1 and "initial law 0.0580 > the IPM's 0.0075" in bad[0] and "5.80%" in bad[0]
-    assert report._acceptance({"rows": [{**row, "init_ks_dp": 0.003}]}) == []
-    assert "the largest radius 1.150" in " ".join(report._initial_law([row]))
+    assert report.acceptance({"rows": [{**row, "init_ks_dp": 0.003}]}) == []
+    assert "the largest radius 1.150" in " ".join(report.initial_law([row]))

@@ -2,10 +2,12 @@
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from compiles import compilations
 
 import ksdp
 from ksdp import ipm
@@ -105,22 +107,38 @@ def test_tiled_drift_matches_dense_float64(d, kernel):
     assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-5
 
 
-def test_vmap_over_amplitudes_equals_separate_runs_and_compiles_once():
+def test_vmap_over_amplitudes_equals_separate_runs_and_compiles_once(caplog):
     amps = jnp.array([1.0, 10.0, 30.0, 100.0])
     kw = dict(times=(0.001, 0.002), n_particles=300, flow="laminar2d", dt=DT)
-    before_single = ipm._run_jit._cache_size()
-    before_batch = ipm._run_batched_jit._cache_size()
-    batch = ksdp.sweep(jax.random.key(7), ksdp.Params(flow=amps), **kw)
-    keys = jax.random.split(jax.random.key(7), 4)
-    singles = [ksdp.simulate(keys[i], ksdp.Params(flow=amps[i]), **kw) for i in range(4)]
-    assert ipm._run_batched_jit._cache_size() - before_batch == 1
-    assert ipm._run_jit._cache_size() - before_single <= 1  # the four amplitudes share one program
+    with compilations(caplog) as compiled:
+        batch = ksdp.sweep(jax.random.key(7), ksdp.Params(flow=amps), **kw)
+        keys = jax.random.split(jax.random.key(7), 4)
+        singles = [ksdp.simulate(keys[i], ksdp.Params(flow=amps[i]), **kw) for i in range(4)]
+    # one program for the batch, one for the four single runs: the amplitudes are traced
+    assert sum(name.startswith("jit(_run_batched)") for name in compiled) == 1, compiled
+    assert sum(name.startswith("jit(_run)") for name in compiled) == 1, compiled
     for i in range(4):
         # same arithmetic, possibly fused differently under vmap: float32 round-off over 20 steps,
         # positions O(1): 1e-5 absolute.
         np.testing.assert_allclose(batch.particles[i], singles[i].particles, atol=1e-5, rtol=0)
     # the amplitude matters: the runs differ from each other
     assert float(jnp.max(jnp.abs(batch.particles[0] - batch.particles[3]))) > 0.05
+
+
+def test_simulate_traces_once_for_traced_parameters():
+    # the physical parameters are data: a jitted function of them traces simulate once for all values
+    run = jax.jit(
+        chex.assert_max_traces(
+            lambda key, a: (
+                ksdp.simulate(
+                    key, ksdp.Params(flow=a), (0.001,), n_particles=64, flow="laminar2d", check=False
+                ).particles
+            ),
+            n=1,
+        )
+    )
+    for a in (1.0, 10.0, 100.0):
+        assert run(jax.random.key(0), jnp.float32(a)).shape == (1, 64, 2)
 
 
 def test_one_set_sweep_is_the_simulate_run_bit_for_bit():

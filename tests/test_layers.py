@@ -16,7 +16,7 @@ PACKAGE = os.path.join(ROOT, "ksdp")
 
 # bottom to top; a module may import only from lower layers (the package root re-exports the doors)
 LAYERS = [
-    {"ksdp._version", "ksdp._checks", "ksdp._io", "ksdp.parallel"},  # shared helpers
+    {"ksdp._version", "ksdp._checks", "ksdp.storage", "ksdp.parallel"},  # shared helpers
     {"ksdp.kernels", "ksdp.flows", "ksdp.initial", "ksdp.assignment"},
     {"ksdp.particle_mesh"},
     {"ksdp.ipm"},
@@ -117,3 +117,101 @@ def test_every_module_is_placed_in_a_layer():
 def test_imports_only_from_below(module):
     above = sorted(n for n in GRAPH[module] if RANK[n] >= RANK[module])
     assert above == [], f"{module} imports {above}, which are not below it in LAYERS"
+
+
+# --------------------------------------------------------------------------------------------
+# Private names stay in their module
+# --------------------------------------------------------------------------------------------
+PRIVATE_MODULES = {"ksdp._version", "ksdp._checks", "benchmarks._common"}
+
+
+def _python_files():
+    for top in ("ksdp", "tests", "benchmarks"):
+        for folder, _, files in os.walk(os.path.join(ROOT, top)):
+            for f in sorted(files):
+                if f.endswith(".py"):
+                    yield os.path.join(folder, f)
+
+
+def _module_name(path: str) -> str:
+    rel = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+    return rel[: -len(".__init__")] if rel.endswith(".__init__") else rel
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def private_uses(path: str, source=None) -> list:
+    """``(module, name)`` of every private name of another project module that ``path`` uses.
+
+    A private name is one with a leading underscore, reached as ``module._name`` (through any alias
+    of the module) or by ``from module import _name``. A private module (``ksdp._checks``) may be imported
+    only from inside its own package (``ksdp`` for ``ksdp._checks``).
+    """
+    own = _module_name(path)
+    tree = ast.parse(open(path).read() if source is None else source, path)
+    aliases = {}  # local name -> project module it is bound to
+    found = []
+
+    def project(name: str) -> bool:
+        return name.split(".")[0] in ("ksdp", "benchmarks")
+
+    def check_module(module: str):
+        parts = module.split(".")
+        for i, part in enumerate(parts[1:], start=1):
+            if _private(part) and own.split(".")[0] != parts[0]:
+                found.append((".".join(parts[:i]), part))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if project(a.name):
+                    check_module(a.name)
+                    aliases[a.asname or a.name.split(".")[0]] = a.asname and a.name or a.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module and project(node.module) and not node.level:
+            check_module(node.module)
+            for a in node.names:
+                if _private(a.name):
+                    full = f"{node.module}.{a.name}"
+                    if full in PRIVATE_MODULES:
+                        check_module(full)
+                    elif node.module != own:
+                        found.append((node.module, a.name))
+                aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+
+    def dotted(node):
+        if isinstance(node, ast.Name):
+            return aliases.get(node.id)
+        if isinstance(node, ast.Attribute):
+            base = dotted(node.value)
+            return None if base is None else f"{base}.{node.attr}"
+        return None
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _private(node.attr):
+            base = dotted(node.value)
+            if base is not None and base != own and f"{base}.{node.attr}" not in PRIVATE_MODULES:
+                found.append((base, node.attr))
+    return sorted(set(found))
+
+
+def test_the_private_name_walker_sees_every_form():
+    src = (
+        "from ksdp import ipm as I\nimport ksdp\nfrom ksdp.training import _minibatch_jit\n"
+        "from ksdp import _checks\nI._run_jit\nksdp.ipm._run\nI.simulate\n"
+    )
+    path = os.path.join(ROOT, "tests", "test_layers.py")
+    assert private_uses(path, src) == [
+        ("ksdp", "_checks"),
+        ("ksdp.ipm", "_run"),
+        ("ksdp.ipm", "_run_jit"),
+        ("ksdp.training", "_minibatch_jit"),
+    ]
+    inside = os.path.join(ROOT, "ksdp", "data.py")  # a private module is free inside its package
+    assert private_uses(inside, "from ksdp import _checks\n_checks.is_concrete\n") == []
+
+
+@pytest.mark.parametrize("path", sorted(_python_files()), ids=lambda p: os.path.relpath(p, ROOT))
+def test_no_private_name_used_outside_its_module(path):
+    assert private_uses(path) == [], "make the name public (and document it), or use a public door"

@@ -58,7 +58,7 @@ def test_p3m_near_field_visits_every_close_pair_once():
     src = jnp.concatenate([0.02 * jax.random.normal(key_a, (400, 3)), 2.0 * jax.random.uniform(key_b, (300, 3)) - 1.0])
     tgt = 1.5 * jax.random.uniform(key_c, (200, 3)) - 0.75
     origin, r_cut, n_cells, delta = jnp.full(3, -1.6), 0.25, 14, 0.05
-    near_sum = jax.jit(pm._near_sum, static_argnums=(5, 6))  # jitted: the loops run compiled
+    near_sum = jax.jit(pm.near_sum, static_argnums=(5, 6))  # jitted: the loops run compiled
     near = near_sum(tgt, src, delta, origin, r_cut, n_cells, False)
     dz = tgt[:, None, :] - src[None, :, :]
     r2 = jnp.sum(dz * dz, axis=-1)
@@ -254,7 +254,7 @@ def test_a_run_keeps_its_mesh_plan_while_the_cells_fit():
             np.testing.assert_array_equal(a, b)
     y = 0.95 * x
     exact = _direct_jit(y, y, delta)
-    kept = pm._pair_sum(y, y, delta, grid, None, same)[0]
+    kept = pm.mesh_sum(y, y, delta, grid, None, same)[0]
     tight_box = _pm_jit(y, y, delta, grid=grid)
     # at h ~ 0.6-1.3 delta PM's error falls like h^3.2-h^3.6 (the accuracy table of
     # benchmarks/particle_mesh.py: laminar2d and ks2d between G = 256 and 512), so cells `ratio`

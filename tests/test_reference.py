@@ -53,7 +53,7 @@ def test_blowup_time_of_the_paper_case_converges_before_the_virial_bound():
     times = [R.blowup_time(n_grid=n, t_max=0.2) for n in (750, 1500, 3000)]
     assert abs(times[2] - times[1]) < abs(times[1] - times[0]) / 2  # converging with the grid
     assert 1 / 16 < times[2] < 0.125
-    assert times[2] == pytest.approx(0.0960, abs=2e-4)  # the value docs/algorithms.md quotes
+    assert times[2] == pytest.approx(0.0960, abs=2e-4)  # the value docs/reference.md quotes
 
 
 def test_blob_reference_tends_to_the_model_as_delta_shrinks():

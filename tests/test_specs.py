@@ -34,10 +34,10 @@ def test_grids(name, scale):
 
 @pytest.mark.parametrize("name,scale", CASES)
 def test_every_kind_is_present_in_the_values(name, scale):
-    # the evaluation walks _all_values; each kind must survive the de-duplication
+    # the evaluation walks Experiment.all_values; each kind must survive the de-duplication
     exp = EXPERIMENTS[name]
     train, held, extra = exp.values(scale)
-    values = run._all_values(exp, scale)
+    values = exp.all_values(scale)
     assert len(values) == len(train) + len(held) + len(extra)
 
 

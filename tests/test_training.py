@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from compiles import compilations
 from damage import CHECKPOINT_DAMAGE, rewrite
 
 from ksdp import model as M
@@ -103,19 +104,19 @@ def test_match_sources_couples_the_sources_whatever_the_network():
     targets, etas = T.check_inputs(mc, cfg, targets, etas)
     a = T.init_state(jax.random.key(0), mc, cfg, 3)
     b = a._replace(params=M.init(jax.random.key(9), mc))
-    pa = T._minibatch_jit(a, targets, etas, mc, cfg)[0].perm
-    pb = T._minibatch_jit(b, targets, etas, mc, cfg)[0].perm
+    pa = T.train_minibatch(a, targets, etas, mc, cfg)[0].perm
+    pb = T.train_minibatch(b, targets, etas, mc, cfg)[0].perm
     np.testing.assert_array_equal(pa, pb)
     # with the debiased loss the targets' matching is still the sources'; the self term's is of f(x)
     both = cfg._replace(debias=True)
     a2 = T.init_state(jax.random.key(0), mc, both, 3)
     b2 = a2._replace(params=b.params)
-    ra = T._minibatch_jit(a2, targets, etas, mc, both)[0].perm
-    rb = T._minibatch_jit(b2, targets, etas, mc, both)[0].perm
+    ra = T.train_minibatch(a2, targets, etas, mc, both)[0].perm
+    rb = T.train_minibatch(b2, targets, etas, mc, both)[0].perm
     np.testing.assert_array_equal(ra[:, 0], rb[:, 0])
     assert not np.array_equal(ra[:, 1], rb[:, 1])
-    qa = T._minibatch_jit(a, targets, etas, mc, TINY)[0].perm
-    qb = T._minibatch_jit(b, targets, etas, mc, TINY)[0].perm
+    qa = T.train_minibatch(a, targets, etas, mc, TINY)[0].perm
+    qb = T.train_minibatch(b, targets, etas, mc, TINY)[0].perm
     assert not np.array_equal(qa, qb)
     # off, the field leaves the fingerprint (and so every earlier checkpoint) as it was
     assert T.fingerprint(jax.random.key(0), targets, etas, mc, TINY._replace(match_sources=False)) == fp
@@ -131,7 +132,7 @@ def test_self_term_matched_by_the_sources_does_not_depend_on_the_network():
     a = T.init_state(jax.random.key(0), mc, cfg, 3)
     b = a._replace(params=M.init(jax.random.key(9), mc))
     np.testing.assert_array_equal(
-        T._minibatch_jit(a, targets, etas, mc, cfg)[0].perm, T._minibatch_jit(b, targets, etas, mc, cfg)[0].perm
+        T.train_minibatch(a, targets, etas, mc, cfg)[0].perm, T.train_minibatch(b, targets, etas, mc, cfg)[0].perm
     )
     plain = cfg._replace(match_sources_self=False)
     assert T.fingerprint(jax.random.key(0), targets, etas, mc, cfg) != T.fingerprint(
@@ -149,11 +150,11 @@ def test_mirror_self_matches_the_sources_to_the_generated_points():
     targets, etas = T.check_inputs(mc, cfg, targets, etas)
     a = T.init_state(jax.random.key(0), mc, cfg, 3)
     b = a._replace(params=M.init(jax.random.key(9), mc))
-    pa = T._minibatch_jit(a, targets, etas, mc, cfg)[0].perm
-    pb = T._minibatch_jit(b, targets, etas, mc, cfg)[0].perm
+    pa = T.train_minibatch(a, targets, etas, mc, cfg)[0].perm
+    pb = T.train_minibatch(b, targets, etas, mc, cfg)[0].perm
     np.testing.assert_array_equal(pa[:, 0], pb[:, 0])
     assert not np.array_equal(pa[:, 1], pb[:, 1])
-    assert not np.array_equal(pa[:, 1], T._minibatch_jit(a, targets, etas, mc, plain)[0].perm[:, 1])
+    assert not np.array_equal(pa[:, 1], T.train_minibatch(a, targets, etas, mc, plain)[0].perm[:, 1])
     # off, the field leaves the fingerprint as it was
     fp = T.fingerprint(jax.random.key(0), targets, etas, mc, plain)
     assert T.fingerprint(jax.random.key(0), targets, etas, mc, plain._replace(mirror_self=0.0)) == fp
@@ -248,12 +249,12 @@ def test_min_min_after_switches_the_matching_at_its_step():
     early = T.init_state(jax.random.key(0), mc, switch, 3)
     late = early._replace(step=early.step + 2 * TINY.resample_every)
     np.testing.assert_array_equal(
-        T._minibatch_jit(early, targets, etas, mc, switch)[0].perm,
-        T._minibatch_jit(early, targets, etas, mc, sources)[0].perm,
+        T.train_minibatch(early, targets, etas, mc, switch)[0].perm,
+        T.train_minibatch(early, targets, etas, mc, sources)[0].perm,
     )
     np.testing.assert_array_equal(
-        T._minibatch_jit(late, targets, etas, mc, switch)[0].perm,
-        T._minibatch_jit(late, targets, etas, mc, TINY)[0].perm,
+        T.train_minibatch(late, targets, etas, mc, switch)[0].perm,
+        T.train_minibatch(late, targets, etas, mc, TINY)[0].perm,
     )
     fp = T.fingerprint(jax.random.key(0), targets, etas, mc, sources)
     assert T.fingerprint(jax.random.key(0), targets, etas, mc, switch) != fp
@@ -417,12 +418,12 @@ def test_moving_average_and_learning_rate_decay():
     assert last_move(TINY._replace(decay_steps=40)) < 0.1 * last_move(TINY)
 
 
-def test_compiles_once_whatever_the_number_of_minibatches():
+def test_compiles_once_whatever_the_number_of_minibatches(caplog):
     targets, etas, mc = _tiny_problem()
     T.train(jax.random.key(0), targets, etas, mc, TINY, n_steps=20, progress=False)
-    n = T._minibatch_jit._cache_size()
-    T.train(jax.random.key(1), targets, etas, mc, TINY, n_steps=100, progress=False)
-    assert T._minibatch_jit._cache_size() == n
+    with compilations(caplog) as compiled:
+        T.train(jax.random.key(1), targets, etas, mc, TINY, n_steps=100, progress=False)
+    assert not any("_minibatch" in name for name in compiled), compiled
 
 
 def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path):

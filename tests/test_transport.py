@@ -65,7 +65,7 @@ def test_cost_never_increases():
         perm = T.identity(x)
         prev = _cost64(c, perm)
         for k in range(40):
-            perm = T.sweep(jax.random.key(100 * seed + k), x, y, perm, k % 2 == 1, block=m)
+            perm = T.block_sweep(jax.random.key(100 * seed + k), x, y, perm, k % 2 == 1, block=m)
             cost = _cost64(c, perm)
             assert cost <= prev * (1 + 1e-6), (seed, k, cost, prev)
             prev = cost
@@ -164,10 +164,10 @@ def test_jit_and_vmap_over_parameter_sets():
     ys = jnp.stack([_clouds(n, 2, seed=s)[1] for s in range(r)])
     perm0 = T.identity(xs)
     assert perm0.shape == (r, n)
-    batched = jax.jit(lambda k, p: T.sweep(k, xs, ys, p, False, block=8))(jax.random.key(1), perm0)
+    batched = jax.jit(lambda k, p: T.block_sweep(k, xs, ys, p, False, block=8))(jax.random.key(1), perm0)
     keys = jax.random.split(jax.random.key(1), r)
     for i in range(r):
-        single = T.sweep(keys[i], xs[i], ys[i], perm0[i], False, block=8)
+        single = T.block_sweep(keys[i], xs[i], ys[i], perm0[i], False, block=8)
         np.testing.assert_array_equal(batched[i], single)
     res = T.solve(jax.random.key(2), xs, ys, block=8, max_sweeps=50)
     assert res.perm.shape == (r, n) and res.cost.shape == (r,)
@@ -219,7 +219,7 @@ def test_auction_bids_ask_for_full_float32_dots():
     # On recent GPUs a DEFAULT-precision float32 dot may round its inputs to TF32 (a 10-bit
     # mantissa, ~1e-3 relative), far above the 1e-4 gaps the certificate is asked for; a CPU
     # ignores the setting, so this checks that the program asks for HIGHEST.
-    jaxpr = jax.make_jaxpr(T._top2)(jnp.ones((3, 2)), jnp.ones((5, 2)), jnp.ones(5))
+    jaxpr = jax.make_jaxpr(T.top_two)(jnp.ones((3, 2)), jnp.ones((5, 2)), jnp.ones(5))
     dots = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
     assert dots
     assert all(e.params["precision"] == (jax.lax.Precision.HIGHEST,) * 2 for e in dots)

@@ -9,7 +9,7 @@ import traceback
 
 import jax
 
-from ksdp import _io
+from ksdp import storage
 from ksdp.experiments import report, run
 from ksdp.experiments.specs import EXPERIMENTS, SCALES
 
@@ -19,16 +19,11 @@ EPILOG = (
     + """
 
 scales:
-  smoke   seconds per experiment (J=128), for tests
-  quick   the default: all five in about an hour on a 2-core CPU (J=2000, N=1000, 6000 steps,
-          each network trained on a pool of 10 more runs per training value; kolmogorov3d-amplitude
-          on 30 with N=2000)
-  paper   the paper's sizes (J=10000, N=2000, 50000 steps; K=L=50); on a 2-core CPU, often
-          shared with other jobs, the runs of docs/paper-report.md trained for 51 minutes
-          (laminar2d-time) and longer (ks2d-time on its pool of 40 runs at 9.6-11.5 steps/s),
-          evaluated in 6-12 minutes, and simulated their IPM data in up to 2 hours
-          (kolmogorov3d-amplitude's 45 runs); its settings table has every stage's time. On one
-          H100 GPU ks2d-time's IPM and training (the plain input, a pool of 10 runs) took 7 minutes
+  smoke   J=128, a few training steps: checks the pipeline, not a law (the tests run it)
+  quick   the default: J=2000, N=1000, 6000 Adam steps, each network trained on a pool of 10
+          more IPM runs per training value (kolmogorov3d-amplitude: 30 runs, N=2000)
+  paper   the paper's sizes: J=10000, N=2000, 50000 Adam steps (K=L=50); many times the quick
+          scale's cost, best on an accelerator. Each page's settings table has its stages' times.
 
 Outputs under OUT/<experiment>/: README.md (its page), dataset.npz (reused when its settings match;
 simulated one replica at a time, each saved under dataset.npz.parts/ until the whole is written), pool.npz
@@ -136,10 +131,10 @@ def main(argv=None):
             traceback.print_exc()
     for name in results:
         page = report.render_experiment(out, name, args.scale)
-        _io.write_text(os.path.join(out, name, "README.md"), page)
+        storage.write_text(os.path.join(out, name, "README.md"), page)
     seconds = None if args.report_only else time.perf_counter() - t_all
     text = report.render(out, args.scale, names, failures, seconds)
-    _io.write_text(os.path.join(out, "REPORT.md"), text)
+    storage.write_text(os.path.join(out, "REPORT.md"), text)
     log(f"wrote {os.path.join(out, 'REPORT.md')} ({time.perf_counter() - t_all:.0f} s in all)")
     return 1 if failures else 0
 

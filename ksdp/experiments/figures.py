@@ -13,14 +13,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ksdp import _io  # noqa: E402
+from ksdp import storage  # noqa: E402
 
 AXES = "xyz"
 BINS = 70
 
 
 def _save(fig, path):
-    _io.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90, bbox_inches="tight"))
+    storage.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90, bbox_inches="tight"))
     plt.close(fig)
 
 

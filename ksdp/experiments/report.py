@@ -48,26 +48,25 @@ METRICS_TEXT = [
     "  it has them: the J column) and of the generated particles; its standard errors come from the spread",
     "  of single runs (those runs and the training runs; between training values interpolated), which",
     "  exceeds what the particles suggest, and include the training runs' own sampling error.",
-    "- For ks2d-time, KS: the radial Kolmogorov-Smirnov distance of 10^5 generated particles (quick-scale",
-    "  runs before 2026-11-27: 20000) and of the pooled IPM runs to the blob mean field of `ksdp.reference`,",
+    "- For ks2d-time, KS: the radial Kolmogorov-Smirnov distance of 10^5 generated particles and of the",
+    "  pooled IPM runs to the blob mean field of `ksdp.reference`,",
     "  with the level F of the mean field's radial CDF where the generated one departs most (F = 0.99: in",
     "  the outer 1% of the mass). The generated particles come from radially stratified sources (one source",
     "  level |x|^d in each of 10^5 strata, `ksdp.model.generate(..., source='stratified')`), so that their",
     "  distance is the learnt law's own to a few 1e-4 (within 1/n for a map that carried radii to radii;",
     "  paper-scale draws spread by 1e-4 and lie 1-4e-4 above 10^6 levels'); 'iid' is that of 10^5",
-    "  independent draws, which adds about 0.87 / sqrt(10^5) = 0.0028 of sampling luck (runs before",
-    "  2026-11-28 have only these, and were judged on them). Where the experiment has m2 reference runs, also",
-    "  that of those runs pooled",
-    "  ('more runs': more independent IPM data, a yardstick for the check, not part of it; runs before",
-    "  2026-11-27 have none); the distance of the centre of mass from the origin (the law is rotation",
+    "  independent draws, which adds about 0.87 / sqrt(10^5) = 0.0028 of sampling luck (a row without the",
+    "  stratified value was judged on these). Where the experiment has m2 reference runs, also that of",
+    "  those runs pooled ('more runs': more independent IPM data, a yardstick for the check, not part of",
+    "  it); the distance of the centre of mass from the origin (the law is rotation",
     "  invariant); and the core's anisotropy, the largest over the smallest eigenvalue of the second-moment",
     "  matrix of the inner half of the mass, less 1 (`ksdp.metrics.anisotropy`): the mean over pieces of J",
     "  generated particles and over the IPM runs (the replicas and the m2 reference runs), z its excess in",
-    "  combined standard errors (flagged above 3; runs before 2026-11-27 have none).",
+    "  combined standard errors (flagged above 3).",
     "- At t = 0 of a time experiment, where the law is the initial one (uniform on the unit ball, known",
     "  exactly): the radial KS distance of 10^5 generated particles and of the pooled IPM runs (the initial",
     "  particles: sampling alone) to it, and the generated mass beyond the unit ball (exactly 0), below the",
-    "  table (runs before 2026-11-27 have none).",
+    "  table.",
     "- folded: the fraction of the source ball on which the learnt map folds (the determinant of its",
     f"  Jacobian <= 0, at {FOLD_POINTS} points); 0 for a map without folds, as the optimal transport map is. Along",
     "  a fold the generated density has caustics, bright lines in the projections.",
@@ -187,7 +186,7 @@ def _table(rows, with_ks):
     return [head + " pass |", sep + "---|"] + [_fmt_row(r, with_ks) for r in rows]
 
 
-def _initial_law(rows) -> list:
+def initial_law(rows) -> list:
     """The line under a time experiment's table for its ``t = 0`` row (`run.initial_law_check`), if any."""
     r = next((r for r in rows if "init_ks_dp" in r), None)
     if r is None:
@@ -215,7 +214,7 @@ def load_metrics(out, name):
     return m
 
 
-def _acceptance(m) -> list:
+def acceptance(m) -> list:
     """Lines naming every failed criterion of one experiment (empty if it passes)."""
     lines = []
     for r in m["rows"]:
@@ -358,7 +357,7 @@ def render(out: str, scale: str, names, failures: dict, seconds: float) -> str:
             lines += [f"## {name}: FAILED", "", failures.get(name, "no metrics"), ""]
             verdicts.append(f"- {name}: FAILED ({failures.get(name, 'no metrics')})")
             continue
-        lines += [f"## {name}", ""] + _table(m["rows"], "ks_dp" in m["rows"][0]) + [""] + _initial_law(m["rows"])
+        lines += [f"## {name}", ""] + _table(m["rows"], "ks_dp" in m["rows"][0]) + [""] + initial_law(m["rows"])
         if not m.get("complete", True):
             lines += ["(evaluation incomplete: the rows above are those computed before the failure)", ""]
         s, t = m["settings"], m["timing_s"]
@@ -373,7 +372,7 @@ def render(out: str, scale: str, names, failures: dict, seconds: float) -> str:
             f"{ipm_s:.0f} | "
             f"{t.get('train_s', 0):.0f} | {t.get('eval_s', 0):.0f} | {t.get('figures_s', 0):.0f} | {devices(m)} |"
         )
-        bad = _acceptance(m)
+        bad = acceptance(m)
         verdicts.append(f"- {name}: " + ("passes." if not bad else "fails:"))
         verdicts += ["  " + b for b in bad]
     lines += [
@@ -412,7 +411,7 @@ def render_experiment(out: str, name: str, scale: str, figures: str = ".") -> st
     fig = (lambda f: f"{figures}{f}") if figures.endswith("-") else (lambda f: f"{figures}/{f}")
     what = "time t" if exp.eta == "time" else "flow amplitude A (the network sees log10 A)"
     fixed = f"flow amplitude A = {exp.fixed:g}" if exp.eta == "time" else f"time t = {exp.fixed:g}"
-    bad = _acceptance(m)
+    bad = acceptance(m)
     loss_name = "the debiased loss" if sc.get("debias") else "the paper's loss"
     if sc.get("debias") and sc.get("local_cap"):
         loss_name += f" (self pairs also capped at {sc['local_cap']:g} times their median)"
@@ -469,7 +468,7 @@ def render_experiment(out: str, name: str, scale: str, figures: str = ".") -> st
         "",
         *_table(m["rows"], "ks_dp" in m["rows"][0]),
         "",
-        *_initial_law(m["rows"]),
+        *initial_law(m["rows"]),
         "Acceptance: " + ("every training and held-out value passes." if not bad else "fails:"),
         *([""] + bad if bad else []),
         "",

@@ -15,7 +15,7 @@ from functools import partial
 import jax
 import numpy as np
 
-from ksdp import _io, data, initial, ipm, model, reference, training, transport
+from ksdp import data, initial, ipm, model, reference, storage, training, transport
 from ksdp import metrics as metrics_
 from ksdp.experiments import figures, report
 from ksdp.experiments.specs import (
@@ -36,8 +36,8 @@ REPLICAS = ("train", "reference", "floor")  # three independent IPM runs per par
 
 
 def device_name() -> str:
-    """The device this process computes on, for the stage times: the accelerator's kind (``"NVIDIA H100
-    80GB HBM3"``) or ``"cpu, <n> cores, <machine>"`` (the cores this process may use)."""
+    """The device this process computes on, for the stage times: the accelerator's kind as JAX reports
+    it, or ``"cpu, <n> cores, <machine>"`` (the cores this process may use)."""
     dev = jax.devices()[0]
     if dev.platform == "cpu":
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -48,7 +48,7 @@ def device_name() -> str:
 MAX_PAIRED = 10_000  # C2ST and W2 compare at most this many points per cloud (their cost grows faster than J)
 
 
-def _settings(exp: Experiment, scale: str, seed: int, n_particles: int | None = None, drift: str = "auto") -> dict:
+def data_settings(exp: Experiment, scale: str, seed: int, n_particles: int | None = None, drift: str = "auto") -> dict:
     """What the dataset depends on; ``n_particles`` defaults to the scale's J, ``drift`` is resolved."""
     train, held, extra = exp.values(scale)
     n = SCALES[scale].n_particles if n_particles is None else n_particles
@@ -85,17 +85,12 @@ def same_data(cached: dict | None, wanted: dict) -> bool:
     return cached == wanted
 
 
-def _all_values(exp, scale):
-    train, held, extra = exp.values(scale)
-    return np.unique(np.concatenate([train, held, extra]))
-
-
 def simulate_dataset(
     exp: Experiment, scale: str, seed: int, path: str, log, n_particles: int | None = None, drift: str = "auto"
 ) -> data.Dataset:
     """IPM particles ``[3 replicas, n_values, J, d]`` for every parameter value; reused if cached."""
-    settings = _settings(exp, scale, seed, n_particles, drift)
-    return _simulate(exp, settings, jax.random.key(seed), _all_values(exp, scale), list(REPLICAS), path, log, "dataset")
+    settings = data_settings(exp, scale, seed, n_particles, drift)
+    return _simulate(exp, settings, jax.random.key(seed), exp.all_values(scale), list(REPLICAS), path, log, "dataset")
 
 
 def pool_runs(exp: Experiment, scale: str) -> int | None:
@@ -118,7 +113,7 @@ def simulate_pool(
     Returns ``(particles [R, runs * J, d], reused)``, the runs of each training value pooled.
     """
     train = exp.values(scale)[0]
-    p, reused = _more_runs(
+    p, reused = more_runs(
         exp, scale, seed, path, log, runs, n_particles, drift, train, "pool", POOL_KEY, "training pool"
     )
     p = np.swapaxes(p, 0, 1)  # [R, runs, J, d]
@@ -149,18 +144,18 @@ def simulate_reference(
     suggest (`ksdp.metrics.run_spread`), so the three replicas' mean is a weak reference for it
     (`Scale.reference_runs`). Cached like the dataset.
 
-    Returns ``(particles [runs, n_values, J, d], reused)`` in the order of `_all_values`.
+    Returns ``(particles [runs, n_values, J, d], reused)`` in the order of `Experiment.all_values`.
     """
-    values = _all_values(exp, scale)
-    return _more_runs(
+    values = exp.all_values(scale)
+    return more_runs(
         exp, scale, seed, path, log, runs, n_particles, drift, values, "reference", REFERENCE_KEY, "reference runs (m2)"
     )
 
 
-def _more_runs(exp, scale, seed, path, log, runs, n_particles, drift, values, name: str, key_id: int, label: str):
+def more_runs(exp, scale, seed, path, log, runs, n_particles, drift, values, name: str, key_id: int, label: str):
     """``runs`` independent IPM runs ``{name}-k`` at ``values``, keyed ``fold_in(key(seed), key_id)`` and
     cached with ``{name}_runs`` in their settings: ``(particles [runs, n_values, J, d], reused)``."""
-    settings = {**_settings(exp, scale, seed, n_particles, drift), f"{name}_runs": int(runs)}
+    settings = {**data_settings(exp, scale, seed, n_particles, drift), f"{name}_runs": int(runs)}
     key = jax.random.fold_in(jax.random.key(seed), key_id)
     names = [f"{name}-{k}" for k in range(runs)]
     ds = _simulate(exp, settings, key, np.asarray(values, np.float64), names, path, log, label)
@@ -327,7 +322,7 @@ def configs(exp: Experiment, scale: str):
     return mcfg, tcfg
 
 
-def _previous_timing(path, settings, runs: dict | None = None) -> tuple[dict, dict]:
+def previous_timing(path, settings, runs: dict | None = None) -> tuple[dict, dict]:
     """Stage times of an earlier run on the same data, and the device of each (kept for the stages this
     run reuses): ``(timing_s, timing_device)``; a device the earlier run did not record is ``None``.
 
@@ -438,12 +433,12 @@ def run(
                 f"{pool_runs(exp, scale) or 1} x {n_particles} particles; use at least {least}."
             )
         sc = dataclasses.replace(sc, n_particles=int(n_particles))
-    settings = _settings(exp, scale, seed, sc.n_particles, drift)
+    settings = data_settings(exp, scale, seed, sc.n_particles, drift)
     folder = os.path.join(out, exp.name)
     os.makedirs(folder, exist_ok=True)
     timing, device = {}, {}
     n_runs, n_ref = pool_runs(exp, scale), reference_runs(exp, scale)
-    previous, previous_device = _previous_timing(
+    previous, previous_device = previous_timing(
         os.path.join(folder, "metrics.json"), settings, {"pool_runs": n_runs, "reference_runs": n_ref}
     )
     here = device_name()
@@ -462,7 +457,7 @@ def run(
         return ds, bool(ds.meta.get("reused"))
 
     ds = stage("ipm_s", dataset)
-    values = _all_values(exp, scale)
+    values = exp.all_values(scale)
     train_v, held_v, extra_v = exp.values(scale)
     parts = particles_by_value(exp, ds)  # [3, V, J, d]
     index = {float(v): i for i, v in enumerate(values)}
@@ -595,7 +590,7 @@ def run(
             # CDF is within a few 1e-4 of the learnt law's (1/n for a map that carried radii to radii);
             # independent draws add a KS of about 0.87 / sqrt(n) of sampling luck (0.0028 at 10^5), with
             # which even exact draws of the mean field lose to the replicas at one of ks2d-time's nine
-            # paper-scale times in most runs (docs/algorithms.md, "Measuring the law, not its draw")
+            # paper-scale times in most runs (docs/metrics.md, "Radial profile")
             strat = model.generate(mcfg, res.params, v, jax.random.fold_in(k_gen, 4), KS_POINTS, source="stratified")
             row["ks_points"], row["ks_source"] = len(strat), "stratified"
             row["ks_dp"], row["ks_dp_signed"], row["ks_dp_level"] = metrics_.radial_ks_where(strat, cdf)
@@ -619,7 +614,7 @@ def run(
             row.update(initial_law_check(exp, gen, pooled, mcfg, res.params, jax.random.fold_in(k_gen, 3)))
         row.update(report.judge(row, scale))
         metrics["rows"].append(row)
-        _io.write_json(path, metrics)  # every row on disk before anything summarises them
+        storage.write_json(path, metrics)  # every row on disk before anything summarises them
         log(
             f"  {kind:>12} {exp.eta}={v:g}: C2ST {row['c2st'][0]:.3f} (IPM {row['floor_c2st'][0]:.3f}), "
             f"energy {row['energy'][0]:.2e} (IPM {row['floor_energy'][0]:.2e}, z {row['energy_z']:.1f}), "
@@ -638,14 +633,14 @@ def run(
         float(ipm.second_moment(model.generate(mcfg, res.params, v, jax.random.key(123), 20000))) for v in dense
     ]
     metrics["m2_curve"] = {"eta": dense.tolist(), "m2_dp": m2_curve}
-    _io.write_json(path, metrics)
+    storage.write_json(path, metrics)
 
     t0 = time.perf_counter()
     make_figures(exp, folder, values, parts, mcfg, res, metrics, sc, radial)
     timing["figures_s"], device["figures_s"] = time.perf_counter() - t0, here
     metrics["summary_by_kind"] = summarise(metrics["rows"])
     metrics["complete"] = True
-    _io.write_json(path, metrics)
+    storage.write_json(path, metrics)
     return metrics
 
 

@@ -46,15 +46,16 @@ class Scale:
     # more independent IPM runs at every value that the m2 check averages with the three replicas
     # (run.simulate_reference): a run's m2 spreads from run to run by more than its J particles suggest
     # (ks2d-time at J = 2000: by 0.010-0.012, 3-4% of m2 at t = 0.05; the three replicas' mean carries 0.006
-    # of it, 13 runs 0.003; docs/algorithms.md, "m2 between runs")
+    # of it, 13 runs 0.003; docs/metrics.md, "m2 between runs")
     reference_runs: int = 0
     local_cap: float = 0.0  # TrainConfig.local_cap: the debiased loss's self pairs also capped at this x their median
     # TrainConfig.match_sources: regress onto the sources' matching to the targets, not the min-min's; the
-    # min-min's maps folded on up to 31% of the source in the time experiments (docs/algorithms.md, "Folds")
+    # min-min's maps folded on up to 31% of the source in the time experiments (docs/training.md, "Matching
+    # the sources")
     match_sources: bool = True
     # ModelConfig.tail_feature: the network also sees the source point's tail coordinate -log(1 - |x|^d).
     # Off (an experiment may turn it on, Experiment.tail_feature): laminar2d-time's map then overshoots the
-    # disc at t = 0 further (docs/algorithms.md, "The cut tail")
+    # disc at t = 0 further (docs/training.md, "The radial term")
     tail_feature: bool = False
     # TrainConfig.radial_weight: a second term fitting |f(x)| to the training set's radial quantiles by rank;
     # 0: off (an experiment may turn it on, Experiment.radial_weight)
@@ -84,7 +85,7 @@ SCALES = {
     ),
     # Training schedule: fresh samples at every renewal (K = L), a moving average of the parameters,
     # a cosine learning-rate decay and the debiased loss, against the paper's K = 10 L and plain loss:
-    # the measurements behind it are in docs/algorithms.md
+    # the measurements behind it: docs/training.md
     "quick": Scale(
         n_particles=2000,
         n_samples=1000,
@@ -113,7 +114,7 @@ SCALES = {
         n_generated=100000,
         learning_rate=1e-3,
         # stray points: at this scale the extent's cap alone let 0.1% of laminar2d-time's generated
-        # points float out to 3 radii, its loss rise tenfold and its law fold (docs/algorithms.md)
+        # points float out to 3 radii, its loss rise tenfold and its law fold (docs/training.md)
         local_cap=100.0,
     ),
 }
@@ -127,7 +128,7 @@ C2ST_SLACK = {"smoke": 0.03, "quick": 0.03, "paper": 0.02}
 # equals its floor is flagged about 2% of the time); the floor averages FLOOR_REPEATS independent pairs
 # of disjoint subsamples per training set (`run.loss_floor`). With 20 pairs the combined standard error
 # of paper-scale laminar2d-time is 3.6% of its floor (with 5: 8.3%, too weak to see the 8% by which its
-# loss lies below the floor); 20 cost about 3 minutes there on a 2-core CPU
+# loss lies below the floor)
 MEMORISATION_Z = 2.0
 FLOOR_REPEATS = 20
 # generated points of the radial KS check (ks2d-time) at every scale, whatever Scale.n_generated: the
@@ -167,12 +168,12 @@ class Experiment:
     n_samples: dict = field(default_factory=dict)
     # the network also sees the source point's tail coordinate at every scale (ModelConfig.tail_feature),
     # whatever Scale.tail_feature says: for a law with a diffusive tail the map must stretch the ball's
-    # outermost shell over it, a steep profile the plain input smooths away (docs/algorithms.md, "The cut tail")
+    # outermost shell over it, a steep profile the plain input smooths away (docs/training.md, "The radial term")
     tail_feature: bool = False
     # TrainConfig.radial_weight at every scale, whatever Scale.radial_weight says (0: the scale's), or a
     # dict scale -> weight (a scale it does not name: the scale's): the sources' matching regresses onto a
     # sampled coupling's conditional mean and cuts the law's outer tail; fitted by rank against all the
-    # training particles' distances, the tail comes back (docs/algorithms.md, "The cut tail")
+    # training particles' distances, the tail comes back (docs/training.md, "The radial term")
     radial_weight: float | dict = 0.0
     # ModelConfig.identity_at / identity_power at every scale (None: a free map): the map is the identity
     # at that parameter value by construction, x + (|eta - a| / scale)^q MLP(x, eta), where the law is the
@@ -193,6 +194,11 @@ class Experiment:
             np.round(np.asarray(held, float), 6),
             np.round(np.asarray(extra, float), 6),
         )
+
+    def all_values(self, scale: str) -> np.ndarray:
+        """Every value of `values` (training, held-out, extrapolated), sorted and unique: the order in
+        which the experiments simulate and evaluate them."""
+        return np.unique(np.concatenate(self.values(scale)))
 
 
 def _amplitudes(exponents):
@@ -228,7 +234,7 @@ EXPERIMENTS = {
             # generator would start behind. One run gives every time, so 10 runs (10^5 particles per
             # time) cost 10 runs in all. Single runs differ from each other more than independent draws
             # do (their radial CDFs move together): 10 runs pooled are 0.0025-0.0045 from the mean field
-            # in KS up to t = 0.075, 40 runs 0.0009-0.0026 (docs/algorithms.md, "A larger pool")
+            # in KS up to t = 0.075, 40 runs 0.0009-0.0026 (docs/training.md, "The training pool")
             pool_runs={"paper": 40},
             # its paper-scale m2 check failed by 0.1% of m2 at t = 0.094 against three replicas: 10 more runs
             # (each gives every time) bring the reference's run-to-run error down by half
@@ -273,7 +279,7 @@ EXPERIMENTS = {
             # t = 0 is the initial law, the source itself: the free map spilled 6% of it over the unit ball
             # there (the quick run); the identity at t = 0, linear in t (the flow's displacement; the square
             # root missed the held-out t = 0.005), passes 14 of 14 values in the ablation against 12 of 14
-            # (docs/algorithms.md, "The cut tail")
+            # (docs/training.md, "The radial term")
             identity_at=0.0,
             identity_power=1.0,
         ),
@@ -308,8 +314,8 @@ EXPERIMENTS = {
             # seeds): the sources' matching regresses onto a sampled coupling's conditional mean, which loses
             # about one squared W2 floor of N points from m2, a floor that falls only like N^(-2/3) in 3D. With
             # N = 2000 and the radial term (weight 4) 0.3-1.3% there, and within 2.1% of the pool's at every
-            # training amplitude and seed (benchmarks.ablations --only shrink; docs/algorithms.md, "Narrow in
-            # 3D"). The paper scale has N = 2000 already and passed its m2 checks without the term
+            # training amplitude and seed (benchmarks.ablations --only shrink; docs/training.md, "The radial
+            # term"). The paper scale has N = 2000 already and passed its m2 checks without the term
             n_samples={"quick": 2000},
             radial_weight={"quick": 4.0},
         ),

@@ -1,4 +1,5 @@
-"""Atomic file writes: a finished file is either the old one or the complete new one."""
+"""File input and output of ksdp's results: atomic writes (a finished file is either the old one or the
+complete new one) and reads of ``.npz`` files that check each array's size before allocating it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-_HOST = socket.gethostname().replace("-", "_")
+# this host in the names of temporary files, so a writer removes only the stale ones of its own host
+HOST = socket.gethostname().replace("-", "_")
 
 
 def _remove_stale_temporaries(directory: str, name: str) -> None:
@@ -20,7 +22,7 @@ def _remove_stale_temporaries(directory: str, name: str) -> None:
     A temporary file is named ``.tmp-<host>-<pid>-<random><name>``; it is stale when no process
     with that pid runs here (a writer on another host sharing the disk is left alone).
     """
-    prefix = f".tmp-{_HOST}-"
+    prefix = f".tmp-{HOST}-"
     try:
         entries = os.listdir(directory)
     except OSError:
@@ -48,7 +50,7 @@ def atomic_write(path, write: Callable, mode: str = "wb") -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     _remove_stale_temporaries(directory, os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".tmp-{_HOST}-{os.getpid()}-", suffix=os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".tmp-{HOST}-{os.getpid()}-", suffix=os.path.basename(path))
     umask = os.umask(0)
     os.umask(umask)
     try:
