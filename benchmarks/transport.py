@@ -9,7 +9,7 @@ For each N (2D; x uniform on a square, y Gaussian):
   (``pip install -e ".[bench]"``), not a runtime dependency; without it SciPy gives the optimum;
 * SciPy ``linear_sum_assignment`` on the full float64 cost, up to ``--scipy-max-n`` (default 2000):
   the slowest exact solver here, kept as the earlier baseline;
-* ksdp's auction (`ksdp.transport.auction`) at each ``--tols``: its time, its certified gap
+* ksdp's auction (`ksdp.wasserstein.auction`) at each ``--tols``: its time, its certified gap
   (float64 matched cost against its dual bound), and its true gap against the optimum;
 * the ksdp block solver (M = 16): the number of sweeps to come within 0.5% of the optimum, then the
   time of a fresh run of exactly that many sweeps;
@@ -32,6 +32,7 @@ import scipy.optimize
 
 from benchmarks import _common
 from ksdp import transport as T
+from ksdp import wasserstein as W
 
 TARGET = 0.005
 
@@ -74,7 +75,7 @@ def sinkhorn(x, y, epsilon, *, max_iterations=20000, threshold=1e-4):
     """A compiled ott-jax Sinkhorn for this problem; calling it returns ``(primal, converged, iterations)``.
 
     Compiled ahead of time; its first call still pays a one-time cost (~1.6 s measured at N = 400),
-    so callers time a second call. The same solver as ``ksdp.transport.sinkhorn_cost``, which does
+    so callers time a second call. The same solver as ``ksdp.wasserstein.sinkhorn_cost``, which does
     not report the iterations.
     """
     from ott.geometry import pointcloud
@@ -136,10 +137,10 @@ def main(argv=None):
             opt = opt_scipy if pot is None else pot
 
         auction = []
-        T.auction(x, y, tol=args.tols[0])  # compile (the shapes are the same at every tol)
+        W.auction(x, y, tol=args.tols[0])  # compile (the shapes are the same at every tol)
         for tol in args.tols:
             t0 = time.perf_counter()
-            res = T.auction(x, y, tol=tol)
+            res = W.auction(x, y, tol=tol)
             t_auc = time.perf_counter() - t0
             auction.append(
                 {

@@ -4,7 +4,7 @@ Doors (thin entry points over pure functions):
 
 * `simulate`, `sweep`: the IPM (`ksdp.ipm`; its drift direct or on a particle mesh, `ksdp.particle_mesh`).
 * `make_dataset`, `save_dataset`, `load_dataset`: IPM datasets (`ksdp.data`).
-* `w2`: the 2-Wasserstein distance with a certified gap (exact for small N, an auction above; `ksdp.transport`).
+* `w2`: the 2-Wasserstein distance with a certified gap (exact for small N, an auction above; `ksdp.wasserstein`).
 * `train`, `generate`: DeepParticle (`ksdp.training`, `ksdp.model`).
 
 Every door that can run on several devices takes ``mesh=`` (`ksdp.parallel`).
@@ -26,7 +26,7 @@ from ksdp.ipm import (
 )
 from ksdp.model import ModelConfig, generate, make_config
 from ksdp.training import CheckpointError, CheckpointMismatch, TrainConfig, TrainingError, train
-from ksdp.transport import w2
+from ksdp.wasserstein import w2
 
 __all__ = [
     "CheckpointError",

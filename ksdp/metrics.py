@@ -35,7 +35,7 @@ exceeds the floor by a few standard errors, so every estimate carries one (`Esti
   rotation invariant about the origin; `anisotropy_z` sets a generated cloud against IPM runs.
 * `compare`: all of them for one generated cloud against a reference, next to the floor.
 
-* `w2_estimate`: W2 between equal-size clouds (`ksdp.transport.auction`) with the standard error of
+* `w2_estimate`: W2 between equal-size clouds (`ksdp.wasserstein.auction`) with the standard error of
   the two-sample central limit theorem, from the auction's dual potentials. On its own W2 is blunt:
   at ``n = 1000`` its floor is larger than the defects that the figures show.
 """
@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ksdp import transport as _transport
+from ksdp import wasserstein as _wasserstein
 from ksdp.ipm import default_tile
 
 
@@ -483,7 +483,7 @@ def radial_ks_where(x, cdf) -> tuple[float, float, float]:
 def w2_estimate(x, y, *, tol: float = 1e-4) -> Estimate:
     r"""W2 between two equal-size clouds ``[n, d]``, with its sampling standard error.
 
-    $W_2^2$ is the auction's matching cost (`ksdp.transport.auction`, certified within ``tol``
+    $W_2^2$ is the auction's matching cost (`ksdp.wasserstein.auction`, certified within ``tol``
     relative). The standard error is that of the two-sample central limit theorem of the empirical
     transport cost (del Barrio, González-Sanz and Loubes, 2021): for two independent n-samples,
     $\mathrm{Var}\,\widehat{W}_2^2 \approx (\mathrm{Var}_P\,\varphi + \mathrm{Var}_Q\,\psi) / n$,
@@ -506,8 +506,8 @@ def w2_estimate(x, y, *, tol: float = 1e-4) -> Estimate:
         )
     if len(x) < 2:
         raise ValueError(f"x and y need at least 2 points each for a standard error, got {len(x)}.")
-    res = _transport.auction(x, y, tol=tol)
-    phi, psi = _transport.kantorovich_potentials(x, y, res.prices)
+    res = _wasserstein.auction(x, y, tol=tol)
+    phi, psi = _wasserstein.kantorovich_potentials(x, y, res.prices)
     n = len(x)
     var = (np.var(phi, ddof=1) + np.var(psi, ddof=1)) / n
     w2 = math.sqrt(max(res.cost, 0.0))

@@ -106,7 +106,7 @@ def test_site_builds_strict(tmp_path):
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
     api = (tmp_path / "site" / "api" / "index.html").read_text()
-    for door in ("ksdp.ipm.simulate", "ksdp.transport.w2", "ksdp.training.train", "ksdp.model.generate"):
+    for door in ("ksdp.ipm.simulate", "ksdp.wasserstein.w2", "ksdp.training.train", "ksdp.model.generate"):
         assert f'id="{door}"' in api, f"{door} is missing from the API reference"
     assert 'class="arithmatex"' in api  # the docstrings' math reaches the page as math
 

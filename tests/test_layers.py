@@ -21,6 +21,7 @@ LAYERS = [
     {"ksdp.particle_mesh"},
     {"ksdp.ipm"},
     {"ksdp.data", "ksdp.transport", "ksdp.reference"},
+    {"ksdp.wasserstein"},
     {"ksdp.model", "ksdp.metrics"},
     {"ksdp.training"},
     {"ksdp"},

@@ -7,6 +7,7 @@ import pytest
 import scipy.optimize
 
 from ksdp import transport as T
+from ksdp import wasserstein as W
 
 
 def _optimum(x, y):
@@ -85,8 +86,8 @@ def test_agrees_with_sinkhorn():
     # Entropic bias of the primal cost at epsilon = 3e-3 against W2^2 ~ 0.2 is ~0.1% (measured);
     # the issue asks for agreement within 1%.
     x, y = _clouds(200, 2, seed=7)
-    d = T.w2(x, y).w2
-    primal, converged = T.sinkhorn_cost(x, y, epsilon=3e-3)
+    d = W.w2(x, y).w2
+    primal, converged = W.sinkhorn_cost(x, y, epsilon=3e-3)
     assert bool(converged)
     assert abs(float(primal) / float(d) ** 2 - 1) < 0.01
 
@@ -94,7 +95,7 @@ def test_agrees_with_sinkhorn():
 def test_w2_blocks_is_close():
     x, y = _clouds(400, 3, seed=8)
     opt, c = _optimum(x, y)
-    res = T.w2(x, y, exact_max=100, method="blocks")
+    res = W.w2(x, y, exact_max=100, method="blocks")
     # an upper bound (a permutation), within the 2% that block descent reaches in 3D (docs)
     assert opt * (1 - OPT_RTOL) <= float(res.w2) ** 2 <= opt * 1.02, float(res.w2) ** 2 / opt - 1
     # its only certificate is the distance of the means, a true lower bound
@@ -109,7 +110,7 @@ AUCTION_CASES = [(2, 2, 0), (7, 3, 1), (300, 2, 0), (150, 3, 0), (300, 2, 1)]  #
 def test_auction_certificate_is_honest(n, d, seed):
     x, y = _clouds(n, d, seed=20 + seed)
     opt, c = _optimum(x, y)
-    res = T.auction(x, y, tol=1e-4)
+    res = W.auction(x, y, tol=1e-4)
     assert sorted(np.asarray(res.perm).tolist()) == list(range(n))
     assert res.cost == pytest.approx(_cost64(c, res.perm), rel=1e-12)  # the cost is the matching's, in float64
     assert res.lower <= opt  # a true lower bound: never above the optimum
@@ -125,35 +126,35 @@ def test_dual_bound_is_a_bound_for_any_prices():
     rng = np.random.default_rng(0)
     for scale in (0.0, 1e-3, 0.1, 10.0):
         p = jnp.asarray(rng.random(300) * scale, jnp.float32)
-        assert T.dual_bound(x, y, p) <= opt
+        assert W.dual_bound(x, y, p) <= opt
     # and the auction's prices make it tight within the auction's gap
-    res = T.auction(x, y, tol=1e-4)
-    assert opt - T.dual_bound(x, y, res.prices) <= 1e-4 * opt
+    res = W.auction(x, y, tol=1e-4)
+    assert opt - W.dual_bound(x, y, res.prices) <= 1e-4 * opt
     with pytest.raises(ValueError, match="prices must be >= 0"):
-        T.dual_bound(x, y, -jnp.ones(300))
+        W.dual_bound(x, y, -jnp.ones(300))
 
 
 def test_auction_budget_and_float32_floor_are_reported():
     x, y = _clouds(300, 2, seed=32)
     opt, c = _optimum(x, y)
     # a budget too small to finish: still a permutation, an honest gap, not converged
-    res = T.auction(x, y, max_rounds=50)
+    res = W.auction(x, y, max_rounds=50)
     assert sorted(np.asarray(res.perm).tolist()) == list(range(300))
     assert not res.converged and res.lower <= opt and (res.cost - opt) / opt <= res.gap
     # a tolerance below what float32 prices resolve: the best certificate, not converged
-    res = T.auction(x, y, tol=1e-9)
+    res = W.auction(x, y, tol=1e-9)
     assert not res.converged and res.lower <= opt <= res.cost and res.gap < 1e-3
 
 
 def test_w2_default_is_certified():
     x, y = _clouds(600, 2, seed=33)
     opt, c = _optimum(x, y)
-    res = T.w2(x, y)
+    res = W.w2(x, y)
     assert bool(res.converged) and float(res.gap) <= 1e-4
     assert float(res.lower) ** 2 <= opt * (1 + 1e-6) and float(res.w2) ** 2 >= opt * (1 - 1e-6)
-    small = T.w2(x[:50], y[:50])  # N <= exact_max: exact, gap 0
+    small = W.w2(x[:50], y[:50])  # N <= exact_max: exact, gap 0
     assert float(small.gap) == 0.0 and bool(small.converged)
-    batch = T.w2(jnp.stack([x, y]), jnp.stack([y, x]))
+    batch = W.w2(jnp.stack([x, y]), jnp.stack([y, x]))
     assert batch.w2.shape == (2,) and batch.perm.shape == (2, 600)
     np.testing.assert_allclose(np.asarray(batch.w2), float(res.w2), rtol=1e-4)  # W2 is symmetric
 
@@ -186,30 +187,30 @@ def test_bad_input():
     with pytest.raises(ValueError, match="same shape"):
         T.solve(jax.random.key(0), x, jnp.zeros((10, 3)))
     with pytest.raises(ValueError, match="numbers of points N"):
-        T.w2(x, jnp.zeros((11, 2)))
+        W.w2(x, jnp.zeros((11, 2)))
     with pytest.raises(ValueError, match="block"):
         T.solve(jax.random.key(0), x, x, block=1)
     with pytest.raises(ValueError, match="non-finite"):
-        T.w2(x, x.at[3, 1].set(jnp.inf))
+        W.w2(x, x.at[3, 1].set(jnp.inf))
     with pytest.raises(ValueError, match="perm"):
         T.solve(jax.random.key(0), x, x, perm=jnp.arange(9))
     with pytest.raises(ValueError, match=r"\[N, d\]"):
-        T.w2(jnp.zeros(5), jnp.zeros(5))
+        W.w2(jnp.zeros(5), jnp.zeros(5))
     with pytest.raises(ValueError, match="method"):
-        T.w2(x, x, method="hungarian")
+        W.w2(x, x, method="hungarian")
     with pytest.raises(ValueError, match="tol"):
-        T.auction(x, x, tol=0.0)
+        W.auction(x, x, tol=0.0)
     with pytest.raises(ValueError, match="max_rounds"):
-        T.auction(x, x, max_rounds=0)
+        W.auction(x, x, max_rounds=0)
     with pytest.raises(ValueError, match="one problem"):
-        T.auction(jnp.zeros((2, 10, 2)), jnp.zeros((2, 10, 2)))
+        W.auction(jnp.zeros((2, 10, 2)), jnp.zeros((2, 10, 2)))
 
 
 @pytest.mark.parametrize("scale", [1e20, 1e-20])
 def test_auction_in_any_unit(scale):
     x, y = _clouds(300, 2, seed=34)
-    ref = T.auction(x, y)
-    res = T.auction(x * scale, y * scale)
+    ref = W.auction(x, y)
+    res = W.auction(x * scale, y * scale)
     np.testing.assert_array_equal(np.asarray(res.perm), np.asarray(ref.perm))
     assert res.cost == pytest.approx(ref.cost * scale**2, rel=1e-5)  # float32 round-off of the rescale
     assert res.lower <= res.cost and res.gap == pytest.approx(ref.gap, rel=1e-2, abs=1e-6)
@@ -219,7 +220,7 @@ def test_auction_bids_ask_for_full_float32_dots():
     # On recent GPUs a DEFAULT-precision float32 dot may round its inputs to TF32 (a 10-bit
     # mantissa, ~1e-3 relative), far above the 1e-4 gaps the certificate is asked for; a CPU
     # ignores the setting, so this checks that the program asks for HIGHEST.
-    jaxpr = jax.make_jaxpr(T.top_two)(jnp.ones((3, 2)), jnp.ones((5, 2)), jnp.ones(5))
+    jaxpr = jax.make_jaxpr(W.top_two)(jnp.ones((3, 2)), jnp.ones((5, 2)), jnp.ones(5))
     dots = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
     assert dots
     assert all(e.params["precision"] == (jax.lax.Precision.HIGHEST,) * 2 for e in dots)

@@ -15,7 +15,7 @@ from functools import partial
 import jax
 import numpy as np
 
-from ksdp import data, initial, ipm, model, reference, storage, training, transport
+from ksdp import data, initial, ipm, model, reference, storage, training, wasserstein
 from ksdp import metrics as metrics_
 from ksdp.experiments import figures, report
 from ksdp.experiments.specs import (
@@ -210,7 +210,7 @@ def particles_by_value(exp, ds, replicas: int = len(REPLICAS)):
 
 
 def _w2(a, b, key):
-    return float(transport.w2(a, b, key).w2)  # certified within 1e-4 of the optimum
+    return float(wasserstein.w2(a, b, key).w2)  # certified within 1e-4 of the optimum
 
 
 def _ks_cloud(mcfg, params, v, gen, key):
