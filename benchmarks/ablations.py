@@ -114,6 +114,7 @@ from ksdp import model as M
 from ksdp import reference as REF
 from ksdp import training as T
 from ksdp import transport as TR
+from ksdp import wasserstein as W
 from ksdp.experiments import report as REPORT
 from ksdp.experiments import run as RUN
 from ksdp.experiments.report import KS_UNTIL
@@ -255,8 +256,8 @@ def residual():
             for r in range(4):
                 ref = _target(jax.random.key(100 + r), eta, 500)
                 gen = M.generate(mc, res.params, eta, jax.random.key(5 + r), 500)
-                w.append(float(TR.w2(gen, ref, exact_max=512)[0]))
-                floor.append(float(TR.w2(_target(jax.random.key(200 + r), eta, 500), ref, exact_max=512)[0]))
+                w.append(float(W.w2(gen, ref, exact_max=512)[0]))
+                floor.append(float(W.w2(_target(jax.random.key(200 + r), eta, 500), ref, exact_max=512)[0]))
             ratio = float(np.mean(w) / np.mean(floor))
             name = "residual x + MLP" if residual_net else "plain MLP (paper)"
             rows.append(
@@ -322,7 +323,7 @@ def reference(sizes=(2000, 10000)):
         rows.append(row)
     drifts = {}
     for n in sizes:
-        drifts[n] = ksdp.ipm.resolve_drift("auto", None, n, 2, "blob")[0]  # the particle mesh from J = 10^4
+        drifts[n] = ksdp.drifts.resolve_drift("auto", None, n, 2, "blob")[0]  # the particle mesh from J = 10^4
         t0 = time.perf_counter()
         traj = ksdp.simulate(jax.random.key(7), ksdp.Params(delta=delta), times, n_particles=n)
         print(f"reference: IPM J = {n} ({drifts[n]} drift) in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -859,8 +860,8 @@ def matching(out="ksdp-runs", names=None, repeats: int = 5):
                 idx = np.asarray(jax.random.permutation(k_y, len(y_all)))
                 y, y2 = jnp.asarray(y_all[idx[:n]]), jnp.asarray(y_all[idx[n : 2 * n]])
                 block = float(refine(k_m, fx, y)[1][-1])
-                exact = float(TR.w2(fx, y, k_w).w2) ** 2
-                floor = float(TR.w2(y2, y, k_w).w2) ** 2
+                exact = float(W.w2(fx, y, k_w).w2) ** 2
+                floor = float(W.w2(y2, y, k_w).w2) ** 2
                 per.append((block, exact, floor))
             costs.append(per)
         c = np.asarray(costs)

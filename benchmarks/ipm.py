@@ -3,7 +3,7 @@
     python -m benchmarks.ipm [--sizes 1000 4000 16000] [--steps 100]
 
 For each J, d in {2, 3} and kernel in {"paper", "blob"}: one drift evaluation (J^2 pairs) by
-``ksdp.ipm.pair_sum`` (jitted, float32) and by NumPy broadcasting ``[n, 1, d] - [1, J, d]`` in row
+``ksdp.drifts.pair_sum`` (jitted, float32) and by NumPy broadcasting ``[n, 1, d] - [1, J, d]`` in row
 chunks (float32, so the ratio compares like with like). Then a whole simulation, J = 10,000 for
 ``--steps`` Euler steps with the direct drift (the GPU goal is 1000 steps in under 2 s; the
 particle mesh has its own benchmark, ``benchmarks/particle_mesh.py``), and the cost of its numerical
@@ -25,7 +25,7 @@ import numpy as np
 
 import ksdp
 from benchmarks import _common
-from ksdp import ipm
+from ksdp import drifts, ipm
 
 
 def numpy_pair_sum(x, delta, kernel, chunk=1024):
@@ -104,7 +104,7 @@ def main(argv=None):
         for d in (2, 3):
             x = ksdp.uniform_ball(jax.random.key(n + d), n, d)
             for kernel in ("paper", "blob"):
-                f = jax.jit(lambda y, k=kernel: ipm.pair_sum(y, y, delta, kernel=k))
+                f = jax.jit(lambda y, k=kernel: drifts.pair_sum(y, y, delta, kernel=k))
                 t_ksdp = _common.timeit(lambda: f(x).block_until_ready())
                 row = {"J": n, "d": d, "kernel": kernel, "ksdp_s": t_ksdp, "ksdp_pairs_per_s": n * n / t_ksdp}
                 if n <= args.numpy_max:
@@ -139,7 +139,7 @@ def main(argv=None):
 
         def step(x, n):
             noise = jax.random.normal(jax.random.fold_in(noise_key, n), x.shape, x.dtype)
-            return x + ipm.DEFAULT_DT * ipm.velocity(x, ksdp.Params()) + scale * noise, None
+            return x + ipm.DEFAULT_DT * drifts.velocity(x, ksdp.Params()) + scale * noise, None
 
         return jax.lax.scan(step, x, jnp.arange(1, n_steps + 1))[0]
 

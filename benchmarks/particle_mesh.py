@@ -38,7 +38,7 @@ import numpy as np
 
 import ksdp
 from benchmarks import _common
-from ksdp import ipm
+from ksdp import drifts, ipm
 from ksdp import particle_mesh as pm
 
 DELTA = ipm.DEFAULT_DELTA
@@ -152,7 +152,7 @@ def accuracy(states: dict, grids: dict, p3m_grids: dict) -> list:
     )
     for name, x in states.items():
         d = x.shape[1]
-        direct = jax.jit(lambda y: ipm.pair_sum(y, y, DELTA))
+        direct = jax.jit(lambda y: drifts.pair_sum(y, y, DELTA))
         exact = direct(x)
         t_direct = _common.timeit(lambda: direct(x).block_until_ready(), repeat=2, min_time=0.1)
         for method, cutoff, gs in (("pm", None, grids[d]), ("p3m", pm.DEFAULT_CUTOFF, p3m_grids[d])):
@@ -190,7 +190,7 @@ def timing(sizes: list, direct_max: int, p3m_max: int) -> dict:
         for n in sizes:
             x = ksdp.uniform_ball(jax.random.key(n + d), n, d)
             if n <= direct_max:
-                g = jax.jit(lambda y: ipm.pair_sum(y, y, DELTA))
+                g = jax.jit(lambda y: drifts.pair_sum(y, y, DELTA))
                 direct_s[d, n] = _common.timeit(lambda: g(x).block_until_ready(), repeat=2, min_time=0.1)
                 per_pair[d] = direct_s[d, n] / n**2  # the largest measured J sets the extrapolation
             measured = (d, n) in direct_s
@@ -198,7 +198,7 @@ def timing(sizes: list, direct_max: int, p3m_max: int) -> dict:
             for method in ("pm", "p3m") if d == 3 else ("pm",):
                 if method == "p3m" and n > p3m_max:
                     continue
-                drift, grid = ipm.resolve_drift(method, None, n, d, "blob")
+                drift, grid = drifts.resolve_drift(method, None, n, d, "blob")
                 cutoff = pm.DEFAULT_CUTOFF if method == "p3m" else None
                 f = jax.jit(lambda y, grid=grid, cutoff=cutoff: pm.mesh_sum(y, y, DELTA, grid, cutoff)[0])
                 t_mesh = _common.timeit(lambda f=f: f(x).block_until_ready(), repeat=2, min_time=0.1)
@@ -236,7 +236,7 @@ def final_error(x, drift: str, grid: int, n_targets: int = FINAL_TARGETS, seed: 
     """
     d = x.shape[1]
     idx = np.random.default_rng(seed).choice(x.shape[0], size=min(n_targets, x.shape[0]), replace=False)
-    exact = jax.jit(lambda y, s: ipm.pair_sum(y, s, DELTA))(x[idx], x)
+    exact = jax.jit(lambda y, s: drifts.pair_sum(y, s, DELTA))(x[idx], x)
     cutoff = pm.DEFAULT_CUTOFF if drift == "p3m" else None
     rows = []
     for g in sorted({grid, *FINAL_GRIDS[d]}) if drift == "pm" else [grid]:
@@ -255,7 +255,7 @@ def runs(selected: list, direct_per_pair: dict) -> list:
     )
     for name, d, flow, amp, t_end, n, drift in selected:
         steps = int(round(t_end / ipm.DEFAULT_DT))
-        drift, grid = ipm.resolve_drift(drift, None, n, d, "blob")
+        drift, grid = drifts.resolve_drift(drift, None, n, d, "blob")
         kwargs = dict(times=(t_end,), n_particles=n, d=d, flow=flow, drift=drift, grid=grid, check=False)
         params = ksdp.Params(delta=DELTA, flow=amp)
         # compile on a 1-step run of the same shapes (the step count is static): then time the run

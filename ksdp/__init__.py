@@ -2,7 +2,7 @@
 
 Doors (thin entry points over pure functions):
 
-* `simulate`, `sweep`: the IPM (`ksdp.ipm`; its drift direct or on a particle mesh, `ksdp.particle_mesh`).
+* `simulate`, `sweep`: the IPM (`ksdp.ipm`; its drift direct or on a particle mesh, `ksdp.drifts`).
 * `make_dataset`, `save_dataset`, `load_dataset`: IPM datasets (`ksdp.data`).
 * `w2`: the 2-Wasserstein distance with a certified gap (exact for small N, an auction above; `ksdp.wasserstein`).
 * `train`, `generate`: DeepParticle (`ksdp.training`, `ksdp.model`).
@@ -10,20 +10,11 @@ Doors (thin entry points over pure functions):
 Every door that can run on several devices takes ``mesh=`` (`ksdp.parallel`).
 """
 
-from ksdp import flows, initial, kernels, model, parallel, particle_mesh, transport
+from ksdp import drifts, flows, initial, kernels, model, parallel, particle_mesh, transport
 from ksdp._version import __version__
 from ksdp.data import Dataset, load_dataset, make_dataset, save_dataset
-from ksdp.ipm import (
-    NonFiniteError,
-    Params,
-    Trajectory,
-    pair_sum,
-    second_moment,
-    simulate,
-    sweep,
-    uniform_ball,
-    velocity,
-)
+from ksdp.drifts import pair_sum, velocity
+from ksdp.ipm import NonFiniteError, Params, Trajectory, second_moment, simulate, sweep, uniform_ball
 from ksdp.model import ModelConfig, generate, make_config
 from ksdp.training import CheckpointError, CheckpointMismatch, TrainConfig, TrainingError, train
 from ksdp.wasserstein import w2
@@ -39,6 +30,7 @@ __all__ = [
     "TrainingError",
     "Trajectory",
     "__version__",
+    "drifts",
     "flows",
     "generate",
     "initial",

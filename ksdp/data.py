@@ -19,6 +19,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from ksdp import drifts as _drifts
 from ksdp import flows as _flows
 from ksdp import ipm as _ipm
 from ksdp import parallel as _parallel
@@ -81,7 +82,7 @@ def make_dataset(
     sets' values and every setting) and simulates the rest; the caller removes the folder once the
     dataset is saved. ``log`` (e.g. ``print``) receives one line per part.
     """
-    drift, grid = _ipm.resolve_drift(drift, grid, int(n_particles), d, kernel)
+    drift, grid = _drifts.resolve_drift(drift, grid, int(n_particles), d, kernel)
     batched, size = _ipm.broadcast_params(params)
     values = {}
     for name, leaf in batched._asdict().items():

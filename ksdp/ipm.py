@@ -11,17 +11,12 @@ the kernel and flow, ``dt`` and the snapshot schedule fix shapes and loop length
 the physical parameters in `Params` (``chi, mu, mass, delta, flow``) are traced, so one
 compiled program serves every value and ``jax.vmap`` over a batch of them runs in one program.
 
-The all-pairs drift is computed tile by tile over targets (memory ``O(J * tile)``), component by
-component: on a CPU this layout fuses into one pass per tile; a prototype measured it ~30x faster
-than a stacked ``[d, J, tile]`` layout, and ``benchmarks/ipm.py`` measures it at 22-48x a
-vectorised NumPy baseline (J = 1k-16k). From J ~ 10^4 a mesh is cheaper: ``drift="pm"`` or
-``"p3m"`` (`ksdp.particle_mesh`; ``"auto"``, the default of `simulate` and `sweep`, chooses by J).
+The drift itself, all pairs in tiles or on a particle mesh, and which one runs, is `ksdp.drifts`'s.
 """
 
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -29,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
+from ksdp import drifts as _drifts
 from ksdp import flows as _flows
 from ksdp import kernels as _kernels
 from ksdp import parallel as _parallel
@@ -94,181 +90,6 @@ class NonFiniteError(FloatingPointError):
 
 
 HEALTH_LIMIT = 1.0  # one Euler step may move a particle at most delta by the interaction alone
-
-
-def default_tile() -> int:
-    """Target-tile size: small on a CPU (cache-resident tiles), larger on accelerators."""
-    return 32 if jax.default_backend() == "cpu" else 1024
-
-
-# --------------------------------------------------------------------------------------------
-# Drift
-# --------------------------------------------------------------------------------------------
-def pair_sum(
-    targets,
-    sources,
-    delta,
-    *,
-    kernel: str = "blob",
-    tile: int | None = None,
-    mesh=None,
-    axis: str | None = None,
-    method: str = "ring",
-):
-    r"""$\sum_i \nabla K_\delta(y_j - x_i)$ for every target ``y_j``, in tiles.
-
-    Zero separations (a target that is also a source) contribute exactly zero.
-
-    Args:
-      targets: ``[T, d]`` positions $y_j$.
-      sources: ``[J, d]`` positions $x_i$.
-      delta: regularisation length (traced).
-      kernel: see `ksdp.kernels`.
-      tile: targets per tile (static); memory is ``O(tile * J)``.
-      mesh: a `jax.sharding.Mesh` to split targets and sources across (``T`` and ``J``
-        multiples of its devices); ``axis`` names the mesh axis (default: its only one). ``method``:
-        ``"ring"`` (sources rotate round the mesh; memory ``O(J / n)`` a device) or ``"allgather"``
-        (every device gathers all sources; one collective, memory ``O(J)``). The result equals the
-        unsharded sum to round-off and comes back sharded along the mesh axis.
-
-    Returns:
-      ``[T, d]``.
-    """
-    if mesh is not None:
-        return _pair_sum_mesh(targets, sources, delta, mesh, axis=axis, kernel=kernel, tile=tile, method=method)
-    targets = jnp.asarray(targets)
-    sources = jnp.asarray(sources, targets.dtype)
-    n_t, d = targets.shape
-    if sources.ndim != 2 or sources.shape[1] != d:
-        raise ValueError(f"sources must have shape [J, {d}] to match targets {targets.shape}, got {sources.shape}.")
-    _kernels.check_kernel(kernel, d)
-    tile = int(min(tile or default_tile(), max(n_t, 1)))
-    n_tiles = -(-n_t // tile)
-    pad = n_tiles * tile - n_t
-    src = [sources[:, k] for k in range(d)]
-    tgt = tuple(jnp.pad(targets[:, k], (0, pad)).reshape(n_tiles, tile) for k in range(d))
-
-    def one_tile(_, t):
-        dz = [t[k][:, None] - src[k][None, :] for k in range(d)]  # d arrays [tile, J]
-        r2 = dz[0] * dz[0]
-        for z in dz[1:]:
-            r2 = r2 + z * z
-        phi = _kernels.radial_factor(r2, delta, d, kernel)
-        return None, jnp.stack([jnp.sum(z * phi, axis=1) for z in dz], axis=1)  # [tile, d]
-
-    _, out = jax.lax.scan(one_tile, None, tgt)
-    return out.reshape(n_tiles * tile, d)[:n_t]
-
-
-def velocity(
-    x,
-    params: Params,
-    *,
-    kernel: str = "blob",
-    flow=None,
-    tile: int | None = None,
-    drift: str = "direct",
-    grid: int | None = None,
-):
-    r"""Drift of eq. (8): $-\frac{\chi M}{J}\sum_{i\ne j}\nabla K_\delta(X^j-X^i) + v(X^j)$.
-
-    Args:
-      x: ``[J, d]`` positions.
-      params: `Params`.
-      kernel: as in `simulate`.
-      flow: as in `simulate`.
-      tile: as in `simulate`.
-      drift: ``"direct"`` (default), ``"pm"`` or ``"p3m"``, as in `simulate` (``"auto"`` chooses by ``J``).
-      grid: as in `simulate`.
-
-    Returns:
-      ``[J, d]``.
-    """
-    x = jnp.asarray(x)
-    drift, grid = resolve_drift(drift, grid, x.shape[0], x.shape[-1], kernel)
-    chem, adv, _ = _velocity_parts(x, params, kernel=kernel, flow=flow, tile=tile, drift=drift, grid=grid)
-    return chem + adv
-
-
-DRIFTS = ("auto", "direct", "pm", "p3m")
-# "auto" takes, per backend and d, the last of these (drift, from J) rungs that J reaches, else the direct
-# drift (the crossovers are those `python -m benchmarks.particle_mesh` measures; its JSON under
-# benchmarks/results/ holds the numbers):
-# - CPU: PM in 2D from 10^4. In 3D P3M from 5 x 10^4 (PM at J = 10^4 needs a grid too fine for 1e-3
-#   there), and PM again from 3 x 10^5: P3M's near field grows like J^2 at a fixed grid, while PM's error
-#   at a fixed cell falls like J^-1/2 (at h ~ delta it is the particle noise of the field on the scale
-#   delta). A cloud too spread for PM's grid (the Kolmogorov state) is refused by the check
-#   (`SPACING_LIMIT`), not run inaccurately.
-# - GPU: PM in 2D from 10^4; in 3D the direct sum is faster than P3M at every measured J, so it stays up
-#   to 3 x 10^5, where PM takes over as on the CPU. Other accelerators follow the GPU's table.
-AUTO_MESH = {
-    "cpu": {2: (("pm", 10_000),), 3: (("p3m", 50_000), ("pm", 300_000))},
-    "gpu": {2: (("pm", 10_000),), 3: (("pm", 300_000),)},
-}
-
-
-def resolve_drift(
-    drift: str, grid, n_particles: int, d: int, kernel: str, *, sharded: bool = False, backend: str | None = None
-):
-    """``(drift, grid)`` to run: ``"auto"`` resolved by ``J``, ``d`` and the backend, the grid checked.
-
-    ``backend``: whose crossovers `AUTO_MESH` uses (default ``jax.default_backend()``). The grid is
-    ``None`` for the direct drift.
-
-    Raises ``ValueError`` for an unknown drift, a bad grid, a kernel the mesh cannot carry, or the
-    particle mesh on particles sharded across devices (``sharded``).
-    """
-    if drift not in DRIFTS:
-        raise ValueError(f"drift={drift!r} is not supported; use one of {DRIFTS}.")
-    if drift == "auto":
-        backend = jax.default_backend() if backend is None else backend
-        table = AUTO_MESH.get(backend, AUTO_MESH["gpu"])
-        reached = [name for name, from_j in table.get(d, ()) if n_particles >= from_j]
-        use_mesh = kernel in _pm.KERNELS and not sharded and bool(reached)
-        drift = reached[-1] if use_mesh else "direct"
-    if drift == "direct":
-        if grid is not None:
-            _pm.check_grid(grid, d)  # a bad value is an error even where it is not used
-        return "direct", None
-    _pm.check_kernel(kernel)
-    if sharded:
-        raise ValueError(
-            f"drift={drift!r} cannot split the particles across devices (mesh= on simulate); use drift='direct', "
-            f"or sweep(..., mesh=) to split parameter sets."
-        )
-    return drift, _pm.check_grid(grid, d, p3m=drift == "p3m", n_particles=n_particles)
-
-
-def _cutoff(drift: str):
-    return _pm.DEFAULT_CUTOFF if drift == "p3m" else None
-
-
-def _velocity_parts(
-    x, params: Params, *, kernel: str, flow, tile: int | None, drift: str = "direct", grid=None, mesh_plan=None
-):
-    """``(chemotactic drift [J, d], flow [J, d], largest cell / delta)`` of `velocity` (0 for direct).
-
-    ``mesh_plan``: the mesh drifts' `ksdp.particle_mesh.plan` for ``x`` (else the cloud's tight box).
-    """
-    x = jnp.asarray(x)
-    n, d = x.shape
-    v = _flows.resolve_flow(flow, d)
-    if drift == "pm":
-        total, h = _pm.mesh_sum(x, x, params.delta, grid, None, mesh_plan)
-        spacing = (jnp.max(h) / params.delta).astype(x.dtype)
-    elif drift == "p3m":  # its error does not depend on h / delta: nothing to refuse
-        total = _pm.mesh_sum(x, x, params.delta, grid, _cutoff(drift), mesh_plan)[0]
-        spacing = jnp.zeros((), x.dtype)
-    else:
-        total, spacing = pair_sum(x, x, params.delta, kernel=kernel, tile=tile), jnp.zeros((), x.dtype)
-    chem = -(params.chi * params.mass / n) * total
-    adv = jax.vmap(v, in_axes=(0, None))(x, params.flow)
-    if adv.shape != x.shape:
-        raise ValueError(
-            f"flow {_flows.flow_name(flow)} returned shape {adv.shape[1:]} for a point of shape ({d},); "
-            f"a flow must map one position [d] to a velocity [d]."
-        )
-    return chem, adv.astype(x.dtype), spacing
 
 
 # --------------------------------------------------------------------------------------------
@@ -382,8 +203,8 @@ def _run(key, params, x0, save_at, *, n_particles, d, kernel, flow, dt, n_snapsh
 
     def parts(y, mesh_plan):
         if mesh:  # the mesh follows the cloud; its kernel transforms are kept while its cells are
-            mesh_plan = _pm.plan(y, params.delta, grid, _cutoff(drift), mesh_plan)
-        out = _velocity_parts(
+            mesh_plan = _pm.plan(y, params.delta, grid, _drifts.mesh_cutoff(drift), mesh_plan)
+        out = _drifts.velocity_parts(
             y, params, kernel=kernel, flow=flow, tile=tile, drift=drift, grid=grid, mesh_plan=mesh_plan
         )
         return (*out, mesh_plan)
@@ -397,7 +218,7 @@ def _run(key, params, x0, save_at, *, n_particles, d, kernel, flow, dt, n_snapsh
         dt,
         n_snapshots,
         params.delta,
-        _pm.plan(x, params.delta, grid, _cutoff(drift)) if mesh else (),
+        _pm.plan(x, params.delta, grid, _drifts.mesh_cutoff(drift)) if mesh else (),
     )
 
 
@@ -455,7 +276,7 @@ def _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile, drift, g
         raise ValueError(f"n_particles (J) must be a positive integer, got {n_particles!r}.")
     if tile is not None and (not isinstance(tile, (int, np.integer)) or tile < 1):
         raise ValueError(f"tile must be a positive integer, got {tile!r}.")
-    drift, grid = resolve_drift(drift, grid, int(n_particles), d, kernel, sharded=sharded)
+    drift, grid = _drifts.resolve_drift(drift, grid, int(n_particles), d, kernel, sharded=sharded)
     _flows.resolve_flow(flow, d)
     if callable(flow):
         _check_user_flow(flow, params, d, batched)
@@ -468,7 +289,7 @@ def _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile, drift, g
         flow=flow,
         dt=float(dt),
         n_snapshots=len(steps),
-        tile=int(min(tile or default_tile(), n_particles)),
+        tile=int(min(tile or _drifts.default_tile(), n_particles)),
         drift=drift,
         grid=grid,
     )
@@ -547,13 +368,13 @@ def simulate(
         outside a trace: inside ``jit`` read those fields.
       mesh: a `jax.sharding.Mesh` to split the particles across (``J`` a multiple of its
         devices); ``axis`` names the mesh axis (default: its only one) and ``method`` how sources
-        travel, ``"ring"`` or ``"allgather"`` (`pair_sum`). The result equals the
+        travel, ``"ring"`` or ``"allgather"`` (`ksdp.drifts.pair_sum`). The result equals the
         unsharded run to round-off and comes back sharded along ``J`` (direct drift only).
-      drift: how the chemotactic drift is summed: ``"direct"`` (all pairs in tiles, `pair_sum`,
+      drift: how the chemotactic drift is summed: ``"direct"`` (all pairs in tiles, `ksdp.drifts.pair_sum`,
         ``O(J^2)``); ``"pm"`` (particle mesh, `ksdp.particle_mesh`, ``O(J + G^d log G)``, blob kernel
         only; relative error below 1e-3 in 2D at its default grid while the cells stay below delta);
         ``"p3m"`` (the mesh for the far field and the pairs within 5 cells directly: about 1e-3
-        whatever the spread, at the cost of those pairs); or ``"auto"`` (default): by `AUTO_MESH`,
+        whatever the spread, at the cost of those pairs); or ``"auto"`` (default): by `ksdp.drifts.AUTO_MESH`,
         PM in 2D from 10^4 particles; in 3D, P3M from 5 x 10^4 on a CPU (on a GPU the direct sum,
         faster than P3M at every measured J) and PM from 3 x 10^5 on both (where P3M's pairs cost
         hours and PM's error, falling like ``J^-1/2`` at a fixed cell, is below 1e-3 on a compact
@@ -699,58 +520,6 @@ def second_moment(x):
 
 
 # --------------------------------------------------------------------------------------------
-# Sharded paths (shared helpers in ksdp.parallel): the drift sharded along particles
-# --------------------------------------------------------------------------------------------
-def _pair_sum_local(targets, sources, delta, *, axis, n_dev, kernel, tile, method):
-    """Inside ``shard_map``: this device's targets against the sources of every device."""
-    if method == "allgather":
-        everything = jax.lax.all_gather(sources, axis, tiled=True)
-        return pair_sum(targets, everything, delta, kernel=kernel, tile=tile)
-    ring = [(j, (j + 1) % n_dev) for j in range(n_dev)]
-
-    def hop(_, carry):
-        acc, src = carry
-        nxt = jax.lax.ppermute(src, axis, ring)  # issued before the compute, so they can overlap
-        return acc + pair_sum(targets, src, delta, kernel=kernel, tile=tile), nxt
-
-    acc = jnp.zeros_like(targets)
-    if n_dev > 1:  # the loop below leaves the last block's contribution out
-        acc, sources = jax.lax.fori_loop(0, n_dev - 1, hop, (acc, sources))
-    return acc + pair_sum(targets, sources, delta, kernel=kernel, tile=tile)
-
-
-@partial(jax.jit, static_argnames=("mesh", "axis", "kernel", "tile", "method"))
-def _pair_sum_sharded(targets, sources, delta, *, mesh, axis, kernel, tile, method):
-    n_dev = mesh.shape[axis]
-    fn = partial(_pair_sum_local, axis=axis, n_dev=n_dev, kernel=kernel, tile=tile, method=method)
-    return jax.shard_map(fn, mesh=mesh, in_specs=(P(axis), P(axis), P()), out_specs=P(axis))(targets, sources, delta)
-
-
-def _pair_sum_mesh(
-    targets,
-    sources,
-    delta,
-    mesh,
-    *,
-    axis: str | None = None,
-    kernel: str = "blob",
-    tile: int | None = None,
-    method: str = "ring",
-):
-    """Back end of ``pair_sum(..., mesh=)``: validates the split, then one jitted ``shard_map``."""
-    axis, n_dev = _parallel.mesh_axis(mesh, axis)
-    _parallel.check_method(method)
-    targets = jnp.asarray(targets)
-    sources = jnp.asarray(sources, targets.dtype)
-    if targets.ndim != 2 or sources.ndim != 2 or sources.shape[1] != targets.shape[1]:
-        raise ValueError(f"targets and sources must be [T, d] and [J, d], got {targets.shape} and {sources.shape}.")
-    _parallel.check_divisible(targets.shape[0], n_dev, "the number of targets", "pad or trim the targets")
-    _parallel.check_divisible(sources.shape[0], n_dev, "the number of sources", "pad or trim the sources")
-    tile = int(min(tile or default_tile(), targets.shape[0] // n_dev))
-    return _pair_sum_sharded(targets, sources, delta, mesh=mesh, axis=axis, kernel=kernel, tile=tile, method=method)
-
-
-# --------------------------------------------------------------------------------------------
 # Simulation sharded along particles
 # --------------------------------------------------------------------------------------------
 def _run_particles(
@@ -768,7 +537,9 @@ def _run_particles(
         scale = params.chi * params.mass / n_particles
 
         def parts(x, aux):
-            chem = _pair_sum_local(x, x, params.delta, axis=axis, n_dev=n_dev, kernel=kernel, tile=tile, method=method)
+            chem = _drifts.pair_sum_local(
+                x, x, params.delta, axis=axis, n_dev=n_dev, kernel=kernel, tile=tile, method=method
+            )
             adv = jax.vmap(v, in_axes=(0, None))(x, params.flow).astype(x.dtype)
             return -scale * chem, adv, jnp.zeros((), x.dtype), aux  # direct drift only (resolve_drift)
 

@@ -53,7 +53,7 @@ import numpy as np
 import optax
 
 from ksdp import wasserstein as _wasserstein
-from ksdp.ipm import default_tile
+from ksdp.drifts import default_tile
 
 
 class Estimate(NamedTuple):
@@ -112,7 +112,7 @@ def energy_distance(x, y, *, tile: int | None = None) -> Estimate:
     Args:
       x: ``[n, d]`` cloud, ``n >= 3``.
       y: ``[m, d]`` cloud, ``m >= 3``.
-      tile: rows per tile (default `ksdp.ipm.default_tile`, as for the drift).
+      tile: rows per tile (default `ksdp.drifts.default_tile`, as for the drift).
 
     Returns:
       `Estimate` ``(value, se)``.

@@ -1,4 +1,4 @@
-r"""Particle-mesh drifts (PM and P3M): the all-pairs sum of `ksdp.ipm.pair_sum` without its $O(J^2)$.
+r"""Particle-mesh drifts (PM and P3M): the all-pairs sum of `ksdp.drifts.pair_sum` without its $O(J^2)$.
 
 The direct sum $\sum_i \nabla K_\delta(y_j - x_i)$ costs $O(J^2)$; for the blob kernel, which is
 smooth on the scale $\delta$, a mesh of spacing $h \lesssim \delta$ carries it (Hockney and Eastwood,
@@ -434,7 +434,7 @@ def _near_symmetric(pts, ids_pad, cell_start, starts, ends, offsets, delta, cut2
 def pair_sum(targets, sources, delta, *, grid: int | None = None, kernel: str = "blob", cutoff: float | None = None):
     r"""$\sum_i \nabla K_\delta(y_j - x_i)$ for every target ``y_j`` on a particle mesh.
 
-    The particle-mesh counterpart of `ksdp.ipm.pair_sum`: its cost is $O(T + J + G^d \log G)$
+    The particle-mesh counterpart of `ksdp.drifts.pair_sum`: its cost is $O(T + J + G^d \log G)$
     instead of $O(TJ)$, its error set by the largest cell ``h / delta`` (module docstring). With
     ``cutoff`` it is P3M: the pairs closer than ``cutoff`` cells are summed directly, and the error
     no longer depends on ``h / delta``. Works under ``jit`` and ``vmap``; ``grad`` too for PM.

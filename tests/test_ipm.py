@@ -10,7 +10,7 @@ import pytest
 from compiles import compilations
 
 import ksdp
-from ksdp import ipm
+from ksdp import drifts, ipm
 
 DT = 1e-4
 TIMES = np.round(np.arange(0, 21) * 1e-3, 6)  # 21 snapshots on [0, 0.02]
@@ -102,7 +102,7 @@ def test_tiled_drift_matches_dense_float64(d, kernel):
     # 777 particles with tile 64: 13 tiles, the last one padded. Float32 sums of ~800 terms of mixed
     # sign: relative error ~sqrt(800) * 6e-8 ~ 2e-6 in norm, under the 1e-5.
     x = ksdp.uniform_ball(jax.random.key(d), 777, d)
-    got = np.asarray(ipm.pair_sum(x, x, 0.03, kernel=kernel, tile=64), np.float64)
+    got = np.asarray(drifts.pair_sum(x, x, 0.03, kernel=kernel, tile=64), np.float64)
     ref = _dense_drift64(x, 0.03, kernel)
     assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-5
 

@@ -19,6 +19,7 @@ LAYERS = [
     {"ksdp._version", "ksdp._checks", "ksdp.storage", "ksdp.parallel"},  # shared helpers
     {"ksdp.kernels", "ksdp.flows", "ksdp.initial", "ksdp.assignment"},
     {"ksdp.particle_mesh"},
+    {"ksdp.drifts"},
     {"ksdp.ipm"},
     {"ksdp.data", "ksdp.transport", "ksdp.reference"},
     {"ksdp.wasserstein"},

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 import ksdp
-from ksdp import ipm
+from ksdp import drifts
 from ksdp import particle_mesh as pm
 
 _pm_jit = jax.jit(pm.pair_sum, static_argnames=("grid", "kernel"))
-_direct_jit = jax.jit(ipm.pair_sum)
+_direct_jit = jax.jit(drifts.pair_sum)
 _p3m_jit = jax.jit(pm.pair_sum, static_argnames=("grid", "kernel", "cutoff"))
 
 
@@ -84,7 +84,7 @@ def test_targets_other_than_sources_and_float64():
         tgt = 1.3 * ksdp.uniform_ball(key_t, 700, 2).astype(jnp.float64)
         fast = pm.pair_sum(tgt, src, 0.05, grid=128)
         assert fast.dtype == jnp.float64 and fast.shape == (700, 2)
-        assert _rel(fast, ipm.pair_sum(tgt, src, 0.05)) < 1e-3
+        assert _rel(fast, drifts.pair_sum(tgt, src, 0.05)) < 1e-3
 
 
 @pytest.mark.parametrize("d", [2, 3])
@@ -169,12 +169,12 @@ def test_a_coarse_grid_is_refused():
 
 def test_auto_resolution():
     def auto(n, d, backend="cpu", kernel="blob"):
-        return ipm.resolve_drift("auto", None, n, d, kernel, backend=backend)
+        return drifts.resolve_drift("auto", None, n, d, kernel, backend=backend)
 
-    ((pm2, from2),) = ipm.AUTO_MESH["cpu"][2]
+    ((pm2, from2),) = drifts.AUTO_MESH["cpu"][2]
     assert auto(from2, 2) == ("pm", pm.DEFAULT_GRID[2]) and auto(from2 - 1, 2) == ("direct", None)
     # in 3D on a CPU: direct, then P3M (its grid by J), then PM where P3M's pairs would cost hours
-    (p3m, from_p3m), (pm3, from_pm3) = ipm.AUTO_MESH["cpu"][3]
+    (p3m, from_p3m), (pm3, from_pm3) = drifts.AUTO_MESH["cpu"][3]
     assert (pm2, p3m, pm3) == ("pm", "p3m", "pm") and from_p3m < from_pm3
     assert auto(from_p3m - 1, 3) == ("direct", None)
     assert auto(from_p3m, 3) == ("p3m", 96) and auto(from_pm3 - 1, 3) == ("p3m", 128)
@@ -186,11 +186,11 @@ def test_auto_resolution():
         assert auto(from_pm3, 3, backend) == ("pm", pm.DEFAULT_GRID[3])
         assert auto(10**4, 2, backend) == ("pm", pm.DEFAULT_GRID[2])
     # the default backend is the one this process runs on
-    ((name, from_j),) = ipm.AUTO_MESH.get(jax.default_backend(), ipm.AUTO_MESH["gpu"])[2]
-    assert ipm.resolve_drift("auto", None, from_j, 2, "blob") == (name, pm.DEFAULT_GRID[2])
+    ((name, from_j),) = drifts.AUTO_MESH.get(jax.default_backend(), drifts.AUTO_MESH["gpu"])[2]
+    assert drifts.resolve_drift("auto", None, from_j, 2, "blob") == (name, pm.DEFAULT_GRID[2])
     assert auto(10**6, 2, kernel="paper") == auto(10**6, 3, kernel="paper") == ("direct", None)
-    assert ipm.resolve_drift("auto", None, 10**6, 2, "blob", sharded=True) == ("direct", None)
-    assert ipm.resolve_drift("pm", 64, 10, 3, "blob") == ("pm", 64)
+    assert drifts.resolve_drift("auto", None, 10**6, 2, "blob", sharded=True) == ("direct", None)
+    assert drifts.resolve_drift("pm", 64, 10, 3, "blob") == ("pm", 64)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from damage import CHECKPOINT_DAMAGE, rewrite
 
 from ksdp import model as M
 from ksdp import training as T
-from ksdp import transport as TR
+from ksdp import wasserstein as W
 from ksdp.initial import uniform_ball
 
 
@@ -45,8 +45,8 @@ def test_learns_held_out_parameter(trained, eta):
     for r in range(4):
         ref = target(jax.random.key(100 + r), eta, n)
         gen = M.generate(trained.model, trained.params, eta, jax.random.key(5 + r), n)
-        w.append(float(TR.w2(gen, ref, exact_max=512)[0]))
-        floor.append(float(TR.w2(target(jax.random.key(200 + r), eta, n), ref, exact_max=512)[0]))
+        w.append(float(W.w2(gen, ref, exact_max=512)[0]))
+        floor.append(float(W.w2(target(jax.random.key(200 + r), eta, n), ref, exact_max=512)[0]))
     ratio = np.mean(w) / np.mean(floor)
     assert ratio < 1.5, (np.mean(w), np.mean(floor))
     assert trained.history[-1] < 0.2 * trained.history[0]
@@ -489,7 +489,7 @@ def shrinkage():
         out[debias] = np.asarray(jnp.mean(jnp.sum(gen**2, -1), -1))
     # the effect size: the squared W2 between two independent N-samples of each ball (exact, 4 draws)
     floor = [
-        np.mean([float(TR.w2(*uniform_ball(jax.random.key(10 + r), 2 * n, 3).reshape(2, n, 3) * s, exact_max=512)[0])
+        np.mean([float(W.w2(*uniform_ball(jax.random.key(10 + r), 2 * n, 3).reshape(2, n, 3) * s, exact_max=512)[0])
                  ** 2 for r in range(4)])
         for s in scales
     ]  # fmt: skip

@@ -6,7 +6,7 @@ import json
 import math
 import os
 
-from ksdp import ipm
+from ksdp import drifts
 from ksdp.experiments.specs import (
     ANISOTROPY_Z,
     C2ST_SLACK,
@@ -290,7 +290,7 @@ def command(out: str, names, scale: str, m: dict | None) -> str:
     if (
         "drift" in s
         and s["drift"]
-        != ipm.resolve_drift("auto", None, s["n_particles"], EXPERIMENTS[m.get("experiment", names[0])].d, "blob")[0]
+        != drifts.resolve_drift("auto", None, s["n_particles"], EXPERIMENTS[m.get("experiment", names[0])].d, "blob")[0]
     ):
         parts += ["--drift", s["drift"]]
     if s.get("seed", 0) != 0:

@@ -15,7 +15,7 @@ from functools import partial
 import jax
 import numpy as np
 
-from ksdp import data, initial, ipm, model, reference, storage, training, wasserstein
+from ksdp import data, drifts, initial, ipm, model, reference, storage, training, wasserstein
 from ksdp import metrics as metrics_
 from ksdp.experiments import figures, report
 from ksdp.experiments.specs import (
@@ -52,7 +52,7 @@ def data_settings(exp: Experiment, scale: str, seed: int, n_particles: int | Non
     """What the dataset depends on; ``n_particles`` defaults to the scale's J, ``drift`` is resolved."""
     train, held, extra = exp.values(scale)
     n = SCALES[scale].n_particles if n_particles is None else n_particles
-    drift, grid = ipm.resolve_drift(drift, None, n, exp.d, KERNEL)
+    drift, grid = drifts.resolve_drift(drift, None, n, exp.d, KERNEL)
     return {
         "experiment": exp.name,
         "scale": scale,
