@@ -514,7 +514,7 @@ def test_debiased_loss_pulls_a_far_point_back(monkeypatch, cap):
     # With the cap (4 max |y|^2 ~ 4 < (R - 1)^2) the self pairs carry no force: sum >= 2 (R - 1) / N.
     # Exact bounds from the geometry, for any matching (identity here), float32 round-off aside.
     if cap == "none":
-        monkeypatch.setattr(T, "SELF_CAP", np.inf)
+        monkeypatch.setattr(T.losses, "SELF_CAP", np.inf)
     n, radius = 256, 10.0
     y, f, f_self = (uniform_ball(k, n, 2) for k in jax.random.split(jax.random.key(0), 3))
     out = jnp.array([radius, 0.0])

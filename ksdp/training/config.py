@@ -1,0 +1,214 @@
+"""Training configuration and state: `TrainConfig` with its validation, `TrainState`, the optimiser."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ksdp import model as _model
+from ksdp.training.losses import RADIAL_MAX_POINTS
+
+
+class TrainConfig(NamedTuple):
+    """Static training settings; the defaults are the paper's (N = 2000, K = 1000, L = 200).
+
+    Attributes:
+      n_samples: ``N``, samples per parameter set in a mini-batch.
+      resample_every: ``K``, Adam steps per mini-batch.
+      renew_every: ``L``, Adam steps between permutation renewals (divides ``K``).
+      sweeps: block sweeps per renewal.
+      initial_sweeps: block sweeps matching a fresh mini-batch.
+      block: assignment block size ``M``.
+      learning_rate: Adam step size.
+      ema_decay: decay of an exponential moving average of the parameters, used for generation
+        (`TrainResult.params`); ``0`` keeps none (the paper).
+      decay_steps: cosine decay of the learning rate to 1% of ``learning_rate`` over this many Adam
+        steps (then constant); ``0`` keeps it constant (the paper).
+      debias: subtract half the matched cost between two independent generated batches, capped
+        (see `debiased_objective`), which removes the shrinkage of the min--min loss; ``False`` is
+        the paper's loss.
+      local_cap: with ``debias``, also cap each self pair at this many times the median self-pair
+        cost of its set (`debiased_objective`), so that a stray generated point pays for its
+        distance beyond a few particle spacings; ``0`` (default) keeps only the extent's cap.
+      match_sources: match the mini-batch's sources ``x``, not the generated points ``f(x)``, to its
+        targets: the network regresses onto the optimal coupling of the two samples, whose map does
+        not fold (`ksdp.model.folded_fraction`); the renewals refine that matching. ``False`` is
+        the paper's min--min. With ``debias`` the self term still matches ``f(x)`` to ``f(x')``
+        unless ``match_sources_self`` (an experiment: the debiased loss was derived for the min--min).
+      min_min_after: with ``match_sources``, the mini-batches from this Adam step on match the
+        generated points instead (the min--min, whose debiased loss is stationary at the target
+        law rather than at the coupling's conditional mean); ``0`` (default) never switches. An
+        experiment: on ks2d-time it lowered the loss but left the law as shrunk (docs/training.md,
+        "The radial term").
+      match_sources_self: with ``match_sources`` and ``debias``, the self term pairs ``f(x)`` with
+        ``f(x')`` by the matching of the sources ``x`` to ``x'``, mirroring the first term's
+        matching of ``x`` to the targets (an experiment; ``False``: by the matching of ``f(x)`` to
+        ``f(x')``). On ks2d-time it overshot the second moment late in time and worsened the radial
+        KS distance (docs/training.md, "The radial term").
+      mirror_self: with ``match_sources`` and ``debias``, a weight ``w`` in ``(0, 1]``: the self term
+        pairs ``f(x)`` with ``f(x')`` by the matching of the *sources* ``x`` to the generated points
+        ``f(x')`` (the first term's geometry: at the target law that coupling has the law of the
+        sources' coupling to the targets), holds ``f(x')`` fixed and weighs ``w`` instead of ``1/2``
+        (`debiased_objective`'s ``mirror``); ``0`` (default) keeps the self term as above. An
+        experiment: on ks2d-time ``w = 0.5`` left the law as shrunk as the default self term and
+        ``w = 0.9`` diverged where the law collapses (docs/training.md, "The radial term").
+      radial_weight: a weight ``lambda >= 0`` of a second term, the one-dimensional optimal transport
+        between the generated points' distances from the origin and the *whole* training set's
+        (`radial_objective`): every generated point of the mini-batch (both batches with ``debias``)
+        is paired by rank with the training set's radial quantile, so that the law of ``|f(x)|``
+        is fitted against thousands of targets without a sampled coupling's shrinkage. A marginal of
+        any law, most telling for a rotation-invariant one; ``0`` (default) adds nothing.
+    """
+
+    n_samples: int = 2000
+    resample_every: int = 1000
+    renew_every: int = 200
+    sweeps: int = 10
+    initial_sweeps: int = 50
+    block: int = 16
+    learning_rate: float = 1e-3
+    ema_decay: float = 0.0
+    decay_steps: int = 0
+    debias: bool = False
+    local_cap: float = 0.0
+    match_sources: bool = False
+    min_min_after: int = 0
+    match_sources_self: bool = False
+    mirror_self: float = 0.0
+    radial_weight: float = 0.0
+
+
+class TrainState(NamedTuple):
+    """Everything the loop carries between mini-batches."""
+
+    params: Any
+    opt_state: Any
+    perm: jax.Array  # [R, N] of the last mini-batch ([R, 2, N] with TrainConfig.debias: targets, self)
+    step: jax.Array  # Adam steps done
+    key: jax.Array
+    ema: Any  # moving average of params (equal to params when TrainConfig.ema_decay == 0)
+
+
+class TrainingError(RuntimeError):
+    """Training produced a non-finite or diverging loss; the last good checkpoint is kept."""
+
+
+# a loss this many times the best mini-batch mean so far (the first step's, in the first mini-batch)
+# stops training: the untrained residual map starts at the squared W2 between the source ball and the
+# targets, and a healthy run only lowers it, up to the noise between mini-batches
+DIVERGED = 100.0
+# lines a callable ``progress`` of `train` gets over a run (plus one at its end)
+PROGRESS_LINES = 20
+
+
+def optimizer(cfg: TrainConfig):
+    """The optax Adam of ``cfg``: its learning rate, decayed to 1% by a cosine over ``decay_steps`` if set."""
+    if cfg.decay_steps:
+        return optax.adam(optax.cosine_decay_schedule(cfg.learning_rate, cfg.decay_steps, alpha=0.01))
+    return optax.adam(cfg.learning_rate)
+
+
+def check_inputs(model_cfg: _model.ModelConfig, cfg: TrainConfig, targets, eta):
+    """Validates the training data; returns ``(targets [R, J, d], eta [R, p])`` as float32."""
+    targets = jnp.asarray(targets, jnp.float32)
+    if targets.ndim != 3:
+        raise ValueError(f"targets must be [R, J, d] (R parameter sets of J particles), got {targets.shape}.")
+    if targets.shape[-1] != model_cfg.d:
+        raise ValueError(f"targets have dimension d={targets.shape[-1]} but the model maps R^{model_cfg.d}.")
+    eta = _model.check_eta(model_cfg, eta)
+    if eta.ndim != 2 or eta.shape[0] != targets.shape[0]:
+        raise ValueError(f"eta must be [R, p] with R={targets.shape[0]} (one per target set), got {eta.shape}.")
+    if cfg.n_samples > targets.shape[1]:
+        raise ValueError(
+            f"n_samples N={cfg.n_samples} exceeds the J={targets.shape[1]} particles per set; "
+            f"lower TrainConfig.n_samples or simulate more particles."
+        )
+    for name in ("n_samples", "resample_every", "renew_every", "sweeps", "initial_sweeps"):
+        v = getattr(cfg, name)
+        if not isinstance(v, (int, np.integer)) or v < (0 if "sweeps" in name else 1):
+            raise ValueError(
+                f"TrainConfig.{name} must be a {'non-negative' if 'sweeps' in name else 'positive'} integer, got {v!r}."
+            )
+    if not isinstance(cfg.block, (int, np.integer)) or cfg.block < 2:
+        raise ValueError(
+            f"TrainConfig.block (the assignment sub-problem size M) must be an integer >= 2, got {cfg.block!r}."
+        )
+    if cfg.resample_every % cfg.renew_every:
+        raise ValueError(f"renew_every={cfg.renew_every} must divide resample_every={cfg.resample_every}.")
+    if not isinstance(cfg.debias, (bool, np.bool_)):
+        raise TypeError(f"TrainConfig.debias must be True or False, got {cfg.debias!r}.")
+    if not (cfg.learning_rate > 0):
+        raise ValueError(f"learning_rate must be positive, got {cfg.learning_rate}.")
+    if isinstance(cfg.local_cap, bool) or not (np.isfinite(cfg.local_cap) and cfg.local_cap >= 0):
+        raise ValueError(
+            f"TrainConfig.local_cap must be a finite number >= 0 (0: off; e.g. 100 times the median self-pair "
+            f"cost), got {cfg.local_cap!r}."
+        )
+    if not isinstance(cfg.match_sources, (bool, np.bool_)):
+        raise TypeError(f"TrainConfig.match_sources must be True or False, got {cfg.match_sources!r}.")
+    if isinstance(cfg.min_min_after, bool) or not isinstance(cfg.min_min_after, (int, np.integer)):
+        raise TypeError(f"TrainConfig.min_min_after must be an integer (an Adam step), got {cfg.min_min_after!r}.")
+    if cfg.min_min_after < 0:
+        raise ValueError(f"TrainConfig.min_min_after must be >= 0 (0: never switch), got {cfg.min_min_after}.")
+    if cfg.min_min_after and not cfg.match_sources:
+        raise ValueError(
+            "TrainConfig.min_min_after switches the sources' matching to the min-min: set match_sources=True, "
+            "or min_min_after=0."
+        )
+    if not isinstance(cfg.match_sources_self, (bool, np.bool_)):
+        raise TypeError(f"TrainConfig.match_sources_self must be True or False, got {cfg.match_sources_self!r}.")
+    if cfg.match_sources_self and not (cfg.match_sources and cfg.debias):
+        raise ValueError(
+            "TrainConfig.match_sources_self matches the debiased loss's self term by the sources: set "
+            "match_sources=True and debias=True, or match_sources_self=False."
+        )
+    if isinstance(cfg.mirror_self, bool) or not isinstance(cfg.mirror_self, (int, float, np.integer, np.floating)):
+        raise TypeError(f"TrainConfig.mirror_self must be a number in [0, 1] (0: off), got {cfg.mirror_self!r}.")
+    if not (0.0 <= cfg.mirror_self <= 1.0):
+        raise ValueError(f"TrainConfig.mirror_self must be in [0, 1] (0: off), got {cfg.mirror_self!r}.")
+    if cfg.mirror_self and not (
+        cfg.match_sources and cfg.debias and not cfg.match_sources_self and not cfg.min_min_after
+    ):
+        raise ValueError(
+            "TrainConfig.mirror_self pairs the debiased loss's self term by the sources' matching to f(x'): set "
+            "match_sources=True, debias=True, match_sources_self=False and min_min_after=0, or mirror_self=0."
+        )
+    if isinstance(cfg.radial_weight, bool) or not isinstance(cfg.radial_weight, (int, float, np.integer, np.floating)):
+        raise TypeError(f"TrainConfig.radial_weight must be a number >= 0 (0: off), got {cfg.radial_weight!r}.")
+    if not (np.isfinite(cfg.radial_weight) and cfg.radial_weight >= 0):
+        raise ValueError(f"TrainConfig.radial_weight must be a finite number >= 0 (0: off), got {cfg.radial_weight!r}.")
+    # the radial term ranks M = N (2N with debias) generated points per set in int32 (radial_objective)
+    if cfg.radial_weight and (2 if cfg.debias else 1) * cfg.n_samples > RADIAL_MAX_POINTS:
+        raise ValueError(
+            f"TrainConfig.radial_weight ranks {'2N' if cfg.debias else 'N'} generated points per set, at most "
+            f"{RADIAL_MAX_POINTS}: lower TrainConfig.n_samples (got N={cfg.n_samples}) or set radial_weight=0."
+        )
+    if cfg.local_cap and not cfg.debias:
+        raise ValueError("TrainConfig.local_cap caps the debiased loss's self term: set debias=True, or local_cap=0.")
+    if not (0.0 <= cfg.ema_decay < 1.0):
+        raise ValueError(f"TrainConfig.ema_decay must be in [0, 1) (0: no moving average), got {cfg.ema_decay!r}.")
+    if not isinstance(cfg.decay_steps, (int, np.integer)) or cfg.decay_steps < 0:
+        raise ValueError(
+            f"TrainConfig.decay_steps must be an integer >= 0 (0: constant rate), got {cfg.decay_steps!r}."
+        )
+    if not bool(jnp.all(jnp.isfinite(targets))):
+        raise ValueError("targets contain non-finite particles.")
+    return targets, eta
+
+
+def initial_perm(cfg: TrainConfig, n_sets: int):
+    """The identity matchings a run starts from: ``[R, N]`` (``[R, 2, N]`` with the debiased loss's self term)."""
+    shape = (n_sets, 2, cfg.n_samples) if cfg.debias else (n_sets, cfg.n_samples)
+    return jnp.broadcast_to(jnp.arange(cfg.n_samples, dtype=jnp.int32), shape)
+
+
+def init_state(key, model_cfg: _model.ModelConfig, cfg: TrainConfig, n_sets: int) -> TrainState:
+    """A fresh `TrainState` for ``n_sets`` parameter sets: initial weights (also the moving average)."""
+    k_init, k_loop = jax.random.split(key)
+    params = _model.init(k_init, model_cfg)
+    perm = initial_perm(cfg, n_sets)
+    return TrainState(params, optimizer(cfg).init(params), perm, jnp.int32(0), k_loop, params)

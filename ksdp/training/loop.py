@@ -1,0 +1,232 @@
+"""`train`: the loop over mini-batches, with checkpoints, progress and the loss's health; and the
+diagnostics of a finished run's loss history."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ksdp import metrics as _metrics
+from ksdp import model as _model
+from ksdp import parallel as _parallel
+from ksdp.training.checkpoint import (
+    CheckpointMismatch,
+    fingerprint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from ksdp.training.config import (
+    DIVERGED,
+    PROGRESS_LINES,
+    TrainConfig,
+    TrainingError,
+    TrainState,
+    check_inputs,
+    init_state,
+)
+from ksdp.training.step import train_minibatch
+
+
+def fresh_batch_loss(history, resample_every: int, n_batches: int = 20) -> float:
+    """Mean loss at the first Adam step of each of the last ``n_batches`` mini-batches.
+
+    At that step the parameters have not yet been trained on the mini-batch's points (drawn afresh,
+    then matched), so the value is an out-of-sample estimate of the matched cost, to hold against
+    the squared W2 floor of two independent ``N``-samples; the losses of later steps include the fit
+    to the particular points of the mini-batch.
+    """
+    h = np.asarray(history, float)
+    first = h[: len(h) - len(h) % resample_every : resample_every]  # empty without a whole mini-batch
+    if not len(first):
+        raise ValueError(f"the history ({len(h)} steps) holds no whole mini-batch of {resample_every} steps.")
+    return float(np.mean(first[-n_batches:]))
+
+
+def batch_means(history, resample_every: int) -> np.ndarray:
+    """The mean loss of each whole mini-batch of ``resample_every`` steps (an unfinished one is left out)."""
+    h = np.asarray(history, float)
+    whole = len(h) // resample_every
+    return h[: whole * resample_every].reshape(whole, resample_every).mean(axis=1)
+
+
+def final_loss(history, resample_every: int, n_batches: int = 20) -> _metrics.Estimate:
+    """The training loss at the end of training: the mean over the last ``n_batches`` whole
+    mini-batches of each one's mean loss, with its standard error (their spread / sqrt(n)).
+
+    Each mini-batch draws its own sources and targets, so the batch means are close to independent
+    draws; the last steps of one mini-batch alone are a single draw (at the paper scale, about 9%
+    from one mini-batch to the next) and the most fitted part of it.
+    """
+    means = batch_means(history, resample_every)
+    if len(means) < 2:
+        raise ValueError(
+            f"the history ({len(history)} steps) holds {len(means)} whole mini-batch(es) of {resample_every} "
+            "steps; a standard error needs at least 2."
+        )
+    spread = _metrics.run_spread(means[-n_batches:])
+    return _metrics.Estimate(spread["mean"], spread["se"])
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+class TrainResult(NamedTuple):
+    """What `train` returns: the parameters to generate with (the moving average when
+    ``TrainConfig.ema_decay > 0``, else the last iterate), the model, the loss history and the state."""
+
+    params: Any
+    model: _model.ModelConfig
+    history: list  # loss after every Adam step
+    state: TrainState
+
+
+def train(
+    key,
+    targets,
+    eta,
+    model_cfg: _model.ModelConfig,
+    cfg: TrainConfig = TrainConfig(),
+    *,
+    n_steps: int,
+    checkpoint: str | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = True,
+    progress: bool | Callable[[str], Any] | None = None,
+    mesh=None,
+    axis: str | None = None,
+) -> TrainResult:
+    """Trains $f_\\theta$ on target particle sets, one per physical parameter.
+
+    Args:
+      key: random key (initial parameters and all sampling).
+      targets: ``[R, J, d]`` particles of each training set.
+      eta: ``[R, p]`` (or ``[R]``) physical parameters, raw (the model normalises them).
+      model_cfg: from `ksdp.model.make_config`.
+      cfg: `TrainConfig`.
+      n_steps: total Adam steps, a multiple of ``cfg.resample_every``.
+      checkpoint: path of the checkpoint file; ``None`` for none.
+      checkpoint_every: mini-batches between checkpoints (one is always written at the end).
+      resume: continue from ``checkpoint`` if it exists (its data, key and configs must match).
+      progress: ``True`` for a progress bar, ``False`` for none, ``None`` (default) for a bar when stderr
+        is a terminal; or a callable such as ``print`` or a logger's method, for runs whose output goes
+        to a file: it gets one line at every twentieth of the training (`PROGRESS_LINES`) and at its
+        end, with the step, the mini-batch's mean loss, the rate and the time left.
+      mesh: a `jax.sharding.Mesh` to train data parallel over the ``R`` sets (``R`` a
+        multiple of its devices; ``axis`` names the mesh axis, default its only one). Each device
+        matches its own sets; every step equals the unsharded one to round-off (`ksdp.parallel`).
+
+    Returns:
+      `TrainResult`.
+
+    Raises:
+      TrainingError: the loss turned non-finite or diverged (above `DIVERGED` times the best
+        mini-batch mean so far); the last checkpoint stays as it was.
+      CheckpointMismatch: ``checkpoint`` exists but was written for other targets, eta, key or
+        configs (`fingerprint`), or holds more than ``n_steps`` steps.
+    """
+    targets, eta = check_inputs(model_cfg, cfg, targets, eta)
+    if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
+        raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}.")
+    if not isinstance(checkpoint_every, (int, np.integer)) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be a positive integer (mini-batches), got {checkpoint_every!r}.")
+    if n_steps % cfg.resample_every:
+        raise ValueError(f"n_steps={n_steps} must be a multiple of resample_every={cfg.resample_every}.")
+    if mesh is not None:
+        # the split is checked before any work, as train_minibatch checks it
+        _, n_dev = _parallel.mesh_axis(mesh, axis)
+        _parallel.check_divisible(
+            targets.shape[0], n_dev, "the number of parameter sets R", "train on a multiple of the devices"
+        )
+    history: list = []
+    state = None
+    fp = fingerprint(key, targets, eta, model_cfg, cfg)
+    if checkpoint and resume and os.path.exists(checkpoint):
+        state, saved_model, saved_cfg, history, extra = load_checkpoint(checkpoint)
+        if saved_model != model_cfg or saved_cfg != cfg or state.perm.shape[0] != targets.shape[0]:
+            raise CheckpointMismatch(
+                f"checkpoint {checkpoint} was written for another model or training config; "
+                f"delete it or pass resume=False."
+            )
+        saved_fp = extra.get("fingerprint")
+        if saved_fp != fp:
+            why = (
+                "carries no fingerprint (an older ksdp wrote it)"
+                if saved_fp is None
+                else f"was written for other training data, eta, key or loss (its fingerprint {str(saved_fp)[:12]} "
+                f"is not {fp[:12]})"
+            )
+            raise CheckpointMismatch(f"checkpoint {checkpoint} {why}; delete it or pass resume=False.")
+        if int(state.step) > n_steps:
+            raise CheckpointMismatch(
+                f"checkpoint {checkpoint} holds {int(state.step)} steps, more than n_steps={n_steps}; pass "
+                f"n_steps >= {int(state.step)}, or resume=False to train {n_steps} steps afresh."
+            )
+    if state is None:
+        state = init_state(key, model_cfg, cfg, targets.shape[0])
+    step = int(state.step)  # counted here: a sharded state need not be readable on this process
+    saved = step if history else None  # the step of this run's checkpoint on disk
+    k = cfg.resample_every
+    best = min((float(np.mean(history[i : i + k])) for i in range(0, len(history) - k + 1, k)), default=np.inf)
+    done = step // cfg.resample_every
+    total = n_steps // cfg.resample_every
+    say = progress if callable(progress) else None
+    if progress is not None and say is None and not isinstance(progress, bool):
+        raise TypeError(f"progress must be True, False, None or a callable taking a str, got {progress!r}.")
+    show = sys.stderr.isatty() if progress is None else (progress is True)
+    every = max(1, -(-(total - done) // PROGRESS_LINES))  # mini-batches between two lines of `say`
+    bar = None
+    if show and total > done:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_steps, initial=done * cfg.resample_every, unit="step", desc="train", leave=False)
+    kept = lambda s: (
+        f"the checkpoint {checkpoint} holds step {s}" if s is not None else "no checkpoint was written for this run"
+    )
+    t0 = time.perf_counter()
+    try:
+        for b in range(done, total):
+            new, losses = train_minibatch(state, targets, eta, model_cfg, cfg, mesh=mesh, axis=axis)
+            losses = _parallel.gather(losses)
+            if not np.all(np.isfinite(losses)):
+                bad = step + int(np.flatnonzero(~np.isfinite(losses))[0]) + 1
+                raise TrainingError(
+                    f"the loss turned non-finite at step {bad}; {kept(saved)}. Lower the learning rate or check "
+                    "the targets."
+                )
+            # against the best mini-batch mean so far (the first step's loss in the first mini-batch)
+            ref = max(min(best, float(losses[0])), float(np.finfo(np.float32).tiny))
+            if np.max(losses) > DIVERGED * ref:
+                bad = step + int(np.argmax(losses > DIVERGED * ref)) + 1
+                hint = "; or train with TrainConfig.debias=False" if cfg.debias else ""
+                raise TrainingError(
+                    f"the loss diverged: {float(np.max(losses)):.3g} at step {bad}, more than {DIVERGED:g} times "
+                    f"the best mini-batch mean so far ({ref:.3g}); {kept(saved)}. Lower the learning rate (now "
+                    f"{cfg.learning_rate:g}){hint}."
+                )
+            state, step = new, step + cfg.resample_every
+            history.extend(losses.tolist())
+            best = min(best, float(np.mean(losses)))
+            rate = (b + 1 - done) * cfg.resample_every / (time.perf_counter() - t0)  # steps per second
+            if bar is not None:
+                bar.update(cfg.resample_every)
+                bar.set_postfix(loss=f"{losses[-1]:.3g}", rate=f"{rate:.0f}/s")
+            if say is not None and ((b + 1 - done) % every == 0 or b + 1 == total):
+                left = (n_steps - step) / rate / 60
+                say(
+                    f"  train: step {step}/{n_steps} ({100 * step / n_steps:.0f}%), mini-batch loss "
+                    f"{float(np.mean(losses)):.4g}, {rate:.1f} steps/s, about {left:.0f} min left"
+                )
+            if checkpoint and ((b + 1 - done) % checkpoint_every == 0 or b + 1 == total):
+                save_checkpoint(checkpoint, state, model_cfg, cfg, history, {"fingerprint": fp})
+                saved = step
+    finally:
+        if bar is not None:
+            bar.close()
+    return TrainResult(state.ema if cfg.ema_decay else state.params, model_cfg, history, state)
