@@ -115,6 +115,8 @@ from ksdp import reference as REF
 from ksdp import training as T
 from ksdp import transport as TR
 from ksdp import wasserstein as W
+from ksdp.experiments import evaluate as EVAL
+from ksdp.experiments import ipm_data as DATA
 from ksdp.experiments import report as REPORT
 from ksdp.experiments import run as RUN
 from ksdp.experiments.report import KS_UNTIL
@@ -546,13 +548,13 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
     for name in names:
         exp = EXPERIMENTS[name]
         folder = os.path.join(out, scale, name)
-        ds = RUN.simulate_dataset(exp, scale, 0, os.path.join(folder, "dataset.npz"), print)
-        parts = RUN.particles_by_value(exp, ds)
+        ds = DATA.simulate_dataset(exp, scale, 0, os.path.join(folder, "dataset.npz"), print)
+        parts = DATA.particles_by_value(exp, ds)
         values = exp.all_values(scale)
         train_v, held_v, _ = exp.values(scale)
         idx = {float(v): i for i, v in enumerate(values)}
         train_idx = [idx[float(v)] for v in train_v]
-        radial = RUN.radial_reference(exp, values)  # ks2d-time: the radial KS against the mean field
+        radial = EVAL.radial_reference(exp, values)  # ks2d-time: the radial KS against the mean field
         # the baseline is the paper's schedule at this scale's sizes: a mini-batch kept for 10 renewals,
         # no moving average, a constant learning rate; each schedule changes it
         mc, tc = RUN.configs(exp, scale)
@@ -572,11 +574,11 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
             n_steps = change.pop("steps", sc.n_steps)
             targets = parts[0, train_idx]
             if change.pop("pool", False):
-                runs = RUN.pool_runs(exp, scale)
+                runs = DATA.pool_runs(exp, scale)
                 if runs is None:
                     raise ValueError(f"{exp.name} has no training pool at the {scale} scale (Scale.pool_runs = 1).")
                 pool_path = os.path.join(folder, "pool.npz")
-                targets = RUN.simulate_pool(exp, scale, 0, pool_path, print, runs)[0]
+                targets = DATA.simulate_pool(exp, scale, 0, pool_path, print, runs)[0]
             named = {
                 "n_steps": n_steps,
                 "renew_every": base.renew_every,
@@ -595,7 +597,7 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
                 identity_power=float(change.pop("identity_power", 0.5)),
             )
             tc = base._replace(**change)
-            floor_loss = RUN.loss_floor(jax.random.key(3), targets, tc.n_samples)  # of this schedule's N
+            floor_loss = EVAL.loss_floor(jax.random.key(3), targets, tc.n_samples)  # of this schedule's N
             t0 = time.perf_counter()
             res = T.train(jax.random.key(1), targets, train_v, model_cfg, tc, n_steps=n_steps, progress=False)
             seconds = time.perf_counter() - t0
@@ -657,7 +659,7 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
                 rows.append(row)
             final = T.final_loss(res.history, tc.resample_every)
             fresh = T.fresh_batch_loss(res.history, tc.resample_every)
-            loss_z = RUN.memorisation_z(final, floor_loss)
+            loss_z = EVAL.memorisation_z(final, floor_loss)
             summary = {
                 "experiment": name,
                 "scale": scale,
@@ -778,7 +780,7 @@ def _found(out, names, files):
 def _runs(exp, path):
     """The IPM runs of a dataset file, ``[runs, values, J, d]`` (the replicas, a pool, reference runs)."""
     ds = ksdp.load_dataset(path)
-    return np.asarray(RUN.particles_by_value(exp, ds, replicas=len(ds.meta.get("replicas", RUN.REPLICAS))))
+    return np.asarray(DATA.particles_by_value(exp, ds, replicas=len(ds.meta.get("replicas", DATA.REPLICAS))))
 
 
 def _finished(out, names):
@@ -788,7 +790,7 @@ def _finished(out, names):
     for scale, name, exp, (ds_path, ck_path) in _found(out, names, ("dataset.npz", "checkpoint.npz")):
         state, mc, tc, _, _ = T.load_checkpoint(ck_path)
         params = state.ema if tc.ema_decay > 0 else state.params
-        parts = RUN.particles_by_value(exp, ksdp.load_dataset(ds_path))
+        parts = DATA.particles_by_value(exp, ksdp.load_dataset(ds_path))
         yield scale, name, exp, state, mc, tc, params, parts
 
 
@@ -922,7 +924,7 @@ def c2st(out="ksdp-runs", names=None):
                 per_value.setdefault(f"{float(values[i]):g}", []).append(e)
                 if float(values[i]) in judged:
                     excess.append(e)
-        pairs = 1 + (n_runs - len(RUN.REPLICAS)) // 2
+        pairs = 1 + (n_runs - len(DATA.REPLICAS)) // 2
         row = {"scale": scale, "experiment": name, "J": int(runs.shape[2]), "values": len(judged)}
         row.update(_null_summary(excess, C2ST_SLACK[scale], pairs))
         row["excess_by_value"] = per_value  # every value, the extrapolated one too (not in the summary)
@@ -1001,14 +1003,14 @@ def shrink(names=("kolmogorov3d-amplitude",), scale="quick", seeds=3, n_generate
     for name in names:
         exp = EXPERIMENTS[name]
         folder = os.path.join(out, scale, name)
-        n_runs = RUN.pool_runs(exp, scale)
+        n_runs = DATA.pool_runs(exp, scale)
         if n_runs is None:
             raise ValueError(f"{name} has no training pool at the {scale} scale: the shrink part compares with one.")
-        targets, _ = RUN.simulate_pool(exp, scale, 0, os.path.join(folder, "pool.npz"), print, n_runs)
+        targets, _ = DATA.simulate_pool(exp, scale, 0, os.path.join(folder, "pool.npz"), print, n_runs)
         train_v = exp.values(scale)[0]
         m2_pool = [KM.moments(t) for t in targets]
         mc, tc = RUN.configs(exp, scale)
-        n_steps = RUN.scale_of(exp, scale).n_steps
+        n_steps = DATA.scale_of(exp, scale).n_steps
         for label, change in SHRINK_VARIANTS.items():
             cfg = tc._replace(**change)
             rows = []
@@ -1075,13 +1077,13 @@ def anisotropy(out="ksdp-runs", scale="quick", seeds=3, n_generated=100_000):
     if missing:  # skipped, as the parts that read finished experiments skip what is not there
         print(f"anisotropy: skipped, no {missing[0]}: run `python -m ksdp.experiments ks2d-time --scale {scale}` first")
         return []
-    targets, _ = RUN.simulate_pool(exp, scale, 0, os.path.join(folder, "pool.npz"), print, RUN.pool_runs(exp, scale))
+    targets, _ = DATA.simulate_pool(exp, scale, 0, os.path.join(folder, "pool.npz"), print, DATA.pool_runs(exp, scale))
     parts = _runs(exp, os.path.join(folder, "dataset.npz"))
     runs_all = np.concatenate([parts, _runs(exp, ref_path)])
     values = [float(v) for v in exp.all_values(scale)]
     train_v, held_v, _ = exp.values(scale)
     mc, tc = RUN.configs(exp, scale)
-    n_steps = RUN.scale_of(exp, scale).n_steps
+    n_steps = DATA.scale_of(exp, scale).n_steps
     results = []
     for n in ANISOTROPY_N:
         cfg = tc._replace(n_samples=n)
@@ -1141,7 +1143,7 @@ def sources(out="ksdp-runs", scale="paper", draws: int = SOURCE_DRAWS):
     params = state.ema if tc.ema_decay > 0 else state.params
     train_v, held_v, _ = exp.values(scale)
     times = sorted(float(v) for v in [*train_v, *held_v] if v <= KS_UNTIL + 1e-12)
-    radial = RUN.radial_reference(exp, times)
+    radial = EVAL.radial_reference(exp, times)
     results = []
     for j, t in enumerate(times):
         cdf = radial.cdf(j)
@@ -1193,14 +1195,14 @@ def ks(scale="paper", runs=26, splits=20, out="ksdp-runs"):
     values = exp.all_values(scale)
     j = SCALES[scale].n_particles
     n_gen = max(1, KS_POINTS // j)
-    if runs < n_gen + len(RUN.REPLICAS):
-        raise ValueError(f"runs must be >= {n_gen + len(RUN.REPLICAS)} at scale {scale!r}, got {runs}.")
+    if runs < n_gen + len(DATA.REPLICAS):
+        raise ValueError(f"runs must be >= {n_gen + len(DATA.REPLICAS)} at scale {scale!r}, got {runs}.")
     path = os.path.join(out, scale, exp.name, "ks-null-runs.npz")
-    parts, _ = RUN.more_runs(
+    parts, _ = DATA.more_runs(
         exp, scale, 0, path, print, runs, None, "auto", values, "ks-null", KS_NULL_KEY, "KS null runs"
     )
     parts = np.asarray(parts)  # [runs, values, J, d]
-    radial = RUN.radial_reference(exp, values)
+    radial = EVAL.radial_reference(exp, values)
     results = []
     for i, t in enumerate(float(v) for v in values):
         if t > KS_UNTIL + 1e-12:
@@ -1210,7 +1212,7 @@ def ks(scale="paper", runs=26, splits=20, out="ksdp-runs"):
         for s in range(splits):
             order = np.asarray(jax.random.permutation(jax.random.fold_in(jax.random.key(5), 1000 * i + s), runs))
             gen = parts[order[:n_gen], i].reshape(-1, exp.d)
-            rep = parts[order[n_gen : n_gen + len(RUN.REPLICAS)], i].reshape(-1, exp.d)
+            rep = parts[order[n_gen : n_gen + len(DATA.REPLICAS)], i].reshape(-1, exp.d)
             gen_ks.append(KM.radial_ks(gen, cdf))
             rep_ks.append(KM.radial_ks(rep, cdf))
         fails = float(np.mean(np.greater(gen_ks, rep_ks)))

@@ -38,7 +38,7 @@ SciPy on random problems of sizes 1 to 64, with ties. optax's Hungarian algorith
 from __future__ import annotations
 
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -105,17 +105,19 @@ class _Search(NamedTuple):
     act: jax.Array  # [B] still searching
 
 
-def _sap(c, levels: int = 3):
-    """Shortest augmenting paths on ``c [B, M, M]`` (batch-minor inside); returns ``[B, M]`` int32.
+class _Types(NamedTuple):
+    """The constants of a batch of ``M x M`` searches: index and bit-set types, row indices, own bits."""
 
-    One loop in which every block works through its own free rows: a block whose search ends
-    updates its duals, flips its path and starts on its next free row in the same step. When at most
-    a quarter of the blocks are still searching they are gathered into a batch of ``B / 4`` (then
-    ``B / 16``; ``levels`` sizes), since every step costs the same for every block of a batch.
-    """
-    b_, m, _ = c.shape
-    dt = c.dtype
-    inf = jnp.array(jnp.inf, dt)
+    m: int
+    dt: Any  # cost dtype
+    it: Any  # index dtype
+    wt: Any  # bit-set word dtype
+    ar: Any  # [M, 1] row indices (it)
+    ar32: Any  # the same in int32
+    own_bit: Any  # [W, M, 1]: each column's bit in its word
+
+
+def _types(m: int, dt) -> _Types:
     # the narrowest types that hold an index and a bit set of M columns: fewer bytes per [M, B] pass
     it = jnp.int8 if m < 128 else jnp.int16 if m < 2**15 else jnp.int32
     wt, bits = (jnp.uint8, 8) if m <= 8 else (jnp.uint16, 16) if m <= 16 else (jnp.uint32, 32)
@@ -124,7 +126,14 @@ def _sap(c, levels: int = 3):
     ar32 = ar.astype(jnp.int32)
     word_of = jnp.arange(n_words, dtype=jnp.int32)[:, None, None] == (ar32 // bits)[None]  # [W, M, 1]
     own_bit = jnp.where(word_of, jnp.left_shift(wt(1), (ar32 % bits).astype(wt))[None], wt(0))
+    return _Types(m, dt, it, wt, ar, ar32, own_bit)
 
+
+def _initial_search(c, t: _Types):
+    """Tight arcs from the column reduction, the free rows and every block's first search: ``(state, free)``."""
+    b_, m = c.shape[0], t.m
+    it, ar = t.it, t.ar
+    inf = jnp.array(jnp.inf, t.dt)
     ct = jnp.transpose(c, (1, 2, 0))  # [M(i), M(j), B]
     v = jnp.min(ct, axis=0)  # column reduction: u = 0, v_j = min_i c_ij is feasible
     arg = jnp.argmin(ct, axis=0).astype(it)  # [M(j), B]: the row of each column's minimum
@@ -135,87 +144,104 @@ def _sap(c, levels: int = 3):
     free = ~assigned  # [M(i), B]: the rows to augment, in increasing order (a sort along M is slow on CPU)
     first = jnp.min(jnp.where(free, ar, it(m)), axis=0)  # [B], M where none
     live = first < m
+    n_words = t.own_bit.shape[0]
     state = _Search(
-        u=jnp.zeros((m, b_), dt),
+        u=jnp.zeros((m, b_), t.dt),
         v=v,
         row4col=row4col,
         start=first,
-        spc=jnp.full((m, b_), inf, dt),
+        spc=jnp.full((m, b_), inf, t.dt),
         path=jnp.zeros((m, b_), it),
-        pmask=jnp.zeros((n_words, m, b_), wt),
+        pmask=jnp.zeros((n_words, m, b_), t.wt),
         scanned_row=(ar == first[None]) & live[None],
-        rowdist=jnp.zeros((m, b_), dt),
+        rowdist=jnp.zeros((m, b_), t.dt),
         sc=jnp.zeros((m, b_), bool),
         i=first,
-        pm_i=jnp.zeros((n_words, b_), wt),
-        minval=jnp.zeros((b_,), dt),
+        pm_i=jnp.zeros((n_words, b_), t.wt),
+        minval=jnp.zeros((b_,), t.dt),
         act=live,
     )
+    return state, free
 
-    def step_in(c, free):
-        nb = c.shape[0]
-        flat = c.reshape(-1)  # c[b, i, j] at (b * M + i) * M + j: a block's row is contiguous
-        bidx = jnp.arange(nb, dtype=jnp.int32)[None]
 
-        def step(s: _Search) -> _Search:
-            # one Dijkstra step from row i (reached with distance minval) in every searching block
-            act = s.act
-            ci = jnp.take(flat, (bidx * m + s.i[None].astype(jnp.int32)) * m + ar32, mode="clip")  # c[b, i_b, :]
-            u_i = jnp.max(jnp.where(ar == s.i[None], s.u, -inf), axis=0)  # a max: cheaper than a sum here
-            r = (s.minval - u_i)[None] + ci - s.v
-            better = act[None] & ~s.sc & (r < s.spc)
-            path = jnp.where(better, s.i[None], s.path)
-            spc = jnp.where(better, r, s.spc)
-            pmask = jnp.where(better[None], s.pm_i[:, None, :] | own_bit, s.pmask)
-            cand = jnp.where(s.sc, inf, spc)
-            low = jnp.min(cand, axis=0)
-            j = jnp.argmin(cand, axis=0).astype(it)
-            at_j = ar == j[None]
-            sc = s.sc | (act[None] & at_j)
-            owner = jnp.max(jnp.where(at_j, s.row4col, it(-1)), axis=0)  # one column is j: its row
-            pm_j = jnp.max(jnp.where(at_j[None], pmask, wt(0)), axis=1)  # [W, B]
-            # column j is taken: continue from its row. An infinite or NaN distance (overflowed or
-            # non-finite costs) ends the search unmatched: the block is returned as the identity
-            go = act & (owner >= 0) & (low < inf)
-            hit = go[None] & (ar == owner[None])
-            scanned_row = s.scanned_row | hit
-            rowdist = jnp.where(hit, low[None], s.rowdist)
-            minval = jnp.where(act, low, s.minval)
-            # a search that reached a free column: dual update and path flip, then the next free row
-            fin = act & ~go
-            found = fin & (low < inf)
-            u = jnp.where(scanned_row & found[None], s.u + (minval[None] - rowdist), s.u)
-            v = jnp.where(sc & found[None], s.v - (minval[None] - spc), s.v)
-            on_path = jnp.any((pm_j[:, None, :] & own_bit) != 0, axis=0)  # [M(j), B]
-            row4col = jnp.where(on_path & found[None], path, s.row4col)
-            cur = jnp.min(jnp.where(free & (ar > s.start[None]), ar, it(m)), axis=0)  # the next free row
-            nxt = fin & (cur < m)
-            return _Search(
-                u=u,
-                v=v,
-                row4col=row4col,
-                start=jnp.where(fin, cur, s.start),
-                spc=jnp.where(fin[None], inf, spc),
-                path=path,  # every column's entry is rewritten by the next search's first step
-                pmask=pmask,
-                scanned_row=jnp.where(fin[None], (ar == cur[None]) & nxt[None], scanned_row),
-                rowdist=jnp.where(fin[None], jnp.zeros((), dt), rowdist),
-                sc=sc & ~fin[None],
-                i=jnp.where(fin, cur, jnp.where(go, owner, s.i)),
-                pm_i=jnp.where(fin[None], wt(0), jnp.where(act[None], pm_j, s.pm_i)),
-                minval=jnp.where(fin, jnp.zeros((), dt), minval),
-                act=go | nxt,
-            )
+def _search_step(c, free, t: _Types):
+    """One Dijkstra step of every searching block of ``c [B, M, M]``, as a ``while_loop`` body."""
+    m, it, wt, ar, ar32, own_bit = t.m, t.it, t.wt, t.ar, t.ar32, t.own_bit
+    inf = jnp.array(jnp.inf, t.dt)
+    nb = c.shape[0]
+    flat = c.reshape(-1)  # c[b, i, j] at (b * M + i) * M + j: a block's row is contiguous
+    bidx = jnp.arange(nb, dtype=jnp.int32)[None]
 
-        return step
+    def step(s: _Search) -> _Search:
+        # one Dijkstra step from row i (reached with distance minval) in every searching block
+        act = s.act
+        ci = jnp.take(flat, (bidx * m + s.i[None].astype(jnp.int32)) * m + ar32, mode="clip")  # c[b, i_b, :]
+        u_i = jnp.max(jnp.where(ar == s.i[None], s.u, -inf), axis=0)  # a max: cheaper than a sum here
+        r = (s.minval - u_i)[None] + ci - s.v
+        better = act[None] & ~s.sc & (r < s.spc)
+        path = jnp.where(better, s.i[None], s.path)
+        spc = jnp.where(better, r, s.spc)
+        pmask = jnp.where(better[None], s.pm_i[:, None, :] | own_bit, s.pmask)
+        cand = jnp.where(s.sc, inf, spc)
+        low = jnp.min(cand, axis=0)
+        j = jnp.argmin(cand, axis=0).astype(it)
+        at_j = ar == j[None]
+        sc = s.sc | (act[None] & at_j)
+        owner = jnp.max(jnp.where(at_j, s.row4col, it(-1)), axis=0)  # one column is j: its row
+        pm_j = jnp.max(jnp.where(at_j[None], pmask, wt(0)), axis=1)  # [W, B]
+        # column j is taken: continue from its row. An infinite or NaN distance (overflowed or
+        # non-finite costs) ends the search unmatched: the block is returned as the identity
+        go = act & (owner >= 0) & (low < inf)
+        hit = go[None] & (ar == owner[None])
+        scanned_row = s.scanned_row | hit
+        rowdist = jnp.where(hit, low[None], s.rowdist)
+        minval = jnp.where(act, low, s.minval)
+        # a search that reached a free column: dual update and path flip, then the next free row
+        fin = act & ~go
+        found = fin & (low < inf)
+        u = jnp.where(scanned_row & found[None], s.u + (minval[None] - rowdist), s.u)
+        v = jnp.where(sc & found[None], s.v - (minval[None] - spc), s.v)
+        on_path = jnp.any((pm_j[:, None, :] & own_bit) != 0, axis=0)  # [M(j), B]
+        row4col = jnp.where(on_path & found[None], path, s.row4col)
+        cur = jnp.min(jnp.where(free & (ar > s.start[None]), ar, it(m)), axis=0)  # the next free row
+        nxt = fin & (cur < m)
+        return _Search(
+            u=u,
+            v=v,
+            row4col=row4col,
+            start=jnp.where(fin, cur, s.start),
+            spc=jnp.where(fin[None], inf, spc),
+            path=path,  # every column's entry is rewritten by the next search's first step
+            pmask=pmask,
+            scanned_row=jnp.where(fin[None], (ar == cur[None]) & nxt[None], scanned_row),
+            rowdist=jnp.where(fin[None], jnp.zeros((), t.dt), rowdist),
+            sc=sc & ~fin[None],
+            i=jnp.where(fin, cur, jnp.where(go, owner, s.i)),
+            pm_i=jnp.where(fin[None], wt(0), jnp.where(act[None], pm_j, s.pm_i)),
+            minval=jnp.where(fin, jnp.zeros((), t.dt), minval),
+            act=go | nxt,
+        )
 
+    return step
+
+
+def _sap(c, levels: int = 3):
+    """Shortest augmenting paths on ``c [B, M, M]`` (batch-minor inside); returns ``[B, M]`` int32.
+
+    One loop in which every block works through its own free rows: a block whose search ends
+    updates its duals, flips its path and starts on its next free row in the same step. When at most
+    a quarter of the blocks are still searching they are gathered into a batch of ``B / 4`` (then
+    ``B / 16``; ``levels`` sizes), since every step costs the same for every block of a batch.
+    """
+    b_, m, _ = c.shape
+    t = _types(m, c.dtype)
+    state, free = _initial_search(c, t)
     sizes = sorted({max(1, b_ // 4**k) for k in range(max(1, levels))}, reverse=True)
 
     def run(state, c, free, sizes):
         # search until at most the next size's blocks are left, then gather those and go on
         nxt = sizes[1] if len(sizes) > 1 else 0
-        step = step_in(c, free)
-        state = jax.lax.while_loop(lambda s: jnp.sum(s.act) > nxt, step, state)
+        state = jax.lax.while_loop(lambda s: jnp.sum(s.act) > nxt, _search_step(c, free, t), state)
         if len(sizes) == 1:
             return state.row4col
         idx = _true_first(state.act)[:nxt]  # the searching blocks first (distinct indices)
@@ -224,7 +250,8 @@ def _sap(c, levels: int = 3):
         return state.row4col.at[:, idx].set(done)
 
     row4col = run(state, c, free, sizes)
-    col4row = jnp.max(jnp.where(row4col[None, :, :] == ar[:, :, None], ar[None, :, :], it(-1)), axis=1)  # [M(i), B]
+    ar = t.ar
+    col4row = jnp.max(jnp.where(row4col[None, :, :] == ar[:, :, None], ar[None, :, :], t.it(-1)), axis=1)  # [M(i), B]
     complete = jnp.all(col4row >= 0, axis=0)  # False only where a search met a non-finite cost
     return jnp.where(complete[None], col4row, ar).T.astype(jnp.int32)
 

@@ -40,6 +40,7 @@ def _check(c64, sol):
         assert c[np.arange(c.shape[0]), s].sum() <= opt + 1e-5 * abs(opt) + 1e-6, k
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("m", [1, 2, 3, 16, 33, 64])  # 16 and 33: one and two words of path bits
 def test_equals_scipy_under_jit(m):
     rng = np.random.default_rng(m)
@@ -47,6 +48,7 @@ def test_equals_scipy_under_jit(m):
     _check(c, SOLVE(jnp.asarray(c, jnp.float32)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("m", [2, 16])
 def test_equals_scipy_under_vmap(m):
     rng = np.random.default_rng(100 + m)
@@ -55,6 +57,7 @@ def test_equals_scipy_under_vmap(m):
     _check(c.reshape(-1, m, m), np.asarray(sol).reshape(-1, m))
 
 
+@pytest.mark.slow
 def test_one_matrix_and_chunk_levels():
     rng = np.random.default_rng(7)
     c = _problems(rng, 1, 9, "uniform")[0]
@@ -77,6 +80,7 @@ def test_identity_check_is_exact_in_both_directions():
     assert shown.sum() >= 0.9 * truth.sum()  # and finds (nearly) all optimal ones: float ties may hide a few
 
 
+@pytest.mark.slow
 def test_early_stop_of_the_identity_check_leaves_blocks_to_the_exact_solver():
     # solve_batch stops the relaxations once at most B // 64 blocks still relax: those are reported
     # "not shown optimal" and solved by augmenting paths, so the optimum must not change
@@ -89,6 +93,7 @@ def test_early_stop_of_the_identity_check_leaves_blocks_to_the_exact_solver():
     _check(np.asarray(c, np.float64), SOLVE(c))
 
 
+@pytest.mark.slow
 def test_matches_optax_hungarian():
     # optax's Hungarian algorithm, the solver ksdp used before, as a second reference
     rng = np.random.default_rng(9)

@@ -44,6 +44,7 @@ def env():
 RUNNABLE = [p for p in PAGES if any(not b.startswith("# file: ") for b in blocks(p, "python"))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", RUNNABLE, ids=lambda p: os.path.relpath(p, ROOT))
 def test_python_blocks_run(page, tmp_path):
     script = "\n\n".join(b for b in blocks(page, "python") if not b.startswith("# file: "))
@@ -117,6 +118,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_multihost_recipe_two_processes(tmp_path):
     script = tmp_path / "multihost.py"
     script.write_text(files(os.path.join(ROOT, "docs", "scaling.md"))["multihost.py"])

@@ -13,8 +13,11 @@ from damage import CHECKPOINT_DAMAGE
 import ksdp
 from ksdp import training as T
 from ksdp.experiments import __main__ as cli
-from ksdp.experiments import report, run
+from ksdp.experiments import evaluate, ipm_data, report, run
 from ksdp.experiments.specs import EXPERIMENTS, FOLD_LIMIT, FOLD_POINTS, SCALES
+
+# the whole module runs the experiments CLI end to end at the smoke scale (minutes): the slow tier
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +51,11 @@ def test_outputs_exist_and_are_finite(smoke_run, name):
             assert r["ks_source"] == "stratified" and r["ks_iid_points"] >= 100_000
             assert 0 <= r["ks_dp_iid_level"] <= 1 and abs(r["ks_dp_iid_signed"]) == r["ks_dp_iid"]
             # the m2 reference runs pooled, as a yardstick of the check (smoke: Scale.reference_runs runs)
-            n_more = run.reference_runs(EXPERIMENTS[name], "smoke") * SCALES["smoke"].n_particles
+            n_more = ipm_data.reference_runs(EXPERIMENTS[name], "smoke") * SCALES["smoke"].n_particles
             assert 0 <= r["ks_ref_runs"] <= 1 and r["ks_ref_runs_points"] == n_more
-            assert r["ks_points"] >= 100_000 and r["aniso_runs"] == 3 + run.reference_runs(EXPERIMENTS[name], "smoke")
+            assert r["ks_points"] >= 100_000 and r["aniso_runs"] == 3 + ipm_data.reference_runs(
+                EXPERIMENTS[name], "smoke"
+            )
         # the C2ST yardstick over more pairs of runs (smoke: 4 m2 reference runs, 2 pairs)
         assert r["c2st_pairs"]["pairs"] == 2 and math.isfinite(r["c2st_pairs"]["excess_se"])
         assert abs(r["c2st_pairs"]["dp"] - r["c2st_pairs"]["ipm"] - r["c2st_pairs"]["excess"]) < 1e-9
@@ -65,7 +70,7 @@ def test_outputs_exist_and_are_finite(smoke_run, name):
         assert 0 <= r["folded"][0] <= 1 and 0 < r["folded"][1] <= 0.5 / math.sqrt(FOLD_POINTS) + 1e-12
         # m2's errors come from the spread of single runs: 3 replicas, plus the training runs at training
         # values; elsewhere the replicas' spread pooled with the one interpolated from the training values
-        n_ref = run.reference_runs(EXPERIMENTS[name], "smoke")
+        n_ref = ipm_data.reference_runs(EXPERIMENTS[name], "smoke")
         assert r["m2_runs"] == 3 + n_ref + SCALES["smoke"].pool_runs and r["m2_ipm_runs"] == 3 + n_ref
         assert r["m2_ipm_se"] >= r["m2_ipm_particle_se"] and r["m2_train_se"] > 0
     # the network trains on the training pool (Scale.pool_runs more runs of J particles per training
@@ -74,24 +79,26 @@ def test_outputs_exist_and_are_finite(smoke_run, name):
     assert m["settings"]["pool_runs"] == runs
     assert not any(f.endswith(".parts") for f in os.listdir(folder))  # parts removed once the whole is saved
     pool = ksdp.load_dataset(os.path.join(folder, "pool.npz"))
-    train = run.particles_by_value(EXPERIMENTS[name], ksdp.load_dataset(os.path.join(folder, "dataset.npz")))[0]
+    train = ipm_data.particles_by_value(EXPERIMENTS[name], ksdp.load_dataset(os.path.join(folder, "dataset.npz")))[0]
     exp = EXPERIMENTS[name]
     assert pool.particles.shape[2] == SCALES["smoke"].n_particles and len(pool.meta["replicas"]) == runs
     i0 = int(np.flatnonzero(np.isclose(exp.all_values("smoke"), exp.values("smoke")[0][0]))[0])
-    first = run.particles_by_value(exp, pool, replicas=runs)[0, 0]
+    first = ipm_data.particles_by_value(exp, pool, replicas=runs)[0, 0]
     assert not np.allclose(first, train[i0])  # its own key: not the training replica's particles
-    targets, reused = run.simulate_pool(exp, "smoke", 0, os.path.join(folder, "pool.npz"), print, runs)
+    targets, reused = ipm_data.simulate_pool(exp, "smoke", 0, os.path.join(folder, "pool.npz"), print, runs)
     assert reused and targets.shape == (len(exp.values("smoke")[0]), runs * SCALES["smoke"].n_particles, exp.d)
     np.testing.assert_array_equal(targets[0, : SCALES["smoke"].n_particles], first)  # the runs of a value, pooled
     # the m2 check's further runs (Experiment.reference_runs): their own key, at every value; m2_ipm is the
     # second moment of the replicas and these runs pooled (equal J: the mean of the runs' m2), to round-off
-    n_ref = run.reference_runs(exp, "smoke")
+    n_ref = ipm_data.reference_runs(exp, "smoke")
     assert m["settings"]["reference_runs"] == n_ref == SCALES["smoke"].reference_runs > 0
     if n_ref:
-        ref, reused = run.simulate_reference(exp, "smoke", 0, os.path.join(folder, "reference-runs.npz"), print, n_ref)
+        ref, reused = ipm_data.simulate_reference(
+            exp, "smoke", 0, os.path.join(folder, "reference-runs.npz"), print, n_ref
+        )
         assert reused and ref.shape == (n_ref, len(exp.all_values("smoke")), SCALES["smoke"].n_particles, exp.d)
         assert not np.allclose(ref[0, i0], train[i0]) and not np.allclose(ref[0, i0], first)
-        replicas = run.particles_by_value(exp, ksdp.load_dataset(os.path.join(folder, "dataset.npz")))
+        replicas = ipm_data.particles_by_value(exp, ksdp.load_dataset(os.path.join(folder, "dataset.npz")))
         for i, r in enumerate(m["rows"]):
             runs_m2 = [np.mean(np.sum(np.asarray(x, np.float64) ** 2, -1)) for x in [*replicas[:, i], *ref[:, i]]]
             assert abs(r["m2_ipm"] - np.mean(runs_m2)) <= 1e-5 * np.mean(runs_m2)  # float32 sums of ~10^3 terms
@@ -114,8 +121,8 @@ def test_report_and_resume(smoke_run):
     assert os.path.getmtime(os.path.join(folder, "ks2d-time", "checkpoint.npz")) == ck["ks2d-time"]
     # every stage time names its device; the reused stages keep the earlier run's (the same machine here)
     m = report.load_metrics(folder, "ks2d-time")
-    assert m["timing_device"] == {k: run.device_name() for k in m["timing_s"]}
-    assert report.devices(m) == run.device_name() and report.devices(m) in report.render_experiment(
+    assert m["timing_device"] == {k: ipm_data.device_name() for k in m["timing_s"]}
+    assert report.devices(m) == ipm_data.device_name() and report.devices(m) in report.render_experiment(
         folder, "ks2d-time", "smoke"
     )
 
@@ -132,7 +139,7 @@ def test_stage_devices_are_named_per_stage_when_they_differ():
 def test_a_pool_of_another_size_does_not_keep_the_earlier_pools_time(tmp_path):
     # the dataset is the same, so its time is kept; a pool or reference runs of another size were
     # simulated again, so the earlier run's time for them is not
-    settings = run.data_settings(EXPERIMENTS["ks2d-time"], "smoke", 0)
+    settings = ipm_data.data_settings(EXPERIMENTS["ks2d-time"], "smoke", 0)
     old = {
         "settings": {**settings, "pool_runs": 3, "reference_runs": 4},
         "timing_s": {"ipm_s": 1.0, "pool_s": 2.0, "reference_s": 3.0, "train_s": 4.0},
@@ -140,11 +147,11 @@ def test_a_pool_of_another_size_does_not_keep_the_earlier_pools_time(tmp_path):
     }
     path = tmp_path / "metrics.json"
     path.write_text(json.dumps(old))
-    same = run.previous_timing(str(path), settings, {"pool_runs": 3, "reference_runs": 4})
+    same = ipm_data.previous_timing(str(path), settings, {"pool_runs": 3, "reference_runs": 4})
     assert same == (old["timing_s"], old["timing_device"])
-    timing, devices = run.previous_timing(str(path), settings, {"pool_runs": 30, "reference_runs": 4})
+    timing, devices = ipm_data.previous_timing(str(path), settings, {"pool_runs": 30, "reference_runs": 4})
     assert timing == {"ipm_s": 1.0, "reference_s": 3.0, "train_s": 4.0} and set(devices) == set(timing)
-    timing, _ = run.previous_timing(str(path), settings, {"pool_runs": 3, "reference_runs": 10})
+    timing, _ = ipm_data.previous_timing(str(path), settings, {"pool_runs": 3, "reference_runs": 10})
     assert timing == {"ipm_s": 1.0, "pool_s": 2.0, "train_s": 4.0}
 
 
@@ -176,7 +183,7 @@ def test_damaged_checkpoint_is_moved_aside_and_retrained(smoke_run, tmp_path, la
     ds = ksdp.load_dataset(os.path.join(folder, exp.name, "dataset.npz"))
     values = [float(v) for v in exp.all_values("smoke")]  # the dataset's order
     train_idx = [values.index(float(v)) for v in exp.values("smoke")[0]]
-    targets = run.particles_by_value(exp, ds)[0, train_idx]
+    targets = ipm_data.particles_by_value(exp, ds)[0, train_idx]
     lines = []
     res, complete, _ = run.train_network(exp, "smoke", 0, targets, str(ck), log=lines.append)
     assert (tmp_path / "checkpoint.stale-1.npz").read_bytes() == damaged
@@ -241,32 +248,32 @@ def test_cli_checks_arguments_before_any_work(tmp_path, capsys, argv, match):
 def test_loss_floor_has_a_standard_error_that_covers_another_draw():
     rng = np.random.default_rng(0)
     targets = rng.normal(size=(3, 400, 2)).astype(np.float32)
-    a = run.loss_floor(jax.random.key(0), targets, 100, repeats=6)
-    b = run.loss_floor(jax.random.key(1), targets, 100, repeats=6)
+    a = evaluate.loss_floor(jax.random.key(0), targets, 100, repeats=6)
+    b = evaluate.loss_floor(jax.random.key(1), targets, 100, repeats=6)
     assert 0 < a.se < a.value and 0 < b.se < b.value
     # two independent estimates of the same mean: their difference in combined SEs is about N(0, 1)
     # (the SE itself from 18 pairs; 4 SEs allow for its error, a false failure about 1e-4)
     assert abs(a.value - b.value) <= 4 * math.hypot(a.se, b.se)
     with pytest.raises(ValueError, match="repeats"):
-        run.loss_floor(jax.random.key(0), targets, 100, repeats=1)
-    assert math.isnan(run.loss_floor(jax.random.key(0), targets, 300).value)  # no two disjoint samples
+        evaluate.loss_floor(jax.random.key(0), targets, 100, repeats=1)
+    assert math.isnan(evaluate.loss_floor(jax.random.key(0), targets, 300).value)  # no two disjoint samples
 
 
 def test_memorisation_z():
     from ksdp.metrics import Estimate
 
-    assert run.memorisation_z(Estimate(0.9, 0.03), Estimate(1.0, 0.04)) == pytest.approx(-2.0)
+    assert evaluate.memorisation_z(Estimate(0.9, 0.03), Estimate(1.0, 0.04)) == pytest.approx(-2.0)
 
 
 def test_same_data_rule():
-    base = run.data_settings(EXPERIMENTS["ks2d-time"], "smoke", 0, drift="direct")
+    base = ipm_data.data_settings(EXPERIMENTS["ks2d-time"], "smoke", 0, drift="direct")
     pm = {**base, "drift": "pm", "grid": 512}
     old = {k: v for k, v in base.items() if k not in ("drift", "grid")}  # a dataset from before the mesh
-    assert run.same_data(base, base) and run.same_data(old, base)
-    assert run.same_data(base, pm) and run.same_data(old, pm)  # the exact sum serves its approximation
-    assert not run.same_data(pm, base)  # never the other way round
-    assert not run.same_data({**base, "n_particles": 999}, base)
-    assert not run.same_data(None, base)
+    assert ipm_data.same_data(base, base) and ipm_data.same_data(old, base)
+    assert ipm_data.same_data(base, pm) and ipm_data.same_data(old, pm)  # the exact sum serves its approximation
+    assert not ipm_data.same_data(pm, base)  # never the other way round
+    assert not ipm_data.same_data({**base, "n_particles": 999}, base)
+    assert not ipm_data.same_data(None, base)
 
 
 def test_particles_option_and_a_direct_dataset_reused_for_the_mesh(tmp_path):
@@ -275,12 +282,12 @@ def test_particles_option_and_a_direct_dataset_reused_for_the_mesh(tmp_path):
     exp = EXPERIMENTS["laminar2d-time"]
     path = str(tmp_path / "dataset.npz")
     lines = []
-    ds = run.simulate_dataset(exp, "smoke", 0, path, lines.append, n_particles=200, drift="direct")
+    ds = ipm_data.simulate_dataset(exp, "smoke", 0, path, lines.append, n_particles=200, drift="direct")
     assert ds.particles.shape[2] == 200 and ds.meta["settings"]["drift"] == "direct"
     # simulated one replica at a time, each part saved as it finished, the parts gone with the dataset
-    assert sum("dataset part" in line and "saved to" in line for line in lines) == len(run.REPLICAS)
+    assert sum("dataset part" in line and "saved to" in line for line in lines) == len(ipm_data.REPLICAS)
     assert not os.path.exists(path + ".parts")
-    again = run.simulate_dataset(exp, "smoke", 0, path, lines.append, n_particles=200, drift="pm")
+    again = ipm_data.simulate_dataset(exp, "smoke", 0, path, lines.append, n_particles=200, drift="pm")
     assert again.meta.get("reused") and "drift: direct" in lines[-1]
     # the loss floor draws two disjoint N-samples (N = 64) from each training set, here a pool of 3 runs:
     # 3 x 21 = 63 particles are too few, the message names the least J that will do (3 x 43 >= 128)
@@ -321,7 +328,7 @@ def test_damaged_dataset_is_moved_aside_and_simulated_again(smoke_run, tmp_path,
     DATASET_DAMAGE[damage](path)
     damaged = path.read_bytes()
     lines = []
-    ds = run.simulate_dataset(exp, "smoke", 0, str(path), lines.append)
+    ds = ipm_data.simulate_dataset(exp, "smoke", 0, str(path), lines.append)
     assert (tmp_path / "dataset.stale-1.npz").read_bytes() == damaged
     assert any("unreadable" in line and "dataset.stale-1.npz" in line and "simulating again" in line for line in lines)
     assert not ds.meta.get("reused") and np.all(np.isfinite(ds.particles))

@@ -39,6 +39,7 @@ def test_second_moment_identity_deterministic():
     assert abs(slope - expected) < 0.01 * abs(expected), (slope, expected)
 
 
+@pytest.mark.slow
 def test_second_moment_identity_stochastic():
     # mu = 1: E[slope] = 2 d mu - chi M (J-1)/(2 pi J) = -4 + 8/J. One path's slope fluctuates by
     # ~0.3 at J = 2000 (m2 noise ~0.007 over t = 0.02), so average 16 vmapped keys and compare
@@ -58,6 +59,7 @@ def test_second_moment_identity_stochastic():
     assert se < 0.1 * abs(expected)  # the test has power: the SE is small against the slope
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("d", [2, 3])
 def test_pure_diffusion(d):
     # chi = 0: E m2(t) = m2(0) + 2 d mu t. The increment per run has sd ~ sqrt(8 m2 mu t / J)
@@ -107,6 +109,7 @@ def test_tiled_drift_matches_dense_float64(d, kernel):
     assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-5
 
 
+@pytest.mark.slow
 def test_vmap_over_amplitudes_equals_separate_runs_and_compiles_once(caplog):
     amps = jnp.array([1.0, 10.0, 30.0, 100.0])
     kw = dict(times=(0.001, 0.002), n_particles=300, flow="laminar2d", dt=DT)
@@ -141,6 +144,7 @@ def test_simulate_traces_once_for_traced_parameters():
         assert run(jax.random.key(0), jnp.float32(a)).shape == (1, 64, 2)
 
 
+@pytest.mark.slow
 def test_one_set_sweep_is_the_simulate_run_bit_for_bit():
     # A batch of one set runs simulate's own program (ipm._run_batched), so equality is exact, for a
     # drawn and for a given initial state.

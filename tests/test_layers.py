@@ -32,7 +32,8 @@ LAYERS = [
     {"ksdp"},
     {"ksdp.experiments", "ksdp.experiments.specs"},
     {"ksdp.experiments.figures"},
-    {"ksdp.experiments.report"},
+    {"ksdp.experiments.report", "ksdp.experiments.ipm_data"},
+    {"ksdp.experiments.evaluate"},
     {"ksdp.experiments.run"},
     {"ksdp.experiments.__main__"},
 ]

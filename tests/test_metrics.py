@@ -153,6 +153,7 @@ def test_radial_ks_of_the_uniform_ball():
             uniform_ball_radial_cdf(bad)
 
 
+@pytest.mark.slow
 def test_stratified_sources_hold_one_radial_level_per_stratum():
     # uniform_ball_stratified and generate(source="stratified"): the levels |x|^d fall one in each stratum
     # [k/n, (k+1)/n), so the radial CDF is within 1/n of r^d everywhere (deterministic); the float32
@@ -190,6 +191,7 @@ def test_stratified_sources_hold_one_radial_level_per_stratum():
             uniform_ball_stratified(jax.random.key(0), bad, 2)
 
 
+@pytest.mark.slow
 def test_w2_standard_error_matches_the_spread_of_repeated_draws():
     # N(0, I) against N(mu, I) in 2D: W2^2 = |mu|^2, the potentials are linear (phi = -2 mu.x, psi =
     # 2 mu.y - |mu|^2), so the CLT gives Var(W2^2_n) = 8 |mu|^2 / n: an sd of 0.0707 at |mu| = 0.5, n = 400,
@@ -217,6 +219,7 @@ def test_w2_standard_error_matches_the_spread_of_repeated_draws():
         km.w2_estimate(np.zeros((5, 2)), np.zeros((6, 2)))
 
 
+@pytest.mark.slow
 def test_compare_reports_every_metric_next_to_its_floor():
     rng = np.random.default_rng(6)
     ref, floor, gen = rng.normal(size=(300, 2)), rng.normal(size=(300, 2)), rng.normal(size=(900, 2))
@@ -301,6 +304,7 @@ def test_run_spread_is_the_sample_spread_of_the_runs():
             km.run_spread(bad)
 
 
+@pytest.mark.slow
 def test_c2st_pairs_sits_at_zero_for_one_law_and_sees_a_shift():
     # 10 runs of J = 500 points of N(0, I) in 2D, paired into 5: one C2ST per piece carries a sampling
     # error of about 0.5 / sqrt(1000) = 0.016, the excess's SE comes from its spread over the 5 pairs.

@@ -19,6 +19,7 @@ from ksdp import parallel
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_four_device_suite():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", KSDP_MULTIDEVICE="1")
     run = subprocess.run(
@@ -33,6 +34,7 @@ def test_four_device_suite():
     assert " passed" in run.stdout and "skipped" not in run.stdout, run.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_one_device_mesh_changes_nothing():
     mesh = parallel.make_mesh(1)
     p = ksdp.Params(mu=jnp.array([0.5, 1.0]))

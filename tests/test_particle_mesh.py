@@ -32,6 +32,7 @@ def test_converges_to_the_direct_sum(d, delta, grids):
     assert fine < (1e-3 if d == 2 else 2e-3), fine
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("d, delta, grid", [(2, 0.03, 32), (3, 0.06, 24)])
 def test_p3m_is_accurate_on_a_coarse_grid(d, delta, grid):
     # P3M: the pairs within `cutoff` cells exact, the smooth rest on the mesh, so its error follows
@@ -50,6 +51,7 @@ def test_p3m_is_accurate_on_a_coarse_grid(d, delta, grid):
     assert eight < 0.7 * five, (eight, five)
 
 
+@pytest.mark.slow
 def test_p3m_near_field_visits_every_close_pair_once():
     # Clumped, sparse and empty cells, blocks that span many cells of a column, targets off the
     # sources: the near sum must equal the direct sum of the near part exactly (float32 round-off,
@@ -75,6 +77,7 @@ def test_p3m_near_field_visits_every_close_pair_once():
         assert _rel(same, ref) < 1e-5, d
 
 
+@pytest.mark.slow
 def test_targets_other_than_sources_and_float64():
     # Targets off the sources (the grid covers both) and float64 (the sum follows the input dtype):
     # the same second-order error as above, so the same bound.
@@ -100,6 +103,7 @@ def test_momentum_is_conserved_and_no_self_force(d):
     assert float(jnp.max(jnp.abs(one))) < 1e-4 * scale
 
 
+@pytest.mark.slow
 def test_vmap_and_grad():
     # vmap over delta equals separate calls (same program, batched); the gradient with respect to
     # delta (traced) matches a central difference of the same function in float64 (step 1e-5:
@@ -117,6 +121,7 @@ def test_vmap_and_grad():
         assert abs(g - fd) < 1e-5 * abs(fd), (g, fd)
 
 
+@pytest.mark.slow
 def test_simulate_with_the_particle_mesh_follows_the_direct_run():
     # Same key, same noise: the two runs differ only by the drift's error e (~1e-4 of the drift at
     # grid 256, h / delta ~ 0.2). Over t = 0.02 a particle drifts sum |b| dt ~ 0.3, so the runs
@@ -132,6 +137,7 @@ def test_simulate_with_the_particle_mesh_follows_the_direct_run():
     assert 0 < float(mesh.grid_spacing) < pm.SPACING_LIMIT
 
 
+@pytest.mark.slow
 def test_sweep_vmaps_the_particle_mesh():
     # sweep runs p equal simulate(keys[p], params[p]): one compiled program, same numbers to
     # float32 round-off of a batched FFT.
@@ -145,6 +151,7 @@ def test_sweep_vmaps_the_particle_mesh():
     assert traj.grid_spacing.shape == (2,)
 
 
+@pytest.mark.slow
 def test_sweep_runs_p3m_and_records_no_spacing_limit():
     # P3M under vmap (batched while loops and sorts); its accuracy does not rest on h / delta, so a
     # grid of cells ~6 delta is accepted (grid_spacing 0), and the run follows the direct one (same
@@ -233,6 +240,7 @@ def test_dataset_records_the_drift():
     assert ds.meta["drift"] == "direct" and ds.meta["grid"] is None
 
 
+@pytest.mark.slow
 def test_a_run_keeps_its_mesh_plan_while_the_cells_fit():
     # `plan` puts the cells on the ladder delta * r^k (r = CELL_RATIO): a fresh plan takes the
     # smallest rung at or above the tight cell; the plan is kept while every cell lies within

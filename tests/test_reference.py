@@ -56,6 +56,7 @@ def test_blowup_time_of_the_paper_case_converges_before_the_virial_bound():
     assert times[2] == pytest.approx(0.0960, abs=2e-4)  # the value docs/reference.md quotes
 
 
+@pytest.mark.slow
 def test_blob_reference_tends_to_the_model_as_delta_shrinks():
     # the blob's regularisation error on m2 shrinks with delta^2 (times a log): measured 6x per
     # decade of delta^2; a wrong field (a missing shell, a factor) would not converge at all
@@ -65,6 +66,7 @@ def test_blob_reference_tends_to_the_model_as_delta_shrinks():
     assert errs[1] < errs[0] / 4 and errs[2] < errs[1] / 4, errs
 
 
+@pytest.mark.slow
 def test_blob_solution_is_a_cdf_past_the_blowup():
     sol = R.solve_radial((0.05, 0.1), delta=math.sqrt(1e-3))
     assert sol.times.tolist() == [0.05, 0.1] and sol.blowup_time is None

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ksdp import training as T
-from ksdp.experiments import run
+from ksdp.experiments import ipm_data, run
 from ksdp.experiments.specs import EXPERIMENTS, SCALES
 
 CASES = [(e, s) for e in EXPERIMENTS for s in SCALES]
@@ -26,7 +26,7 @@ def test_grids(name, scale):
     if exp.eta == "time":
         # snapshot times on the dt grid
         everything = np.concatenate([train, held, extra])
-        assert np.allclose(np.rint(everything / run.DT) * run.DT, everything, atol=1e-9)
+        assert np.allclose(np.rint(everything / ipm_data.DT) * ipm_data.DT, everything, atol=1e-9)
         assert np.all(everything >= 0)
     else:
         assert np.all(np.concatenate([train, held, extra]) > 0)  # log10 A
@@ -48,7 +48,7 @@ def test_training_pool(name, scale):
     assert set(exp.pool_runs) <= set(SCALES)
     runs = exp.pool_runs.get(scale, SCALES[scale].pool_runs)
     assert isinstance(runs, int) and runs >= 1
-    assert run.pool_runs(exp, scale) == (runs if runs > 1 else None)
+    assert ipm_data.pool_runs(exp, scale) == (runs if runs > 1 else None)
     # ks2d-time's radial KS check at the paper scale needs more training particles than the 3 x 10^4
     # pooled replicas it is compared with (specs.py)
     if (name, scale) == ("ks2d-time", "paper"):
@@ -89,10 +89,10 @@ def test_mini_batch_size(name, scale):
     # together, else the training replica) holds the two disjoint N-samples of the loss floor
     exp = EXPERIMENTS[name]
     assert set(exp.n_samples) <= set(SCALES)
-    sc = run.scale_of(exp, scale)
+    sc = ipm_data.scale_of(exp, scale)
     _, tc = run.configs(exp, scale)
     assert tc.n_samples == sc.n_samples == exp.n_samples.get(scale, SCALES[scale].n_samples)
-    assert (run.pool_runs(exp, scale) or 1) * sc.n_particles >= 2 * sc.n_samples
+    assert (ipm_data.pool_runs(exp, scale) or 1) * sc.n_particles >= 2 * sc.n_samples
     # the rest of the scale as it is
     assert {k: v for k, v in vars(sc).items() if k != "n_samples"} == {
         k: v for k, v in vars(SCALES[scale]).items() if k != "n_samples"
@@ -116,4 +116,4 @@ def test_reference_runs(name, scale):
     exp = EXPERIMENTS[name]
     assert set(exp.reference_runs) <= set(SCALES)
     n = exp.reference_runs.get(scale, SCALES[scale].reference_runs)
-    assert isinstance(n, int) and n >= 0 and run.reference_runs(exp, scale) == n
+    assert isinstance(n, int) and n >= 0 and ipm_data.reference_runs(exp, scale) == n

@@ -36,6 +36,7 @@ def trained():
     return T.train(jax.random.key(0), targets, ETAS, mc, cfg, n_steps=5000, progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("eta", [0.375, 0.625])
 def test_learns_held_out_parameter(trained, eta):
     # W2 between generated and fresh target samples against the noise floor, W2 between two
@@ -66,6 +67,7 @@ def test_generation_shapes_chunks_and_extrapolation(trained):
         M.generate(trained.model, trained.params, 0.5, jax.random.key(0), 0)
 
 
+@pytest.mark.slow
 def test_folded_fraction_of_known_maps():
     # zero weights: the residual map is the identity (det = 1 everywhere), nothing folds
     cfg = M.make_config(2, ETAS[:3], width=8, depth=2)
@@ -94,6 +96,7 @@ def test_folded_fraction_of_known_maps():
         M.jacobian_determinant(cfg, big, jnp.ones((3, 3)), 0.5)
 
 
+@pytest.mark.slow
 def test_match_sources_couples_the_sources_whatever_the_network():
     # the matching of a mini-batch's sources to its targets does not depend on the parameters: two
     # networks trained one mini-batch from the same key end with the same permutations (exact: the
@@ -123,6 +126,7 @@ def test_match_sources_couples_the_sources_whatever_the_network():
     assert T.fingerprint(jax.random.key(0), targets, etas, mc, cfg) != fp
 
 
+@pytest.mark.slow
 def test_self_term_matched_by_the_sources_does_not_depend_on_the_network():
     # with match_sources_self both matchings (sources to targets, sources to sources) are of the
     # sources: two networks from the same key end a mini-batch with the same permutations, exactly
@@ -140,6 +144,7 @@ def test_self_term_matched_by_the_sources_does_not_depend_on_the_network():
     )
 
 
+@pytest.mark.slow
 def test_mirror_self_matches_the_sources_to_the_generated_points():
     # with mirror_self the targets' matching is still the sources' (the same for two networks), the
     # self term's is of the sources to f(x'): it depends on the network and differs from the pairing of
@@ -161,6 +166,7 @@ def test_mirror_self_matches_the_sources_to_the_generated_points():
     assert T.fingerprint(jax.random.key(0), targets, etas, mc, cfg) != fp
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("w", [0.5, 0.9, 1.0])
 def test_mirror_self_gradient_is_the_two_regressions(w):
     # with mirror = w the gradient at a generated point is (2 / N)((f - y_s) - w (f - f'_t)) (partners
@@ -239,6 +245,7 @@ def test_radial_weight_is_checked_and_keeps_old_fingerprints():
     T.check_inputs(mc, TINY._replace(radial_weight=1.0, n_samples=n - 1, debias=True), big, etas)
 
 
+@pytest.mark.slow
 def test_min_min_after_switches_the_matching_at_its_step():
     # before the step the sources are matched, from it on the generated points: the permutations are
     # those of match_sources alone and of the min-min (the same integer sweeps on the same points)
@@ -275,6 +282,7 @@ def test_tail_coordinate_is_exponential_under_the_source(d):
     )
 
 
+@pytest.mark.slow
 def test_tail_feature_network_trains_resumes_and_keeps_old_fingerprints(tmp_path):
     targets, etas, mc = _tiny_problem()
     tail = mc._replace(tail_feature=True)
@@ -293,6 +301,7 @@ def test_tail_feature_network_trains_resumes_and_keeps_old_fingerprints(tmp_path
         T.train(jax.random.key(3), targets, etas, mc, TINY, n_steps=40, checkpoint=ck, progress=False)
 
 
+@pytest.mark.slow
 def test_identity_at_is_the_identity_there_and_keeps_old_fingerprints(tmp_path):
     # x + sqrt(|eta - a| / scale) MLP: exactly x at eta = a whatever the parameters (the factor is 0);
     # elsewhere the MLP's output scaled by that factor (float32 round-off); resumes from its checkpoint
@@ -390,6 +399,7 @@ def test_checkpoint_resumes_only_for_its_data(tmp_path, change):
     assert len(res.history) == n_steps
 
 
+@pytest.mark.slow
 def test_moving_average_and_learning_rate_decay():
     # ema_decay: the returned parameters are the moving average e_n = a e_{n-1} + (1 - a) p_n, which
     # lags the last iterate p_n
@@ -437,6 +447,7 @@ def test_nonfinite_loss_stops_and_keeps_checkpoint(tmp_path):
     assert int(state.step) == 20  # the other run's checkpoint is left as it was
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lr", [1e2, 1e8, 1e17])
 def test_diverging_loss_stops_training(tmp_path, lr):
     # a finite but exploding loss (it used to "finish" at 1e32) is an error; no checkpoint of it
@@ -496,6 +507,7 @@ def shrinkage():
     return out, np.asarray(floor), 3 / 5 * np.asarray(scales) ** 2  # m2 of the ball of radius s in 3D
 
 
+@pytest.mark.slow
 def test_debiased_loss_removes_the_shrinkage(shrinkage):
     # The paper's loss fits the conditional mean of a noisy matching: the generated m2 falls short of
     # the target's by about one squared W2 floor of the mini-batch (here ~0.05-0.1 of m2 0.38-0.86).
@@ -505,6 +517,7 @@ def test_debiased_loss_removes_the_shrinkage(shrinkage):
     assert np.all(np.abs(m2[True] - exact) < floor / 3), (m2[True], exact, floor)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cap", ["shipped", "none"])
 def test_debiased_loss_pulls_a_far_point_back(monkeypatch, cap):
     # A far point drawn once in f (case A) and once in f' (case B), as rare points are in training.
@@ -531,6 +544,7 @@ def test_debiased_loss_pulls_a_far_point_back(monkeypatch, cap):
         assert force >= 2 * (radius - 1) / n, force
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("local_cap", [0.0, 100.0])
 def test_local_cap_pulls_back_a_stray_point_inside_the_extent_cap(local_cap):
     # The extent's cap (4 max |y|^2 ~ 4 for a unit disc) leaves a stray point at R = 2.5 free: its
@@ -600,6 +614,7 @@ def test_final_loss_is_the_mean_of_whole_minibatches_with_its_standard_error():
         T.final_loss(h[:15], 10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("label", list(CHECKPOINT_DAMAGE))
 def test_corrupt_checkpoints_are_named_errors(tmp_path, label):
     damage, match = CHECKPOINT_DAMAGE[label]

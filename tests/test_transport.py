@@ -31,6 +31,7 @@ def _clouds(n, d, seed):
 OPT_RTOL = 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n,d", [(1, 2), (2, 3), (5, 2), (17, 3), (33, 2), (64, 3)])
 def test_reaches_exact_optimum_small(n, d):
     x, y = _clouds(n, d, seed=n)
@@ -55,6 +56,7 @@ def test_every_row_is_in_a_block(n, m, local):
     assert set(rows.tolist()) == set(range(n))  # remainder rows are optimised too
 
 
+@pytest.mark.slow
 def test_cost_never_increases():
     # Each block keeps its sub-assignment unless the exact one is strictly cheaper in float32; a
     # misjudged near-tie can move the float64 cost by at most ~M * eps_32 * (block cost), so we
@@ -73,6 +75,7 @@ def test_cost_never_increases():
         assert sorted(np.asarray(perm).tolist()) == list(range(n))
 
 
+@pytest.mark.slow
 def test_n2000_within_half_percent_in_200_sweeps():
     x, y = _clouds(2000, 2, seed=11)
     opt, c = _optimum(x, y)
@@ -82,6 +85,7 @@ def test_n2000_within_half_percent_in_200_sweeps():
     assert np.all(np.diff(np.asarray(costs)) <= 1e-6 * float(costs[0]))
 
 
+@pytest.mark.slow
 def test_agrees_with_sinkhorn():
     # Entropic bias of the primal cost at epsilon = 3e-3 against W2^2 ~ 0.2 is ~0.1% (measured);
     # the issue asks for agreement within 1%.
@@ -92,6 +96,7 @@ def test_agrees_with_sinkhorn():
     assert abs(float(primal) / float(d) ** 2 - 1) < 0.01
 
 
+@pytest.mark.slow
 def test_w2_blocks_is_close():
     x, y = _clouds(400, 3, seed=8)
     opt, c = _optimum(x, y)
@@ -106,6 +111,7 @@ def test_w2_blocks_is_close():
 AUCTION_CASES = [(2, 2, 0), (7, 3, 1), (300, 2, 0), (150, 3, 0), (300, 2, 1)]  # one compile per (n, d)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n,d,seed", AUCTION_CASES)
 def test_auction_certificate_is_honest(n, d, seed):
     x, y = _clouds(n, d, seed=20 + seed)
@@ -146,6 +152,7 @@ def test_auction_budget_and_float32_floor_are_reported():
     assert not res.converged and res.lower <= opt <= res.cost and res.gap < 1e-3
 
 
+@pytest.mark.slow
 def test_w2_default_is_certified():
     x, y = _clouds(600, 2, seed=33)
     opt, c = _optimum(x, y)
@@ -159,6 +166,7 @@ def test_w2_default_is_certified():
     np.testing.assert_allclose(np.asarray(batch.w2), float(res.w2), rtol=1e-4)  # W2 is symmetric
 
 
+@pytest.mark.slow
 def test_jit_and_vmap_over_parameter_sets():
     r, n = 4, 60
     xs = jnp.stack([_clouds(n, 2, seed=s)[0] for s in range(r)])

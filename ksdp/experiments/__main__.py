@@ -10,7 +10,7 @@ import traceback
 import jax
 
 from ksdp import storage
-from ksdp.experiments import report, run
+from ksdp.experiments import ipm_data, report, run
 from ksdp.experiments.specs import EXPERIMENTS, SCALES
 
 EPILOG = (
@@ -79,14 +79,14 @@ def main(argv=None):
         ap.error(f"unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
     names = args.experiments or list(EXPERIMENTS)
     if args.particles is not None:
-        worst = max(names, key=lambda n: run.least_particles(EXPERIMENTS[n], args.scale))
+        worst = max(names, key=lambda n: ipm_data.least_particles(EXPERIMENTS[n], args.scale))
         exp = EXPERIMENTS[worst]
-        least = run.least_particles(exp, args.scale)
+        least = ipm_data.least_particles(exp, args.scale)
         if args.particles < least:
             ap.error(
                 f"--particles must be at least {least} for {worst} at the "
-                f"{args.scale} scale (two disjoint samples of N = {run.scale_of(exp, args.scale).n_samples} from "
-                f"each training set of {run.pool_runs(exp, args.scale) or 1} run(s)), got {args.particles}."
+                f"{args.scale} scale (two disjoint samples of N = {ipm_data.scale_of(exp, args.scale).n_samples} from "
+                f"each training set of {ipm_data.pool_runs(exp, args.scale) or 1} run(s)), got {args.particles}."
             )
     if not 0 <= args.seed < 2**62:
         ap.error(f"--seed must be an integer in [0, 2^62), got {args.seed}.")

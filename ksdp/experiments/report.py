@@ -187,7 +187,7 @@ def _table(rows, with_ks):
 
 
 def initial_law(rows) -> list:
-    """The line under a time experiment's table for its ``t = 0`` row (`run.initial_law_check`), if any."""
+    """The line under a time experiment's table for its ``t = 0`` row (`evaluate.initial_law_check`), if any."""
     r = next((r for r in rows if "init_ks_dp" in r), None)
     if r is None:
         return []

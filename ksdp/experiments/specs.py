@@ -126,7 +126,7 @@ C2ST_SLACK = {"smoke": 0.03, "quick": 0.03, "paper": 0.02}
 # no memorisation: the training loss at the end (mean of the last 20 mini-batches) is not below the loss
 # floor by more than MEMORISATION_Z combined standard errors (one-sided: a run whose loss at the end
 # equals its floor is flagged about 2% of the time); the floor averages FLOOR_REPEATS independent pairs
-# of disjoint subsamples per training set (`run.loss_floor`). With 20 pairs the combined standard error
+# of disjoint subsamples per training set (`evaluate.loss_floor`). With 20 pairs the combined standard error
 # of paper-scale laminar2d-time is 3.6% of its floor (with 5: 8.3%, too weak to see the 8% by which its
 # loss lies below the floor)
 MEMORISATION_Z = 2.0

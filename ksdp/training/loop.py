@@ -144,30 +144,10 @@ def train(
         _parallel.check_divisible(
             targets.shape[0], n_dev, "the number of parameter sets R", "train on a multiple of the devices"
         )
-    history: list = []
-    state = None
     fp = fingerprint(key, targets, eta, model_cfg, cfg)
+    state, history = None, []
     if checkpoint and resume and os.path.exists(checkpoint):
-        state, saved_model, saved_cfg, history, extra = load_checkpoint(checkpoint)
-        if saved_model != model_cfg or saved_cfg != cfg or state.perm.shape[0] != targets.shape[0]:
-            raise CheckpointMismatch(
-                f"checkpoint {checkpoint} was written for another model or training config; "
-                f"delete it or pass resume=False."
-            )
-        saved_fp = extra.get("fingerprint")
-        if saved_fp != fp:
-            why = (
-                "carries no fingerprint (an older ksdp wrote it)"
-                if saved_fp is None
-                else f"was written for other training data, eta, key or loss (its fingerprint {str(saved_fp)[:12]} "
-                f"is not {fp[:12]})"
-            )
-            raise CheckpointMismatch(f"checkpoint {checkpoint} {why}; delete it or pass resume=False.")
-        if int(state.step) > n_steps:
-            raise CheckpointMismatch(
-                f"checkpoint {checkpoint} holds {int(state.step)} steps, more than n_steps={n_steps}; pass "
-                f"n_steps >= {int(state.step)}, or resume=False to train {n_steps} steps afresh."
-            )
+        state, history = _resumed(checkpoint, fp, model_cfg, cfg, targets.shape[0], n_steps)
     if state is None:
         state = init_state(key, model_cfg, cfg, targets.shape[0])
     step = int(state.step)  # counted here: a sharded state need not be readable on this process
@@ -194,25 +174,9 @@ def train(
         for b in range(done, total):
             new, losses = train_minibatch(state, targets, eta, model_cfg, cfg, mesh=mesh, axis=axis)
             losses = _parallel.gather(losses)
-            if not np.all(np.isfinite(losses)):
-                bad = step + int(np.flatnonzero(~np.isfinite(losses))[0]) + 1
-                raise TrainingError(
-                    f"the loss turned non-finite at step {bad}; {kept(saved)}. Lower the learning rate or check "
-                    "the targets."
-                )
-            # against the best mini-batch mean so far (the first step's loss in the first mini-batch)
-            ref = max(min(best, float(losses[0])), float(np.finfo(np.float32).tiny))
-            if np.max(losses) > DIVERGED * ref:
-                bad = step + int(np.argmax(losses > DIVERGED * ref)) + 1
-                hint = "; or train with TrainConfig.debias=False" if cfg.debias else ""
-                raise TrainingError(
-                    f"the loss diverged: {float(np.max(losses)):.3g} at step {bad}, more than {DIVERGED:g} times "
-                    f"the best mini-batch mean so far ({ref:.3g}); {kept(saved)}. Lower the learning rate (now "
-                    f"{cfg.learning_rate:g}){hint}."
-                )
+            best = _check_losses(losses, step, best, cfg, kept(saved))
             state, step = new, step + cfg.resample_every
             history.extend(losses.tolist())
-            best = min(best, float(np.mean(losses)))
             rate = (b + 1 - done) * cfg.resample_every / (time.perf_counter() - t0)  # steps per second
             if bar is not None:
                 bar.update(cfg.resample_every)
@@ -230,3 +194,48 @@ def train(
         if bar is not None:
             bar.close()
     return TrainResult(state.ema if cfg.ema_decay else state.params, model_cfg, history, state)
+
+
+def _resumed(checkpoint: str, fp: str, model_cfg, cfg: TrainConfig, n_sets: int, n_steps: int):
+    """``(state, loss history)`` of ``checkpoint``; `CheckpointMismatch` unless it is this run's."""
+    state, saved_model, saved_cfg, history, extra = load_checkpoint(checkpoint)
+    if saved_model != model_cfg or saved_cfg != cfg or state.perm.shape[0] != n_sets:
+        raise CheckpointMismatch(
+            f"checkpoint {checkpoint} was written for another model or training config; delete it or pass resume=False."
+        )
+    saved_fp = extra.get("fingerprint")
+    if saved_fp != fp:
+        why = (
+            "carries no fingerprint (an older ksdp wrote it)"
+            if saved_fp is None
+            else f"was written for other training data, eta, key or loss (its fingerprint {str(saved_fp)[:12]} "
+            f"is not {fp[:12]})"
+        )
+        raise CheckpointMismatch(f"checkpoint {checkpoint} {why}; delete it or pass resume=False.")
+    if int(state.step) > n_steps:
+        raise CheckpointMismatch(
+            f"checkpoint {checkpoint} holds {int(state.step)} steps, more than n_steps={n_steps}; pass "
+            f"n_steps >= {int(state.step)}, or resume=False to train {n_steps} steps afresh."
+        )
+    return state, history
+
+
+def _check_losses(losses, step: int, best: float, cfg: TrainConfig, kept: str) -> float:
+    """Raises `TrainingError` if a mini-batch's losses turned non-finite or diverged (above `DIVERGED` times
+    the best mini-batch mean so far, or the first step's loss in the first mini-batch); returns the new best.
+    ``kept`` says which checkpoint is on disk."""
+    if not np.all(np.isfinite(losses)):
+        bad = step + int(np.flatnonzero(~np.isfinite(losses))[0]) + 1
+        raise TrainingError(
+            f"the loss turned non-finite at step {bad}; {kept}. Lower the learning rate or check the targets."
+        )
+    ref = max(min(best, float(losses[0])), float(np.finfo(np.float32).tiny))
+    if np.max(losses) > DIVERGED * ref:
+        bad = step + int(np.argmax(losses > DIVERGED * ref)) + 1
+        hint = "; or train with TrainConfig.debias=False" if cfg.debias else ""
+        raise TrainingError(
+            f"the loss diverged: {float(np.max(losses)):.3g} at step {bad}, more than {DIVERGED:g} times "
+            f"the best mini-batch mean so far ({ref:.3g}); {kept}. Lower the learning rate (now "
+            f"{cfg.learning_rate:g}){hint}."
+        )
+    return min(best, float(np.mean(losses)))
