@@ -164,3 +164,23 @@ def test_multihost_recipe_two_processes(tmp_path):
     # a mean of R N = 1024 positive terms summed in another order (2 gamma_1024 ~ 1.2e-4), x10 for the
     # parameters' drift over 200 Adam steps, plus the 6 printed decimals
     assert abs(loss - res.history[-1]) <= 10 * 2 * 1024 * 2**-24 * res.history[-1] + 5e-7
+
+
+def test_generated_pages_regenerate_exactly():
+    # the experiments' pages are generated from the metrics.json files kept under docs/runs/<scale>/
+    # (`python -m ksdp.experiments --docs docs` copies them there and writes the pages): nothing on a
+    # generated page may be written by hand, or this fails
+    from ksdp.experiments import report
+    from ksdp.experiments.specs import EXPERIMENTS
+
+    docs = os.path.join(ROOT, "docs")
+    scales = sorted(os.listdir(os.path.join(docs, "runs")))
+    assert "quick" in scales
+    for scale in scales:
+        pages = report.docs_pages(docs, scale, list(EXPERIMENTS))
+        assert len(pages) == (1 + len(EXPERIMENTS) if scale == "quick" else 1)
+        for path, text in pages.items():
+            with open(os.path.join(docs, path)) as f:
+                assert f.read() == text, f"docs/{path} is not what its runs' files generate: regenerate it with " + (
+                    f"python -m ksdp.experiments --scale {scale} --report-only --docs docs"
+                )

@@ -73,6 +73,13 @@ def main(argv=None):
         action="store_true",
         help="compute nothing: rebuild REPORT.md and the pages from the metrics.json files already in OUT",
     )
+    ap.add_argument(
+        "--docs",
+        metavar="DIR",
+        default=None,
+        help="also copy each finished run's metrics.json and figures into the documentation folder DIR "
+        "(DIR/runs/SCALE/, DIR/figures/) and regenerate its pages from them",
+    )
     args = ap.parse_args(argv)
     unknown = [e for e in args.experiments if e not in EXPERIMENTS]
     if unknown:
@@ -136,7 +143,28 @@ def main(argv=None):
     text = report.render(out, args.scale, names, failures, seconds)
     storage.write_text(os.path.join(out, "REPORT.md"), text)
     log(f"wrote {os.path.join(out, 'REPORT.md')} ({time.perf_counter() - t_all:.0f} s in all)")
+    if args.docs is not None:
+        write_docs(args.docs, out, args.scale, results, log)
     return 1 if failures else 0
+
+
+def write_docs(docs: str, out: str, scale: str, results: dict, log) -> None:
+    """Copies the finished runs' metrics.json and figures into the documentation folder ``docs`` and
+    rewrites its generated pages from the copies (`report.docs_pages`)."""
+    for name in results:
+        storage.write_text(
+            os.path.join(docs, "runs", scale, name, "metrics.json"),
+            open(os.path.join(out, name, "metrics.json")).read(),
+        )
+        for figure in report.FIGURES:
+            src = os.path.join(out, name, figure)
+            if os.path.exists(src):
+                dst = report.figure_path(docs, scale, name, figure)
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                storage.atomic_write(dst, lambda f, src=src: f.write(open(src, "rb").read()))
+    for path, text in report.docs_pages(docs, scale, list(EXPERIMENTS)).items():
+        storage.write_text(os.path.join(docs, path), text)
+        log(f"wrote {os.path.join(docs, path)}")
 
 
 if __name__ == "__main__":

@@ -282,7 +282,8 @@ def acceptance(m) -> list:
 
 def command(out: str, names, scale: str, m: dict | None) -> str:
     """The CLI command that wrote these results, with the options its metrics record (``m``:
-    one experiment's metrics.json) where they differ from the defaults."""
+    one experiment's metrics.json) where they differ from the defaults; ``out`` is the run folder,
+    ``<OUT>/<scale>``."""
     parts = ["python -m ksdp.experiments", *names, "--scale", scale]
     s = (m or {}).get("settings", {})
     if s.get("n_particles", SCALES[scale].n_particles) != SCALES[scale].n_particles:
@@ -336,11 +337,14 @@ def devices(m: dict) -> str:
     return "; ".join(f"{', '.join(g)}: {v}" for v, g in groups.items())
 
 
-def render(out: str, scale: str, names, failures: dict, seconds: float) -> str:
+def render(out: str, scale: str, names, failures: dict, seconds: float, *, shown: str | None = None) -> str:
+    """``REPORT.md`` of the runs under ``out``; ``shown`` is the run folder the text names (default ``out``:
+    the documentation renders its copy of a run as the default folder it ran in)."""
+    shown = out if shown is None else shown
     lines = [
         f"# ksdp experiments: scale `{scale}`",
         "",
-        f"Command: `{command(out, names, scale, next(filter(None, (load_metrics(out, n) for n in names)), None))}`; "
+        f"Command: `{command(shown, names, scale, next(filter(None, (load_metrics(out, n) for n in names)), None))}`; "
         + (
             f"wall time {seconds:.0f} s."
             if seconds is not None
@@ -399,14 +403,17 @@ def render(out: str, scale: str, names, failures: dict, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def render_experiment(out: str, name: str, scale: str, figures: str = ".") -> str:
+def render_experiment(out: str, name: str, scale: str, figures: str = ".", *, shown: str | None = None) -> str:
     """A page for one experiment: what it tests, its settings, every metric, and its figures.
+
+    ``shown`` is the run folder the page names (default ``out``).
 
     ``figures`` is the folder (relative to the page) holding ``projections.png``,
     ``second_moment.png`` and ``loss.png``; a folder ending in ``-`` is used as a file-name prefix
     (``docs/figures/ks2d-time-projections.png``).
     """
     m = load_metrics(out, name)
+    shown = out if shown is None else shown
     exp, s, sc = EXPERIMENTS[name], m["settings"], m["scale_settings"]
     fig = (lambda f: f"{figures}{f}") if figures.endswith("-") else (lambda f: f"{figures}/{f}")
     what = "time t" if exp.eta == "time" else "flow amplitude A (the network sees log10 A)"
@@ -436,7 +443,7 @@ def render_experiment(out: str, name: str, scale: str, figures: str = ".") -> st
         "",
         f"{exp.summary}.",
         "",
-        f"Command: `{command(out, [name], scale, m)}` (outputs in `{os.path.join(os.path.normpath(out), name)}/`).",
+        f"Command: `{command(shown, [name], scale, m)}` (outputs in `{os.path.join(os.path.normpath(shown), name)}/`).",
         "",
         f"- d = {exp.d}, flow `{exp.flow}`, {fixed}; learnt parameter: {what}.",
         f"- IPM: J = {s['n_particles']}, kernel `{s['kernel']}`, delta^2 = {s['delta'] ** 2:.3g}, "
@@ -482,3 +489,33 @@ def render_experiment(out: str, name: str, scale: str, figures: str = ".") -> st
         "",
     ]
     return "\n".join(lines)
+
+
+FIGURES = ("projections.png", "second_moment.png", "loss.png")
+
+
+def docs_pages(docs: str, scale: str, names) -> dict:
+    """The generated documentation pages of one scale, rendered from the metrics.json files kept under
+    ``<docs>/runs/<scale>/<experiment>/`` (`write_docs` copies them there): ``{path under docs: text}``.
+
+    The quick scale has a page per experiment (``experiments/<name>.md``, its figures
+    ``figures/<name>-*.png``) and ``quick-report.md``; other scales their report, ``<scale>-report.md``.
+    Everything on them comes from those files, so they regenerate exactly (``tests/test_docs.py``).
+    """
+    runs = os.path.join(docs, "runs", scale)
+    shown = os.path.join("ksdp-runs", scale)  # where the runs were made: the CLI's default folder
+    names = [n for n in names if load_metrics(runs, n) is not None]
+    pages = {f"{scale}-report.md": render(runs, scale, names, {}, None, shown=shown)}
+    if scale == "quick":
+        for name in names:
+            pages[os.path.join("experiments", f"{name}.md")] = render_experiment(
+                runs, name, scale, figures=f"../figures/{name}-", shown=shown
+            )
+    return pages
+
+
+def figure_path(docs: str, scale: str, name: str, figure: str) -> str:
+    """Where the documentation keeps one figure of a run: ``figures/<name>-<figure>`` at the quick scale,
+    ``figures/<scale>/<name>-<figure>`` at the others."""
+    folder = os.path.join(docs, "figures") if scale == "quick" else os.path.join(docs, "figures", scale)
+    return os.path.join(folder, f"{name}-{figure}")
