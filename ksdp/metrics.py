@@ -17,7 +17,7 @@ exceeds the floor by a few standard errors, so every estimate carries one (`Esti
   sums in ``O(n)`` extra work. Over 300 draws of two 1D unit-Gaussian clouds (n = 500) its
   root-mean-square is 1.23 times the spread of the statistic for equal laws (conservative, as the
   Efron--Stein inequality has it, where the statistic is degenerate) and 1.02--1.04 times for
-  shifts of 0.2 and 0.5 sd (``python -m benchmarks.ablations
+  shifts of 0.2 and 0.5 sd (``python -m benchmarks.studies
   --only energy``). Power: the statistic grows like the square of a
   defect while its SE grows like the defect over $\sqrt{n}$: at n = 500 a 0.5 sd shift gives 0.142
   against a spread of 0.036 (same command); `tests/test_metrics.py` checks that a 0.5 sd shift and a

@@ -11,7 +11,7 @@ parameter sets can settle on maps that differ by a rotation, and the network the
 between incompatible maps. Starting near the identity makes the first matchings close to optimal
 transport plans, which vary continuously with ``eta``, and the learnt map follows them
 (``tests/test_training.py`` checks interpolation at a held-out ``eta``; ``python -m
-benchmarks.ablations --only residual`` compares the two networks). ``residual=False`` is the
+benchmarks.studies --only residual`` compares the two networks). ``residual=False`` is the
 paper's network.
 
 With ``tail_feature=True`` the network also gets the source point's tail coordinate
@@ -348,7 +348,7 @@ def generate(cfg: ModelConfig, params, eta, key, n: int, *, chunk: int | None = 
         independent: for a map that carries radii to radii in order, the radial CDF of the cloud is
         within ``1 / n`` of the learnt law's instead of about ``0.87 / sqrt(n)``; a map that depends a
         little on the direction adds to that (ks2d-time's paper network: a few 1e-4 at n = 10^5,
-        `python -m benchmarks.ablations --only sources`). Its radial check measures the learnt law
+        `python -m benchmarks.studies --only sources`). Its radial check measures the learnt law
         this way. At most 2^24 particles.
 
     Returns:

@@ -36,7 +36,7 @@ METRICS_TEXT = [
     "  over all 1 + k pairs ('all'), which the check judges (`ksdp.experiments.report.c2st_check`). With",
     "  independent IPM runs in place of the generated cloud, one pair's excess spreads by 0.017 (0.013 to",
     "  0.022 by experiment) and exceeds +0.03 in 6 of 200 checks at the quick scale (`python -m",
-    "  benchmarks.ablations --only c2st`): on one pair a perfect generator fails about 3% of the values and",
+    "  benchmarks.studies --only c2st`): on one pair a perfect generator fails about 3% of the values and",
     "  a +0.05 defect passes about one time in nine; over 6 pairs the spread is 2.4 times smaller (normal:",
     "  false alarms 4e-6, that defect caught 99.8% of the time). Runs evaluated before the more pairs have",
     "  none and are judged on the one pair.",
@@ -83,7 +83,7 @@ def c2st_check(r) -> tuple[float, float | None, int]:
     One pair (generated and the floor run, each against the reference run) gives ``c2st - floor_c2st``.
     With independent IPM runs in place of the generated cloud it spreads by 0.017 at J = 2000 (the
     binomial error of two accuracies, 0.011, plus the classifiers' training noise and the runs' own
-    collective fluctuations) and exceeds +0.03 in 3% of the checks (`python -m benchmarks.ablations
+    collective fluctuations) and exceeds +0.03 in 3% of the checks (`python -m benchmarks.studies
     --only c2st`): a perfect generator fails one value in about 30 by luck, and a floor run that sits
     below 0.5 (shared by every value of a time experiment) fails neighbouring values together. Where
     the row has the excess over ``k`` more disjoint pairs of independent IPM runs

@@ -102,7 +102,7 @@ SCALES = {
     # moving average, cosine decay, debiased loss) instead of the paper's K = 1000, L = 200. K = L = 50:
     # kept for 200 steps, a mini-batch's points are fitted (laminar2d-time: final loss 8% below the floor,
     # z = -2.4); with 50, at the floor (z = 0.1), every value passing, for more training time (a fresh
-    # matching of 50 block sweeps every 50 steps; benchmarks.ablations "..., local cap, K = L = 50")
+    # matching of 50 block sweeps every 50 steps; benchmarks.studies "..., local cap, K = L = 50")
     "paper": Scale(
         n_particles=10000,
         n_samples=2000,
@@ -247,7 +247,7 @@ EXPERIMENTS = {
             radial_weight=4.0,
             # the quick scale's core at t = 0.1 came out elongated with N = 1000 (anisotropy 0.238-0.311 against
             # the IPM runs' 0.168, z = 2.4-4.9 over three seeds); N = 2000, the paper's, 0.156-0.238 (z <= 2.4),
-            # lower at every seed, for 1.7-1.8 times the training time (benchmarks.ablations --only anisotropy)
+            # lower at every seed, for 1.7-1.8 times the training time (benchmarks.studies --only anisotropy)
             n_samples={"quick": 2000},
         ),
         Experiment(
@@ -314,7 +314,7 @@ EXPERIMENTS = {
             # seeds): the sources' matching regresses onto a sampled coupling's conditional mean, which loses
             # about one squared W2 floor of N points from m2, a floor that falls only like N^(-2/3) in 3D. With
             # N = 2000 and the radial term (weight 4) 0.3-1.3% there, and within 2.1% of the pool's at every
-            # training amplitude and seed (benchmarks.ablations --only shrink; docs/training.md, "The radial
+            # training amplitude and seed (benchmarks.studies --only shrink; docs/training.md, "The radial
             # term"). The paper scale has N = 2000 already and passed its m2 checks without the term
             n_samples={"quick": 2000},
             radial_weight={"quick": 4.0},

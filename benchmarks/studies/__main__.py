@@ -1,0 +1,141 @@
+"""``python -m benchmarks.studies``: the measurements behind the design choices of the method pages
+(docs/model.md, docs/reference.md, docs/transport.md, docs/training.md, docs/metrics.md), each against
+its alternative.
+
+    python -m benchmarks.studies [--only PART ...] [--experiments ...] [--schedules ...] [--scale ...]
+
+One module per question; each part is a function of it:
+
+* `benchmarks.studies.kernels`: ``kernels``, ``slope``, ``health`` (the IPM's kernel and step);
+* `benchmarks.studies.reference`: ``reference`` (the IPM against the PDE reference);
+* `benchmarks.studies.blocks`: ``blocks``, ``small`` (block descent against the optimum);
+* `benchmarks.studies.calibration`: ``energy``, ``c2st``, ``pools``, ``ks``, ``sources`` (the metrics);
+* `benchmarks.studies.training`: ``residual``, ``training`` (its schedules in
+  `benchmarks.studies.schedules`), ``tails``, ``matching``, ``shrink``, ``anisotropy``.
+
+Quality numbers, not times: they do not depend on the machine. The results are merged into
+``benchmarks/results/ablations-<device>-<date>.json`` (``--only`` replaces the parts it runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+
+from benchmarks import _common
+from benchmarks.studies.blocks import blocks, small
+from benchmarks.studies.calibration import c2st, energy, ks, pools, sources
+from benchmarks.studies.kernels import health, kernels, slope
+from benchmarks.studies.reference import reference
+from benchmarks.studies.schedules import MORE_SCHEDULES, SCHEDULES
+from benchmarks.studies.training import TRAINING_EXPERIMENTS, anisotropy, matching, residual, shrink, tails, training
+from ksdp.experiments.specs import EXPERIMENTS, SCALES
+
+PARTS = (
+    "kernels",
+    "slope",
+    "blocks",
+    "small",
+    "residual",
+    "energy",
+    "reference",
+    "training",
+    "health",
+    "tails",
+    "matching",
+    "c2st",
+    "pools",
+    "ks",
+    "shrink",
+    "sources",
+    "anisotropy",
+)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
+    ap.add_argument("--out", default=None)
+    ap.add_argument(
+        "--schedules",
+        nargs="+",
+        choices=list(SCHEDULES) + list(MORE_SCHEDULES),
+        default=None,
+        help="training schedules of the 'training' part (default: the five of benchmarks.studies.schedules.SCHEDULES)",
+    )
+    ap.add_argument(
+        "--experiments",
+        nargs="+",
+        choices=list(EXPERIMENTS),
+        default=None,
+        help="experiments of the 'training' part (quick scale; default: ks2d-time laminar2d-amplitude) "
+        "and of the 'tails' part (default: every finished one)",
+    )
+    ap.add_argument(
+        "--scale",
+        choices=list(SCALES),
+        default="quick",
+        help="scale of the 'training' part (its datasets, sizes and steps; default quick)",
+    )
+    ap.add_argument(
+        "--reference-sizes",
+        type=int,
+        nargs="+",
+        default=[2000, 10000],
+        help="IPM sizes J of the 'reference' part (from 10^4 on with the particle mesh; 10^6 takes minutes)",
+    )
+    ap.add_argument(
+        "--ks-scale",
+        choices=list(SCALES),
+        default="paper",
+        help="scale of the 'ks' and 'sources' parts (default paper: J = 10^4)",
+    )
+    ap.add_argument(
+        "--ks-runs", type=int, default=26, help="independent IPM runs of the 'ks' part (default 26; cached)"
+    )
+    args = ap.parse_args(argv)
+    parts = {
+        "kernels": kernels,
+        "slope": slope,
+        "blocks": blocks,
+        "small": small,
+        "residual": residual,
+        "energy": energy,
+        "reference": lambda: reference(sizes=tuple(args.reference_sizes)),
+        "health": health,
+        "training": lambda: training(
+            names=args.experiments or TRAINING_EXPERIMENTS, scale=args.scale, schedules=args.schedules
+        ),
+        "tails": lambda: tails(names=args.experiments),
+        "matching": lambda: matching(names=args.experiments),
+        "c2st": lambda: c2st(names=args.experiments),
+        "pools": lambda: pools(names=args.experiments),
+        "ks": lambda: ks(scale=args.ks_scale, runs=args.ks_runs),
+        "shrink": lambda: shrink(names=args.experiments or ("kolmogorov3d-amplitude",)),
+        "sources": lambda: sources(scale=args.ks_scale),
+        "anisotropy": anisotropy,
+    }
+    results = {name: parts[name]() for name in args.only}
+    # --only updates the parts it ran in today's file and keeps the others
+    previous = os.path.join(
+        args.out or _common.RESULTS, f"ablations-{_common.device_name()}-{datetime.date.today().isoformat()}.json"
+    )
+    if os.path.exists(previous):
+        with open(previous) as f:
+            old = json.load(f)
+        results = {**{k: old[k] for k in PARTS if k in old and k not in results}, **results}
+        if "training" in args.only and "training" in old:  # schedules run now replace their old rows only
+
+            def key(r):
+                return r.get("scale", "quick"), r["experiment"], r["schedule"]
+
+            done = {key(r) for r in results["training"]}
+            kept = [r for r in old["training"] if key(r) not in done]
+            results["training"] = kept + results["training"]
+    return _common.save("ablations", results, args.out)
+
+
+if __name__ == "__main__":
+    main()
