@@ -506,6 +506,10 @@ def w2_estimate(x, y, *, tol: float = 1e-4) -> Estimate:
         )
     if len(x) < 2:
         raise ValueError(f"x and y need at least 2 points each for a standard error, got {len(x)}.")
+    # W2 is translation invariant: centred on their pooled mean in float64, clouds far from the origin
+    # keep the digits the auction's float32 arithmetic would otherwise spend on the offset
+    centre = np.concatenate([x, y]).astype(np.float64).mean(axis=0)
+    x, y = (np.asarray(x, np.float64) - centre).astype(x.dtype), (np.asarray(y, np.float64) - centre).astype(y.dtype)
     res = _wasserstein.auction(x, y, tol=tol)
     phi, psi = _wasserstein.kantorovich_potentials(x, y, res.prices)
     n = len(x)

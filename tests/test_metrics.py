@@ -191,6 +191,25 @@ def test_stratified_sources_hold_one_radial_level_per_stratum():
             uniform_ball_stratified(jax.random.key(0), bad, 2)
 
 
+@pytest.mark.parametrize("offset", [1e3, 1e5])
+def test_w2_estimate_is_translation_invariant(offset):
+    # two float32 clouds far from the origin: centred in float64 first, their W2 is the one at the
+    # origin to float32 round-off of O(1) coordinates (1e-5 relative allowed), where the auction on
+    # raw coordinates lost the digits to the offset (0.755 for 0.606 at 1e3)
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(300, 2)).astype(np.float32)
+    y = (rng.normal(size=(300, 2)) + 0.5).astype(np.float32)
+    ref = km.w2_estimate(x, y)
+    got = km.w2_estimate((x + offset).astype(np.float32), (y + offset).astype(np.float32))
+    # the offset clouds themselves are rounded to float32 at 1e5 (ulp ~ 8e-3): compare with the
+    # rounded clouds' exact W2 there, the same to float32 round-off at 1e3
+    xs = (x + offset).astype(np.float32).astype(np.float64) - offset
+    ys = (y + offset).astype(np.float32).astype(np.float64) - offset
+    want = km.w2_estimate(xs.astype(np.float32), ys.astype(np.float32))
+    assert got.value == pytest.approx(want.value, rel=1e-4)
+    assert abs(want.value - ref.value) < 0.05 * ref.value
+
+
 @pytest.mark.slow
 def test_w2_standard_error_matches_the_spread_of_repeated_draws():
     # N(0, I) against N(mu, I) in 2D: W2^2 = |mu|^2, the potentials are linear (phi = -2 mu.x, psi =
