@@ -55,6 +55,7 @@ tending to the unregularised one as $\delta \to 0$. Mass is conserved by constru
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import numpy as np
@@ -123,6 +124,38 @@ def _check(d, chi, mu, mass, times, delta):
     return t
 
 
+def _check_grid(n_grid, r_max, blowup_density, rtol, d):
+    """Refuses grid settings that would silently mean something else or give a wrong answer."""
+    if n_grid is not None and (not isinstance(n_grid, (int, np.integer)) or isinstance(n_grid, bool) or n_grid < 8):
+        raise ValueError(f"n_grid must be an integer >= 8 (grid cells), or None for the default, got {n_grid!r}.")
+    if r_max is not None:
+        if not (isinstance(r_max, (int, float, np.floating)) and math.isfinite(r_max)):
+            raise ValueError(f"r_max must be a finite float, or None for the default, got {r_max!r}.")
+        if r_max <= 1.0:  # the initial law fills the unit ball: an edge inside it cuts the law off
+            raise ValueError(
+                f"r_max must be beyond the initial unit ball (> 1; the default adds 6 diffusion lengths), "
+                f"got {r_max!r}."
+            )
+    initial = 1.0 / BALL[d]  # the density of the uniform law on the unit ball
+    if not (isinstance(blowup_density, (int, float, np.floating)) and math.isfinite(blowup_density)):
+        raise ValueError(f"blowup_density must be a finite float, got {blowup_density!r}.")
+    if blowup_density <= initial:
+        raise ValueError(
+            f"blowup_density must exceed the initial density at the origin ({initial:.4g}), got {blowup_density!r}: "
+            f"a run would stop before it starts."
+        )
+    if not (isinstance(rtol, (int, float, np.floating)) and math.isfinite(rtol) and 0 < rtol < 1):
+        raise ValueError(f"rtol must be a float in (0, 1), got {rtol!r}.")
+
+
+def _bdf(rhs, y0, t, jac, rtol, events=None):
+    """scipy's BDF from 0 to ``t[-1]`` with snapshots at ``t``; a run of the snapshot ``t = 0`` alone is
+    the initial state itself (solve_ivp returns no state for an empty interval)."""
+    if t[-1] == 0.0:
+        return SimpleNamespace(t=np.zeros(1), y=np.asarray(y0, np.float64)[:, None], status=0, t_events=[np.zeros(0)])
+    return solve_ivp(rhs, (0.0, t[-1]), y0, method="BDF", t_eval=t, jac=jac, rtol=rtol, atol=rtol * 1e-3, events=events)
+
+
 def _default_r_max(d, mu, t_end):
     # the uniform ball spreads by diffusion (and contracts by attraction): 6 diffusion lengths
     # sqrt(2 d mu t) past r = 1 leave ~exp(-18) of the mass outside
@@ -183,9 +216,7 @@ def _solve_unregularised(t, d, chi, mu, mass, n_grid, r_max, blowup_density, rto
 
     blowup.terminal = True
     blowup.direction = 1
-    sol = solve_ivp(
-        rhs, (0.0, t[-1]), q0[1:-1], method="BDF", t_eval=t, jac=jac, rtol=rtol, atol=rtol * 1e-3, events=blowup
-    )
+    sol = _bdf(rhs, q0[1:-1], t, jac, rtol, events=blowup)
     if sol.status < 0:
         raise RuntimeError(f"the radial solver failed: {sol.message}")
     y = np.asarray(sol.y, np.float64).reshape(len(q0) - 2, -1).T  # [S reached, G - 1]
@@ -264,11 +295,11 @@ def _solve_blob(t, d, chi, mu, mass, delta, n_grid, r_max, rtol):
         ).toarray()
         return lin - mr[:, None] * fd
 
-    sol = solve_ivp(rhs, (0.0, t[-1]), m0[1:-1], method="BDF", t_eval=t, jac=jac, rtol=rtol, atol=rtol * 1e-3)
+    sol = _bdf(rhs, m0[1:-1], t, jac, rtol)
     if sol.status < 0:
         raise RuntimeError(f"the radial solver failed: {sol.message}")
     m = np.concatenate([np.zeros((sol.y.shape[1], 1)), sol.y.T, np.ones((sol.y.shape[1], 1))], axis=1)
-    return RadialSolution(sol.t, r, m, d, float(delta), None)
+    return RadialSolution(np.asarray(sol.t), r, m, d, float(delta), None)
 
 
 def solve_radial(
@@ -306,6 +337,7 @@ def solve_radial(
       `RadialSolution`.
     """
     t = _check(d, chi, mu, mass, times, delta)
+    _check_grid(n_grid, r_max, blowup_density, rtol, d)
     r_max = float(r_max or _default_r_max(d, mu, t[-1]))
     if delta is None:
         return _solve_unregularised(t, d, chi, mu, mass, int(n_grid or 1500), r_max, blowup_density, rtol)

@@ -109,9 +109,25 @@ def test_shell_field_against_quadrature(d):
         ({"chi": float("nan")}, "chi must be"),
         ({"delta": -1.0}, "delta must be"),
         ({"times": (0.02, 0.01)}, "strictly increasing"),
+        # settings that would mean something else silently: 0 as the default grid, an edge inside
+        # the initial ball, a blow-up threshold that is NaN or already passed at t = 0
+        ({"n_grid": 0}, "n_grid must be"),
+        ({"n_grid": True}, "n_grid must be"),
+        ({"r_max": 0.8}, "r_max must be beyond"),
+        ({"blowup_density": float("nan")}, "blowup_density must be a finite"),
+        ({"blowup_density": 0.2}, "blowup_density must exceed"),
+        ({"rtol": 0.0}, "rtol must be"),
     ],
 )
 def test_bad_input(kwargs, match):
     kwargs = {"times": (0.01,), **kwargs}
     with pytest.raises(ValueError, match=match):
         R.solve_radial(**kwargs)
+
+
+@pytest.mark.parametrize("delta", [None, 0.03])
+def test_the_initial_snapshot_alone_is_the_initial_law(delta):
+    # t = 0 only: the uniform ball itself, m2 = d / (d + 2) exactly (the solver is not run)
+    sol = R.solve_radial((0.0,), delta=delta)
+    assert sol.times.tolist() == [0.0]
+    assert sol.second_moment() == pytest.approx([0.5], rel=1e-3)  # the grid's quadrature of r^2
