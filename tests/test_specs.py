@@ -117,3 +117,16 @@ def test_reference_runs(name, scale):
     assert set(exp.reference_runs) <= set(SCALES)
     n = exp.reference_runs.get(scale, SCALES[scale].reference_runs)
     assert isinstance(n, int) and n >= 0 and ipm_data.reference_runs(exp, scale) == n
+
+
+def test_importing_the_experiments_leaves_the_plotting_backend_alone():
+    # a notebook's backend must survive `import ksdp.experiments.run` (its figures need no pyplot)
+    import subprocess
+    import sys
+
+    code = (
+        "import matplotlib; matplotlib.use('svg'); import ksdp.experiments.run; "
+        "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()"
+    )
+    run_ = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run_.returncode == 0, run_.stderr[-2000:]

@@ -1,4 +1,7 @@
-"""Figures of the experiments (PNG, matplotlib Agg): projections DP vs IPM, second moments, loss.
+"""Figures of the experiments (PNG): projections DP vs IPM, second moments, loss.
+
+The figures are `matplotlib.figure.Figure` objects made without pyplot, so importing this module
+leaves the caller's plotting backend (a notebook's, say) as it was.
 
 Projections: the IPM panel and the generated panel of one value share their bins and their colour
 scale (one density scale per value), so a difference in colour is a difference in density; row
@@ -7,13 +10,10 @@ labels say which is which, so titles stay short.
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ksdp import storage  # noqa: E402
+from ksdp import storage
 
 AXES = "xyz"
 BINS = 70
@@ -21,7 +21,6 @@ BINS = 70
 
 def _save(fig, path):
     storage.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90, bbox_inches="tight"))
-    plt.close(fig)
 
 
 def _bounds(arrays, plane):
@@ -52,7 +51,8 @@ def projections(path, cases, d, title):
     xy, xz and yz planes.
     """
     if d == 2:
-        fig, axs = plt.subplots(2, len(cases), figsize=(2.9 * len(cases), 5.6), squeeze=False, layout="constrained")
+        fig = Figure(figsize=(2.9 * len(cases), 5.6), layout="constrained")
+        axs = fig.subplots(2, len(cases), squeeze=False)
         for c, (label, ipm, dp) in enumerate(cases):
             _pair(axs[0, c], axs[1, c], ipm, dp, (0, 1))
             axs[0, c].set_title(label, fontsize=9)
@@ -62,9 +62,8 @@ def projections(path, cases, d, title):
         )
     else:
         planes = [(0, 1), (0, 2), (1, 2)]
-        fig, axs = plt.subplots(
-            2 * len(cases), 3, figsize=(8.4, 2.6 * 2 * len(cases)), squeeze=False, layout="constrained"
-        )
+        fig = Figure(figsize=(8.4, 2.6 * 2 * len(cases)), layout="constrained")
+        axs = fig.subplots(2 * len(cases), 3, squeeze=False)
         for c, (label, ipm, dp) in enumerate(cases):
             for k, plane in enumerate(planes):
                 _pair(axs[2 * c, k], axs[2 * c + 1, k], ipm, dp, plane)
@@ -91,7 +90,8 @@ def second_moment(
 ):
     """m2 against the parameter: IPM points (the mean of ``n_runs`` runs, 2 standard errors), DP curve,
     optional reference curves."""
-    fig, ax = plt.subplots(figsize=(5.8, 4.1), layout="constrained")
+    fig = Figure(figsize=(5.8, 4.1), layout="constrained")
+    ax = fig.subplots()
     ax.plot(x_dp, m2_dp, "-", label="DeepParticle (generated)")
     ax.errorbar(
         x_ipm, m2_ipm, yerr=2 * np.asarray(m2_ipm_se), fmt="o", ms=4, capsize=2, label=f"IPM ({n_runs} runs, 2 SE)"
@@ -114,7 +114,8 @@ def second_moment(
 
 def loss(path, history, title, floor=None):
     """The training loss per Adam step, with the squared W2 floor of the mini-batch size."""
-    fig, ax = plt.subplots(figsize=(5.8, 3.6), layout="constrained")
+    fig = Figure(figsize=(5.8, 3.6), layout="constrained")
+    ax = fig.subplots()
     h = np.asarray(history)
     ax.semilogy(np.arange(1, len(h) + 1), h, lw=0.5, label="training loss")
     if floor is not None and np.isfinite(floor):
