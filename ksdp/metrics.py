@@ -274,12 +274,16 @@ def c2st(key, x, y, *, folds: int = 5, steps: int = 3000, batch: int = 128, lear
     return _accuracy(correct, len(z))
 
 
-def _c2st_batch(keys, pairs, *, steps: int) -> list:
-    """`c2st` of every ``(x, y)`` in ``pairs`` (clouds of one size), trained together: a list of `Estimate`."""
-    tests = [_c2st_inputs(k, x, y, 5) for k, (x, y) in zip(keys, pairs, strict=True)]
+def _c2st_batch(
+    keys, pairs, *, folds: int = 5, steps: int = 3000, batch: int = 128, learning_rate: float = 1e-3
+) -> list:
+    """`c2st` of every ``(x, y)`` in ``pairs`` (clouds of one size, the same settings), trained together:
+    a list of `Estimate`."""
+    _check_c2st_settings(folds, steps, batch, learning_rate)
+    tests = [_c2st_inputs(k, x, y, folds) for k, (x, y) in zip(keys, pairs, strict=True)]
     z, label, mask = (jnp.asarray(np.stack([t[i] for t in tests])) for i in range(3))
     k_train = jnp.stack([t[3] for t in tests])
-    kw = dict(width=10 * z.shape[-1], steps=int(steps), batch=128, learning_rate=1e-3)
+    kw = dict(width=10 * z.shape[-1], steps=int(steps), batch=int(batch), learning_rate=float(learning_rate))
     correct = np.asarray(_c2st_tests(k_train, z, label, mask, **kw))
     return [_accuracy(c, z.shape[1]) for c in correct]
 
@@ -313,7 +317,6 @@ def c2st_pairs(key, generated, runs, *, steps: int = 3000) -> dict:
     pairs = min(runs.shape[0] // 2, len(g) // j)
     if pairs < 2:
         raise ValueError(f"generated needs at least 2 J = {2 * j} points (a piece of J per pair), got {len(g)}.")
-    _check_c2st_settings(5, steps, 128, 1e-3)
     keys, tests = [], []
     for k in range(pairs):  # the same keys and clouds as one c2st per test; all trained at once
         ka, kb = jax.random.split(jax.random.fold_in(key, k))

@@ -151,17 +151,18 @@ def main(argv=None):
 def write_docs(docs: str, out: str, scale: str, results: dict, log) -> None:
     """Copies the finished runs' metrics.json and figures into the documentation folder ``docs`` and
     rewrites its generated pages from the copies (`report.docs_pages`)."""
+
+    def copy(src: str, dst: str) -> None:
+        with open(src, "rb") as f:
+            data = f.read()
+        storage.atomic_write(dst, lambda g: g.write(data))
+
     for name in results:
-        storage.write_text(
-            os.path.join(docs, "runs", scale, name, "metrics.json"),
-            open(os.path.join(out, name, "metrics.json")).read(),
-        )
+        copy(os.path.join(out, name, "metrics.json"), os.path.join(docs, "runs", scale, name, "metrics.json"))
         for figure in report.FIGURES:
             src = os.path.join(out, name, figure)
             if os.path.exists(src):
-                dst = report.figure_path(docs, scale, name, figure)
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                storage.atomic_write(dst, lambda f, src=src: f.write(open(src, "rb").read()))
+                copy(src, report.figure_path(docs, scale, name, figure))
     for path, text in report.docs_pages(docs, scale, list(EXPERIMENTS)).items():
         storage.write_text(os.path.join(docs, path), text)
         log(f"wrote {os.path.join(docs, path)}")

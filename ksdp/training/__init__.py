@@ -54,7 +54,7 @@ from ksdp.training.losses import (
     radial_objective,
     radial_quantiles,
 )
-from ksdp.training.step import train_minibatch
+from ksdp.training.step import mesh_split, train_minibatch
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -81,6 +81,7 @@ __all__ = [
     "initial_perm",
     "load_checkpoint",
     "loss_fn",
+    "mesh_split",
     "optimizer",
     "radial_objective",
     "radial_quantiles",

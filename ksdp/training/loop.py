@@ -29,7 +29,7 @@ from ksdp.training.config import (
     check_inputs,
     init_state,
 )
-from ksdp.training.step import train_minibatch
+from ksdp.training.step import mesh_split, train_minibatch
 
 
 def fresh_batch_loss(history, resample_every: int, n_batches: int = 20) -> float:
@@ -139,11 +139,7 @@ def train(
     if n_steps % cfg.resample_every:
         raise ValueError(f"n_steps={n_steps} must be a multiple of resample_every={cfg.resample_every}.")
     if mesh is not None:
-        # the split is checked before any work, as train_minibatch checks it
-        _, n_dev = _parallel.mesh_axis(mesh, axis)
-        _parallel.check_divisible(
-            targets.shape[0], n_dev, "the number of parameter sets R", "train on a multiple of the devices"
-        )
+        mesh_split(mesh, axis, targets.shape[0])  # checked before any work
     fp = fingerprint(key, targets, eta, model_cfg, cfg)
     state, history = None, []
     if checkpoint and resume and os.path.exists(checkpoint):

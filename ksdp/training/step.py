@@ -123,14 +123,21 @@ def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axi
 _minibatch_jit = jax.jit(_minibatch, static_argnums=(3, 4))
 
 
+def mesh_split(mesh, axis: str | None, n_sets: int) -> str:
+    """The mesh axis to split ``n_sets`` parameter sets over (``axis``, default the mesh's only one);
+    raises ``ValueError`` unless ``n_sets`` is a multiple of its devices. `train` checks it before any work."""
+    axis, n_dev = _parallel.mesh_axis(mesh, axis)
+    _parallel.check_divisible(n_sets, n_dev, "the number of parameter sets R", "train on a multiple of the devices")
+    return axis
+
+
 def _minibatch_mesh(mesh, axis: str | None, n_sets: int):
     """The jitted, sharded mini-batch of `train`: ``fn(state, targets, eta, model_cfg, cfg)``.
 
     ``targets [R, J, d]``, ``eta [R, p]`` and ``state.perm [R, N]`` are split along ``R = n_sets``
-    (checked to be a multiple of the devices); the network and optimiser state are replicated.
+    (`mesh_split`); the network and optimiser state are replicated.
     """
-    axis, n_dev = _parallel.mesh_axis(mesh, axis)
-    _parallel.check_divisible(n_sets, n_dev, "the number of parameter sets R", "train on a multiple of the devices")
+    axis = mesh_split(mesh, axis, n_sets)
     return lambda state, targets, eta, model_cfg, cfg: _minibatch_sharded(
         state, targets, eta, model_cfg, cfg, mesh, axis
     )
