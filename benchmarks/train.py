@@ -113,13 +113,13 @@ def main(argv=None):
     t_sweep_scipy = _common.timeit(scipy_sweep, repeat=2, min_time=0.2)
 
     n = 1_000_000
-    M.generate(mc, state.params, 0.05, jax.random.key(4), n)
+    M.generate(jax.random.key(4), mc, state.params, 0.05, n)
     t0 = time.perf_counter()
-    M.generate(mc, state.params, 0.05, jax.random.key(5), n)
+    M.generate(jax.random.key(5), mc, state.params, 0.05, n)
     t_gen = time.perf_counter() - t0
-    M.generate(mc, state.params, 0.05, jax.random.key(4), n, chunk=None)
+    M.generate(jax.random.key(4), mc, state.params, 0.05, n, chunk=None)
     t0 = time.perf_counter()
-    M.generate(mc, state.params, 0.05, jax.random.key(5), n, chunk=None)  # a host array: synchronous
+    M.generate(jax.random.key(5), mc, state.params, 0.05, n, chunk=None)  # a host array: synchronous
     t_gen_whole = time.perf_counter() - t0
     payload = {
         "sets": r,

@@ -174,26 +174,6 @@ def make_config(
     )
 
 
-class MLP(nn.Module):
-    """Fully connected network: ``depth`` hidden layers of ``width``, linear output of size ``d``."""
-
-    d: int
-    width: int = 30
-    depth: int = 5
-    activation: str = "tanh"
-
-    @nn.compact
-    def __call__(self, h):
-        act = ACTIVATIONS[self.activation]
-        for _ in range(self.depth):
-            h = act(nn.Dense(self.width)(h))
-        return nn.Dense(self.d)(h)
-
-
-def _module(cfg: ModelConfig) -> MLP:
-    return MLP(cfg.d, cfg.width, cfg.depth, cfg.activation)
-
-
 def normalise_eta(cfg: ModelConfig, eta):
     """``[..., p]`` physical parameters -> network input (log10 where configured, then affine)."""
     eta = jnp.asarray(eta, jnp.float32)
@@ -220,9 +200,43 @@ def check_eta(cfg: ModelConfig, eta):
     return eta
 
 
+class DeepParticleMap(nn.Module):
+    r"""The map $f_\theta(x;\eta)$ as a flax module: everything `apply` computes, in one module.
+
+    The parameter normalisation (`normalise_eta`), the tail feature, the ``depth`` hidden layers of
+    ``width`` units, the identity factor and the residual all live inside, so the module *is* the
+    learnt map and can sit inside a larger flax model (its variables are a `Generator`'s ``params``).
+
+    Call it on ``x [..., N, d]`` (points) and ``eta [..., p]`` (one parameter value per cloud, raw: the
+    module normalises it); ``x [d]`` alone is one point.
+    """
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, eta):
+        cfg = self.config
+        point = x.ndim == 1
+        x = x[None] if point else x
+        e = normalise_eta(cfg, eta)
+        e = jnp.broadcast_to(e[..., None, :], x.shape[:-1] + (cfg.p,))
+        inputs = [x, tail_coordinate(x)] if cfg.tail_feature else [x]
+        h = jnp.concatenate([*inputs, e.astype(x.dtype)], axis=-1)
+        act = ACTIVATIONS[cfg.activation]
+        for _ in range(cfg.depth):
+            h = act(nn.Dense(cfg.width)(h))
+        out = nn.Dense(cfg.d)(h)
+        if cfg.identity_at is not None:  # the identity at eta = identity_at (ModelConfig.identity_at)
+            raw = jnp.asarray(eta, jnp.float32)[..., None, :1]
+            out = out * (jnp.abs(raw - cfg.identity_at) / cfg.eta_scale[0]) ** cfg.identity_power
+            out = out.astype(x.dtype)
+        y = x + out if cfg.residual else out
+        return y[0] if point else y
+
+
 def init(key, cfg: ModelConfig):
     """Random initial parameters (flax default initialisers)."""
-    return _module(cfg).init(key, jnp.zeros((1, cfg.d + int(cfg.tail_feature) + cfg.p), jnp.float32))
+    return DeepParticleMap(cfg).init(key, jnp.zeros((1, cfg.d), jnp.float32), jnp.zeros((cfg.p,), jnp.float32))
 
 
 # 1 - |x|^d is floored at the float32 spacing below 1, so the tail coordinate is at most ~16.6
@@ -242,16 +256,8 @@ def tail_coordinate(x):
 
 
 def apply(cfg: ModelConfig, params, x, eta):
-    r"""$f_\theta(x;\eta)$ for ``x [..., N, d]`` and ``eta [..., p]`` (one per cloud)."""
-    e = normalise_eta(cfg, eta)
-    e = jnp.broadcast_to(e[..., None, :], x.shape[:-1] + (cfg.p,))
-    inputs = [x, tail_coordinate(x)] if cfg.tail_feature else [x]
-    out = _module(cfg).apply(params, jnp.concatenate([*inputs, e.astype(x.dtype)], axis=-1))
-    if cfg.identity_at is not None:  # the identity at eta = identity_at (ModelConfig.identity_at)
-        raw = jnp.asarray(eta, jnp.float32)[..., None, :1]
-        out = out * (jnp.abs(raw - cfg.identity_at) / cfg.eta_scale[0]) ** cfg.identity_power
-        out = out.astype(x.dtype)
-    return x + out if cfg.residual else out
+    r"""$f_\theta(x;\eta)$ for ``x [..., N, d]`` and ``eta [..., p]`` (one per cloud): `DeepParticleMap`."""
+    return DeepParticleMap(cfg).apply(params, x, eta)
 
 
 def _one_eta(cfg: ModelConfig, eta):
@@ -282,7 +288,7 @@ def jacobian_determinant(cfg: ModelConfig, params, x, eta):
 _jacobian_determinant_jit = jax.jit(jacobian_determinant, static_argnums=0)
 
 
-def folded_fraction(cfg: ModelConfig, params, eta, key, n: int = 20000) -> tuple[float, float]:
+def folded_fraction(key, cfg: ModelConfig, params, eta, n: int = 20000) -> tuple[float, float]:
     r"""The fraction of the source (the uniform ball) on which $f_\theta(\cdot;\eta)$ folds
     (`jacobian_determinant` <= 0), from ``n`` uniform samples, with its binomial standard error.
 
@@ -328,7 +334,7 @@ SOURCES = ("iid", "stratified")
 _STRATIFIED_MAX = 2**24
 
 
-def generate(cfg: ModelConfig, params, eta, key, n: int, *, chunk: int | None = 65536, source: str = "iid"):
+def generate(key, cfg: ModelConfig, params, eta, n: int, *, chunk: int | None = 65536, source: str = "iid"):
     r"""``n`` particles of the learnt law at ``eta``: fresh uniform-ball samples pushed through $f_\theta$.
 
     Works for any ``eta``, including values outside the training range (extrapolation). Memory is
@@ -371,7 +377,7 @@ def generate(cfg: ModelConfig, params, eta, key, n: int, *, chunk: int | None = 
     if eta.ndim == 2:
         return np.stack(
             [
-                generate(cfg, params, e, jax.random.fold_in(key, b), n, chunk=chunk, source=source)
+                generate(jax.random.fold_in(key, b), cfg, params, e, n, chunk=chunk, source=source)
                 for b, e in enumerate(eta)
             ]
         )

@@ -94,7 +94,7 @@ GENERATE = [
 def test_generate(label, cfg, kwargs, match):
     params = PARAMS if cfg is MC else M.init(jax.random.key(0), cfg)
     with pytest.raises(ValueError, match=match):
-        M.generate(cfg, params, key=jax.random.key(0), **kwargs)
+        M.generate(jax.random.key(0), cfg, params, **kwargs)
 
 
 TRAIN = [
@@ -146,8 +146,8 @@ def test_valid_calls_still_work():
     # the checks reject only what is wrong: a permutation warm start, rtol = 0, a chunk larger than n
     res = TR.solve(jax.random.key(0), X, Y, perm=jnp.arange(8)[::-1], rtol=0.0, max_sweeps=3)
     assert sorted(np.asarray(res.perm).tolist()) == list(range(8))
-    assert M.generate(MC, PARAMS, 0.5, jax.random.key(0), 10, chunk=1000).shape == (10, 2)
-    assert M.generate(MC_LOG, M.init(jax.random.key(0), MC_LOG), 3.0, jax.random.key(0), 5).shape == (5, 2)
+    assert M.generate(jax.random.key(0), MC, PARAMS, 0.5, 10, chunk=1000).shape == (10, 2)
+    assert M.generate(jax.random.key(0), MC_LOG, M.init(jax.random.key(0), MC_LOG), 3.0, 5).shape == (5, 2)
 
 
 SIMULATE = [
@@ -212,10 +212,10 @@ def test_generate_accepts_exactly_the_finite_eta(eta):
     # property: any finite eta (far outside the training range too) generates finite particles; NaN
     # and inf are refused. (An eta whose normalised value overflows float32, |eta| ~ 1e38, is refused.)
     if math.isfinite(eta):
-        assert np.all(np.isfinite(M.generate(MC, PARAMS, eta, jax.random.key(0), 4)))
+        assert np.all(np.isfinite(M.generate(jax.random.key(0), MC, PARAMS, eta, 4)))
     else:
         with pytest.raises(ValueError, match="eta"):
-            M.generate(MC, PARAMS, eta, jax.random.key(0), 4)
+            M.generate(jax.random.key(0), MC, PARAMS, eta, 4)
 
 
 @pytest.mark.parametrize("scale", [1e20, 1e-20])

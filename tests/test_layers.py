@@ -17,6 +17,7 @@ PACKAGE = os.path.join(ROOT, "ksdp")
 # bottom to top; a module may import only from lower layers (the package root re-exports the doors)
 LAYERS = [
     {"ksdp._version", "ksdp._checks", "ksdp.storage", "ksdp.parallel"},  # shared helpers
+    {"ksdp.provenance"},  # the manifest of every output (reads the version)
     {"ksdp.kernels", "ksdp.flows", "ksdp.initial", "ksdp.assignment"},
     {"ksdp.particle_mesh"},
     {"ksdp.drifts"},
@@ -24,6 +25,7 @@ LAYERS = [
     {"ksdp.data", "ksdp.transport", "ksdp.reference"},
     {"ksdp.wasserstein"},
     {"ksdp.model", "ksdp.metrics"},
+    {"ksdp.generator"},
     {"ksdp.training.losses"},
     {"ksdp.training.config"},
     {"ksdp.training.checkpoint", "ksdp.training.step"},

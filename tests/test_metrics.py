@@ -168,7 +168,7 @@ def test_stratified_sources_hold_one_radial_level_per_stratum():
         clouds = {
             "initial": uniform_ball_stratified(jax.random.key(d), n, d),
             "generate, chunks of 1500": M.generate(
-                mc, params, 0.0, jax.random.key(d), n, chunk=1500, source="stratified"
+                jax.random.key(d), mc, params, 0.0, n, chunk=1500, source="stratified"
             ),
         }
         for name, x in clouds.items():

@@ -45,7 +45,7 @@ def test_learns_held_out_parameter(trained, eta):
     n, w, floor = 500, [], []
     for r in range(4):
         ref = target(jax.random.key(100 + r), eta, n)
-        gen = M.generate(trained.model, trained.params, eta, jax.random.key(5 + r), n)
+        gen = M.generate(jax.random.key(5 + r), trained.model, trained.params, eta, n)
         w.append(float(W.w2(gen, ref, exact_max=512)[0]))
         floor.append(float(W.w2(target(jax.random.key(200 + r), eta, n), ref, exact_max=512)[0]))
     ratio = np.mean(w) / np.mean(floor)
@@ -54,17 +54,17 @@ def test_learns_held_out_parameter(trained, eta):
 
 
 def test_generation_shapes_chunks_and_extrapolation(trained):
-    g = M.generate(trained.model, trained.params, 0.5, jax.random.key(0), 200_003, chunk=65536)
+    g = M.generate(jax.random.key(0), trained.model, trained.params, 0.5, 200_003, chunk=65536)
     assert g.shape == (200_003, 2) and np.all(np.isfinite(g))
-    gb = M.generate(trained.model, trained.params, jnp.array([0.2, 1.5]), jax.random.key(1), 1000)
+    gb = M.generate(jax.random.key(1), trained.model, trained.params, jnp.array([0.2, 1.5]), 1000)
     assert gb.shape == (2, 1000, 2) and np.all(np.isfinite(gb))
     # extrapolation follows the trend of the mean (0.5 eta) beyond the training range, loosely:
     # the sample mean of 1000 points has standard error ~0.02 per coordinate.
     assert gb[1, :, 0].mean() > gb[0, :, 0].mean() + 0.3
     with pytest.raises(ValueError, match="eta"):
-        M.generate(trained.model, trained.params, jnp.zeros((2, 3)), jax.random.key(0), 10)
+        M.generate(jax.random.key(0), trained.model, trained.params, jnp.zeros((2, 3)), 10)
     with pytest.raises(ValueError, match="n "):
-        M.generate(trained.model, trained.params, 0.5, jax.random.key(0), 0)
+        M.generate(jax.random.key(0), trained.model, trained.params, 0.5, 0)
 
 
 @pytest.mark.slow
@@ -73,13 +73,13 @@ def test_folded_fraction_of_known_maps():
     cfg = M.make_config(2, ETAS[:3], width=8, depth=2)
     params = M.init(jax.random.key(0), cfg)
     zero = jax.tree_util.tree_map(jnp.zeros_like, params)
-    assert M.folded_fraction(cfg, zero, 0.5, jax.random.key(1), 2000) == (0.0, 1 / 2000)
+    assert M.folded_fraction(jax.random.key(1), cfg, zero, 0.5, 2000) == (0.0, 1 / 2000)
     np.testing.assert_allclose(M.jacobian_determinant(cfg, zero, jnp.ones((3, 2)) * 0.3, 0.5), 1.0, atol=1e-6)
     # large random weights fold the ball; the determinant agrees with central differences
     # (h = 1e-2 on a float32 map whose weights are ~ 5: the error is O(h^2) ~ 1e-3 relative; only
     # points with |det| > 0.05 are compared by sign), and the fraction is that of the same points
     big = jax.tree_util.tree_map(lambda a: 5.0 * a, params)
-    frac, se = M.folded_fraction(cfg, big, 0.5, jax.random.key(1), 2000)
+    frac, se = M.folded_fraction(jax.random.key(1), cfg, big, 0.5, 2000)
     x = uniform_ball(jax.random.key(1), 2000, 2)
     det = np.asarray(M.jacobian_determinant(cfg, big, x, 0.5))
     assert 0.02 < frac < 0.98 and frac == np.mean(det <= 0)
@@ -91,7 +91,7 @@ def test_folded_fraction_of_known_maps():
     clear = np.abs(det) > 0.05
     assert clear.mean() > 0.9 and np.all(np.sign(fd[clear]) == np.sign(det[clear]))
     with pytest.raises(ValueError, match="one parameter value"):
-        M.folded_fraction(cfg, big, jnp.array([0.2, 0.5]), jax.random.key(1), 10)
+        M.folded_fraction(jax.random.key(1), cfg, big, jnp.array([0.2, 0.5]), 10)
     with pytest.raises(ValueError, match="x must be"):
         M.jacobian_determinant(cfg, big, jnp.ones((3, 3)), 0.5)
 
@@ -296,7 +296,7 @@ def test_tail_feature_network_trains_resumes_and_keeps_old_fingerprints(tmp_path
     # one more input (the tail coordinate) than the plain network's first layer
     first = [a.shape for a in jax.tree_util.tree_leaves(res.params) if a.ndim == 2]
     assert (2 + 1 + 1, 8) in first
-    assert np.all(np.isfinite(M.generate(tail, res.params, 0.5, jax.random.key(0), 100)))
+    assert np.all(np.isfinite(M.generate(jax.random.key(0), tail, res.params, 0.5, 100)))
     with pytest.raises(T.CheckpointMismatch):
         T.train(jax.random.key(3), targets, etas, mc, TINY, n_steps=40, checkpoint=ck, progress=False)
 
@@ -496,7 +496,7 @@ def shrinkage():
             ema_decay=0.99, decay_steps=steps, debias=debias,
         )  # fmt: skip
         res = T.train(jax.random.key(2), targets, scales, mc, cfg, n_steps=steps, progress=False)
-        gen = M.generate(mc, res.params, scales, jax.random.key(3), 20000)
+        gen = M.generate(jax.random.key(3), mc, res.params, scales, 20000)
         out[debias] = np.asarray(jnp.mean(jnp.sum(gen**2, -1), -1))
     # the effect size: the squared W2 between two independent N-samples of each ball (exact, 4 draws)
     floor = [

@@ -157,12 +157,12 @@ def sources(out="ksdp-runs", scale="paper", draws: int = SOURCE_DRAWS):
         cdf = radial.cdf(j)
         ks = {
             src: [
-                KM.radial_ks(M.generate(mc, params, t, jax.random.key(1000 + s), KS_POINTS, source=src), cdf)
+                KM.radial_ks(M.generate(jax.random.key(1000 + s), mc, params, t, KS_POINTS, source=src), cdf)
                 for s in range(draws)
             ]
             for src in M.SOURCES
         }
-        big = M.generate(mc, params, t, jax.random.key(7), 10 * KS_POINTS, source="stratified")
+        big = M.generate(jax.random.key(7), mc, params, t, 10 * KS_POINTS, source="stratified")
         row = {
             "scale": scale,
             "experiment": "ks2d-time",

@@ -59,7 +59,7 @@ def residual():
             w, floor = [], []
             for r in range(4):
                 ref = _target(jax.random.key(100 + r), eta, 500)
-                gen = M.generate(mc, res.params, eta, jax.random.key(5 + r), 500)
+                gen = M.generate(jax.random.key(5 + r), mc, res.params, eta, 500)
                 w.append(float(W.w2(gen, ref, exact_max=512)[0]))
                 floor.append(float(W.w2(_target(jax.random.key(200 + r), eta, 500), ref, exact_max=512)[0]))
             ratio = float(np.mean(w) / np.mean(floor))
@@ -121,7 +121,7 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
                 if v not in held_v and v not in train_v:
                     continue
                 i = idx[float(v)]
-                gen = M.generate(model_cfg, res.params, v, jax.random.key(11), sc.n_generated)
+                gen = M.generate(jax.random.key(11), model_cfg, res.params, v, sc.n_generated)
                 cmp = KM.compare(jax.random.key(12), gen, np.asarray(parts[1, i]), np.asarray(parts[2, i]))
                 ipm = KM.moments(np.asarray(parts[:, i]).reshape(-1, exp.d))
                 row = {
@@ -140,7 +140,7 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
                 # source sample for every schedule and value, whose luck moves all its m2 together
                 big = [
                     KM.moments(
-                        M.generate(model_cfg, res.params, v, jax.random.fold_in(jax.random.key(11), q), sc.n_generated)
+                        M.generate(jax.random.fold_in(jax.random.key(11), q), model_cfg, res.params, v, sc.n_generated)
                     )["m2"]
                     for q in range(1, LARGE_DRAWS + 1)
                 ]
@@ -151,19 +151,19 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
                     row["m2_dp_vs_train"] = row["m2_dp"] / row["m2_train"] - 1
                     row["m2_dp_large_vs_train"] = row["m2_dp_large"] / row["m2_train"] - 1
                 row.update(tail_stats(np.asarray(parts[:, i]).reshape(-1, exp.d), gen))
-                row["folded"] = list(M.folded_fraction(model_cfg, res.params, v, jax.random.key(13), FOLD_POINTS))
+                row["folded"] = list(M.folded_fraction(jax.random.key(13), model_cfg, res.params, v, FOLD_POINTS))
                 if radial is not None:  # as the experiment reports it: generated, pooled replicas
                     cdf = radial.cdf(int(np.flatnonzero(np.isclose(radial.times, v))[0]))
                     row["ks_dp"], row["ks_dp_signed"], row["ks_dp_level"] = KM.radial_ks_where(gen, cdf)
                     row["ks_ipm"] = KM.radial_ks_where(np.asarray(parts[:, i]).reshape(-1, exp.d), cdf)[0]
                     # as the experiments check it since 2026-11-27: KS_POINTS generated points, a draw of
                     # its own (the draw above is the same source sample at every time and in every row)
-                    many = M.generate(model_cfg, res.params, v, jax.random.fold_in(jax.random.key(11), 1000), KS_POINTS)
+                    many = M.generate(jax.random.fold_in(jax.random.key(11), 1000), model_cfg, res.params, v, KS_POINTS)
                     row["ks_dp_large"], row["ks_dp_large_signed"], row["ks_dp_large_level"] = KM.radial_ks_where(
                         many, cdf
                     )
                 if tc.ema_decay > 0:  # the last iterate instead of the moving average
-                    last = M.generate(model_cfg, res.state.params, v, jax.random.key(11), sc.n_generated)
+                    last = M.generate(jax.random.key(11), model_cfg, res.state.params, v, sc.n_generated)
                     row["m2_dp_last_iterate"] = float(np.mean(np.sum(np.asarray(last) ** 2, -1)))
                 row["m2_rel_error"] = abs(row["m2_dp"] - row["m2_ipm"]) / row["m2_ipm"]
                 row.update(REPORT.judge(row, scale))
@@ -259,7 +259,7 @@ def tails(out="ksdp-runs", names=None):
         n = parts.shape[2]
         for i, v in enumerate(exp.all_values(scale)):
             ipm = np.asarray(parts[:, i]).reshape(-1, exp.d)
-            gen = np.asarray(M.generate(mc, params, v, jax.random.key(21), n))
+            gen = np.asarray(M.generate(jax.random.key(21), mc, params, v, n))
             kind = "train" if v in train_v else "held-out" if v in held_v else "extrapolated"
             row = {
                 "scale": scale,
@@ -380,7 +380,7 @@ def shrink(names=("kolmogorov3d-amplitude",), scale="quick", seeds=3, n_generate
                 res = T.train(jax.random.key(seed + 1), targets, train_v, mc, cfg, n_steps=n_steps, progress=False)
                 rel = []
                 for j, v in enumerate(train_v):
-                    gen = KM.moments(np.asarray(M.generate(mc, res.params, v, jax.random.key(1000 + j), n_generated)))
+                    gen = KM.moments(np.asarray(M.generate(jax.random.key(1000 + j), mc, res.params, v, n_generated)))
                     rel.append(
                         [
                             gen["m2"] / m2_pool[j]["m2"] - 1,
@@ -455,7 +455,7 @@ def anisotropy(out="ksdp-runs", scale="quick", seeds=3, n_generated=100_000):
             rows = []
             for t in [*train_v, *held_v]:
                 i = values.index(float(t))
-                gen = M.generate(mc, res.params, t, jax.random.key(77), n_generated)
+                gen = M.generate(jax.random.key(77), mc, res.params, t, n_generated)
                 a = KM.anisotropy_z(gen, runs_all[:, i], ANISOTROPY_INNER)
                 rows.append({"eta": float(t), **{k: a[k] for k in ("dp", "dp_se", "ipm", "ipm_se", "z", "runs")}})
             rows.sort(key=lambda r: r["eta"])

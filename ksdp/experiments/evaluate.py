@@ -33,7 +33,7 @@ def _w2(a, b, key):
 
 def _ks_cloud(mcfg, params, v, gen, key):
     """The generated points a KS check uses: ``gen`` if it has `KS_POINTS`, else a draw of that many."""
-    return gen if len(gen) >= KS_POINTS else model.generate(mcfg, params, v, key, KS_POINTS)
+    return gen if len(gen) >= KS_POINTS else model.generate(key, mcfg, params, v, KS_POINTS)
 
 
 def initial_law_check(exp: Experiment, gen, pooled, mcfg, params, key) -> dict:
@@ -165,12 +165,12 @@ def evaluate_value(ev: Evaluation, v, k_gen, k_cmp) -> dict:
     i = int(np.flatnonzero(ev.values == v)[0])  # v is one of ev.values
     train_v, held_v, _ = exp.values(ev.scale)
     kind = "train" if v in train_v else "held-out" if v in held_v else "extrapolated"
-    gen = model.generate(ev.mcfg, ev.params, v, k_gen, sc.n_generated)
+    gen = model.generate(k_gen, ev.mcfg, ev.params, v, sc.n_generated)
     pooled = np.asarray(ev.parts[:, i]).reshape(-1, exp.d)
     row = {"eta": float(v), "kind": kind, "n_generated": sc.n_generated}
     row.update(_distances(ev, i, gen, pooled, k_cmp))
     # where the map folds the source, the generated law has caustics (judged: specs.FOLD_LIMIT)
-    row["folded"] = list(model.folded_fraction(ev.mcfg, ev.params, v, jax.random.fold_in(k_gen, 1), FOLD_POINTS))
+    row["folded"] = list(model.folded_fraction(jax.random.fold_in(k_gen, 1), ev.mcfg, ev.params, v, FOLD_POINTS))
     if ev.radial is not None:
         row.update(_radial_checks(ev, i, v, gen, pooled, k_gen))
     if ev.ref_runs is not None and len(ev.ref_runs) >= 4:  # more pairs for the C2ST check (report.c2st_check)
@@ -238,7 +238,7 @@ def _radial_checks(ev: Evaluation, i: int, v, gen, pooled, k_gen) -> dict:
     # independent draws add a KS of about 0.87 / sqrt(n) of sampling luck (0.0028 at 10^5), with
     # which even exact draws of the mean field lose to the replicas at one of ks2d-time's nine
     # paper-scale times in most runs (docs/metrics.md, "Radial profile")
-    strat = model.generate(ev.mcfg, ev.params, v, jax.random.fold_in(k_gen, 4), KS_POINTS, source="stratified")
+    strat = model.generate(jax.random.fold_in(k_gen, 4), ev.mcfg, ev.params, v, KS_POINTS, source="stratified")
     row["ks_points"], row["ks_source"] = len(strat), "stratified"
     row["ks_dp"], row["ks_dp_signed"], row["ks_dp_level"] = metrics_.radial_ks_where(strat, cdf)
     row["ks_dp_iid"], row["ks_dp_iid_signed"], row["ks_dp_iid_level"] = metrics_.radial_ks_where(many, cdf)
@@ -265,7 +265,7 @@ def m2_curve(exp: Experiment, mcfg, params, values) -> dict:
         if exp.eta == "time"
         else np.geomspace(values.min(), values.max(), 60)
     )
-    m2 = [float(ipm.second_moment(model.generate(mcfg, params, v, jax.random.key(123), 20000))) for v in dense]
+    m2 = [float(ipm.second_moment(model.generate(jax.random.key(123), mcfg, params, v, 20000))) for v in dense]
     return {"eta": dense.tolist(), "m2_dp": m2}
 
 

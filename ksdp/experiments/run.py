@@ -219,7 +219,7 @@ def make_figures(exp, folder, values, parts, mcfg, res, metrics, sc, radial):
     cases = []
     for v in pick:
         i = int(np.flatnonzero(np.isclose(values, v))[0])
-        dp = model.generate(mcfg, res.params, v, jax.random.fold_in(key, i), n_show)
+        dp = model.generate(jax.random.fold_in(key, i), mcfg, res.params, v, n_show)
         cases.append((f"{label} = {v:.3g}", np.asarray(parts[:, i]).reshape(-1, exp.d), dp))
     figures.projections(
         os.path.join(folder, "projections.png"),

@@ -29,8 +29,10 @@ from ksdp.training.checkpoint import (
     CheckpointError,
     CheckpointMismatch,
     fingerprint,
+    generator_from_checkpoint,
     load_checkpoint,
     save_checkpoint,
+    training_metadata,
 )
 from ksdp.training.config import (
     DIVERGED,
@@ -77,6 +79,7 @@ __all__ = [
     "fingerprint",
     "fit_cost",
     "fresh_batch_loss",
+    "generator_from_checkpoint",
     "init_state",
     "initial_perm",
     "load_checkpoint",
@@ -88,4 +91,5 @@ __all__ = [
     "save_checkpoint",
     "train",
     "train_minibatch",
+    "training_metadata",
 ]

@@ -11,8 +11,9 @@ import numpy as np
 
 from ksdp import model as _model
 from ksdp import parallel as _parallel
-from ksdp import storage
+from ksdp import provenance, storage
 from ksdp._checks import is_permutation
+from ksdp.generator import Generator
 from ksdp.training.config import TrainConfig, TrainState, check_inputs, init_state
 
 CHECKPOINT_FORMAT = "ksdp-checkpoint/2"  # /2: the state carries the moving average
@@ -153,3 +154,33 @@ def load_checkpoint(path):
 # --------------------------------------------------------------------------------------------
 # The driver
 # --------------------------------------------------------------------------------------------
+
+
+def training_metadata(targets, eta, cfg: TrainConfig, steps: int) -> dict:
+    """A generator's ``"training"`` and ``"manifest"`` metadata: what it was trained on and where."""
+    eta = np.asarray(eta, np.float64)
+    return {
+        "training": {
+            "eta": eta.tolist(),
+            "particles": int(np.shape(targets)[1]),
+            "samples": int(cfg.n_samples),
+            "steps": int(steps),
+            "config": cfg._asdict(),
+        },
+        "manifest": provenance.manifest(),
+    }
+
+
+def generator_from_checkpoint(path) -> Generator:
+    """The learnt map a training checkpoint holds, as `train` would have returned it: the moving
+    average of the weights when the run used one (``TrainConfig.ema_decay > 0``), else the last
+    iterate. Its metadata names the checkpoint's step and settings (not its training data, which a
+    checkpoint does not keep)."""
+    state, model_cfg, cfg, history, extra = load_checkpoint(path)
+    weights = state.ema if cfg.ema_decay else state.params
+    meta = {
+        "training": {"steps": len(history), "sets": int(state.perm.shape[0]), "config": cfg._asdict()},
+        "checkpoint": {"fingerprint": extra.get("fingerprint")},
+        "manifest": provenance.manifest(),
+    }
+    return Generator(model_cfg, weights, meta)

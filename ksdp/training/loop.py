@@ -14,11 +14,13 @@ import numpy as np
 from ksdp import metrics as _metrics
 from ksdp import model as _model
 from ksdp import parallel as _parallel
+from ksdp.generator import Generator
 from ksdp.training.checkpoint import (
     CheckpointMismatch,
     fingerprint,
     load_checkpoint,
     save_checkpoint,
+    training_metadata,
 )
 from ksdp.training.config import (
     DIVERGED,
@@ -78,13 +80,23 @@ def final_loss(history, resample_every: int, n_batches: int = 20) -> _metrics.Es
 
 
 class TrainResult(NamedTuple):
-    """What `train` returns: the parameters to generate with (the moving average when
-    ``TrainConfig.ema_decay > 0``, else the last iterate), the model, the loss history and the state."""
+    """What `train` returns: the learnt map as a `ksdp.generator.Generator` (the weights it holds are
+    the moving average when ``TrainConfig.ema_decay > 0``, else the last iterate), the loss history and
+    the training state (for resuming; the generator is what to keep, `Generator.save`)."""
 
-    params: Any
-    model: _model.ModelConfig
+    generator: Generator
     history: list  # loss after every Adam step
     state: TrainState
+
+    @property
+    def params(self):
+        """The generator's weights (``result.generator.params``)."""
+        return self.generator.params
+
+    @property
+    def model(self) -> _model.ModelConfig:
+        """The generator's config (``result.generator.config``)."""
+        return self.generator.config
 
 
 def train(
@@ -189,7 +201,10 @@ def train(
     finally:
         if bar is not None:
             bar.close()
-    return TrainResult(state.ema if cfg.ema_decay else state.params, model_cfg, history, state)
+    weights = state.ema if cfg.ema_decay else state.params
+    return TrainResult(
+        Generator(model_cfg, weights, training_metadata(targets, eta, cfg, len(history))), history, state
+    )
 
 
 def _resumed(checkpoint: str, fp: str, model_cfg, cfg: TrainConfig, n_sets: int, n_steps: int):
