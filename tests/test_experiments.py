@@ -127,6 +127,31 @@ def test_report_and_resume(smoke_run):
     )
 
 
+def test_generators_are_saved_and_shipped_only_when_they_pass(smoke_run, tmp_path):
+    folder, _ = smoke_run
+    for name in EXPERIMENTS:
+        g = ksdp.load_generator(os.path.join(folder, name, "generator.npz"))
+        meta, m = g.metadata, report.load_metrics(folder, name)
+        assert meta["experiment"] == name and meta["settings"] == m["settings"]
+        assert [r["eta"] for r in meta["acceptance"]["rows"]] == [r["eta"] for r in m["rows"]]
+        assert meta["manifest"]["ksdp"] == ksdp.__version__ and m["manifest"]["ksdp"] == ksdp.__version__
+        # the weights the run evaluated: its checkpoint's (EMA or last iterate, as train returns them)
+        held = T.generator_from_checkpoint(os.path.join(folder, name, "checkpoint.npz"))
+        assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(g.params), jax.tree.leaves(held.params)))
+    # shipping copies a generator that passes at every training and held-out value, and no other
+    src = ksdp.load_generator(os.path.join(folder, "ks2d-time", "generator.npz"))
+    for label, ok in (("passing", True), ("failing", False)):
+        summary = {"train": {"all_ok": True}, "held-out": {"all_ok": ok}, "extrapolated": {"all_ok": False}}
+        os.makedirs(tmp_path / label / "ks2d-time")
+        src.with_metadata(acceptance={"rows": [], "summary_by_kind": summary}).save(
+            tmp_path / label / "ks2d-time" / "generator.npz"
+        )
+        lines = []
+        cli.ship(str(tmp_path / f"shipped-{label}"), str(tmp_path / label), {"ks2d-time": None}, lines.append)
+        assert os.path.exists(tmp_path / f"shipped-{label}" / "ks2d-time.npz") == ok, lines
+    assert "held-out" in lines[-1] and "not shipped" in lines[-1]
+
+
 def test_stage_devices_are_named_per_stage_when_they_differ():
     m = {"timing_s": {"ipm_s": 1.0, "train_s": 2.0, "eval_s": 3.0}}
     assert report.devices(m) == "not recorded"  # a run from before the devices were recorded

@@ -12,6 +12,7 @@ import jax
 from ksdp import storage
 from ksdp.experiments import ipm_data, report, run
 from ksdp.experiments.specs import EXPERIMENTS, SCALES
+from ksdp.generator import load_generator
 
 EPILOG = (
     "experiments:\n"
@@ -80,6 +81,13 @@ def main(argv=None):
         help="also copy each finished run's metrics.json and figures into the documentation folder DIR "
         "(DIR/runs/SCALE/, DIR/figures/) and regenerate its pages from them",
     )
+    ap.add_argument(
+        "--ship",
+        metavar="DIR",
+        default=None,
+        help="also copy each finished run's generator.npz to DIR/EXPERIMENT.npz when it passes the acceptance at "
+        "every training and held-out value (the package's pretrained maps live in ksdp/pretrained)",
+    )
     args = ap.parse_args(argv)
     unknown = [e for e in args.experiments if e not in EXPERIMENTS]
     if unknown:
@@ -145,7 +153,28 @@ def main(argv=None):
     log(f"wrote {os.path.join(out, 'REPORT.md')} ({time.perf_counter() - t_all:.0f} s in all)")
     if args.docs is not None:
         write_docs(args.docs, out, args.scale, results, log)
+    if args.ship is not None:
+        ship(args.ship, out, results, log)
     return 1 if failures else 0
+
+
+def ship(folder: str, out: str, results: dict, log) -> None:
+    """Copies each finished run's generator to ``folder/<experiment>.npz``, after reading it back
+    (`ksdp.load_generator` validates it) and only if its acceptance passed at every training and
+    held-out value; a failing map is reported and left where it is."""
+    for name in results:
+        src = os.path.join(out, name, "generator.npz")
+        if not os.path.exists(src):
+            log(f"[{name}] not shipped: {src} does not exist (a run before generators were saved)")
+            continue
+        gen = load_generator(src)
+        summary = gen.metadata.get("acceptance", {}).get("summary_by_kind", {})
+        failing = [k for k in ("train", "held-out") if not summary.get(k, {}).get("all_ok")]
+        if failing:
+            log(f"[{name}] not shipped: its acceptance fails at the {' and '.join(failing)} values")
+            continue
+        gen.save(os.path.join(folder, f"{name}.npz"))
+        log(f"[{name}] shipped to {os.path.join(folder, name + '.npz')}")
 
 
 def write_docs(docs: str, out: str, scale: str, results: dict, log) -> None:

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from ksdp import initial, ipm, model, reference, training, wasserstein
+from ksdp import initial, ipm, model, provenance, reference, training, wasserstein
 from ksdp import metrics as metrics_
 from ksdp.experiments import report
 from ksdp.experiments.ipm_data import DELTA, REPLICAS
@@ -155,6 +155,7 @@ def metrics_header(exp, scale, seed, sc, ds, settings, n_runs, n_ref, mcfg, tcfg
         "memorises": bool(loss_z < -MEMORISATION_Z),
         "complete": False,
         "rows": [],
+        "manifest": provenance.manifest(),
     }
 
 

@@ -6,7 +6,7 @@ import json
 import math
 import os
 
-from ksdp import drifts
+from ksdp import drifts, provenance
 from ksdp.experiments.specs import (
     ANISOTROPY_Z,
     C2ST_SLACK,
@@ -354,7 +354,7 @@ def render(out: str, scale: str, names, failures: dict, seconds: float, *, shown
         *[t.format(slack=C2ST_SLACK[scale]) for t in METRICS_TEXT],
         "",
     ]
-    settings, verdicts = [], []
+    settings, verdicts, manifests = [], [], []
     for name in names:
         m = load_metrics(out, name)
         if name in failures or m is None:
@@ -376,6 +376,8 @@ def render(out: str, scale: str, names, failures: dict, seconds: float, *, shown
             f"{ipm_s:.0f} | "
             f"{t.get('train_s', 0):.0f} | {t.get('eval_s', 0):.0f} | {t.get('figures_s', 0):.0f} | {devices(m)} |"
         )
+        if m.get("manifest"):
+            manifests.append(f"- {name}: {provenance.summary(m['manifest'])}")
         bad = acceptance(m)
         verdicts.append(f"- {name}: " + ("passes." if not bad else "fails:"))
         verdicts += ["  " + b for b in bad]
@@ -397,6 +399,7 @@ def render(out: str, scale: str, names, failures: dict, seconds: float, *, shown
         "",
         *verdicts,
         "",
+        *(["## Manifests", "", *manifests, ""] if manifests else []),
         "Figures: `<experiment>/projections.png`, `second_moment.png`, `loss.png`.",
         "",
     ]
@@ -468,6 +471,7 @@ def render_experiment(out: str, name: str, scale: str, figures: str = ".", *, sh
         + (f", training pool {m['timing_s']['pool_s']:.0f}" if "pool_s" in m["timing_s"] else "")
         + f", training {m['timing_s']['train_s']:.0f}, "
         f"evaluation {m['timing_s'].get('eval_s', 0):.0f} (device: {devices(m)}).",
+        *([f"- Manifest: {provenance.summary(m['manifest'])}."] if m.get("manifest") else []),
         "",
         "## Metrics",
         "",

@@ -188,7 +188,25 @@ def run(
     metrics["summary_by_kind"] = summarise(metrics["rows"])
     metrics["complete"] = True
     storage.write_json(path, metrics)
+    shipped_generator(exp, res.generator, metrics).save(os.path.join(folder, "generator.npz"))
     return metrics
+
+
+ACCEPTANCE_KEYS = ("kind", "eta", "c2st", "floor_c2st", "c2st_excess", "c2st_ok", "energy_z", "energy_ok")
+ACCEPTANCE_KEYS += ("m2_dp", "m2_ipm", "m2_rel_error", "m2_ok", "folded", "folded_ok")
+
+
+def shipped_generator(exp: Experiment, gen, metrics: dict):
+    """The run's generator with what a user of it needs in its metadata: the experiment, the physical
+    parameter's name, the settings it was trained at, and the acceptance rows it passed (or not) at the
+    training, held-out and extrapolated values, next to the IPM's own floors."""
+    rows = [{k: r[k] for k in ACCEPTANCE_KEYS if k in r} for r in metrics["rows"]]
+    return gen.with_metadata(
+        experiment=exp.name,
+        eta_name=exp.eta,
+        settings=metrics["settings"],
+        acceptance={"rows": rows, "summary_by_kind": metrics["summary_by_kind"]},
+    )
 
 
 def _scale_with(exp: Experiment, scale: str, n_particles: int | None) -> Scale:
