@@ -137,7 +137,9 @@ def test_generators_are_saved_and_shipped_only_when_they_pass(smoke_run, tmp_pat
         assert meta["manifest"]["ksdp"] == ksdp.__version__ and m["manifest"]["ksdp"] == ksdp.__version__
         # the weights the run evaluated: its checkpoint's (EMA or last iterate, as train returns them)
         held = T.generator_from_checkpoint(os.path.join(folder, name, "checkpoint.npz"))
-        assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(g.params), jax.tree.leaves(held.params)))
+        assert all(
+            np.array_equal(a, b) for a, b in zip(jax.tree.leaves(g.params), jax.tree.leaves(held.params), strict=True)
+        )
     # shipping copies a generator that passes at every training and held-out value, and no other
     src = ksdp.load_generator(os.path.join(folder, "ks2d-time", "generator.npz"))
     for label, ok in (("passing", True), ("failing", False)):
