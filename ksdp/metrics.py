@@ -441,6 +441,118 @@ def anisotropy_z(generated, runs, inner: float = 0.5) -> dict:
     }
 
 
+# --------------------------------------------------------------------------------------------
+# Structure: the coordinate-plane projections the figures show
+# --------------------------------------------------------------------------------------------
+PROJECTION_CLIP = 0.005  # the grid spans the pooled clouds' [0.5%, 99.5%] quantiles per axis
+# `structure_pairs` passes while z <= 3: over 6 pairs z is a t-like ratio with 5 degrees of freedom,
+# P(t_5 > 3) = 0.015 (tests/test_metrics.py measures the false alarms)
+STRUCTURE_Z = 3.0
+
+
+def projection_bins(n: int) -> int:
+    """Grid cells per axis of `projection_chi2` for clouds of ``n`` points: ``sqrt(n / 10)`` rounded,
+    at least 8, so that a cloud filling the grid puts about 10 points in a cell (the chi-square's
+    terms stay near their large-count behaviour while a feature a few cells wide is resolved)."""
+    return max(8, int(round(math.sqrt(n / 10))))
+
+
+def projection_chi2(x, y, bins: int | None = None) -> float:
+    r"""How far two clouds' coordinate-plane projections differ, in units of sampling noise.
+
+    For each plane ``(i, j)`` of the ``d`` coordinates (one plane in 2D, three in 3D) both clouds are
+    binned on one ``bins x bins`` grid spanning the pooled clouds' [0.5%, 99.5%] quantiles per axis
+    (points beyond it fall in the edge cells), and the two-sample chi-square
+
+    $$
+    X^2 = \sum_c \frac{(\sqrt{m/n}\,a_c - \sqrt{n/m}\,b_c)^2}{a_c + b_c}
+    $$
+
+    is taken over the cells either cloud occupies (``a_c``, ``b_c`` the counts of the ``n`` and ``m``
+    points). Divided by its degrees of freedom (occupied cells less 1) it is about 1 for independent
+    samples of one law whatever the law, and grows with any difference the figures' projections show:
+    arms, tilts, holes, a shifted core. The value is the mean over the planes. Its noise and its
+    floor depend on the sizes: compare clouds of one size (`structure_pairs`).
+
+    Args:
+      x, y: ``[n, d]`` and ``[m, d]`` clouds, ``d >= 2``.
+      bins: grid cells per axis (default `projection_bins` of the smaller cloud's size).
+    """
+    x = _cloud(x, "x")
+    y = _cloud(y, "y", x.shape[1])
+    d = x.shape[1]
+    if d < 2:
+        raise ValueError(f"projection_chi2 compares 2D projections: the clouds need d >= 2, got d = {d}.")
+    if bins is None:
+        bins = projection_bins(min(len(x), len(y)))
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or not 2 <= bins <= 4096:
+        raise ValueError(f"bins must be an integer in [2, 4096] (cells per axis), got {bins!r}.")
+    n, m = len(x), len(y)
+    pooled = np.concatenate([x, y]).astype(np.float64)
+    lo = np.quantile(pooled, PROJECTION_CLIP, axis=0)
+    hi = np.quantile(pooled, 1.0 - PROJECTION_CLIP, axis=0)
+    width = np.where(hi > lo, hi - lo, 1.0)
+
+    def cells(a):
+        c = np.floor((a.astype(np.float64) - lo) / width * bins)
+        return np.clip(c, 0, bins - 1).astype(np.int64)
+
+    cx, cy = cells(x), cells(y)
+    values = []
+    for i in range(d):
+        for j in range(i + 1, d):
+            a = np.bincount(cx[:, i] * bins + cx[:, j], minlength=bins * bins)
+            b = np.bincount(cy[:, i] * bins + cy[:, j], minlength=bins * bins)
+            occupied = (a + b) > 0
+            a, b = a[occupied].astype(np.float64), b[occupied].astype(np.float64)
+            chi2 = np.sum((math.sqrt(m / n) * a - math.sqrt(n / m) * b) ** 2 / (a + b))
+            values.append(chi2 / max(int(occupied.sum()) - 1, 1))
+    return float(np.mean(values))
+
+
+def structure_pairs(generated, runs, bins: int | None = None) -> dict:
+    """The structure check: `projection_chi2` of generated against IPM particles, over its floor
+    between independent IPM runs, on disjoint pairs of runs (as `c2st_pairs` does).
+
+    The runs are paired, ``(runs[2k], runs[2k + 1])``; for each pair a disjoint piece of ``J`` generated
+    points is compared with ``runs[2k]`` (``a_k``) and ``runs[2k + 1]`` with ``runs[2k]`` (``b_k``). The
+    excess is the mean of ``a_k - b_k`` with its standard error from their spread over the pairs, and
+    ``z`` their ratio. A generator whose projections match the IPM's has ``z`` of order 1; the
+    acceptance asks ``z <= STRUCTURE_Z``.
+
+    Args:
+      generated: ``[n, d]`` generated cloud, ``n >= J`` times the number of pairs used (independent
+        draws, in any order: the pieces are consecutive).
+      runs: ``[R, J, d]`` independent IPM runs, ``R >= 4``.
+      bins: grid cells per axis (default `projection_bins` of ``J``).
+
+    Returns:
+      dict with ``excess``, ``excess_se``, ``z``, ``dp`` (mean of ``a_k``), ``ipm`` (mean of ``b_k``),
+      ``pairs`` and ``bins``.
+    """
+    runs = np.asarray(runs)
+    if runs.ndim != 3 or runs.shape[0] < 4:
+        raise ValueError(f"runs must be [R, J, d] with R >= 4 independent runs (2 pairs), got shape {runs.shape}.")
+    g = _cloud(generated, "generated", runs.shape[2])
+    j = runs.shape[1]
+    bins = projection_bins(j) if bins is None else bins
+    pairs = min(runs.shape[0] // 2, len(g) // j)
+    if pairs < 2:
+        raise ValueError(f"generated needs at least 2 J = {2 * j} points (a piece of J per pair), got {len(g)}.")
+    a = [projection_chi2(g[k * j : (k + 1) * j], runs[2 * k], bins) for k in range(pairs)]
+    b = [projection_chi2(runs[2 * k + 1], runs[2 * k], bins) for k in range(pairs)]
+    diff = run_spread(np.subtract(a, b))
+    return {
+        "excess": diff["mean"],
+        "excess_se": diff["se"],
+        "z": diff["mean"] / diff["se"] if diff["se"] > 0 else 0.0,
+        "dp": float(np.mean(a)),
+        "ipm": float(np.mean(b)),
+        "pairs": pairs,
+        "bins": int(bins),
+    }
+
+
 def stratified_mean(draws) -> Estimate:
     """The mean over strata of each stratum's mean, with its standard error from the spread within
     each stratum: ``draws [strata, n]``, ``n >= 2`` independent draws per stratum (a statistic of

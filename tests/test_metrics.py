@@ -343,3 +343,53 @@ def test_c2st_pairs_sits_at_zero_for_one_law_and_sees_a_shift():
         km.c2st_pairs(jax.random.key(0), rng.normal(size=(2500, 2)), runs[:3])
     with pytest.raises(ValueError, match="at least 2 J"):
         km.c2st_pairs(jax.random.key(0), rng.normal(size=(700, 2)), runs)
+
+
+def _cross(rng, n, frac):
+    """A Gaussian blob (sd 0.3 in 3D) with a fraction ``frac`` of the mass on four thin arms along the xy
+    diagonals (lengths 0.3-1.2, width 0.03): kolmogorov3d's cross in miniature."""
+    blob = rng.normal(scale=0.3, size=(n, 3))
+    t = rng.uniform(0.3, 1.2, size=n)
+    signs = rng.choice([-1.0, 1.0], size=(n, 2))
+    arm = np.column_stack([signs * t[:, None] / math.sqrt(2), np.zeros(n)]) + rng.normal(scale=0.03, size=(n, 3))
+    return np.where((rng.random(n) < frac)[:, None], arm, blob)
+
+
+def test_projection_chi2_is_one_for_one_law_and_sees_arms():
+    rng = np.random.default_rng(0)
+    # independent samples of one law: chi2 / df has mean 1 and sd sqrt(2 / df) per plane (df ~ 190 cells
+    # at J = 2000, 14 x 14 bins): the mean of 20 values within 4 of its SEs (0.1 / sqrt(3 * 20)) of 1
+    same = [km.projection_chi2(_cross(rng, 2000, 0.08), _cross(rng, 2000, 0.08)) for _ in range(20)]
+    assert abs(np.mean(same) - 1.0) < 4 * 0.1 / math.sqrt(60)
+    # symmetric in its arguments, unequal sizes allowed (same cells, same counts)
+    x, y = _cross(rng, 2000, 0.08), _cross(rng, 3000, 0.08)
+    assert abs(km.projection_chi2(x, y) - km.projection_chi2(y, x)) < 1e-12
+    with pytest.raises(ValueError, match="d >= 2"):
+        km.projection_chi2(np.zeros((10, 1)), np.zeros((10, 1)))
+    with pytest.raises(ValueError, match="bins"):
+        km.projection_chi2(x, y, bins=1)
+
+
+def test_structure_pairs_false_alarms_and_power():
+    rng = np.random.default_rng(1)
+    # false alarms: 200 checks of a generator drawing from the IPM's own law (J = 500, 6 pairs); z is a
+    # t-like ratio with 5 degrees of freedom, P(t_5 > 3) = 0.015: at most 0.015 + 4 binomial SEs
+    # (sqrt(0.015 * 0.985 / 200) = 0.0086) flag it
+    z = [
+        km.structure_pairs(_cross(rng, 3000, 0.08), _cross(rng, 6000, 0.08).reshape(12, 500, 3))["z"]
+        for _ in range(200)
+    ]
+    assert np.mean(np.greater(z, km.STRUCTURE_Z)) <= 0.015 + 4 * 0.0086
+    # power: a generator drawing a blob of the same covariance, without the 8% of mass on the arms, at
+    # J = 2000 (12 runs): z of 6-16 measured over repeats (4% of the mass: 2-5); flagged in each of 3
+    big = _cross(rng, 400_000, 0.08)
+    chol = np.linalg.cholesky(np.cov(big.T))
+    for _ in range(3):
+        runs = np.stack([_cross(rng, 2000, 0.08) for _ in range(12)])
+        res = km.structure_pairs(rng.normal(size=(12_000, 3)) @ chol.T, runs)
+        assert res["pairs"] == 6 and res["bins"] == 14 and res["z"] > km.STRUCTURE_Z
+        assert abs(res["dp"] - res["ipm"] - res["excess"]) < 1e-12
+    with pytest.raises(ValueError, match="R >= 4"):
+        km.structure_pairs(big[:4000], runs[:3])
+    with pytest.raises(ValueError, match="at least 2 J"):
+        km.structure_pairs(big[:3000], runs)
