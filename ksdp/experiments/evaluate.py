@@ -178,10 +178,23 @@ def evaluate_value(ev: Evaluation, v, k_gen, k_cmp) -> dict:
         row["c2st_pairs"] = metrics_.c2st_pairs(
             jax.random.fold_in(k_cmp, 7), gen, np.asarray(ev.ref_runs[:, i]), steps=sc.c2st_steps
         )
+    runs = structure_runs(ev, i)
+    if len(runs) >= 4 and sc.n_generated >= 2 * runs.shape[1]:  # the projections' check (report.judge)
+        row["structure"] = metrics_.structure_pairs(gen, runs)
     if exp.eta == "time" and float(v) == 0.0:
         row.update(initial_law_check(exp, gen, pooled, ev.mcfg, ev.params, jax.random.fold_in(k_gen, 3)))
     row.update(report.judge(row, ev.scale))
     return row
+
+
+def structure_runs(ev: Evaluation, i: int) -> np.ndarray:
+    """``[R, J, d]`` independent IPM runs at the ``i``-th value that the network did not train on, for the
+    structure check (`ksdp.metrics.structure_pairs`): the replicas (less the first where the network
+    trained on it rather than on a pool) and the m2 reference runs."""
+    replicas = np.asarray(ev.parts[:, i] if ev.n_runs else ev.parts[1:, i])
+    if ev.ref_runs is None:
+        return replicas
+    return np.concatenate([replicas, np.asarray(ev.ref_runs[:, i])])
 
 
 def _distances(ev: Evaluation, i: int, gen, pooled, key) -> dict:
