@@ -106,11 +106,6 @@ TRAIN = [
     ("min_min_after=True", dict(cfg=TINY._replace(match_sources=True, min_min_after=True)), TypeError, "min_min"),
     ("min_min_after=-1", dict(cfg=TINY._replace(match_sources=True, min_min_after=-1)), ValueError, "min_min"),
     ("min_min_after without match_sources", dict(cfg=TINY._replace(min_min_after=10)), ValueError, "match_sources"),
-    ("match_sources_self=1", dict(cfg=TINY._replace(match_sources_self=1)), TypeError, "match_sources_self"),
-    ("match_sources_self without debias", dict(cfg=TINY._replace(match_sources_self=True)), ValueError, "debias"),
-    ("mirror_self=True", dict(cfg=TINY._replace(mirror_self=True)), TypeError, "mirror_self"),
-    ("mirror_self=1.5", dict(cfg=TINY._replace(mirror_self=1.5)), ValueError, "mirror_self"),
-    ("mirror_self without debias", dict(cfg=TINY._replace(match_sources=True, mirror_self=0.5)), ValueError, "debias"),
     ("NaN eta", dict(eta=jnp.array([0.0, jnp.nan])), ValueError, "eta contains NaN"),
     ("NaN target", dict(targets=TARGETS.at[0, 0, 0].set(jnp.nan)), ValueError, "non-finite"),
 ]

@@ -126,64 +126,6 @@ def test_match_sources_couples_the_sources_whatever_the_network():
     assert T.fingerprint(jax.random.key(0), targets, etas, mc, cfg) != fp
 
 
-@pytest.mark.slow
-def test_self_term_matched_by_the_sources_does_not_depend_on_the_network():
-    # with match_sources_self both matchings (sources to targets, sources to sources) are of the
-    # sources: two networks from the same key end a mini-batch with the same permutations, exactly
-    targets, etas, mc = _tiny_problem()
-    cfg = TINY._replace(match_sources=True, debias=True, match_sources_self=True)
-    targets, etas = T.check_inputs(mc, cfg, targets, etas)
-    a = T.init_state(jax.random.key(0), mc, cfg, 3)
-    b = a._replace(params=M.init(jax.random.key(9), mc))
-    np.testing.assert_array_equal(
-        T.train_minibatch(a, targets, etas, mc, cfg)[0].perm, T.train_minibatch(b, targets, etas, mc, cfg)[0].perm
-    )
-    plain = cfg._replace(match_sources_self=False)
-    assert T.fingerprint(jax.random.key(0), targets, etas, mc, cfg) != T.fingerprint(
-        jax.random.key(0), targets, etas, mc, plain
-    )
-
-
-@pytest.mark.slow
-def test_mirror_self_matches_the_sources_to_the_generated_points():
-    # with mirror_self the targets' matching is still the sources' (the same for two networks), the
-    # self term's is of the sources to f(x'): it depends on the network and differs from the pairing of
-    # f(x) with f(x') made from the same draws
-    targets, etas, mc = _tiny_problem()
-    plain = TINY._replace(match_sources=True, debias=True)
-    cfg = plain._replace(mirror_self=0.5)
-    targets, etas = T.check_inputs(mc, cfg, targets, etas)
-    a = T.init_state(jax.random.key(0), mc, cfg, 3)
-    b = a._replace(params=M.init(jax.random.key(9), mc))
-    pa = T.train_minibatch(a, targets, etas, mc, cfg)[0].perm
-    pb = T.train_minibatch(b, targets, etas, mc, cfg)[0].perm
-    np.testing.assert_array_equal(pa[:, 0], pb[:, 0])
-    assert not np.array_equal(pa[:, 1], pb[:, 1])
-    assert not np.array_equal(pa[:, 1], T.train_minibatch(a, targets, etas, mc, plain)[0].perm[:, 1])
-    # off, the field leaves the fingerprint as it was
-    fp = T.fingerprint(jax.random.key(0), targets, etas, mc, plain)
-    assert T.fingerprint(jax.random.key(0), targets, etas, mc, plain._replace(mirror_self=0.0)) == fp
-    assert T.fingerprint(jax.random.key(0), targets, etas, mc, cfg) != fp
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("w", [0.5, 0.9, 1.0])
-def test_mirror_self_gradient_is_the_two_regressions(w):
-    # with mirror = w the gradient at a generated point is (2 / N)((f - y_s) - w (f - f'_t)) (partners
-    # held fixed, no pair capped: the targets' extent cap 4 max|y - mean|^2 ~ 4 exceeds every pair of
-    # two unit-disc samples, whose cost is at most 4) and nothing flows to f': the fit is
-    # f = (y_s - w f'_t) / (1 - w). Exact algebra; float32 round-off (1e-6 of the O(1 / N) entries).
-    n = 128
-    y, f, f_self = (uniform_ball(k, n, 2) for k in jax.random.split(jax.random.key(4), 3))
-    perm = jax.random.permutation(jax.random.key(5), n)
-    perm_self = jax.random.permutation(jax.random.key(6), n)
-    objective = lambda a, b: T.debiased_objective(a, b, y, perm, perm_self, mirror=w)[0]  # noqa: E731
-    g_f, g_self = jax.grad(objective, argnums=(0, 1))(f, f_self)
-    expected = 2 / n * ((f - y[perm]) - w * (f - f_self[perm_self]))
-    np.testing.assert_allclose(g_f, expected, atol=1e-6 / n)
-    assert float(jnp.max(jnp.abs(g_self))) == 0.0
-
-
 def test_radial_objective_pairs_each_rank_with_its_quantile():
     # the k-th smallest generated distance is paired with the quantile (k + 1/2) / M of the set's J
     # sorted distances; the gradient at a point is (2 / M)(r - q) f / r. Exact algebra against a

@@ -11,7 +11,9 @@ One module per question; each part is a function of it:
 * `benchmarks.studies.blocks`: ``blocks``, ``small`` (block descent against the optimum);
 * `benchmarks.studies.calibration`: ``energy``, ``c2st``, ``pools``, ``ks``, ``sources`` (the metrics);
 * `benchmarks.studies.training`: ``residual``, ``training`` (its schedules in
-  `benchmarks.studies.schedules`), ``tails``, ``matching``, ``shrink``, ``anisotropy``.
+  `benchmarks.studies.schedules`), ``tails``, ``matching``, ``shrink``, ``anisotropy``;
+* `benchmarks.studies.structure`: ``structure`` (the structure check's false alarms and what it sees
+  in the finished runs under ``--runs``), ``structure-ablations`` (what keeps kolmogorov3d's cross).
 
 Quality numbers, not times: they do not depend on the machine. The results are merged into
 ``benchmarks/results/ablations-<device>-<date>.json`` (``--only`` replaces the parts it runs).
@@ -30,6 +32,7 @@ from benchmarks.studies.calibration import c2st, energy, ks, pools, sources
 from benchmarks.studies.kernels import health, kernels, slope
 from benchmarks.studies.reference import reference
 from benchmarks.studies.schedules import MORE_SCHEDULES, SCHEDULES
+from benchmarks.studies.structure import VARIANTS, structure, structure_ablations
 from benchmarks.studies.training import TRAINING_EXPERIMENTS, anisotropy, matching, residual, shrink, tails, training
 from ksdp.experiments.specs import EXPERIMENTS, SCALES
 
@@ -51,6 +54,8 @@ PARTS = (
     "shrink",
     "sources",
     "anisotropy",
+    "structure",
+    "structure-ablations",
 )
 
 
@@ -95,6 +100,15 @@ def main(argv=None):
     ap.add_argument(
         "--ks-runs", type=int, default=26, help="independent IPM runs of the 'ks' part (default 26; cached)"
     )
+    ap.add_argument("--runs", default="ksdp-runs", help="the experiments' run folder (default ksdp-runs)")
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        default=None,
+        help="changes of the 'structure-ablations' part (default: all of benchmarks.studies.structure.VARIANTS)",
+    )
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds of 'structure-ablations'")
     args = ap.parse_args(argv)
     parts = {
         "kernels": kernels,
@@ -116,6 +130,8 @@ def main(argv=None):
         "shrink": lambda: shrink(names=args.experiments or ("kolmogorov3d-amplitude",)),
         "sources": lambda: sources(scale=args.ks_scale),
         "anisotropy": anisotropy,
+        "structure": lambda: structure(out=args.runs, names=args.experiments),
+        "structure-ablations": lambda: structure_ablations(out=args.runs, variants=args.variants, seeds=args.seeds),
     }
     results = {name: parts[name]() for name in args.only}
     # --only updates the parts it ran in today's file and keeps the others

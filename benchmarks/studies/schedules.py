@@ -167,14 +167,6 @@ MORE_SCHEDULES: dict[str, tuple] = {
         _model(width=60),
     ),
     "fresh + EMA + cosine + debias, pool, match sources, 2x width": (*MATCHED, _model(width=60)),
-    # the debiased loss's self term paired by the sources' matching (x to x')
-    "fresh + EMA + cosine + debias, pool, match sources, self by sources": (
-        *MATCHED,
-        _train(match_sources_self=True),
-    ),
-    # the self term paired by the sources' matching to f(x'), f(x') held fixed, weighed w
-    "fresh + EMA + cosine + debias, pool, match sources, mirror self 0.5": (*MATCHED, _train(mirror_self=0.5)),
-    "fresh + EMA + cosine + debias, pool, match sources, mirror self 0.9": (*MATCHED, _train(mirror_self=0.9)),
     # the map is the identity at t = 0 (ModelConfig.identity_at), with a square-root or a linear factor
     "fresh + EMA + cosine + debias, pool, match sources, identity at t = 0": (*MATCHED, _model(identity_at=0.0)),
     "fresh + EMA + cosine + debias, pool, match sources, identity at t = 0, linear": (

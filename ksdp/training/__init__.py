@@ -49,7 +49,6 @@ from ksdp.training.loop import TrainResult, batch_means, final_loss, fresh_batch
 from ksdp.training.losses import (
     RADIAL_MAX_POINTS,
     SELF_CAP,
-    debiased_loss_fn,
     debiased_objective,
     fit_cost,
     loss_fn,
@@ -73,7 +72,6 @@ __all__ = [
     "TrainingError",
     "batch_means",
     "check_inputs",
-    "debiased_loss_fn",
     "debiased_objective",
     "final_loss",
     "fingerprint",

@@ -45,7 +45,7 @@ def _fingerprint(key, targets, eta, model_cfg, cfg) -> str:
     loss = ["self term capped"] if cfg.debias else []
     settings = cfg._asdict()
     # added later: off, they leave earlier fingerprints as they were
-    for later in ("local_cap", "match_sources", "min_min_after", "match_sources_self", "mirror_self", "radial_weight"):
+    for later in ("local_cap", "match_sources", "min_min_after", "radial_weight"):
         if not settings[later]:
             del settings[later]
     h.update(json.dumps([model_cfg.to_dict(), settings, *loss], sort_keys=True).encode())

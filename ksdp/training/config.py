@@ -37,25 +37,12 @@ class TrainConfig(NamedTuple):
       match_sources: match the mini-batch's sources ``x``, not the generated points ``f(x)``, to its
         targets: the network regresses onto the optimal coupling of the two samples, whose map does
         not fold (`ksdp.model.folded_fraction`); the renewals refine that matching. ``False`` is
-        the paper's min--min. With ``debias`` the self term still matches ``f(x)`` to ``f(x')``
-        unless ``match_sources_self`` (an experiment: the debiased loss was derived for the min--min).
+        the paper's min--min. With ``debias`` the self term still matches ``f(x)`` to ``f(x')``.
       min_min_after: with ``match_sources``, the mini-batches from this Adam step on match the
         generated points instead (the min--min, whose debiased loss is stationary at the target
         law rather than at the coupling's conditional mean); ``0`` (default) never switches. An
         experiment: on ks2d-time it lowered the loss but left the law as shrunk (docs/training.md,
         "The radial term").
-      match_sources_self: with ``match_sources`` and ``debias``, the self term pairs ``f(x)`` with
-        ``f(x')`` by the matching of the sources ``x`` to ``x'``, mirroring the first term's
-        matching of ``x`` to the targets (an experiment; ``False``: by the matching of ``f(x)`` to
-        ``f(x')``). On ks2d-time it overshot the second moment late in time and worsened the radial
-        KS distance (docs/training.md, "The radial term").
-      mirror_self: with ``match_sources`` and ``debias``, a weight ``w`` in ``(0, 1]``: the self term
-        pairs ``f(x)`` with ``f(x')`` by the matching of the *sources* ``x`` to the generated points
-        ``f(x')`` (the first term's geometry: at the target law that coupling has the law of the
-        sources' coupling to the targets), holds ``f(x')`` fixed and weighs ``w`` instead of ``1/2``
-        (`debiased_objective`'s ``mirror``); ``0`` (default) keeps the self term as above. An
-        experiment: on ks2d-time ``w = 0.5`` left the law as shrunk as the default self term and
-        ``w = 0.9`` diverged where the law collapses (docs/training.md, "The radial term").
       radial_weight: a weight ``lambda >= 0`` of a second term, the one-dimensional optimal transport
         between the generated points' distances from the origin and the *whole* training set's
         (`radial_objective`): every generated point of the mini-batch (both batches with ``debias``)
@@ -77,8 +64,6 @@ class TrainConfig(NamedTuple):
     local_cap: float = 0.0
     match_sources: bool = False
     min_min_after: int = 0
-    match_sources_self: bool = False
-    mirror_self: float = 0.0
     radial_weight: float = 0.0
 
 
@@ -158,24 +143,6 @@ def check_inputs(model_cfg: _model.ModelConfig, cfg: TrainConfig, targets, eta):
         raise ValueError(
             "TrainConfig.min_min_after switches the sources' matching to the min-min: set match_sources=True, "
             "or min_min_after=0."
-        )
-    if not isinstance(cfg.match_sources_self, (bool, np.bool_)):
-        raise TypeError(f"TrainConfig.match_sources_self must be True or False, got {cfg.match_sources_self!r}.")
-    if cfg.match_sources_self and not (cfg.match_sources and cfg.debias):
-        raise ValueError(
-            "TrainConfig.match_sources_self matches the debiased loss's self term by the sources: set "
-            "match_sources=True and debias=True, or match_sources_self=False."
-        )
-    if isinstance(cfg.mirror_self, bool) or not isinstance(cfg.mirror_self, (int, float, np.integer, np.floating)):
-        raise TypeError(f"TrainConfig.mirror_self must be a number in [0, 1] (0: off), got {cfg.mirror_self!r}.")
-    if not (0.0 <= cfg.mirror_self <= 1.0):
-        raise ValueError(f"TrainConfig.mirror_self must be in [0, 1] (0: off), got {cfg.mirror_self!r}.")
-    if cfg.mirror_self and not (
-        cfg.match_sources and cfg.debias and not cfg.match_sources_self and not cfg.min_min_after
-    ):
-        raise ValueError(
-            "TrainConfig.mirror_self pairs the debiased loss's self term by the sources' matching to f(x'): set "
-            "match_sources=True, debias=True, match_sources_self=False and min_min_after=0, or mirror_self=0."
         )
     if isinstance(cfg.radial_weight, bool) or not isinstance(cfg.radial_weight, (int, float, np.integer, np.floating)):
         raise TypeError(f"TrainConfig.radial_weight must be a number >= 0 (0: off), got {cfg.radial_weight!r}.")

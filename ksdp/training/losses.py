@@ -25,7 +25,7 @@ def fit_cost(fx, y, perm):
 SELF_CAP = 4.0
 
 
-def debiased_objective(fx, fs, y, perm, perm_self, local_cap: float = 0.0, mirror: float = 0.0):
+def debiased_objective(fx, fs, y, perm, perm_self, local_cap: float = 0.0):
     r"""The debiased loss of generated points: ``(objective, matched cost)``.
 
     ``fx`` and ``fs`` (``[..., N, d]``) are two independent batches of generated points, ``y`` the
@@ -49,15 +49,6 @@ def debiased_objective(fx, fs, y, perm, perm_self, local_cap: float = 0.0, mirro
     pair costs (held fixed in the gradient; the median, so that the stray points it is meant for do
     not raise it): a stray point then pays for its distance beyond a few particle spacings.
 
-    With ``mirror = w > 0`` the partners ``f'_{\tau(i)}`` are held fixed (``stop_gradient``) and the
-    second term weighs ``w`` instead of ``1/2``. Meant for ``perm`` matching the *sources* to ``y``
-    and ``perm_self`` the sources to ``fs`` (`TrainConfig.mirror_self`): the gradient at a point is
-    then ``2 (f - m_y) - 2 w (f - m_f)``, with ``m_y`` the mean of its partners among the targets and
-    ``m_f`` among the generated points, which two couplings of the same law give the same mean when
-    ``f`` is the target map. The fit is ``f = (m_y - w m_f) / (1 - w)``: the regression's
-    shrinkage ``m_y - T`` (the coupling's conditional spread) is cut to about ``(1 - w)`` of itself,
-    removed at ``w = 1``, where only the smoothness of the network holds the map's finest scales.
-
     The cap ``c`` (at least the targets' squared diameter, so it does not bind inside their extent)
     keeps the objective bounded below. Without it a rare far point costs nothing on average: drawn in
     ``f`` it pays ``R^2`` in the first term and earns back ``R^2 / 2`` in the second, drawn in ``f'``
@@ -68,16 +59,13 @@ def debiased_objective(fx, fs, y, perm, perm_self, local_cap: float = 0.0, mirro
     """
     cost = fit_cost(fx, y, perm)
     other = jnp.take_along_axis(fs, perm_self[..., None], axis=-2)
-    if mirror:
-        other = jax.lax.stop_gradient(other)
     y = jax.lax.stop_gradient(y)
     radius2 = jnp.max(jnp.sum((y - jnp.mean(y, axis=-2, keepdims=True)) ** 2, axis=-1), axis=-1, keepdims=True)
     pair = jnp.sum((fx - other) ** 2, axis=-1)
     cap = SELF_CAP * radius2
     if local_cap:
         cap = jnp.minimum(cap, local_cap * jax.lax.stop_gradient(jnp.median(pair, axis=-1, keepdims=True)))
-    weight = mirror if mirror else 0.5
-    return cost - weight * jnp.mean(jnp.minimum(pair, cap)), cost
+    return cost - 0.5 * jnp.mean(jnp.minimum(pair, cap)), cost
 
 
 # the most generated points per set the radial term ranks: 4 M^2 < 2^31 keeps its int32 arithmetic exact
@@ -117,16 +105,3 @@ def radial_objective(f, quantiles):
     level = (2 * rank + 1) * a + ((2 * rank + 1) * b) // (2 * m)
     q = jnp.take_along_axis(jax.lax.stop_gradient(quantiles), level, axis=-1)
     return jnp.mean((r - q) ** 2)
-
-
-def debiased_loss_fn(
-    model_cfg, params, x, x_self, y, perm, perm_self, eta, local_cap: float = 0.0, mirror: float = 0.0
-):
-    """The debiased loss of the network on sources ``x`` and ``x_self``: ``(objective, matched cost)``.
-
-    `debiased_objective` of ``f(x)`` and ``f(x_self)``; the gradient flows through both (through
-    ``f(x_self)`` not at all with ``mirror``, which holds the self term's partners fixed).
-    """
-    fx = _model.apply(model_cfg, params, x, eta)
-    fs = _model.apply(model_cfg, params, x_self, eta)
-    return debiased_objective(fx, fs, y, perm, perm_self, local_cap, mirror)

@@ -62,12 +62,8 @@ def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axi
         if not cfg.debias:
             return refine(k, lead, y, perm, n_sweeps)
         k1, k2 = jax.random.split(k)
-        # the self term's pairs: by the sources' matching to x' (match_sources_self), the sources' to f(x')
-        # (mirror_self, as the first term matches them to the targets), else by f(x)'s matching to f(x')
-        if cfg.match_sources_self:
-            a, b = x, x_self
-        else:
-            a, b = (x if cfg.mirror_self else fx), _model.apply(model_cfg, params, x_self, eta)
+        # the self term's pairs: f(x) matched to f(x')
+        a, b = fx, _model.apply(model_cfg, params, x_self, eta)
         return jnp.stack([refine(k1, lead, y, perm[:, 0], n_sweeps), refine(k2, a, b, perm[:, 1], n_sweeps)], 1)
 
     if cfg.radial_weight:
@@ -77,7 +73,7 @@ def _minibatch(state: TrainState, targets, eta, model_cfg, cfg: TrainConfig, axi
         if cfg.debias:
             fx = _model.apply(model_cfg, q, x, eta)
             fs = _model.apply(model_cfg, q, x_self, eta)
-            value, cost = debiased_objective(fx, fs, y, perm[:, 0], perm[:, 1], cfg.local_cap, cfg.mirror_self)
+            value, cost = debiased_objective(fx, fs, y, perm[:, 0], perm[:, 1], cfg.local_cap)
             generated = jnp.concatenate([fx, fs], axis=-2)
         else:
             generated = _model.apply(model_cfg, q, x, eta)

@@ -1,0 +1,166 @@
+"""The structure check (`ksdp.metrics.structure_pairs`) and what makes a map keep the structure (docs/metrics.md,
+docs/training.md).
+
+* ``structure``: for every finished experiment under ``<out>/<scale>/`` whose run kept its training pool
+  and m2 reference runs, the check of its network at every value (next to the C2ST and energy
+  distance of its metrics.json), and its **false alarms**: the same check with independent IPM runs of
+  the training pool in the generator's place (the pool's runs are IPM runs independent of the replicas
+  and the reference runs), over disjoint blocks of pool runs and several pairings of the others.
+* ``structure-ablations``: kolmogorov3d-amplitude's network retrained on its quick-scale pool with one
+  change at a time (the matching, capacity, training length), several seeds each, judged by the check
+  at every value (and by m2 and the energy distance). Each trained network is kept as a generator file
+  under ``<out>/ablations/structure/`` and reused when the study runs again.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import jax
+import numpy as np
+
+import ksdp
+from benchmarks.studies.runs import found
+from ksdp import metrics as KM
+from ksdp import training as T
+from ksdp.experiments import ipm_data as DATA
+from ksdp.experiments import report as REPORT
+from ksdp.experiments import run as RUN
+from ksdp.experiments.specs import EXPERIMENTS
+
+# null checks per training value: blocks of pool runs standing in for the generator, times pairings
+NULL_PAIRINGS = 4
+
+
+def _independent_runs(exp, scale, folder):
+    """The replicas, the pool ``[runs, train values, J, d]`` (or None) and the reference runs of a run folder."""
+    sc = DATA.scale_of(exp, scale)
+    data_, _, _ = DATA.simulate_data(exp, scale, 0, folder, lambda *_: None, sc)
+    _, parts, targets, ref_runs, n_runs, _, _, _, _ = data_
+    pool = None
+    if n_runs:
+        j = sc.n_particles
+        pool = np.asarray(targets).reshape(targets.shape[0], n_runs, j, exp.d).swapaxes(0, 1)
+    return np.asarray(parts), pool, None if ref_runs is None else np.asarray(ref_runs)
+
+
+def structure(out="ksdp-runs", names=None) -> list:
+    rows = []
+    for scale, name, exp, (metrics_path, gen_path) in found(out, names, ("metrics.json", "checkpoint.npz")):
+        folder = os.path.dirname(metrics_path)
+        parts, pool, ref = _independent_runs(exp, scale, folder)
+        if ref is None or pool is None:
+            print(f"structure: {scale}/{name} has no pool or reference runs: skipped", flush=True)
+            continue
+        gen = T.generator_from_checkpoint(gen_path)
+        m = REPORT.load_metrics(os.path.dirname(folder), name)
+        values = exp.all_values(scale)
+        train_v = [float(v) for v in exp.values(scale)[0]]
+        sc = DATA.scale_of(exp, scale)
+        others = np.concatenate([parts, ref])  # [13, V, J, d]: replicas and reference runs
+        key = jax.random.key(11)
+        for i, v in enumerate(values):
+            x = gen.sample(jax.random.fold_in(key, i), float(v), sc.n_generated)
+            check = KM.structure_pairs(x, others[:, i])
+            row = {"scale": scale, "experiment": name, "eta": float(v), "kind": _kind(exp, scale, v), **check}
+            old = next((r for r in m["rows"] if math.isclose(r["eta"], float(v))), None) if m else None
+            if old:
+                row.update(c2st_excess=old["c2st_checked_excess"], energy_z=old["energy_z"], m2_rel=old["m2_rel_error"])
+            null = []
+            if float(v) in train_v:  # pool runs in the generator's place: false alarms
+                t = train_v.index(float(v))
+                rng = np.random.default_rng(i)
+                pairs = others.shape[0] // 2
+                for b in range(pool.shape[0] // pairs):
+                    stand_in = pool[b * pairs : (b + 1) * pairs, t].reshape(-1, exp.d)
+                    for _ in range(NULL_PAIRINGS):
+                        order = rng.permutation(others.shape[0])
+                        null.append(KM.structure_pairs(stand_in, others[order, i])["z"])
+                row["null_z"] = null
+                row["null_checks"], row["null_flagged"] = len(null), int(np.sum(np.greater(null, KM.STRUCTURE_Z)))
+            rows.append(row)
+            print(
+                f"structure {scale}/{name} {row['kind']:>12} {v:g}: chi2/df {check['dp']:.3f} "
+                f"vs IPM {check['ipm']:.3f}, z {check['z']:.1f}"
+                + (f"; C2ST excess {row['c2st_excess']:+.3f}, energy z {row['energy_z']:.1f}" if old else "")
+                + (f"; null: {row['null_flagged']}/{row['null_checks']} flagged" if null else ""),
+                flush=True,
+            )
+    flagged = sum(r.get("null_flagged", 0) for r in rows)
+    checks = sum(r.get("null_checks", 0) for r in rows)
+    if checks:
+        print(f"structure: false alarms {flagged}/{checks} = {flagged / checks:.3f}", flush=True)
+    return rows
+
+
+def _kind(exp, scale, v) -> str:
+    train_v, held_v, _ = exp.values(scale)
+    return "train" if v in train_v else "held-out" if v in held_v else "extrapolated"
+
+
+# one change at a time to the experiment's own configs (ModelConfig, TrainConfig, Adam steps)
+VARIANTS = {
+    "recipe": lambda m, t, n: (m, t, n),
+    "min-min": lambda m, t, n: (m, t._replace(match_sources=False), n),
+    "sources, then min-min for the last half": lambda m, t, n: (m, t._replace(min_min_after=n // 2), n),
+    "width 96": lambda m, t, n: (m._replace(width=96), t, n),
+    "twice the steps": lambda m, t, n: (m, t._replace(decay_steps=2 * n), 2 * n),
+}
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in label).strip("-")
+
+
+def structure_ablations(out="ksdp-runs", variants=None, seeds=(0, 1), name="kolmogorov3d-amplitude", scale="quick"):
+    exp = EXPERIMENTS[name]
+    folder = os.path.join(out, scale, name)
+    parts, pool, ref = _independent_runs(exp, scale, folder)
+    others = np.concatenate([parts, ref])
+    sc = DATA.scale_of(exp, scale)
+    train_v = exp.values(scale)[0]
+    values = exp.all_values(scale)
+    targets = pool.swapaxes(0, 1).reshape(len(train_v), -1, exp.d)
+    base_m, base_t = RUN.configs(exp, scale)
+    rows = []
+    for label in variants or list(VARIANTS):
+        mc, tc, n_steps = VARIANTS[label](base_m, base_t, sc.n_steps)
+        for seed in seeds:
+            path = os.path.join(out, "ablations", "structure", scale, name, f"{_slug(label)}-seed{seed}.npz")
+            t0 = time.perf_counter()
+            if os.path.exists(path):
+                gen = ksdp.load_generator(path)
+            else:
+                res = T.train(jax.random.key(100 + seed), targets, train_v, mc, tc, n_steps=n_steps, progress=print)
+                gen = res.generator.with_metadata(variant=label, seed=seed)
+                gen.save(path)
+            seconds = time.perf_counter() - t0
+            for i, v in enumerate(values):
+                x = gen.sample(jax.random.fold_in(jax.random.key(7), i), float(v), sc.n_generated)
+                check = KM.structure_pairs(x, others[:, i])
+                energy = KM.energy_distance(x, parts[1, i])
+                floor = KM.energy_distance(parts[2, i], parts[1, i])
+                m2_ipm = float(np.mean(np.sum(others[:, i].astype(np.float64) ** 2, -1)))
+                m2_dp = float(np.mean(np.sum(x.astype(np.float64) ** 2, -1)))
+                fold = ksdp.model.folded_fraction(jax.random.key(3), gen.config, gen.params, float(v), 20000)[0]
+                row = {
+                    "variant": label,
+                    "seed": seed,
+                    "eta": float(v),
+                    "kind": _kind(exp, scale, v),
+                    "train_s": seconds,
+                    "structure": check,
+                    "energy_z": (energy.value - floor.value) / math.hypot(energy.se, floor.se),
+                    "m2_rel_error": abs(m2_dp - m2_ipm) / m2_ipm,
+                    "folded": fold,
+                }
+                rows.append(row)
+                print(
+                    f"structure-ablations {label:>40} seed {seed} {row['kind']:>12} {v:g}: z {check['z']:5.1f} "
+                    f"(chi2/df {check['dp']:.3f} vs {check['ipm']:.3f}), energy z {row['energy_z']:.1f}, "
+                    f"m2 err {row['m2_rel_error']:.3f}, folded {fold:.3f}",
+                    flush=True,
+                )
+    return rows
