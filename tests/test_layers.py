@@ -18,7 +18,7 @@ PACKAGE = os.path.join(ROOT, "ksdp")
 LAYERS = [
     {"ksdp._version", "ksdp._checks", "ksdp.storage", "ksdp.parallel"},  # shared helpers
     {"ksdp.provenance"},  # the manifest of every output (reads the version)
-    {"ksdp.kernels", "ksdp.flows", "ksdp.initial", "ksdp.assignment"},
+    {"ksdp.kernels", "ksdp.flows", "ksdp.initial", "ksdp.assignment", "ksdp.plot"},
     {"ksdp.particle_mesh"},
     {"ksdp.drifts"},
     {"ksdp.ipm"},
@@ -33,7 +33,6 @@ LAYERS = [
     {"ksdp.training"},
     {"ksdp"},
     {"ksdp.experiments", "ksdp.experiments.specs"},
-    {"ksdp.experiments.figures"},
     {"ksdp.experiments.report", "ksdp.experiments.ipm_data"},
     {"ksdp.experiments.evaluate"},
     {"ksdp.experiments.run"},

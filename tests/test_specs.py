@@ -125,7 +125,7 @@ def test_importing_the_experiments_leaves_the_plotting_backend_alone():
     import sys
 
     code = (
-        "import matplotlib; matplotlib.use('svg'); import ksdp.experiments.run; "
+        "import matplotlib; matplotlib.use('svg'); import ksdp.plot, ksdp.experiments.run; "
         "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()"
     )
     run_ = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

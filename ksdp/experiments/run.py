@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 from functools import partial
 
 import jax
 import numpy as np
 
-from ksdp import model, reference, storage, training
-from ksdp.experiments import figures
+from ksdp import model, plot, reference, storage, training
 from ksdp.experiments.evaluate import (
     Evaluation,
     evaluate_value,
@@ -98,7 +96,7 @@ def train_network(exp: Experiment, scale: str, seed: int, targets, ck_path: str,
         mcfg,
         tcfg,
         n_steps=n_steps,
-        progress=None if sys.stderr.isatty() else log,
+        progress=None if training.interactive() else log,
     )
     t0 = time.perf_counter()
     try:
@@ -239,12 +237,12 @@ def make_figures(exp, folder, values, parts, mcfg, res, metrics, sc, radial):
         i = int(np.flatnonzero(np.isclose(values, v))[0])
         dp = model.generate(jax.random.fold_in(key, i), mcfg, res.params, v, n_show)
         cases.append((f"{label} = {v:.3g}", np.asarray(parts[:, i]).reshape(-1, exp.d), dp))
-    figures.projections(
-        os.path.join(folder, "projections.png"),
+    fig = plot.projections(
         cases,
         exp.d,
         f"{exp.name}: IPM ({len(REPLICAS)} runs of J = {sc.n_particles} pooled) vs DeepParticle ({n_show} generated)",
     )
+    plot.save(fig, os.path.join(folder, "projections.png"))
     # second moment against the parameter
     dense, m2_dp = metrics["m2_curve"]["eta"], metrics["m2_curve"]["m2_dp"]
     rows = metrics["rows"]
@@ -258,8 +256,7 @@ def make_figures(exp, folder, values, parts, mcfg, res, metrics, sc, radial):
     marks = [(float(v), "extrapolated") for v in extra_v]
     if radial is not None and exact.blowup_time is not None:
         marks.append((exact.blowup_time, f"blow-up $T^*$ = {exact.blowup_time:.4f}"))
-    figures.second_moment(
-        os.path.join(folder, "second_moment.png"),
+    fig = plot.second_moment(
         [r["eta"] for r in rows],
         [r["m2_ipm"] for r in rows],
         [r["m2_ipm_se"] for r in rows],
@@ -272,9 +269,6 @@ def make_figures(exp, folder, values, parts, mcfg, res, metrics, sc, radial):
         marks=marks,
         n_runs=rows[0].get("m2_ipm_runs", len(REPLICAS)),
     )
-    figures.loss(
-        os.path.join(folder, "loss.png"),
-        res.history,
-        f"{exp.name}: training loss",
-        floor=metrics["loss_floor"],
-    )
+    plot.save(fig, os.path.join(folder, "second_moment.png"))
+    fig = plot.loss(res.history, f"{exp.name}: training loss", floor=metrics["loss_floor"])
+    plot.save(fig, os.path.join(folder, "loss.png"))

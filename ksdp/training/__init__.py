@@ -45,7 +45,7 @@ from ksdp.training.config import (
     initial_perm,
     optimizer,
 )
-from ksdp.training.loop import TrainResult, batch_means, final_loss, fresh_batch_loss, train
+from ksdp.training.loop import TrainResult, batch_means, final_loss, fresh_batch_loss, interactive, train
 from ksdp.training.losses import (
     RADIAL_MAX_POINTS,
     SELF_CAP,
@@ -80,6 +80,7 @@ __all__ = [
     "generator_from_checkpoint",
     "init_state",
     "initial_perm",
+    "interactive",
     "load_checkpoint",
     "loss_fn",
     "mesh_split",

@@ -99,6 +99,11 @@ class TrainResult(NamedTuple):
         return self.generator.config
 
 
+def interactive() -> bool:
+    """Whether a person is watching: stderr is a terminal, or the code runs in a Jupyter (IPython) kernel."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
 def train(
     key,
     targets,
@@ -127,7 +132,8 @@ def train(
       checkpoint_every: mini-batches between checkpoints (one is always written at the end).
       resume: continue from ``checkpoint`` if it exists (its data, key and configs must match).
       progress: ``True`` for a progress bar, ``False`` for none, ``None`` (default) for a bar when stderr
-        is a terminal; or a callable such as ``print`` or a logger's method, for runs whose output goes
+        is a terminal or the code runs in a Jupyter kernel (`interactive`; the bar is ``tqdm.auto``'s, a
+        widget there); or a callable such as ``print`` or a logger's method, for runs whose output goes
         to a file: it gets one line at every twentieth of the training (`PROGRESS_LINES`) and at its
         end, with the step, the mini-batch's mean loss, the rate and the time left.
       mesh: a `jax.sharding.Mesh` to train data parallel over the ``R`` sets (``R`` a
@@ -167,7 +173,7 @@ def train(
     say = progress if callable(progress) else None
     if progress is not None and say is None and not isinstance(progress, bool):
         raise TypeError(f"progress must be True, False, None or a callable taking a str, got {progress!r}.")
-    show = sys.stderr.isatty() if progress is None else (progress is True)
+    show = interactive() if progress is None else (progress is True)
     every = max(1, -(-(total - done) // PROGRESS_LINES))  # mini-batches between two lines of `say`
     bar = None
     if show and total > done:

@@ -1,7 +1,9 @@
-"""Figures of the experiments (PNG): projections DP vs IPM, second moments, loss.
+"""Figures of particle clouds and training runs: projections DP vs IPM, second moments, loss.
 
-The figures are `matplotlib.figure.Figure` objects made without pyplot, so importing this module
-leaves the caller's plotting backend (a notebook's, say) as it was.
+Every function takes data and returns a `matplotlib.figure.Figure`, made without pyplot, so importing
+this module leaves the caller's plotting backend (a notebook's, say) as it was. In a notebook the
+figure shows when it is the cell's value; `save` writes it to a PNG file atomically (the experiments'
+command line saves its figures this way).
 
 Projections: the IPM panel and the generated panel of one value share their bins and their colour
 scale (one density scale per value), so a difference in colour is a difference in density; row
@@ -19,8 +21,9 @@ AXES = "xyz"
 BINS = 70
 
 
-def _save(fig, path):
-    storage.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90, bbox_inches="tight"))
+def save(fig: Figure, path, dpi: int = 90) -> None:
+    """Writes ``fig`` to ``path`` as PNG, atomically (the file is the old one or the whole new one)."""
+    storage.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"))
 
 
 def _bounds(arrays, plane):
@@ -44,8 +47,13 @@ def _pair(ax_ipm, ax_dp, ipm, dp, plane):
     return im
 
 
-def projections(path, cases, d, title):
-    """``cases``: list of ``(label, ipm [n, d], dp [m, d])``; 2D histograms, IPM above DP.
+def projections(cases, d: int, title: str = "") -> Figure:
+    """2D histograms of IPM and generated clouds, IPM above DP, one density scale per case.
+
+    Args:
+      cases: list of ``(label, ipm [n, d], dp [m, d])``, e.g. ``("A = 10", ipm_particles, g.sample(key, 10.0, n))``.
+      d: space dimension, 2 or 3.
+      title: the figure's title.
 
     2D: one column per case, rows IPM and DP. 3D: one row per case and source (IPM, DP), columns the
     xy, xz and yz planes.
@@ -82,12 +90,12 @@ def projections(path, cases, d, title):
         for k, plane in enumerate(planes):
             axs[0, k].set_title(f"{AXES[plane[0]]}{AXES[plane[1]]} plane", fontsize=9)
     fig.suptitle(title + "\n(each value: IPM and DP on the same bins and colour scale)", fontsize=9)
-    _save(fig, path)
+    return fig
 
 
 def second_moment(
-    path, x_ipm, m2_ipm, m2_ipm_se, x_dp, m2_dp, xlabel, title, curves=(), logx=False, marks=None, n_runs=3
-):
+    x_ipm, m2_ipm, m2_ipm_se, x_dp, m2_dp, xlabel, title, curves=(), logx=False, marks=None, n_runs=3
+) -> Figure:
     """m2 against the parameter: IPM points (the mean of ``n_runs`` runs, 2 standard errors), DP curve,
     optional reference curves."""
     fig = Figure(figsize=(5.8, 4.1), layout="constrained")
@@ -109,10 +117,10 @@ def second_moment(
     ax.set_ylabel("second moment $m_2$")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7)
-    _save(fig, path)
+    return fig
 
 
-def loss(path, history, title, floor=None):
+def loss(history, title: str = "", floor=None) -> Figure:
     """The training loss per Adam step, with the squared W2 floor of the mini-batch size."""
     fig = Figure(figsize=(5.8, 3.6), layout="constrained")
     ax = fig.subplots()
@@ -126,4 +134,4 @@ def loss(path, history, title, floor=None):
     ax.set_ylabel("loss (eq. 14, mean over sets)")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7)
-    _save(fig, path)
+    return fig
