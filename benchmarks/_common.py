@@ -63,10 +63,11 @@ def command() -> str:
 
 def save(name: str, payload: dict, out_dir: str | None = None) -> str:
     """Writes ``results/<name>-<device>-<date>.json`` atomically and returns its path."""
+    from ksdp.provenance import manifest
     from ksdp.storage import write_json
 
     env = environment()
     path = os.path.join(out_dir or RESULTS, f"{name}-{env['device']}-{env['date']}.json")
-    write_json(path, {"benchmark": name, "environment": env, "command": command(), **payload})
+    write_json(path, {"benchmark": name, "environment": env, "command": command(), "manifest": manifest(), **payload})
     print(f"wrote {path}")
     return path

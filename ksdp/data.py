@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -23,8 +24,10 @@ from ksdp import drifts as _drifts
 from ksdp import flows as _flows
 from ksdp import ipm as _ipm
 from ksdp import parallel as _parallel
-from ksdp import storage
+from ksdp import provenance, storage
 from ksdp._version import __version__
+
+LOGGER = logging.getLogger("ksdp")
 
 FORMAT = "ksdp-dataset/1"
 _REQUIRED_META = ("format", "version", "n_particles", "d", "dt", "kernel", "flow", "key", "times")
@@ -80,7 +83,8 @@ def make_dataset(
     last bits of a step), each part saved atomically under the folder ``parts`` as it finishes. A rerun
     with the same arguments reuses the parts whose inputs match (a fingerprint of the key, the
     sets' values and every setting) and simulates the rest; the caller removes the folder once the
-    dataset is saved. ``log`` (e.g. ``print``) receives one line per part.
+    dataset is saved. ``log`` (e.g. ``print``) receives one line per part; by default the lines go to
+    the ``ksdp`` logger at level INFO (``logging.basicConfig(level=logging.INFO)`` shows them).
     """
     drift, grid = _drifts.resolve_drift(drift, grid, int(n_particles), d, kernel)
     batched, size = _ipm.broadcast_params(params)
@@ -107,7 +111,7 @@ def make_dataset(
     )
     keys = jax.random.split(key, size)
     pieces, times_out = [], None
-    print_ = log or (lambda _: None)
+    print_ = log or LOGGER.info
     for start in range(0, size, chunk):
         stop = min(size, start + chunk)
         sub = jax.tree_util.tree_map(lambda a, lo=start, hi=stop: a[lo:hi], batched)
@@ -140,6 +144,7 @@ def make_dataset(
         "flow": _flows.flow_name(flow),
         "key": np.asarray(jax.random.key_data(key)).tolist(),
         "times": times_out.tolist(),
+        "manifest": provenance.manifest(),
     }
     meta.update(extra_meta or {})
     return Dataset(np.concatenate(pieces), times_out, values, meta)

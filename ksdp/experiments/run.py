@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from functools import partial
@@ -32,6 +33,9 @@ from ksdp.experiments.ipm_data import (
     simulate_data,
 )
 from ksdp.experiments.specs import Experiment, Scale
+
+# the stages' messages when no ``log`` is given (the command line passes its own, printing them)
+LOGGER = logging.getLogger("ksdp.experiments")
 
 
 def configs(exp: Experiment, scale: str):
@@ -72,7 +76,7 @@ def _checkpoint_step(path) -> int:
         return -1
 
 
-def train_network(exp: Experiment, scale: str, seed: int, targets, ck_path: str, log=print):
+def train_network(exp: Experiment, scale: str, seed: int, targets, ck_path: str, log=None):
     """The training stage of `run`: trains on ``targets`` (``[R, J, d]``, the training values'
     particles) with the scale's configs, resuming from the checkpoint at ``ck_path``.
 
@@ -83,6 +87,7 @@ def train_network(exp: Experiment, scale: str, seed: int, targets, ck_path: str,
     Returns ``(TrainResult, resumed_complete, seconds)``: whether the checkpoint already held every
     step (nothing was trained), and the time the training that did happen took.
     """
+    log = log or LOGGER.info
     n_steps = scale_of(exp, scale).n_steps
     mcfg, tcfg = configs(exp, scale)
     train_v = exp.values(scale)[0]
@@ -115,7 +120,7 @@ def run(
     scale: str,
     out: str,
     seed: int = 0,
-    log=print,
+    log=None,
     *,
     n_particles: int | None = None,
     drift: str = "auto",
@@ -133,6 +138,7 @@ def run(
     ``metrics.json`` is rewritten after every evaluated parameter value (``"complete": false``
     until the last), so a failure late in the evaluation or in the figures loses no computed row.
     """
+    log = log or LOGGER.info
     sc = _scale_with(exp, scale, n_particles)
     folder = os.path.join(out, exp.name)
     os.makedirs(folder, exist_ok=True)
