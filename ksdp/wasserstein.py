@@ -324,8 +324,8 @@ def auction(x, y, *, tol: float = 1e-4, max_rounds: int | None = None) -> Auctio
 def w2(
     x,
     y,
-    key=None,
     *,
+    key=None,
     method: str = "auction",
     tol: float = 1e-4,
     exact_max: int = EXACT_MAX,
@@ -343,7 +343,9 @@ def w2(
     Args:
       x: ``[N, d]`` or ``[R, N, d]`` (a batch is solved problem by problem).
       y: the other cloud, of the shape of ``x``.
-      key: random key for the block descent (default ``jax.random.key(0)``).
+      key: keyword only: the block descent's random key (default ``jax.random.key(0)``). The distance is
+        not random (the auction and the exact solver use no key); the key only orders ``method="blocks"``'s
+        sweeps, so a result is reproducible without one.
       method: ``"auction"`` or ``"blocks"``.
       tol: the auction's target gap.
       exact_max: problems with ``N <= exact_max`` are solved exactly (see `solve`).

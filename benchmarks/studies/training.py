@@ -311,8 +311,8 @@ def matching(out="ksdp-runs", names=None, repeats: int = 5):
                 idx = np.asarray(jax.random.permutation(k_y, len(y_all)))
                 y, y2 = jnp.asarray(y_all[idx[:n]]), jnp.asarray(y_all[idx[n : 2 * n]])
                 block = float(refine(k_m, fx, y)[1][-1])
-                exact = float(W.w2(fx, y, k_w).w2) ** 2
-                floor = float(W.w2(y2, y, k_w).w2) ** 2
+                exact = float(W.w2(fx, y, key=k_w).w2) ** 2
+                floor = float(W.w2(y2, y, key=k_w).w2) ** 2
                 per.append((block, exact, floor))
             costs.append(per)
         c = np.asarray(costs)

@@ -1,0 +1,34 @@
+"""Conventions of the public API (issue: the learnt map as a product)."""
+
+import importlib
+import inspect
+import pkgutil
+
+import ksdp
+
+
+def _public_functions():
+    names = ["ksdp"] + ["ksdp." + m.name for m in pkgutil.walk_packages(ksdp.__path__)]
+    for module_name in names:
+        module = importlib.import_module(module_name)
+        for name, obj in vars(module).items():
+            if name.startswith("_") or getattr(obj, "__module__", None) != module_name:
+                continue
+            if inspect.isfunction(obj):
+                yield f"{module_name}.{name}", obj
+            elif inspect.isclass(obj):
+                for meth_name, meth in vars(obj).items():
+                    if not meth_name.startswith("_") and inspect.isfunction(meth):
+                        yield f"{module_name}.{name}.{meth_name}", meth
+
+
+def test_every_random_key_comes_first():
+    # JAX's convention (jax.random.normal(key, shape)): a function that draws randomness takes its key
+    # first; a key that only seeds a deterministic algorithm's order is keyword-only (ksdp.w2)
+    wrong = []
+    for name, fn in _public_functions():
+        params = [p for p in inspect.signature(fn).parameters.values() if p.name not in ("self", "cls")]
+        for i, p in enumerate(params):
+            if p.name in ("key", "keys") and i != 0 and p.kind != p.KEYWORD_ONLY:
+                wrong.append(f"{name}: {[q.name for q in params]}")
+    assert not wrong, wrong
