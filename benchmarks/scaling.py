@@ -65,7 +65,7 @@ def _measure(args):
     etas = jnp.linspace(0.0, 1.0, args.sets)
     targets = jax.random.normal(jax.random.key(0), (args.sets, 2000, 2)) * (0.2 + 0.3 * etas)[:, None, None]
     mc = ksdp.make_config(2, etas)
-    tc = ksdp.TrainConfig(n_samples=1000, resample_every=200, renew_every=50, sweeps=4, initial_sweeps=20)
+    tc = ksdp.TrainConfig.paper(n_samples=1000, resample_every=200, renew_every=50, sweeps=4, initial_sweeps=20)
     targets, eta_n = T.check_inputs(mc, tc, targets, etas)
     state = T.init_state(jax.random.key(1), mc, tc, args.sets)
 

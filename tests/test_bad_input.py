@@ -25,7 +25,7 @@ PARAMS = M.init(jax.random.key(0), MC)
 X = jax.random.normal(jax.random.key(1), (8, 2))
 Y = jax.random.normal(jax.random.key(2), (8, 2))
 TARGETS = jax.random.normal(jax.random.key(3), (2, 64, 2))
-TINY = T.TrainConfig(n_samples=16, resample_every=10, renew_every=10, sweeps=1, initial_sweeps=2, block=8)
+TINY = T.TrainConfig.paper(n_samples=16, resample_every=10, renew_every=10, sweeps=1, initial_sweeps=2, block=8)
 
 MAKE_CONFIG = [
     ("d=2.0", dict(d=2.0, eta_train=[0.0, 1.0]), TypeError, "d must be an integer"),

@@ -156,7 +156,7 @@ def test_multihost_recipe_two_processes(tmp_path):
         one.particles[:, -1],
         amplitudes,
         ksdp.make_config(2, amplitudes, eta_log=True),
-        ksdp.TrainConfig(n_samples=256, resample_every=100, renew_every=50),
+        ksdp.TrainConfig.paper(n_samples=256, resample_every=100, renew_every=50),
         n_steps=200,
         progress=False,
     )

@@ -185,7 +185,7 @@ def test_a_training_checkpoint_is_named_as_such(tmp_path):
     # weights `train` returned
     targets = jax.random.normal(jax.random.key(0), (2, 64, 2))
     mc = M.make_config(2, [0.0, 1.0], width=8, depth=2)
-    tiny = T.TrainConfig(n_samples=16, resample_every=10, renew_every=5, sweeps=1, initial_sweeps=2, block=8)
+    tiny = T.TrainConfig.paper(n_samples=16, resample_every=10, renew_every=5, sweeps=1, initial_sweeps=2, block=8)
     ck = str(tmp_path / "ck.npz")
     res = T.train(jax.random.key(1), targets, [0.0, 1.0], mc, tiny, n_steps=10, checkpoint=ck, progress=False)
     with pytest.raises(ksdp.GeneratorFileError, match="generator_from_checkpoint"):

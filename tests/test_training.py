@@ -21,7 +21,7 @@ def target(key, eta, n):
 
 
 ETAS = jnp.linspace(0.0, 1.0, 5)
-TINY = T.TrainConfig(
+TINY = T.TrainConfig.paper(
     n_samples=32, resample_every=20, renew_every=10, sweeps=2, initial_sweeps=4, block=8, learning_rate=1e-3
 )
 
@@ -30,7 +30,7 @@ TINY = T.TrainConfig(
 def trained():
     targets = jnp.stack([target(jax.random.key(i), e, 2000) for i, e in enumerate(ETAS)])
     mc = M.make_config(2, ETAS, width=30, depth=3)
-    cfg = T.TrainConfig(
+    cfg = T.TrainConfig.paper(
         n_samples=500, resample_every=500, renew_every=50, sweeps=4, initial_sweeps=20, block=16, learning_rate=3e-3
     )
     return T.train(jax.random.key(0), targets, ETAS, mc, cfg, n_steps=5000, progress=False)
@@ -433,7 +433,7 @@ def shrinkage():
     n, steps = 256, 3000
     out = {}
     for debias in (False, True):
-        cfg = T.TrainConfig(
+        cfg = T.TrainConfig.paper(
             n_samples=n, resample_every=50, renew_every=50, sweeps=4, initial_sweeps=20, learning_rate=3e-3,
             ema_decay=0.99, decay_steps=steps, debias=debias,
         )  # fmt: skip
@@ -569,3 +569,42 @@ def test_corrupt_checkpoints_are_named_errors(tmp_path, label):
     assert ck in str(info.value) and "train afresh" in str(info.value)
     with pytest.raises(T.CheckpointError):  # train names the same error instead of resuming
         T.train(jax.random.key(0), targets, etas, mc, TINY, n_steps=40, checkpoint=ck, progress=False)
+
+
+def test_default_config_is_the_experiments_recipe_and_paper_is_the_papers():
+    from ksdp.experiments import run
+    from ksdp.experiments.specs import EXPERIMENTS, SCALES
+
+    # laminar2d-amplitude at the quick scale changes nothing of the recipe: its TrainConfig is the default,
+    # with the decay over the run resolved to its steps
+    _, tc = run.configs(EXPERIMENTS["laminar2d-amplitude"], "quick")
+    assert tc == T.TrainConfig().for_steps(SCALES["quick"].n_steps)
+    # the paper's Sec. 3.4: N = 2000, K = 1000, L = 200, 10 sweeps (50 on a fresh batch), M = 16, Adam 1e-3,
+    # eq. (14) (min-min, plain loss), constant rate, no moving average
+    p = T.TrainConfig.paper()
+    assert (p.n_samples, p.resample_every, p.renew_every, p.sweeps, p.initial_sweeps, p.block) == (
+        2000,
+        1000,
+        200,
+        10,
+        50,
+        16,
+    )
+    assert (p.learning_rate, p.ema_decay, p.decay_steps, p.debias, p.match_sources) == (1e-3, 0.0, 0, False, False)
+    assert T.TrainConfig.paper(n_samples=64).n_samples == 64
+
+
+def test_decay_over_the_run_is_resolved_by_train(tmp_path):
+    targets, etas, mc = _tiny_problem()
+    cfg = T.TrainConfig(n_samples=16, resample_every=10, renew_every=10, sweeps=1, initial_sweeps=2, block=8)
+    assert cfg.decay_steps is None
+    with pytest.raises(ValueError, match="for_steps"):
+        T.init_state(jax.random.key(0), mc, cfg, 3)
+    ck = str(tmp_path / "ck.npz")
+    res = T.train(jax.random.key(3), targets, etas, mc, cfg, n_steps=20, checkpoint=ck, progress=False)
+    assert (
+        T.load_checkpoint(ck)[2].decay_steps == 20 and res.generator.metadata["training"]["config"]["decay_steps"] == 20
+    )
+    # the same run with the steps written out is the same run (one fingerprint)
+    again = T.train(jax.random.key(3), targets, etas, mc, cfg._replace(decay_steps=20), n_steps=20, checkpoint=ck)
+    assert again.history == res.history

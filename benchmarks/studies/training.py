@@ -48,7 +48,7 @@ def _target(key, eta, n):
 def residual():
     etas = jnp.linspace(0.0, 1.0, 5)
     targets = jnp.stack([_target(jax.random.key(i), e, 2000) for i, e in enumerate(etas)])
-    cfg = T.TrainConfig(
+    cfg = T.TrainConfig.paper(
         n_samples=500, resample_every=500, renew_every=50, sweeps=4, initial_sweeps=20, block=16, learning_rate=3e-3
     )
     rows = []

@@ -109,7 +109,7 @@ def train(
     targets,
     eta,
     model_cfg: _model.ModelConfig,
-    cfg: TrainConfig = TrainConfig(),
+    cfg: TrainConfig = TrainConfig(),  # the recommended recipe
     *,
     n_steps: int,
     checkpoint: str | None = None,
@@ -126,7 +126,9 @@ def train(
       targets: ``[R, J, d]`` particles of each training set.
       eta: ``[R, p]`` (or ``[R]``) physical parameters, raw (the model normalises them).
       model_cfg: from `ksdp.model.make_config`.
-      cfg: `TrainConfig`.
+      cfg: `TrainConfig` (default: the recommended recipe; `TrainConfig.paper` for the paper's). A
+        ``decay_steps`` of None decays the learning rate over these ``n_steps``; the checkpoint and the
+        generator's metadata record the resolved value.
       n_steps: total Adam steps, a multiple of ``cfg.resample_every``.
       checkpoint: path of the checkpoint file; ``None`` for none.
       checkpoint_every: mini-batches between checkpoints (one is always written at the end).
@@ -152,6 +154,7 @@ def train(
     targets, eta = check_inputs(model_cfg, cfg, targets, eta)
     if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
         raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}.")
+    cfg = cfg.for_steps(n_steps)  # a decay over the whole run: over these n_steps
     if not isinstance(checkpoint_every, (int, np.integer)) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be a positive integer (mini-batches), got {checkpoint_every!r}.")
     if n_steps % cfg.resample_every:

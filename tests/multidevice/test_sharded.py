@@ -107,7 +107,9 @@ def test_sharded_training_equals_unsharded(mesh, debias):
     etas = jnp.arange(4.0)
     targets = jax.random.normal(jax.random.key(3), (4, 128, 2)) * (1 + etas)[:, None, None]
     cfg = ksdp.make_config(2, etas)
-    tc = ksdp.TrainConfig(n_samples=64, resample_every=20, renew_every=10, sweeps=2, initial_sweeps=3, debias=debias)
+    tc = ksdp.TrainConfig.paper(
+        n_samples=64, resample_every=20, renew_every=10, sweeps=2, initial_sweeps=3, debias=debias
+    )
     terms = 2 if debias else 1  # the debiased loss adds a second matched sum of R N terms
     a = ksdp.train(jax.random.key(4), targets, etas, cfg, tc, n_steps=40, progress=False)
     b = ksdp.train(jax.random.key(4), targets, etas, cfg, tc, n_steps=40, progress=False, mesh=mesh)
@@ -130,7 +132,7 @@ def test_bad_meshes(mesh):
             jnp.zeros((3, 64, 2)),
             jnp.arange(3.0),
             ksdp.make_config(2, jnp.arange(3.0)),
-            ksdp.TrainConfig(n_samples=32, resample_every=10, renew_every=10),
+            ksdp.TrainConfig.paper(n_samples=32, resample_every=10, renew_every=10),
             n_steps=10,
             mesh=mesh,
         )
