@@ -174,11 +174,11 @@ def check_config(cfg: _model.ModelConfig) -> _model.ModelConfig:
             raise ValueError(f"{name} must hold one entry per parameter ({cfg.p}), got {v!r}")
     if not all(isinstance(v, bool) for v in (*cfg.eta_log, cfg.residual, cfg.tail_feature)):
         raise ValueError("eta_log, residual and tail_feature must be booleans")
-    numbers = (*cfg.eta_center, *cfg.eta_scale, cfg.identity_power)
+    numbers = (*cfg.eta_center, *cfg.eta_scale)
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in numbers):
-        raise ValueError("eta_center, eta_scale and identity_power must be finite numbers")
-    if not all(v > 0 for v in cfg.eta_scale) or not 0 < cfg.identity_power <= 1:
-        raise ValueError("eta_scale must be positive and identity_power in (0, 1]")
+        raise ValueError("eta_center and eta_scale must be finite numbers")
+    if not all(v > 0 for v in cfg.eta_scale):
+        raise ValueError("eta_scale must be positive")
     if cfg.identity_at is not None and not (isinstance(cfg.identity_at, (int, float)) and np.isfinite(cfg.identity_at)):
         raise ValueError(f"identity_at = {cfg.identity_at!r} is neither None nor a finite number")
     return cfg

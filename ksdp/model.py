@@ -57,13 +57,10 @@ class ModelConfig(NamedTuple):
       tail_feature: also feed the network the tail coordinate ``-log(1 - |x|^d)`` (`tail_coordinate`).
       identity_at: a parameter value ``a`` at which the learnt law is the source itself (a time
         experiment whose initial law is the uniform ball, at ``t = 0``), or ``None``: the output is then
-        ``x + sqrt(|eta - a| / scale) MLP(x, eta)`` (one parameter, residual, no log10), the identity at
-        ``a`` exactly. The square root: diffusion moves the ball's edge by ``O(sqrt(t))``, so the
-        MLP's part stays bounded as ``t -> a``. On laminar2d-time it made the t = 0 disc exact but
-        missed the held-out t = 0.005; linear in ``t`` (``identity_power = 1``), which laminar2d-time
-        uses, it did not (docs/training.md, "The radial term").
-      identity_power: the power ``q`` of that factor, ``(|eta - a| / scale)^q`` in ``(0, 1]``: 0.5 (the
-        default, the square root) or 1 (linear: a flow's displacement grows like ``t``).
+        ``x + (|eta - a| / scale) MLP(x, eta)`` (one parameter, residual, no log10), the identity at
+        ``a`` exactly, and linear in ``eta`` near it, as a flow's displacement grows like ``t``. (A
+        square-root factor, for diffusion's ``O(sqrt(t))``, made laminar2d-time's t = 0 disc exact but
+        missed its held-out t = 0.005: docs/training.md, "The radial term".)
     """
 
     d: int
@@ -77,17 +74,10 @@ class ModelConfig(NamedTuple):
     eta_scale: tuple[float, ...] = (1.0,)
     tail_feature: bool = False
     identity_at: float | None = None
-    identity_power: float = 0.5
 
     def to_dict(self) -> dict:
-        out = {k: list(v) if isinstance(v, tuple) else v for k, v in self._asdict().items()}
-        if not out["tail_feature"]:  # added later: off, earlier checkpoints' fingerprints stay as they were
-            del out["tail_feature"]
-        if out["identity_at"] is None:  # likewise
-            del out["identity_at"]
-        if out["identity_power"] == 0.5:  # likewise (the square root, the only power before it)
-            del out["identity_power"]
-        return out
+        """The config as JSON-ready values (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self._asdict().items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
@@ -105,7 +95,6 @@ def make_config(
     eta_log=False,
     tail_feature: bool = False,
     identity_at: float | None = None,
-    identity_power: float = 0.5,
 ) -> ModelConfig:
     """A `ModelConfig` whose normalisation maps the training ``eta`` range to ``[-1, 1]``.
 
@@ -115,7 +104,6 @@ def make_config(
       eta_log: bool or per-parameter bools: take ``log10`` first (values must be positive).
       tail_feature: feed the network the source point's tail coordinate as well (`tail_coordinate`).
       identity_at: the parameter value at which the map is the identity (`ModelConfig.identity_at`).
-      identity_power: the power of the factor that makes it so (`ModelConfig.identity_power`).
     """
     for name, v, low in (("d", d, 1), ("width", width, 1), ("depth", depth, 1)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
@@ -145,10 +133,6 @@ def make_config(
                 f"got p = {p}, eta_log = {logs}, residual = {residual}."
             )
         identity_at = float(identity_at)
-    if isinstance(identity_power, bool) or not isinstance(identity_power, (int, float, np.integer, np.floating)):
-        raise TypeError(f"identity_power must be a number in (0, 1], got {identity_power!r}.")
-    if not 0.0 < identity_power <= 1.0:
-        raise ValueError(f"identity_power must lie in (0, 1] (0.5: square root, 1: linear), got {identity_power!r}.")
     t = eta.copy()
     for k, lg in enumerate(logs):
         if lg:
@@ -170,7 +154,6 @@ def make_config(
         tuple(map(float, scale)),
         bool(tail_feature),
         identity_at,
-        float(identity_power),
     )
 
 
@@ -228,7 +211,7 @@ class DeepParticleMap(nn.Module):
         out = nn.Dense(cfg.d)(h)
         if cfg.identity_at is not None:  # the identity at eta = identity_at (ModelConfig.identity_at)
             raw = jnp.asarray(eta, jnp.float32)[..., None, :1]
-            out = out * (jnp.abs(raw - cfg.identity_at) / cfg.eta_scale[0]) ** cfg.identity_power
+            out = out * (jnp.abs(raw - cfg.identity_at) / cfg.eta_scale[0])
             out = out.astype(x.dtype)
         y = x + out if cfg.residual else out
         return y[0] if point else y

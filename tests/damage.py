@@ -43,6 +43,7 @@ CHECKPOINT_DAMAGE = {
     "step -20": (lambda p: rewrite(p, lambda a: _meta(a, step=-20)), "step"),
     "metadata without the model": (lambda p: rewrite(p, lambda a: _meta(a, model=None)), "metadata"),
     "foreign format": (lambda p: rewrite(p, lambda a: _meta(a, format="other")), "not a ksdp checkpoint"),
+    "old format": (lambda p: rewrite(p, lambda a: _meta(a, format="ksdp-checkpoint/2")), "this version of ksdp reads"),
     "missing member": (lambda p: rewrite(p, lambda a: a.pop("leaf_0001")), "missing"),
     "history too long": (
         lambda p: rewrite(p, lambda a: a.__setitem__("history", np.zeros(10**6, np.float32))),

@@ -36,24 +36,6 @@ MAKE_CONFIG = [
     ("inf eta_train", dict(d=2, eta_train=[0.0, math.inf]), ValueError, "eta_train contains NaN or infinite"),
     ("log of 0", dict(d=2, eta_train=[0.0, 1.0], eta_log=True), ValueError, "not all positive"),
     ("identity_at=True", dict(d=2, eta_train=[0.0, 1.0], identity_at=True), TypeError, "identity_at"),
-    (
-        "identity_power=0",
-        dict(d=2, eta_train=[0.0, 1.0], identity_at=0.0, identity_power=0.0),
-        ValueError,
-        "identity_power",
-    ),
-    (
-        "identity_power=2",
-        dict(d=2, eta_train=[0.0, 1.0], identity_at=0.0, identity_power=2.0),
-        ValueError,
-        "identity_power",
-    ),
-    (
-        "identity_power='1'",
-        dict(d=2, eta_train=[0.0, 1.0], identity_at=0.0, identity_power="1"),
-        TypeError,
-        "identity_power",
-    ),
     ("identity_at=NaN", dict(d=2, eta_train=[0.0, 1.0], identity_at=math.nan), ValueError, "identity_at"),
     (
         "identity_at with log10",

@@ -38,7 +38,7 @@ def baseline(model_cfg: ModelConfig, train_cfg: TrainConfig, n_steps: int) -> Sc
         local_cap=0.0,
         match_sources=False,
     )
-    model = model_cfg._replace(tail_feature=False, identity_at=None, identity_power=0.5)
+    model = model_cfg._replace(tail_feature=False, identity_at=None)
     return Schedule(train, model, n_steps)
 
 
@@ -167,11 +167,11 @@ MORE_SCHEDULES: dict[str, tuple] = {
         _model(width=60),
     ),
     "fresh + EMA + cosine + debias, pool, match sources, 2x width": (*MATCHED, _model(width=60)),
-    # the map is the identity at t = 0 (ModelConfig.identity_at), with a square-root or a linear factor
-    "fresh + EMA + cosine + debias, pool, match sources, identity at t = 0": (*MATCHED, _model(identity_at=0.0)),
+    # the map is the identity at t = 0 (ModelConfig.identity_at; its factor linear in t: the square root
+    # was measured and dropped, docs/training.md)
     "fresh + EMA + cosine + debias, pool, match sources, identity at t = 0, linear": (
         *MATCHED,
-        _model(identity_at=0.0, identity_power=1.0),
+        _model(identity_at=0.0),
     ),
     # a second term fits |f(x)| to the training set's radial quantiles by rank (TrainConfig.radial_weight)
     "fresh + EMA + cosine + debias, pool, match sources, tail feature, radial 1": (

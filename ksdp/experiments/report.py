@@ -457,7 +457,7 @@ def render_experiment(out: str, name: str, scale: str, figures: str = ".", *, sh
     if sc.get("tail_feature"):
         loss_name += "; the network also sees the source point's tail coordinate -log(1 - |x|^d)"
     if sc.get("identity_at") is not None:
-        power = sc.get("identity_power", 0.5)
+        power = sc.get("identity_power", 1.0)  # the square root (0.5) in runs before the linear factor was kept
         name_ = "t" if exp.eta == "time" else "eta"
         at = sc["identity_at"]
         factor = f"{name_} / scale" if exp.eta == "time" and at == 0 else f"|{name_} - {at:g}| / scale"

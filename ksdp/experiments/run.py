@@ -50,7 +50,6 @@ def configs(exp: Experiment, scale: str):
         eta_log=exp.eta == "amplitude",
         tail_feature=sc.tail_feature or exp.tail_feature,
         identity_at=exp.identity_at,
-        identity_power=exp.identity_power,
     )
     tcfg = training.TrainConfig(
         n_samples=sc.n_samples,

@@ -175,11 +175,10 @@ class Experiment:
     # sampled coupling's conditional mean and cuts the law's outer tail; fitted by rank against all the
     # training particles' distances, the tail comes back (docs/training.md, "The radial term")
     radial_weight: float | dict = 0.0
-    # ModelConfig.identity_at / identity_power at every scale (None: a free map): the map is the identity
-    # at that parameter value by construction, x + (|eta - a| / scale)^q MLP(x, eta), where the law is the
-    # source itself (a time experiment at t = 0, the initial law being the source's)
+    # ModelConfig.identity_at at every scale (None: a free map): the map is the identity at that parameter
+    # value by construction, x + (|eta - a| / scale) MLP(x, eta), where the law is the source itself (a
+    # time experiment at t = 0, the initial law being the source's)
     identity_at: float | None = None
-    identity_power: float = 0.5
 
     def radial_weight_at(self, scale: str) -> float:
         """The radial term's weight at ``scale`` (0: the scale's own, `Scale.radial_weight`)."""
@@ -281,7 +280,6 @@ EXPERIMENTS = {
             # root missed the held-out t = 0.005), passes 14 of 14 values in the ablation against 12 of 14
             # (docs/training.md, "The radial term")
             identity_at=0.0,
-            identity_power=1.0,
         ),
         Experiment(
             "laminar3d-amplitude",

@@ -16,7 +16,7 @@ from ksdp._checks import is_permutation
 from ksdp.generator import Generator
 from ksdp.training.config import TrainConfig, TrainState, check_inputs, init_state
 
-CHECKPOINT_FORMAT = "ksdp-checkpoint/2"  # /2: the state carries the moving average
+CHECKPOINT_FORMAT = "ksdp-checkpoint/3"  # /2: the state carries the moving average; /3: configs without shims
 
 
 class CheckpointMismatch(ValueError):
@@ -40,15 +40,7 @@ def _fingerprint(key, targets, eta, model_cfg, cfg) -> str:
         a = np.ascontiguousarray(np.asarray(a))
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())
-    # the debiased loss changed once (its self term is capped, `debiased_objective`): a checkpoint
-    # trained with the uncapped loss is not resumed with the capped one
-    loss = ["self term capped"] if cfg.debias else []
-    settings = cfg._asdict()
-    # added later: off, they leave earlier fingerprints as they were
-    for later in ("local_cap", "match_sources", "min_min_after", "radial_weight"):
-        if not settings[later]:
-            del settings[later]
-    h.update(json.dumps([model_cfg.to_dict(), settings, *loss], sort_keys=True).encode())
+    h.update(json.dumps([model_cfg.to_dict(), cfg._asdict()], sort_keys=True).encode())
     return h.hexdigest()
 
 
@@ -102,8 +94,11 @@ def load_checkpoint(path):
     try:
         meta_only = storage.read_npz(path, lambda name: 1 << 20 if name == "meta_json" else None)
         meta = json.loads(str(meta_only["meta_json"]))
-        if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-            raise bad(f"not a ksdp checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        if isinstance(fmt, str) and fmt.startswith("ksdp-checkpoint/") and fmt != CHECKPOINT_FORMAT:
+            raise bad(f"written in format {fmt!r}; this version of ksdp reads {CHECKPOINT_FORMAT!r}")
+        if fmt != CHECKPOINT_FORMAT:
+            raise bad(f"not a ksdp checkpoint (format {fmt!r})")
         model_cfg = _model.ModelConfig.from_dict(meta["model"])
         cfg = TrainConfig(**meta["train"])
         step, n_sets = meta["step"], meta["n_sets"]
