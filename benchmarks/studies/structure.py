@@ -48,13 +48,18 @@ def _independent_runs(exp, scale, folder):
 
 def structure(out="ksdp-runs", names=None) -> list:
     rows = []
-    for scale, name, exp, (metrics_path, gen_path) in found(out, names, ("metrics.json", "checkpoint.npz")):
+    for scale, name, exp, (metrics_path,) in found(out, names, ("metrics.json",)):
         folder = os.path.dirname(metrics_path)
         parts, pool, ref = _independent_runs(exp, scale, folder)
         if ref is None or pool is None:
             print(f"structure: {scale}/{name} has no pool or reference runs: skipped", flush=True)
             continue
-        gen = T.generator_from_checkpoint(gen_path)
+        saved = os.path.join(folder, "generator.npz")
+        gen = (
+            ksdp.load_generator(saved)
+            if os.path.exists(saved)
+            else T.generator_from_checkpoint(os.path.join(folder, "checkpoint.npz"))
+        )
         m = REPORT.load_metrics(os.path.dirname(folder), name)
         values = exp.all_values(scale)
         train_v = [float(v) for v in exp.values(scale)[0]]
