@@ -19,6 +19,10 @@ def _meta(arrays, **kw):
     arrays["meta_json"] = np.asarray(json.dumps(meta))
 
 
+def _field(arrays, name):
+    return json.loads(str(arrays["meta_json"]))[name]
+
+
 def _truncate(path):
     data = open(path, "rb").read()
     open(path, "wb").write(data[: len(data) // 2])
@@ -43,6 +47,16 @@ CHECKPOINT_DAMAGE = {
     "step -20": (lambda p: rewrite(p, lambda a: _meta(a, step=-20)), "step"),
     "metadata without the model": (lambda p: rewrite(p, lambda a: _meta(a, model=None)), "metadata"),
     "foreign format": (lambda p: rewrite(p, lambda a: _meta(a, format="other")), "not a ksdp checkpoint"),
+    "ema_decay 2": (
+        lambda p: rewrite(p, lambda a: _meta(a, train={**_field(a, "train"), "ema_decay": 2.0})),
+        "ema_decay",
+    ),
+    "learning rate -1": (
+        lambda p: rewrite(p, lambda a: _meta(a, train={**_field(a, "train"), "learning_rate": -1.0})),
+        "learning_rate",
+    ),
+    "block 1": (lambda p: rewrite(p, lambda a: _meta(a, train={**_field(a, "train"), "block": 1})), "block"),
+    "width 0": (lambda p: rewrite(p, lambda a: _meta(a, model={**_field(a, "model"), "width": 0})), "width"),
     "old format": (lambda p: rewrite(p, lambda a: _meta(a, format="ksdp-checkpoint/2")), "this version of ksdp reads"),
     "missing member": (lambda p: rewrite(p, lambda a: a.pop("leaf_0001")), "missing"),
     "history too long": (

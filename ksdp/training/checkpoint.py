@@ -14,7 +14,8 @@ from ksdp import parallel as _parallel
 from ksdp import provenance, storage
 from ksdp._checks import is_permutation
 from ksdp.generator import Generator
-from ksdp.training.config import TrainConfig, TrainState, check_inputs, init_state
+from ksdp.generator import check_config as check_model_config
+from ksdp.training.config import TrainConfig, TrainState, check_config, check_inputs, init_state
 
 CHECKPOINT_FORMAT = "ksdp-checkpoint/3"  # /2: the state carries the moving average; /3: configs without shims
 
@@ -99,8 +100,11 @@ def load_checkpoint(path):
             raise bad(f"written in format {fmt!r}; this version of ksdp reads {CHECKPOINT_FORMAT!r}")
         if fmt != CHECKPOINT_FORMAT:
             raise bad(f"not a ksdp checkpoint (format {fmt!r})")
-        model_cfg = _model.ModelConfig.from_dict(meta["model"])
-        cfg = TrainConfig(**meta["train"])
+        try:
+            model_cfg = check_model_config(_model.ModelConfig.from_dict(meta["model"]))
+            cfg = check_config(TrainConfig(**meta["train"]))
+        except ValueError as e:  # a value no training run writes
+            raise bad(f"its configs hold a value no training run writes ({e})") from e
         step, n_sets = meta["step"], meta["n_sets"]
         if not (isinstance(step, int) and 0 <= step <= MAX_STEPS and step % cfg.resample_every == 0):
             raise bad(f"its step {step!r} is not a whole number of mini-batches of {cfg.resample_every} in [0, 1e9]")

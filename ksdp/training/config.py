@@ -153,9 +153,19 @@ def check_inputs(model_cfg: _model.ModelConfig, cfg: TrainConfig, targets, eta):
             f"n_samples N={cfg.n_samples} exceeds the J={targets.shape[1]} particles per set; "
             f"lower TrainConfig.n_samples or simulate more particles."
         )
+    check_config(cfg)
+    if not bool(jnp.all(jnp.isfinite(targets))):
+        raise ValueError("targets contain non-finite particles.")
+    return targets, eta
+
+
+def check_config(cfg: TrainConfig) -> TrainConfig:
+    """Raises a ``ValueError`` or ``TypeError`` naming the first field of ``cfg`` no training run can use."""
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg must be a ksdp.TrainConfig, got {type(cfg).__name__}.")
     for name in ("n_samples", "resample_every", "renew_every", "sweeps", "initial_sweeps"):
         v = getattr(cfg, name)
-        if not isinstance(v, (int, np.integer)) or v < (0 if "sweeps" in name else 1):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (0 if "sweeps" in name else 1):
             raise ValueError(
                 f"TrainConfig.{name} must be a {'non-negative' if 'sweeps' in name else 'positive'} integer, got {v!r}."
             )
@@ -167,8 +177,8 @@ def check_inputs(model_cfg: _model.ModelConfig, cfg: TrainConfig, targets, eta):
         raise ValueError(f"renew_every={cfg.renew_every} must divide resample_every={cfg.resample_every}.")
     if not isinstance(cfg.debias, (bool, np.bool_)):
         raise TypeError(f"TrainConfig.debias must be True or False, got {cfg.debias!r}.")
-    if not (cfg.learning_rate > 0):
-        raise ValueError(f"learning_rate must be positive, got {cfg.learning_rate}.")
+    if isinstance(cfg.learning_rate, bool) or not (np.isfinite(cfg.learning_rate) and cfg.learning_rate > 0):
+        raise ValueError(f"TrainConfig.learning_rate must be a finite positive number, got {cfg.learning_rate!r}.")
     if isinstance(cfg.local_cap, bool) or not (np.isfinite(cfg.local_cap) and cfg.local_cap >= 0):
         raise ValueError(
             f"TrainConfig.local_cap must be a finite number >= 0 (0: off; e.g. 100 times the median self-pair "
@@ -206,9 +216,7 @@ def check_inputs(model_cfg: _model.ModelConfig, cfg: TrainConfig, targets, eta):
             "TrainConfig.decay_steps must be None (a decay over the whole run), or an integer >= 0 (0: constant "
             f"rate), got {cfg.decay_steps!r}."
         )
-    if not bool(jnp.all(jnp.isfinite(targets))):
-        raise ValueError("targets contain non-finite particles.")
-    return targets, eta
+    return cfg
 
 
 def initial_perm(cfg: TrainConfig, n_sets: int):
