@@ -611,6 +611,9 @@ def w2_estimate(x, y, *, tol: float = 1e-4) -> Estimate:
     0.70 of their mean SE). ``tests/test_metrics.py`` checks the SE against the spread of 40 draws
     of a shifted pair and of an equal pair
     (``test_w2_standard_error_matches_the_spread_of_repeated_draws``).
+
+    Raises:
+      ValueError: the auction did not certify its matching within ``tol`` (it names the gap reached).
     """
     x = _cloud(x, "x")
     y = _cloud(y, "y", x.shape[1])
@@ -626,6 +629,11 @@ def w2_estimate(x, y, *, tol: float = 1e-4) -> Estimate:
     centre = np.concatenate([x, y]).astype(np.float64).mean(axis=0)
     x, y = (np.asarray(x, np.float64) - centre).astype(x.dtype), (np.asarray(y, np.float64) - centre).astype(y.dtype)
     res = _wasserstein.auction(x, y, tol=tol)
+    if not res.converged:  # never a value the certificate does not back
+        raise ValueError(
+            f"w2_estimate: the auction stopped {res.gap:.2e} (relative) from the optimum after {res.rounds} rounds, "
+            f"short of tol = {tol:g}: W2 is not certified. Pass a larger tol, or compare fewer points."
+        )
     phi, psi = _wasserstein.kantorovich_potentials(x, y, res.prices)
     n = len(x)
     var = (np.var(phi, ddof=1) + np.var(psi, ddof=1)) / n

@@ -393,3 +393,13 @@ def test_structure_pairs_false_alarms_and_power():
         km.structure_pairs(big[:4000], runs[:3])
     with pytest.raises(ValueError, match="at least 2 J"):
         km.structure_pairs(big[:3000], runs)
+
+
+def test_w2_estimate_refuses_an_uncertified_auction(monkeypatch):
+    # an auction that stops short of its tolerance (converged=False) never yields a number
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(50, 2)), rng.normal(size=(50, 2)) + 0.3
+    real = km._wasserstein.auction
+    monkeypatch.setattr(km._wasserstein, "auction", lambda *a, **k: real(*a, **k)._replace(converged=False, gap=0.5))
+    with pytest.raises(ValueError, match="not certified"):
+        km.w2_estimate(x, y)
