@@ -399,7 +399,9 @@ def test_w2_estimate_refuses_an_uncertified_auction(monkeypatch):
     # an auction that stops short of its tolerance (converged=False) never yields a number
     rng = np.random.default_rng(7)
     x, y = rng.normal(size=(50, 2)), rng.normal(size=(50, 2)) + 0.3
-    real = km._wasserstein.auction
-    monkeypatch.setattr(km._wasserstein, "auction", lambda *a, **k: real(*a, **k)._replace(converged=False, gap=0.5))
+    from ksdp import wasserstein
+
+    real = wasserstein.auction
+    monkeypatch.setattr(wasserstein, "auction", lambda *a, **k: real(*a, **k)._replace(converged=False, gap=0.5))
     with pytest.raises(ValueError, match="not certified"):
         km.w2_estimate(x, y)
