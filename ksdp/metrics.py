@@ -373,7 +373,9 @@ def run_spread(values) -> dict:
       dict with ``mean``, ``sd`` (one run's standard deviation, ``ddof = 1``), ``se`` (of the mean)
       and ``runs``.
     """
-    v = np.asarray(values, np.float64).ravel()
+    v = np.asarray(values, np.float64)
+    if v.ndim != 1:
+        raise ValueError(f"values must be one number per run, a 1D sequence, got shape {v.shape}.")
     if v.size < 2 or not np.all(np.isfinite(v)):
         raise ValueError(f"values must hold at least 2 finite numbers (one per run), got {v.tolist()}.")
     sd = float(v.std(ddof=1))
@@ -677,6 +679,9 @@ def compare(
     generated = _cloud(generated, "generated")
     reference = _cloud(reference, "reference", generated.shape[1])
     j = len(reference)
+    for name, v in (("w2_points", w2_points), ("c2st_points", c2st_points), ("energy_points", energy_points)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 2):
+            raise ValueError(f"{name} must be None (all points) or an integer >= 2 (points per cloud), got {v!r}.")
     if floor is not None:
         floor = _cloud(floor, "floor", generated.shape[1])
     k_w, k_c, k_e, k_wf, k_cf = jax.random.split(key, 5)

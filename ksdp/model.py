@@ -284,7 +284,7 @@ def folded_fraction(key, cfg: ModelConfig, params, eta, n: int = 20000) -> tuple
       fewer than about one point in ``n``).
     """
     eta = _one_eta(cfg, eta)
-    if not isinstance(n, (int, np.integer)) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}.")
     det = np.asarray(_jacobian_determinant_jit(cfg, params, uniform_ball(key, int(n), cfg.d), eta))
     frac = float(np.mean(det <= 0))
@@ -343,7 +343,7 @@ def generate(key, cfg: ModelConfig, params, eta, n: int, *, chunk: int | None = 
     Returns:
       ``[n, d]`` numpy array, or ``[B, n, d]`` for a batch of ``eta``.
     """
-    if not isinstance(n, (int, np.integer)) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n (particles to generate) must be a positive integer, got {n!r}.")
     if chunk is not None and (not isinstance(chunk, (int, np.integer)) or isinstance(chunk, bool) or chunk < 1):
         raise ValueError(f"chunk must be a positive integer (particles per compiled call) or None, got {chunk!r}.")

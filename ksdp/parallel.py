@@ -51,7 +51,7 @@ def make_mesh(n_devices: int | None = None, axis: str = "devices") -> Mesh:
     """
     devices = jax.devices()
     n = len(devices) if n_devices is None else n_devices
-    if not isinstance(n, (int, np.integer)) or not 1 <= n <= len(devices):
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(devices):
         raise ValueError(
             f"n_devices must be an integer in [1, {len(devices)}] (the devices JAX sees), got "
             f"{n_devices!r}. On a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N "

@@ -202,3 +202,20 @@ def test_w2_in_any_unit(scale):
     d2, p2 = W.w2(X * scale, Y * scale)[:2]
     np.testing.assert_array_equal(np.asarray(p1), np.asarray(p2))
     np.testing.assert_allclose(float(d2), float(d1) * scale, rtol=1e-5)  # float32 round-off of the rescale
+
+
+def test_loose_readings_are_refused():
+    # booleans are not counts, negative counts do not mean "all but", 2D input is not a list of runs
+    from ksdp import metrics as km
+
+    cloud = np.zeros((10, 2), np.float32)
+    with pytest.raises(ValueError, match="n "):
+        M.generate(jax.random.key(0), MC, PARAMS, 0.5, True)
+    with pytest.raises(ValueError, match="n must"):
+        M.folded_fraction(jax.random.key(0), MC, PARAMS, 0.5, True)
+    with pytest.raises(ValueError, match="c2st_points"):
+        km.compare(jax.random.key(0), cloud, cloud, c2st_points=-5)
+    with pytest.raises(ValueError, match="energy_points"):
+        km.compare(jax.random.key(0), cloud, cloud, energy_points=True)
+    with pytest.raises(ValueError, match="1D"):
+        km.run_spread([[1.0, 2.0], [3.0, 4.0]])
