@@ -477,7 +477,8 @@ def projection_chi2(x, y, bins: int | None = None) -> float:
     floor depend on the sizes: compare clouds of one size (`structure_pairs`).
 
     Args:
-      x, y: ``[n, d]`` and ``[m, d]`` clouds, ``d >= 2``.
+      x: ``[n, d]`` cloud, ``d >= 2``.
+      y: ``[m, d]`` cloud of the same dimension.
       bins: grid cells per axis (default `projection_bins` of the smaller cloud's size).
     """
     x = _cloud(x, "x")
