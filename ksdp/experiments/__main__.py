@@ -115,7 +115,12 @@ def main(argv=None):
     t_all = time.perf_counter()
     if args.report_only:
         for name in names:
-            m = report.load_metrics(out, name)
+            try:
+                m = report.load_metrics(out, name)
+            except report.MetricsError as e:
+                failures[name] = str(e)
+                log(f"[{name}] {e}")
+                continue
             if m is None or not m.get("complete"):
                 failures[name] = "no complete metrics.json in " + os.path.join(out, name)
             else:
@@ -144,8 +149,14 @@ def main(argv=None):
             failures[name] = f"{type(e).__name__}: {e}"
             log(f"[{name}] FAILED: {failures[name]}")
             traceback.print_exc()
-    for name in results:
-        page = report.render_experiment(out, name, args.scale)
+    for name in list(results):
+        try:
+            page = report.render_experiment(out, name, args.scale)
+        except (report.MetricsError, KeyError, TypeError, ValueError) as e:  # a page must not lose the others
+            failures[name] = f"its page could not be rendered ({type(e).__name__}: {e})"
+            log(f"[{name}] {failures[name]}")
+            del results[name]
+            continue
         storage.write_text(os.path.join(out, name, "README.md"), page)
     seconds = None if args.report_only else time.perf_counter() - t_all
     text = report.render(out, args.scale, names, failures, seconds)

@@ -214,7 +214,10 @@ def previous_timing(path, settings, runs: dict | None = None) -> tuple[dict, dic
             old = json.load(f)
     except (OSError, ValueError):
         return {}, {}
-    if not isinstance(old.get("settings"), dict):
+    # a damaged file keeps nothing (the run rewrites it)
+    if not isinstance(old, dict) or not isinstance(old.get("settings"), dict):
+        return {}, {}
+    if not isinstance(old.get("timing_s", {}), dict) or not isinstance(old.get("timing_device") or {}, dict):
         return {}, {}
     # the pool and the reference runs have their own stages
     cached = {k: v for k, v in old["settings"].items() if k not in ("pool_runs", "reference_runs")}

@@ -221,18 +221,68 @@ def initial_law(rows) -> list:
     ]
 
 
+class MetricsError(ValueError):
+    """A run's ``metrics.json`` is unreadable or lacks what a report needs."""
+
+
+# what every row needs for the acceptance and the tables (`judge`, `_fmt_row`)
+ROW_NUMBERS = ("eta", "m2_ipm", "m2_dp", "m2_ipm_se", "m2_dp_se", "m2_rel_error", "w2", "w2_floor")
+ROW_PAIRS = ("c2st", "floor_c2st", "energy", "floor_energy")
+
+
+def _check_metrics(m) -> None:
+    if not isinstance(m, dict):
+        raise TypeError(f"it holds a {type(m).__name__}, not an object")
+    for key in ("settings", "scale_settings", "timing_s"):
+        if not isinstance(m.get(key), dict):
+            raise TypeError(f"its {key!r} is {type(m.get(key)).__name__}, not an object")
+    rows = m.get("rows")
+    if not isinstance(rows, list) or not rows:
+        raise TypeError("its 'rows' is not a non-empty list")
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict) or not isinstance(r.get("kind"), str):
+            raise TypeError(f"row {i} is not an object with a 'kind'")
+        bad = [k for k in ROW_NUMBERS if not number(r.get(k))]
+        bad += [k for k in ROW_PAIRS if not (isinstance(r.get(k), list) and len(r[k]) == 2 and all(map(number, r[k])))]
+        if bad:
+            raise TypeError(f"row {i} lacks numbers for {bad}")
+    if not all(number(v) for v in m["timing_s"].values()):
+        raise TypeError("its stage times are not all numbers")
+
+
 def load_metrics(out, name):
-    """``OUT/<name>/metrics.json`` as a dict, or None if there is none."""
+    """``OUT/<name>/metrics.json`` as a dict, or None if there is none.
+
+    Raises:
+      MetricsError: (a ``ValueError``) the file is unreadable, truncated, or lacks a field the report
+        needs; the message names the file and says how to rewrite it.
+    """
     path = os.path.join(out, name, "metrics.json")
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        m = json.load(f)
-    scale = m.get("settings", {}).get("scale")
-    if scale in C2ST_SLACK:  # judged again by the current rules (judge: the stored numbers only)
-        for r in m.get("rows", []):
-            r.update(judge(r, scale))
+    try:
+        with open(path) as f:
+            m = json.load(f)
+        _check_metrics(m)
+        scale = m.get("settings", {}).get("scale")
+        if scale in C2ST_SLACK:  # judged again by the current rules (judge: the stored numbers only)
+            for r in m.get("rows", []):
+                r.update(judge(r, scale))
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, ZeroDivisionError) as e:
+        raise MetricsError(
+            f"{path} is damaged ({type(e).__name__}: {e}); run the experiment again without --report-only "
+            "to rewrite it (its dataset and checkpoint are reused)"
+        ) from e
     return m
+
+
+def _loadable(out, name):
+    """`load_metrics`, or None where the file is missing or damaged."""
+    try:
+        return load_metrics(out, name)
+    except MetricsError:
+        return None
 
 
 def acceptance(m) -> list:
@@ -371,7 +421,7 @@ def render(out: str, scale: str, names, failures: dict, seconds: float, *, shown
     lines = [
         f"# ksdp experiments: scale `{scale}`",
         "",
-        f"Command: `{command(shown, names, scale, next(filter(None, (load_metrics(out, n) for n in names)), None))}`; "
+        f"Command: `{command(shown, names, scale, next(filter(None, (_loadable(out, n) for n in names)), None))}`; "
         + (
             f"wall time {seconds:.0f} s."
             if seconds is not None
@@ -382,8 +432,12 @@ def render(out: str, scale: str, names, failures: dict, seconds: float, *, shown
         "",
     ]
     settings, verdicts, manifests = [], [], []
+    failures = dict(failures)
     for name in names:
-        m = load_metrics(out, name)
+        try:
+            m = load_metrics(out, name)
+        except MetricsError as e:
+            m, failures[name] = None, failures.get(name, str(e))
         if name in failures or m is None:
             lines += [f"## {name}: FAILED", "", failures.get(name, "no metrics"), ""]
             verdicts.append(f"- {name}: FAILED ({failures.get(name, 'no metrics')})")
@@ -535,7 +589,7 @@ def docs_pages(docs: str, scale: str, names) -> dict:
     """
     runs = os.path.join(docs, "runs", scale)
     shown = os.path.join("ksdp-runs", scale)  # where the runs were made: the CLI's default folder
-    names = [n for n in names if load_metrics(runs, n) is not None]
+    names = [n for n in names if _loadable(runs, n) is not None]
     pages = {f"{scale}-report.md": render(runs, scale, names, {}, None, shown=shown)}
     if scale == "quick":
         for name in names:
