@@ -164,22 +164,42 @@ def _part_fingerprint(keys, values: dict, times, run: dict, flow) -> str:
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _content(particles: np.ndarray, times: np.ndarray) -> str:
+    """SHA-256 of a part's arrays (dtype, shape and bytes): a part altered after it was saved is not reused."""
+    h = hashlib.sha256()
+    for a in (particles, times):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def _save_part(path: str, stamp: str, particles: np.ndarray, times: np.ndarray) -> None:
-    arrays = {"particles": particles, "times": times, "stamp": np.asarray(stamp)}
+    arrays = {
+        "particles": particles,
+        "times": times,
+        "stamp": np.asarray(stamp),
+        "content": np.asarray(_content(particles, times)),
+    }
     storage.atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _load_part(path: str, stamp: str):
-    """``(particles, times)`` of a saved part with this fingerprint; None if absent, other or unreadable."""
+    """``(particles, times)`` of a saved part with this fingerprint and its own content hash intact; None if
+    absent, made from other inputs, altered since it was saved, or unreadable (the part is then simulated
+    again)."""
     if not os.path.exists(path):
         return None
     try:
-        small = storage.read_npz(path, lambda name: 1 << 16 if name in ("stamp", "times") else None)
+        small = storage.read_npz(path, lambda name: 1 << 16 if name in ("stamp", "times", "content") else None)
         if str(small.get("stamp")) != stamp:
             return None
         n = os.path.getsize(path) + 4096  # a part is stored uncompressed: its particles fit the file
         files = storage.read_npz(path, lambda name: n if name == "particles" else None)
-        p, t = files["particles"], np.asarray(small["times"], np.float64)
+        p, t = files["particles"], small["times"]
+        if str(small.get("content")) != _content(p, t):  # altered (or from before parts carried it)
+            return None
+        t = np.asarray(t, np.float64)
     except (ValueError, KeyError, OSError):
         return None
     if p.dtype != np.float32 or p.ndim != 4 or p.shape[1] != t.shape[0] or not np.all(np.isfinite(p)):

@@ -108,6 +108,14 @@ def test_a_sweep_in_parts_is_the_sweep_and_resumes_from_its_saved_parts(tmp_path
         again = ksdp.make_dataset(jax.random.key(0), params, (0.0, 0.001), chunk=1, parts=parts, log=lines.append, **kw)
     np.testing.assert_array_equal(again.particles, split.particles)
     assert all("reused" in line for line in lines[2:])
+    # a part whose particles were altered after it was saved, its input stamp intact, is simulated again
+    with np.load(parts / "sets-0-1.npz") as z:
+        arrays = dict(z.items())
+    arrays["particles"] = arrays["particles"] + np.float32(1.0)
+    np.savez(parts / "sets-0-1.npz", **arrays)
+    redo = ksdp.make_dataset(jax.random.key(0), params, (0.0, 0.001), chunk=1, parts=parts, log=lines.append, **kw)
+    np.testing.assert_array_equal(redo.particles, split.particles)
+    assert "reused" not in lines[-2] and "reused" in lines[-1]
     (parts / "sets-1-2.npz").write_bytes(b"truncated")  # a damaged part is simulated again
     other = ksdp.make_dataset(jax.random.key(1), params, (0.0, 0.001), chunk=1, parts=parts, **kw)
     assert not np.allclose(other.particles, split.particles)  # another key: nothing reused
