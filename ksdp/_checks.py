@@ -18,3 +18,15 @@ def is_permutation(perm) -> bool:
         np.issubdtype(p.dtype, np.integer)
         and np.array_equal(np.sort(p, axis=-1), np.broadcast_to(np.arange(p.shape[-1]), p.shape))
     )
+
+
+def check_concrete_inputs(points: dict, delta) -> None:
+    """At a concrete call site: every cloud in ``points`` (name -> array) finite, ``delta`` finite and
+    positive; a ``ValueError`` naming the argument otherwise (under a transformation nothing is checked)."""
+    for name, x in points.items():
+        if is_concrete(x) and not bool(np.all(np.isfinite(np.asarray(x)))):
+            raise ValueError(f"{name} contains NaN or infinite positions; pass finite particles.")
+    if is_concrete(delta):
+        d = np.asarray(delta)
+        if not bool(np.all(np.isfinite(d))) or not bool(np.all(d > 0)):
+            raise ValueError(f"delta (the regularisation length) must be finite and positive, got {delta!r}.")

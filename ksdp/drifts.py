@@ -24,6 +24,7 @@ from ksdp import flows as _flows
 from ksdp import kernels as _kernels
 from ksdp import parallel as _parallel
 from ksdp import particle_mesh as _pm
+from ksdp._checks import check_concrete_inputs, is_concrete
 
 
 def default_tile() -> int:
@@ -99,6 +100,7 @@ def velocity(
     tile: int | None = None,
     drift: str = "direct",
     grid: int | None = None,
+    check: bool = True,
 ):
     r"""Drift of eq. (8): $-\frac{\chi M}{J}\sum_{i\ne j}\nabla K_\delta(X^j-X^i) + v(X^j)$.
 
@@ -110,13 +112,25 @@ def velocity(
       tile: as in `simulate`.
       drift: ``"direct"`` (default), ``"pm"`` or ``"p3m"``, as in `simulate` (``"auto"`` chooses by ``J``).
       grid: as in `simulate`.
+      check: at a concrete call (not under a transformation), refuse NaN or infinite positions, a
+        ``params.delta`` that is not finite and positive, and, with ``drift="pm"``, a mesh whose largest
+        cell exceeds `ksdp.particle_mesh.SPACING_LIMIT` times delta (as `simulate` does); ``False``
+        returns the drift anyway.
 
     Returns:
       ``[J, d]``.
     """
     x = jnp.asarray(x)
     drift, grid = resolve_drift(drift, grid, x.shape[0], x.shape[-1], kernel)
-    chem, adv, _ = velocity_parts(x, params, kernel=kernel, flow=flow, tile=tile, drift=drift, grid=grid)
+    if check:
+        check_concrete_inputs({"x": x}, params.delta)
+    chem, adv, spacing = velocity_parts(x, params, kernel=kernel, flow=flow, tile=tile, drift=drift, grid=grid)
+    if check and drift == "pm" and is_concrete(spacing) and float(jnp.max(spacing)) > _pm.SPACING_LIMIT:
+        raise ValueError(
+            f"the particle mesh's largest cell is {float(jnp.max(spacing)):.3g} delta, above the "
+            f"{_pm.SPACING_LIMIT:g} at which its error stays small: pass a finer grid, drift='p3m' or 'direct', "
+            "or check=False to take the drift anyway."
+        )
     return chem + adv
 
 

@@ -50,6 +50,7 @@ import numpy as np
 from jax import lax
 
 from ksdp import kernels as _kernels
+from ksdp._checks import check_concrete_inputs, is_concrete
 
 MARGIN = 2  # cells between the cloud and the grid's edge: the TSC stencil reaches one node past its nearest
 # nodes per axis (the accuracy table of `python -m benchmarks.particle_mesh`); in 3D, 192 keeps laminar3d's
@@ -431,7 +432,16 @@ def _near_symmetric(pts, ids_pad, cell_start, starts, ends, offsets, delta, cut2
     return lax.fori_loop(0, cum[-1], step, jnp.zeros(pts.shape, dt))
 
 
-def pair_sum(targets, sources, delta, *, grid: int | None = None, kernel: str = "blob", cutoff: float | None = None):
+def pair_sum(
+    targets,
+    sources,
+    delta,
+    *,
+    grid: int | None = None,
+    kernel: str = "blob",
+    cutoff: float | None = None,
+    check: bool = True,
+):
     r"""$\sum_i \nabla K_\delta(y_j - x_i)$ for every target ``y_j`` on a particle mesh.
 
     The particle-mesh counterpart of `ksdp.drifts.pair_sum`: its cost is $O(T + J + G^d \log G)$
@@ -447,9 +457,16 @@ def pair_sum(targets, sources, delta, *, grid: int | None = None, kernel: str = 
         ``cutoff``).
       kernel: ``"blob"`` (the only kernel smooth enough for a mesh).
       cutoff: None (PM), or the near-field radius in cells (static, >= 1; `DEFAULT_CUTOFF` = 5).
+      check: at a concrete call (not under a transformation), refuse NaN or infinite positions, a
+        ``delta`` that is not finite and positive, and, for PM, a grid whose largest cell exceeds
+        `SPACING_LIMIT` times ``delta`` (a cloud too spread for the grid: the sum's error grows with the
+        cell, past 100% for far-apart clusters); ``False`` returns the sum anyway.
 
     Returns:
       ``[T, d]``.
+
+    Raises:
+      ValueError: with ``check``, as above; the message gives the cell reached and what to change.
 
     Example:
       >>> import jax, ksdp
@@ -472,4 +489,16 @@ def pair_sum(targets, sources, delta, *, grid: int | None = None, kernel: str = 
     if targets.shape[0] == 0 or sources.shape[0] == 0:
         return jnp.zeros_like(targets)
     grid = check_grid(grid, d, p3m=cutoff is not None, n_particles=sources.shape[0])
-    return mesh_sum(targets, sources, delta, grid, cutoff)[0]
+    if check:
+        check_concrete_inputs({"targets": targets, "sources": sources}, delta)
+    total, h = mesh_sum(targets, sources, delta, grid, cutoff)
+    if check and cutoff is None and is_concrete((h, delta)):
+        spacing = float(np.max(np.asarray(h)) / np.asarray(delta))
+        if spacing > SPACING_LIMIT:
+            raise ValueError(
+                f"the particle mesh's largest cell is {spacing:.3g} delta, above the {SPACING_LIMIT:g} at which "
+                f"its error stays small (a cloud {spacing * (grid - 2 * MARGIN):.3g} delta wide on a grid of {grid}): "
+                "pass a finer grid, cutoff= (P3M, whose error does not depend on the cell), the direct "
+                "ksdp.pair_sum, or check=False to take the sum anyway."
+            )
+    return total
