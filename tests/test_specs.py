@@ -57,10 +57,10 @@ def test_training_pool(name, scale):
 
 @pytest.mark.parametrize("name,scale", CASES)
 def test_tail_coordinate(name, scale):
-    # the network sees the tail coordinate where the experiment or the scale asks for it, and only there
+    # the network sees the tail coordinate where the experiment asks for it, and only there
     # (laminar2d-time's disc at t = 0 is the source itself: the coordinate makes its map overshoot)
     mc, _ = run.configs(EXPERIMENTS[name], scale)
-    assert mc.tail_feature == (EXPERIMENTS[name].tail_feature or SCALES[scale].tail_feature)
+    assert mc.tail_feature == EXPERIMENTS[name].tail_feature
     if name == "ks2d-time":
         assert mc.tail_feature
     if name == "laminar2d-time":
@@ -69,7 +69,7 @@ def test_tail_coordinate(name, scale):
 
 @pytest.mark.parametrize("name,scale", CASES)
 def test_radial_term(name, scale):
-    # the radial term where the experiment or the scale asks for it, and only there: ks2d-time's law has
+    # the radial term where the experiment asks for it, and only there: ks2d-time's law has
     # the diffusive tail the sources' matching cuts (every scale); kolmogorov3d-amplitude at the quick scale
     # (N = 2000 there too), where the network trained without it came out 2.5-4.8% narrower than its
     # training pool at A = 1
@@ -77,7 +77,7 @@ def test_radial_term(name, scale):
     if isinstance(exp.radial_weight, dict):
         assert set(exp.radial_weight) <= set(SCALES)
     _, tc = run.configs(exp, scale)
-    assert tc.radial_weight == (exp.radial_weight_at(scale) or SCALES[scale].radial_weight)
+    assert tc.radial_weight == exp.radial_weight_at(scale)
     assert (tc.radial_weight > 0) == (name == "ks2d-time" or (name, scale) == ("kolmogorov3d-amplitude", "quick"))
     # the term ranks 2N generated points per set in int32 (training.radial_objective): within its limit
     assert not tc.radial_weight or 2 * tc.n_samples <= T.RADIAL_MAX_POINTS

@@ -48,7 +48,7 @@ def configs(exp: Experiment, scale: str):
         width=sc.width,
         depth=sc.depth,
         eta_log=exp.eta == "amplitude",
-        tail_feature=sc.tail_feature or exp.tail_feature,
+        tail_feature=exp.tail_feature,
         identity_at=exp.identity_at,
     )
     tcfg = training.TrainConfig(
@@ -63,7 +63,7 @@ def configs(exp: Experiment, scale: str):
         debias=sc.debias,
         local_cap=sc.local_cap,
         match_sources=sc.match_sources,
-        radial_weight=float(exp.radial_weight_at(scale) or sc.radial_weight),
+        radial_weight=exp.radial_weight_at(scale),
     )
     return mcfg, tcfg
 

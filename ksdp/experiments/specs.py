@@ -53,13 +53,6 @@ class Scale:
     # min-min's maps folded on up to 31% of the source in the time experiments (docs/training.md, "Matching
     # the sources")
     match_sources: bool = True
-    # ModelConfig.tail_feature: the network also sees the source point's tail coordinate -log(1 - |x|^d).
-    # Off (an experiment may turn it on, Experiment.tail_feature): laminar2d-time's map then overshoots the
-    # disc at t = 0 further (docs/training.md, "The radial term")
-    tail_feature: bool = False
-    # TrainConfig.radial_weight: a second term fitting |f(x)| to the training set's radial quantiles by rank;
-    # 0: off (an experiment may turn it on, Experiment.radial_weight)
-    radial_weight: float = 0.0
     # Adam steps per fold of the C2ST's classifier (ksdp.metrics.c2st): sbibm's protocol at every scale
     # but smoke, whose n = 128 points per cloud need far fewer (its tests check the pipeline, not a law)
     c2st_steps: int = 3000
@@ -166,12 +159,12 @@ class Experiment:
     reference_runs: dict = field(default_factory=dict)  # scale -> m2 reference runs, instead of Scale.reference_runs
     # scale -> N, the mini-batch's samples per set, instead of Scale.n_samples (`run.scale_of`)
     n_samples: dict = field(default_factory=dict)
-    # the network also sees the source point's tail coordinate at every scale (ModelConfig.tail_feature),
-    # whatever Scale.tail_feature says: for a law with a diffusive tail the map must stretch the ball's
+    # the network also sees the source point's tail coordinate at every scale (ModelConfig.tail_feature;
+    # off by default, this is its one place): for a law with a diffusive tail the map must stretch the ball's
     # outermost shell over it, a steep profile the plain input smooths away (docs/training.md, "The radial term")
     tail_feature: bool = False
-    # TrainConfig.radial_weight at every scale, whatever Scale.radial_weight says (0: the scale's), or a
-    # dict scale -> weight (a scale it does not name: the scale's): the sources' matching regresses onto a
+    # TrainConfig.radial_weight at every scale (0: off, the default), or a dict scale -> weight (a scale it
+    # does not name: off); its one place: the sources' matching regresses onto a
     # sampled coupling's conditional mean and cuts the law's outer tail; fitted by rank against all the
     # training particles' distances, the tail comes back (docs/training.md, "The radial term")
     radial_weight: float | dict = 0.0
@@ -181,7 +174,7 @@ class Experiment:
     identity_at: float | None = None
 
     def radial_weight_at(self, scale: str) -> float:
-        """The radial term's weight at ``scale`` (0: the scale's own, `Scale.radial_weight`)."""
+        """The radial term's weight at ``scale`` (`TrainConfig.radial_weight`; 0: off)."""
         if isinstance(self.radial_weight, dict):
             return float(self.radial_weight.get(scale, 0.0))
         return float(self.radial_weight)
