@@ -71,3 +71,11 @@ def test_report_only_names_a_damaged_file_and_renders_the_others(tmp_path, label
     timing = ipm_data.previous_timing(str(victim), settings)
     if label in ("truncated", "a list", "not JSON", "settings a list"):
         assert timing == ({}, {})
+
+
+def test_absurd_sizes_are_refused_up_front(tmp_path, capsys):
+    # J = 10^9: terabytes of positions; refused before anything runs, with the size it would need
+    with pytest.raises(SystemExit) as err:
+        cli.main(["--particles", "1000000000", "--out", str(tmp_path)])
+    assert err.value.code == 2
+    assert "GiB" in capsys.readouterr().err and not os.listdir(tmp_path)

@@ -45,6 +45,24 @@ def _unwritable(folder: str) -> str | None:
     return None
 
 
+def _memory_bytes() -> int | None:
+    """This machine's physical memory, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _pool_bytes(exp, scale: str, n_particles: int) -> int:
+    """Bytes of an experiment's IPM runs at J = ``n_particles``: the replicas, the pool and the reference
+    runs, float32 positions (the training targets copy the pool once more)."""
+    values = len(exp.all_values(scale))
+    train = len(exp.values(scale)[0])
+    runs = len(ipm_data.REPLICAS) * values + 2 * (ipm_data.pool_runs(exp, scale) or 0) * train
+    runs += ipm_data.reference_runs(exp, scale) * values
+    return runs * n_particles * exp.d * 4
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(
         prog="python -m ksdp.experiments",
@@ -103,6 +121,15 @@ def main(argv=None):
                 f"{args.scale} scale (two disjoint samples of N = {ipm_data.scale_of(exp, args.scale).n_samples} from "
                 f"each training set of {ipm_data.pool_runs(exp, args.scale) or 1} run(s)), got {args.particles}."
             )
+        # the largest array a run holds at once: the training pool (or the replicas), float32 positions
+        for name in names:
+            need = _pool_bytes(EXPERIMENTS[name], args.scale, args.particles)
+            have = _memory_bytes()
+            if have and need > have / 2:
+                ap.error(
+                    f"--particles {args.particles}: {name}'s IPM runs alone would hold {need / 2**30:.1f} GiB, more "
+                    f"than half of this machine's {have / 2**30:.1f} GiB; choose a smaller J."
+                )
     if not 0 <= args.seed < 2**62:
         ap.error(f"--seed must be an integer in [0, 2^62), got {args.seed}.")
     out = os.path.join(args.out, args.scale)
