@@ -16,6 +16,7 @@ The drift itself, all pairs in tiles or on a particle mesh, and which one runs, 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, NamedTuple
 
@@ -162,17 +163,27 @@ def _check_x0(x0, d: int):
 # --------------------------------------------------------------------------------------------
 # The Euler--Maruyama scan
 # --------------------------------------------------------------------------------------------
-_STATIC = ("n_particles", "d", "kernel", "flow", "dt", "n_snapshots", "tile", "drift", "grid")
+_STATIC = ("n_particles", "d", "kernel", "flow", "dt", "n_snapshots", "tile", "drift", "grid", "progress")
+# the bar an opt-in progress report updates from inside the compiled scan (`simulate`'s ``progress``)
+_BAR = {"bar": None}
 
 
-def _integrate(x, save_at, drift, noise, noise_scale, dt, n_snapshots, delta, aux=()):
+def _tick(n):
+    bar = _BAR["bar"]
+    if bar is not None:
+        n = int(np.max(np.asarray(n)))  # under vmap or on several devices: the step all have reached
+        bar.update(max(0, n - bar.n))
+
+
+def _integrate(x, save_at, drift, noise, noise_scale, dt, n_snapshots, delta, aux=(), progress: int = 0):
     """The Euler--Maruyama scan from ``x``: ``x += dt * (chem + adv) + noise_scale * noise(n)`` at step
     ``n``, with ``(chem, adv, grid spacing, aux) = drift(x, aux)``; ``aux`` is carried from step to
     step (the mesh drifts' `ksdp.particle_mesh.Plan`; ``()`` for the direct one).
 
     Returns ``(snapshots [S, *x.shape], first non-finite step or -1, health, first unstable step or
     -1, largest grid spacing)`` (`Trajectory`; ``health`` over this device's particles). `_run` and
-    the particle-sharded run of `ksdp.parallel` differ only in ``drift`` and ``noise``.
+    the particle-sharded run of `ksdp.parallel` differ only in ``drift`` and ``noise``. ``progress > 0``
+    (static) reports the step to the host every ``progress`` steps (`_tick`); 0 compiles no report.
     """
     buf = jnp.zeros((n_snapshots,) + x.shape, x.dtype)
     buf = jax.lax.cond(save_at[0] >= 0, lambda b: b.at[save_at[0]].set(x), lambda b: b, buf)
@@ -188,6 +199,8 @@ def _integrate(x, save_at, drift, noise, noise_scale, dt, n_snapshots, delta, au
         x = x + dt * (chem + adv) + noise_scale * noise(n)
         bad = jnp.where((bad < 0) & ~jnp.all(jnp.isfinite(x)), n, bad)
         buf = jax.lax.cond(slot >= 0, lambda b: b.at[slot].set(x), lambda b: b, buf)
+        if progress:
+            jax.lax.cond(n % progress == 0, lambda: jax.debug.callback(_tick, n), lambda: None)
         return (x, buf, bad, health, unstable, spacing, aux), None
 
     steps = jnp.arange(1, save_at.shape[0], dtype=jnp.int32)
@@ -196,7 +209,7 @@ def _integrate(x, save_at, drift, noise, noise_scale, dt, n_snapshots, delta, au
     return buf, bad, health, unstable, spacing
 
 
-def _run(key, params, x0, save_at, *, n_particles, d, kernel, flow, dt, n_snapshots, tile, drift, grid):
+def _run(key, params, x0, save_at, *, n_particles, d, kernel, flow, dt, n_snapshots, tile, drift, grid, progress=0):
     init_key, noise_key = jax.random.split(key)
     x = uniform_ball(init_key, n_particles, d) if x0 is None else x0
     mesh = drift in ("pm", "p3m")
@@ -219,6 +232,7 @@ def _run(key, params, x0, save_at, *, n_particles, d, kernel, flow, dt, n_snapsh
         n_snapshots,
         params.delta,
         _pm.plan(x, params.delta, grid, _drifts.mesh_cutoff(drift)) if mesh else (),
+        progress,
     )
 
 
@@ -349,6 +363,7 @@ def simulate(
     method: str = "ring",
     drift: str = "auto",
     grid: int | None = None,
+    progress: bool = False,
 ) -> Trajectory:
     r"""Runs the IPM and returns snapshots at ``times``.
 
@@ -381,6 +396,9 @@ def simulate(
         cloud; ``check`` refuses it on a cloud too spread for the grid); else direct.
       grid: mesh nodes per axis (default `ksdp.particle_mesh.DEFAULT_GRID` or ``DEFAULT_P3M_GRID``);
         ``check`` also refuses a PM run whose cells grew past `ksdp.particle_mesh.SPACING_LIMIT` delta.
+      progress: show a progress bar over the steps (``tqdm.auto``: a widget in Jupyter), updated from
+        inside the compiled scan a hundred times over the run; off by default (the program without it
+        has no host callback). Only outside a trace.
 
     Returns:
       `Trajectory` with ``particles`` of shape ``[S, J, d]``.
@@ -399,14 +417,38 @@ def simulate(
     t, save_at, x0, static = _prepare(
         params, times, n_particles, x0, d, kernel, flow, dt, tile, drift, grid, sharded=mesh is not None
     )
-    if mesh is None:
-        buf, *rest = _run_jit(key, params, x0, save_at, **static)
-    else:
-        buf, *rest = _simulate_mesh(key, params, x0, save_at, static, mesh=mesh, axis=axis, method=method)
+    with _progress_bar(progress, static, save_at, "simulate"):
+        if mesh is None:
+            buf, *rest = _run_jit(key, params, x0, save_at, **static)
+        else:
+            buf, *rest = _simulate_mesh(key, params, x0, save_at, static, mesh=mesh, axis=axis, method=method)
+        if progress:
+            jax.block_until_ready(buf)
     traj = Trajectory(jnp.asarray(t, buf.dtype), buf, *rest)
     if check and _is_concrete(traj.nonfinite_step):
         raise_if_nonfinite(traj, dt)
     return traj
+
+
+@contextlib.contextmanager
+def _progress_bar(progress, static: dict, save_at, desc: str):
+    """With ``progress``: sets ``static["progress"]`` (a report every hundredth of the steps) and shows a
+    ``tqdm.auto`` bar that `_tick` advances while the run computes; closes it however the run ends."""
+    if not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress must be True or False, got {progress!r}.")
+    if not progress:
+        yield
+        return
+    from tqdm.auto import tqdm
+
+    n_steps = int(save_at.shape[0]) - 1
+    static["progress"] = max(1, n_steps // 100)
+    _BAR["bar"] = tqdm(total=n_steps, unit="step", desc=desc, leave=False)
+    try:
+        yield
+    finally:
+        _BAR["bar"].close()
+        _BAR["bar"] = None
 
 
 def _check_one_set(params: Params, flow) -> None:
@@ -456,6 +498,7 @@ def sweep(
     axis: str | None = None,
     drift: str = "auto",
     grid: int | None = None,
+    progress: bool = False,
 ) -> Trajectory:
     """`simulate` for a batch of parameter sets in one compiled, ``vmap``-ed program.
 
@@ -470,7 +513,7 @@ def sweep(
     the same as without (`ksdp.parallel`) and comes back sharded along ``P``.
 
     ``drift`` and ``grid`` as in `simulate` (the particle mesh works under ``mesh`` here: each device
-    runs whole parameter sets).
+    runs whole parameter sets); ``progress`` too (one bar over the steps of the whole batch).
 
     Returns:
       `Trajectory` with ``particles [P, S, J, d]`` and ``nonfinite_step [P]``.
@@ -491,10 +534,13 @@ def sweep(
         params, times, n_particles, x0, d, kernel, flow, dt, tile, drift, grid, batched=True
     )
     keys = _set_keys(key, size)
-    if mesh is None:
-        buf, *rest = _run_batched_jit(keys, params, x0, save_at, **static)
-    else:
-        buf, *rest = _sweep_mesh(keys, params, x0, save_at, static, mesh=mesh, axis=axis)
+    with _progress_bar(progress, static, save_at, "sweep"):
+        if mesh is None:
+            buf, *rest = _run_batched_jit(keys, params, x0, save_at, **static)
+        else:
+            buf, *rest = _sweep_mesh(keys, params, x0, save_at, static, mesh=mesh, axis=axis)
+        if progress:
+            jax.block_until_ready(buf)
     traj = Trajectory(jnp.asarray(t, buf.dtype), buf, *rest)
     if check and _is_concrete(traj.nonfinite_step):
         raise_if_nonfinite(traj, dt)
@@ -523,7 +569,24 @@ def second_moment(x):
 # Simulation sharded along particles
 # --------------------------------------------------------------------------------------------
 def _run_particles(
-    key, params, x0, save_at, *, mesh, axis, method, n_particles, d, kernel, flow, dt, n_snapshots, tile, drift, grid
+    key,
+    params,
+    x0,
+    save_at,
+    *,
+    mesh,
+    axis,
+    method,
+    n_particles,
+    d,
+    kernel,
+    flow,
+    dt,
+    n_snapshots,
+    tile,
+    drift,
+    grid,
+    progress=0,
 ):
     """`_run` with the particles split across ``mesh[axis]`` (see `ksdp.parallel`)."""
     n_dev = mesh.shape[axis]
@@ -550,7 +613,7 @@ def _run_particles(
         x = jax.lax.dynamic_slice_in_dim(x_all, start, n_local)
         noise_scale = jnp.sqrt(2.0 * params.mu * dt).astype(x.dtype)
         buf, bad, health, unstable, spacing = _integrate(
-            x, save_at, parts, noise, noise_scale, dt, n_snapshots, params.delta
+            x, save_at, parts, noise, noise_scale, dt, n_snapshots, params.delta, progress=progress
         )
         never = jnp.iinfo(jnp.int32).max
 

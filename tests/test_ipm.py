@@ -258,3 +258,33 @@ def test_health_of_a_healthy_run():
     traj = ksdp.sweep(jax.random.key(0), ksdp.Params(mu=jnp.array([1.0, 1.0])), (0.05, 0.11), n_particles=256)
     assert np.all(np.asarray(traj.unstable_step) == -1)
     assert np.all(np.asarray(traj.health) < 0.4) and np.all(np.asarray(traj.health) > 0)
+
+
+def test_progress_reports_steps_and_changes_nothing(monkeypatch):
+    # the opt-in bar is fed from inside the compiled scan (a host callback every hundredth of the steps):
+    # the particles are the run without it, bit for bit, and the bar reaches the last reported step
+    seen = []
+
+    class Bar:
+        n = 0
+
+        def __init__(self, total, **_):
+            self.total = total
+
+        def update(self, k):
+            self.n += k
+            seen.append(self.n)
+
+        def close(self):
+            pass
+
+    import tqdm.auto
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    kw = dict(times=(0.005,), n_particles=64)
+    with_bar = ksdp.simulate(jax.random.key(0), ksdp.Params(), progress=True, **kw)
+    np.testing.assert_array_equal(with_bar.particles, ksdp.simulate(jax.random.key(0), ksdp.Params(), **kw).particles)
+    assert seen and seen[-1] == 50 and seen == sorted(seen)  # 50 steps, reported every step (50 // 100 -> 1)
+    assert ipm._BAR["bar"] is None
+    with pytest.raises(TypeError, match="progress"):
+        ksdp.simulate(jax.random.key(0), ksdp.Params(), progress="yes", **kw)
