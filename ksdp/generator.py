@@ -269,7 +269,8 @@ def pretrained(name: str | None = None):
     ``metadata`` holds its experiment, the scale and settings it was trained at, the acceptance rows
     it passed and the manifest of its run.
     """
-    names = sorted(f[: -len(".npz")] for f in os.listdir(PRETRAINED_DIR) if f.endswith(".npz"))
+    files = os.listdir(PRETRAINED_DIR) if os.path.isdir(PRETRAINED_DIR) else []
+    names = sorted(f[: -len(".npz")] for f in files if f.endswith(".npz"))
     if name is None:
         return names
     if not isinstance(name, str):
