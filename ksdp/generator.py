@@ -162,10 +162,11 @@ class Generator:
 
 def check_config(cfg: _model.ModelConfig) -> _model.ModelConfig:
     """Raises ``ValueError`` unless ``cfg`` is a config `ksdp.model.make_config` could have made."""
-    ints = {"d": cfg.d, "p": cfg.p, "width": cfg.width, "depth": cfg.depth}
+    ints = {"d": cfg.d, "p": cfg.p, "width": cfg.width, "depth": cfg.depth, "fourier": cfg.fourier}
     for name, v in ints.items():
-        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 1 << 16:
-            raise ValueError(f"{name} = {v!r} is not a positive integer of plausible size")
+        low = 0 if name == "fourier" else 1
+        if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= (24 if name == "fourier" else 1 << 16):
+            raise ValueError(f"{name} = {v!r} is not an integer of plausible size")
     if cfg.activation not in _model.ACTIVATIONS:
         raise ValueError(f"activation {cfg.activation!r} is not one of {tuple(_model.ACTIVATIONS)}")
     for name in ("eta_log", "eta_center", "eta_scale"):

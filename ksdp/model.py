@@ -55,6 +55,10 @@ class ModelConfig(NamedTuple):
       eta_log: per parameter, whether ``log10`` is taken first.
       eta_center, eta_scale: ``eta_n = (T(eta) - center) / scale``.
       tail_feature: also feed the network the tail coordinate ``-log(1 - |x|^d)`` (`tail_coordinate`).
+      fourier: octaves of Fourier features of ``x`` fed to the network besides ``x`` itself:
+        ``sin(pi 2^k x), cos(pi 2^k x)`` per coordinate for ``k < fourier`` (0: none). Fixed frequencies
+        on the source ball's scale, so a map with structure finer than the ball (arms, filaments) need
+        not build it from smooth ``tanh`` units alone.
       identity_at: a parameter value ``a`` at which the learnt law is the source itself (a time
         experiment whose initial law is the uniform ball, at ``t = 0``), or ``None``: the output is then
         ``x + (|eta - a| / scale) MLP(x, eta)`` (one parameter, residual, no log10), the identity at
@@ -74,6 +78,7 @@ class ModelConfig(NamedTuple):
     eta_scale: tuple[float, ...] = (1.0,)
     tail_feature: bool = False
     identity_at: float | None = None
+    fourier: int = 0
 
     def to_dict(self) -> dict:
         """The config as JSON-ready values (tuples as lists)."""
@@ -95,6 +100,7 @@ def make_config(
     eta_log=False,
     tail_feature: bool = False,
     identity_at: float | None = None,
+    fourier: int = 0,
 ) -> ModelConfig:
     """A `ModelConfig` whose normalisation maps the training ``eta`` range to ``[-1, 1]``.
 
@@ -104,8 +110,9 @@ def make_config(
       eta_log: bool or per-parameter bools: take ``log10`` first (values must be positive).
       tail_feature: feed the network the source point's tail coordinate as well (`tail_coordinate`).
       identity_at: the parameter value at which the map is the identity (`ModelConfig.identity_at`).
+      fourier: octaves of Fourier features of ``x`` (`ModelConfig.fourier`; 0: none).
     """
-    for name, v, low in (("d", d, 1), ("width", width, 1), ("depth", depth, 1)):
+    for name, v, low in (("d", d, 1), ("width", width, 1), ("depth", depth, 1), ("fourier", fourier, 0)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
             raise TypeError(f"{name} must be an integer, got {v!r}.")
         if v < low:
@@ -154,6 +161,7 @@ def make_config(
         tuple(map(float, scale)),
         bool(tail_feature),
         identity_at,
+        int(fourier),
     )
 
 
@@ -204,6 +212,9 @@ class DeepParticleMap(nn.Module):
         e = normalise_eta(cfg, eta)
         e = jnp.broadcast_to(e[..., None, :], x.shape[:-1] + (cfg.p,))
         inputs = [x, tail_coordinate(x)] if cfg.tail_feature else [x]
+        if cfg.fourier:
+            scaled = jnp.concatenate([jnp.pi * 2.0**k * x for k in range(cfg.fourier)], axis=-1)
+            inputs += [jnp.sin(scaled), jnp.cos(scaled)]
         h = jnp.concatenate([*inputs, e.astype(x.dtype)], axis=-1)
         act = ACTIVATIONS[cfg.activation]
         for _ in range(cfg.depth):

@@ -36,6 +36,8 @@ MAKE_CONFIG = [
     ("inf eta_train", dict(d=2, eta_train=[0.0, math.inf]), ValueError, "eta_train contains NaN or infinite"),
     ("log of 0", dict(d=2, eta_train=[0.0, 1.0], eta_log=True), ValueError, "not all positive"),
     ("identity_at=True", dict(d=2, eta_train=[0.0, 1.0], identity_at=True), TypeError, "identity_at"),
+    ("fourier=-1", dict(d=2, eta_train=[0.0, 1.0], fourier=-1), ValueError, "fourier must be >= 0"),
+    ("fourier=2.0", dict(d=2, eta_train=[0.0, 1.0], fourier=2.0), TypeError, "fourier must be an integer"),
     ("identity_at=NaN", dict(d=2, eta_train=[0.0, 1.0], identity_at=math.nan), ValueError, "identity_at"),
     (
         "identity_at with log10",

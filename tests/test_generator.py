@@ -94,6 +94,16 @@ def test_save_load_round_trip_bit_for_bit(tmp_path):
     assert meta["format"] == G.GENERATOR_FORMAT
 
 
+def test_fourier_features_round_trip(tmp_path):
+    # the Fourier inputs (sin, cos of pi 2^k x, k < 3, per coordinate) join x and eta: 2 + 12 + 1 inputs
+    cfg = M.make_config(2, ETAS, width=8, depth=2, eta_log=True, fourier=3)
+    gen = ksdp.Generator(cfg, M.init(jax.random.key(0), cfg))
+    assert gen.params["params"]["Dense_0"]["kernel"].shape == (15, 8)
+    gen.save(tmp_path / "f.npz")
+    back = ksdp.load_generator(tmp_path / "f.npz")
+    assert back.config.fourier == 3 and same_weights(back.params, gen.params)
+
+
 def test_constructor_checks():
     with pytest.raises(TypeError, match="config"):
         ksdp.Generator({"d": 2}, PARAMS)

@@ -112,6 +112,7 @@ VARIANTS = {
     "sources, then min-min for the last half": lambda m, t, n: (m, t._replace(min_min_after=n // 2), n),
     "width 96": lambda m, t, n: (m._replace(width=96), t, n),
     "twice the steps": lambda m, t, n: (m, t._replace(decay_steps=2 * n), 2 * n),
+    "Fourier features, 4 octaves": lambda m, t, n: (m._replace(fourier=4), t, n),
 }
 
 
