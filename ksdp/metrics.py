@@ -598,6 +598,9 @@ def radial_ks_where(x, cdf) -> tuple[float, float, float]:
     return float(lower[il]), -float(lower[il]), float(f[il])
 
 
+UNCERTIFIED = 10.0  # w2_estimate refuses an auction whose certified gap exceeds this many times its tol
+
+
 def w2_estimate(x, y, *, tol: float = 1e-4) -> Estimate:
     r"""W2 between two equal-size clouds ``[n, d]``, with its sampling standard error.
 
@@ -616,7 +619,8 @@ def w2_estimate(x, y, *, tol: float = 1e-4) -> Estimate:
     (``test_w2_standard_error_matches_the_spread_of_repeated_draws``).
 
     Raises:
-      ValueError: the auction did not certify its matching within ``tol`` (it names the gap reached).
+      ValueError: the auction did not certify its matching within `UNCERTIFIED` times ``tol`` (it names
+        the gap reached).
     """
     x = _cloud(x, "x")
     y = _cloud(y, "y", x.shape[1])
@@ -632,10 +636,14 @@ def w2_estimate(x, y, *, tol: float = 1e-4) -> Estimate:
     centre = np.concatenate([x, y]).astype(np.float64).mean(axis=0)
     x, y = (np.asarray(x, np.float64) - centre).astype(x.dtype), (np.asarray(y, np.float64) - centre).astype(y.dtype)
     res = _wasserstein.auction(x, y, tol=tol)
-    if not res.converged:  # never a value the certificate does not back
+    # never a value the certificate does not back: an auction that stopped within a few times its
+    # tolerance (its last rounds' float32 prices) still bounds W2^2 within 1e-3 relative at the default,
+    # far below the estimate's standard error; one further off is refused
+    if not res.gap <= UNCERTIFIED * tol:
         raise ValueError(
             f"w2_estimate: the auction stopped {res.gap:.2e} (relative) from the optimum after {res.rounds} rounds, "
-            f"short of tol = {tol:g}: W2 is not certified. Pass a larger tol, or compare fewer points."
+            f"more than {UNCERTIFIED:g} x tol = {UNCERTIFIED * tol:g}: W2 is not certified. Pass a larger tol, or "
+            "compare fewer points."
         )
     phi, psi = _wasserstein.kantorovich_potentials(x, y, res.prices)
     n = len(x)

@@ -380,7 +380,7 @@ def w2(
             raise ValueError("x holds an empty batch (R = 0).")
         keys = jax.random.split(key, x.shape[0])
         parts = [
-            w2(a, b, k, method=method, tol=tol, exact_max=exact_max, block=block, max_sweeps=max_sweeps, rtol=rtol)
+            w2(a, b, key=k, method=method, tol=tol, exact_max=exact_max, block=block, max_sweeps=max_sweeps, rtol=rtol)
             for a, b, k in zip(x, y, keys, strict=True)
         ]
         out = W2Result(*(jnp.stack([jnp.asarray(getattr(r, f)) for r in parts]) for f in W2Result._fields))

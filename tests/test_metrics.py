@@ -396,7 +396,7 @@ def test_structure_pairs_false_alarms_and_power():
 
 
 def test_w2_estimate_refuses_an_uncertified_auction(monkeypatch):
-    # an auction that stops short of its tolerance (converged=False) never yields a number
+    # an auction that stops far short of its tolerance (a certified gap of 0.5) never yields a number
     rng = np.random.default_rng(7)
     x, y = rng.normal(size=(50, 2)), rng.normal(size=(50, 2)) + 0.3
     from ksdp import wasserstein

@@ -224,10 +224,10 @@ def test_tail_coordinate_is_exponential_under_the_source(d):
 
 
 @pytest.mark.slow
-def test_tail_feature_network_trains_resumes_and_keeps_old_fingerprints(tmp_path):
+def test_tail_feature_network_trains_and_resumes(tmp_path):
     targets, etas, mc = _tiny_problem()
     tail = mc._replace(tail_feature=True)
-    assert "tail_feature" not in mc.to_dict() and M.ModelConfig.from_dict(tail.to_dict()) == tail
+    assert M.ModelConfig.from_dict(tail.to_dict()) == tail
     assert T.fingerprint(jax.random.key(3), targets, etas, tail, TINY) != T.fingerprint(
         jax.random.key(3), targets, etas, mc, TINY
     )

@@ -225,29 +225,31 @@ class MetricsError(ValueError):
     """A run's ``metrics.json`` is unreadable or lacks what a report needs."""
 
 
-# what every row needs for the acceptance and the tables (`judge`, `_fmt_row`)
-ROW_NUMBERS = ("eta", "m2_ipm", "m2_dp", "m2_ipm_se", "m2_dp_se", "m2_rel_error", "w2", "w2_floor")
+# what every row needs for the acceptance (`judge`); a table's other fields are checked as it is rendered
+ROW_NUMBERS = ("m2_ipm", "m2_dp", "m2_ipm_se", "m2_dp_se")
 ROW_PAIRS = ("c2st", "floor_c2st", "energy", "floor_energy")
 
 
 def _check_metrics(m) -> None:
     if not isinstance(m, dict):
         raise TypeError(f"it holds a {type(m).__name__}, not an object")
-    for key in ("settings", "scale_settings", "timing_s"):
-        if not isinstance(m.get(key), dict):
-            raise TypeError(f"its {key!r} is {type(m.get(key)).__name__}, not an object")
+    if not isinstance(m.get("settings"), dict):
+        raise TypeError(f"its 'settings' is {type(m.get('settings')).__name__}, not an object")
+    for key in ("scale_settings", "timing_s"):  # a report's tables need them; judging the rows does not
+        if key in m and not isinstance(m[key], dict):
+            raise TypeError(f"its {key!r} is {type(m[key]).__name__}, not an object")
     rows = m.get("rows")
     if not isinstance(rows, list) or not rows:
         raise TypeError("its 'rows' is not a non-empty list")
     number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
     for i, r in enumerate(rows):
-        if not isinstance(r, dict) or not isinstance(r.get("kind"), str):
-            raise TypeError(f"row {i} is not an object with a 'kind'")
+        if not isinstance(r, dict):
+            raise TypeError(f"row {i} is not an object")
         bad = [k for k in ROW_NUMBERS if not number(r.get(k))]
         bad += [k for k in ROW_PAIRS if not (isinstance(r.get(k), list) and len(r[k]) == 2 and all(map(number, r[k])))]
         if bad:
             raise TypeError(f"row {i} lacks numbers for {bad}")
-    if not all(number(v) for v in m["timing_s"].values()):
+    if not all(number(v) for v in m.get("timing_s", {}).values()):
         raise TypeError("its stage times are not all numbers")
 
 
@@ -414,6 +416,30 @@ def devices(m: dict) -> str:
     return "; ".join(f"{', '.join(g)}: {v}" for v, g in groups.items())
 
 
+def _section(name: str, m: dict):
+    """One experiment's part of `render`: ``(its table lines, its settings row, its manifest line(s),
+    its verdict lines)``."""
+    lines = [f"## {name}", ""] + _table(m["rows"], "ks_dp" in m["rows"][0]) + [""] + initial_law(m["rows"])
+    if not m.get("complete", True):
+        lines += ["(evaluation incomplete: the rows above are those computed before the failure)", ""]
+    s, t = m["settings"], m["timing_s"]
+    pool = f" (pool {s['pool_runs']} x {s['n_particles']})" if s.get("pool_runs") else ""
+    if s.get("reference_runs"):
+        pool += f" (m2 also over {s['reference_runs']} more runs)"
+    ipm_s = t.get("ipm_s", 0) + t.get("pool_s", 0) + t.get("reference_s", 0)
+    row = (
+        f"| {name} | {s['n_particles']}{pool} | {m['scale_settings']['n_samples']} | "
+        f"{m['scale_settings']['n_steps']} | {m['n_parameters']} | {_pm(m, 'final_loss')} | "
+        f"{_fmt(m.get('fresh_batch_loss'))} | {_pm(m, 'loss_floor')} | {_fmt(m.get('loss_z'), '.1f')} | "
+        f"{ipm_s:.0f} | "
+        f"{t.get('train_s', 0):.0f} | {t.get('eval_s', 0):.0f} | {t.get('figures_s', 0):.0f} | {devices(m)} |"
+    )
+    manifest = [f"- {name}: {provenance.summary(m['manifest'])}"] if m.get("manifest") else []
+    bad = acceptance(m)
+    verdict = [f"- {name}: " + ("passes." if not bad else "fails:")] + ["  " + b for b in bad]
+    return lines, row, manifest, verdict
+
+
 def render(out: str, scale: str, names, failures: dict, seconds: float, *, shown: str | None = None) -> str:
     """``REPORT.md`` of the runs under ``out``; ``shown`` is the run folder the text names (default ``out``:
     the documentation renders its copy of a run as the default folder it ran in)."""
@@ -442,26 +468,17 @@ def render(out: str, scale: str, names, failures: dict, seconds: float, *, shown
             lines += [f"## {name}: FAILED", "", failures.get(name, "no metrics"), ""]
             verdicts.append(f"- {name}: FAILED ({failures.get(name, 'no metrics')})")
             continue
-        lines += [f"## {name}", ""] + _table(m["rows"], "ks_dp" in m["rows"][0]) + [""] + initial_law(m["rows"])
-        if not m.get("complete", True):
-            lines += ["(evaluation incomplete: the rows above are those computed before the failure)", ""]
-        s, t = m["settings"], m["timing_s"]
-        pool = f" (pool {s['pool_runs']} x {s['n_particles']})" if s.get("pool_runs") else ""
-        if s.get("reference_runs"):
-            pool += f" (m2 also over {s['reference_runs']} more runs)"
-        ipm_s = t.get("ipm_s", 0) + t.get("pool_s", 0) + t.get("reference_s", 0)
-        settings.append(
-            f"| {name} | {s['n_particles']}{pool} | {m['scale_settings']['n_samples']} | "
-            f"{m['scale_settings']['n_steps']} | {m['n_parameters']} | {_pm(m, 'final_loss')} | "
-            f"{_fmt(m.get('fresh_batch_loss'))} | {_pm(m, 'loss_floor')} | {_fmt(m.get('loss_z'), '.1f')} | "
-            f"{ipm_s:.0f} | "
-            f"{t.get('train_s', 0):.0f} | {t.get('eval_s', 0):.0f} | {t.get('figures_s', 0):.0f} | {devices(m)} |"
-        )
-        if m.get("manifest"):
-            manifests.append(f"- {name}: {provenance.summary(m['manifest'])}")
-        bad = acceptance(m)
-        verdicts.append(f"- {name}: " + ("passes." if not bad else "fails:"))
-        verdicts += ["  " + b for b in bad]
+        try:
+            section, row, manifest, verdict = _section(name, m)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:  # a field a table needs
+            why = f"its metrics.json lacks what the report needs ({type(e).__name__}: {e})"
+            lines += [f"## {name}: FAILED", "", why, ""]
+            verdicts.append(f"- {name}: FAILED ({why})")
+            continue
+        lines += section
+        settings.append(row)
+        manifests += manifest
+        verdicts += verdict
     lines += [
         "## Settings and stage times (s)",
         "",
