@@ -248,3 +248,19 @@ def test_lower_doors_check_what_simulate_checks():
             ksdp.velocity(x, ksdp.Params(delta=delta))
         with pytest.raises(ValueError, match="delta"):
             pm.pair_sum(x, x, delta, grid=128)
+
+
+def test_numpy_booleans_are_refused_where_json_would_refuse_them(tmp_path):
+    # a TrainConfig is written to checkpoints as JSON, which takes Python's bool and not numpy's: the
+    # check names the field at once instead of the checkpoint write failing after the first mini-batch
+    targets = np.zeros((2, 32, 2), np.float32)
+    mc = M.make_config(2, [0.0, 1.0], width=4, depth=1)
+    for field in ("debias", "match_sources"):
+        with pytest.raises(TypeError, match=field):
+            T.check_inputs(mc, TINY._replace(**{field: np.bool_(True)}), targets, [0.0, 1.0])
+
+    # numpy numbers are taken as the numbers they hold
+    numpy_cfg = TINY._replace(n_samples=np.int64(16), learning_rate=np.float32(1e-3))
+    ck = str(tmp_path / "ck.npz")
+    res = T.train(jax.random.key(0), targets, [0.0, 1.0], mc, numpy_cfg, n_steps=10, checkpoint=ck, progress=False)
+    assert type(T.load_checkpoint(ck)[2].n_samples) is int and res.history

@@ -175,7 +175,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         )
     if cfg.resample_every % cfg.renew_every:
         raise ValueError(f"renew_every={cfg.renew_every} must divide resample_every={cfg.resample_every}.")
-    if not isinstance(cfg.debias, (bool, np.bool_)):
+    if not isinstance(cfg.debias, bool):
         raise TypeError(f"TrainConfig.debias must be True or False, got {cfg.debias!r}.")
     if isinstance(cfg.learning_rate, bool) or not (np.isfinite(cfg.learning_rate) and cfg.learning_rate > 0):
         raise ValueError(f"TrainConfig.learning_rate must be a finite positive number, got {cfg.learning_rate!r}.")
@@ -184,7 +184,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
             f"TrainConfig.local_cap must be a finite number >= 0 (0: off; e.g. 100 times the median self-pair "
             f"cost), got {cfg.local_cap!r}."
         )
-    if not isinstance(cfg.match_sources, (bool, np.bool_)):
+    if not isinstance(cfg.match_sources, bool):
         raise TypeError(f"TrainConfig.match_sources must be True or False, got {cfg.match_sources!r}.")
     if isinstance(cfg.min_min_after, bool) or not isinstance(cfg.min_min_after, (int, np.integer)):
         raise TypeError(f"TrainConfig.min_min_after must be an integer (an Adam step), got {cfg.min_min_after!r}.")

@@ -155,6 +155,8 @@ def train(
     if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
         raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}.")
     cfg = cfg.for_steps(n_steps)  # a decay over the whole run: over these n_steps
+    # numpy scalars as Python numbers: the config is written to checkpoints and generators as JSON
+    cfg = TrainConfig(*(v.item() if isinstance(v, np.generic) else v for v in cfg))
     if not isinstance(checkpoint_every, (int, np.integer)) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be a positive integer (mini-batches), got {checkpoint_every!r}.")
     if n_steps % cfg.resample_every:
