@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -24,7 +25,7 @@ def check_concrete_inputs(points: dict, delta) -> None:
     """At a concrete call site: every cloud in ``points`` (name -> array) finite, ``delta`` finite and
     positive; a ``ValueError`` naming the argument otherwise (under a transformation nothing is checked)."""
     for name, x in points.items():
-        if is_concrete(x) and not bool(np.all(np.isfinite(np.asarray(x)))):
+        if is_concrete(x) and not bool(jnp.all(jnp.isfinite(x))):  # reduced where x lives
             raise ValueError(f"{name} contains NaN or infinite positions; pass finite particles.")
     if is_concrete(delta):
         d = np.asarray(delta)

@@ -24,7 +24,7 @@ from ksdp import flows as _flows
 from ksdp import kernels as _kernels
 from ksdp import parallel as _parallel
 from ksdp import particle_mesh as _pm
-from ksdp._checks import check_concrete_inputs, is_concrete
+from ksdp._checks import check_concrete_inputs
 
 
 def default_tile() -> int:
@@ -125,12 +125,8 @@ def velocity(
     if check:
         check_concrete_inputs({"x": x}, params.delta)
     chem, adv, spacing = velocity_parts(x, params, kernel=kernel, flow=flow, tile=tile, drift=drift, grid=grid)
-    if check and drift == "pm" and is_concrete(spacing) and float(jnp.max(spacing)) > _pm.SPACING_LIMIT:
-        raise ValueError(
-            f"the particle mesh's largest cell is {float(jnp.max(spacing)):.3g} delta, above the "
-            f"{_pm.SPACING_LIMIT:g} at which its error stays small: pass a finer grid, drift='p3m' or 'direct', "
-            "or check=False to take the drift anyway."
-        )
+    if check and drift == "pm":
+        _pm.refuse_coarse(spacing, "drift='p3m' or 'direct'")
     return chem + adv
 
 

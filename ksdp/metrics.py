@@ -288,6 +288,20 @@ def _c2st_batch(
     return [_accuracy(c, z.shape[1]) for c in correct]
 
 
+def _paired(generated, runs):
+    """The checks over disjoint pairs of IPM runs (`c2st_pairs`, `structure_pairs`): ``(generated, runs,
+    J, pairs)``, validated; a piece of ``J`` generated points per pair, at least 2 pairs."""
+    runs = np.asarray(runs)
+    if runs.ndim != 3 or runs.shape[0] < 4:
+        raise ValueError(f"runs must be [R, J, d] with R >= 4 independent runs (2 pairs), got shape {runs.shape}.")
+    g = _cloud(generated, "generated", runs.shape[2])
+    j = runs.shape[1]
+    pairs = min(runs.shape[0] // 2, len(g) // j)
+    if pairs < 2:
+        raise ValueError(f"generated needs at least 2 J = {2 * j} points (a piece of J per pair), got {len(g)}.")
+    return g, runs, j, pairs
+
+
 def c2st_pairs(key, generated, runs, *, steps: int = 3000) -> dict:
     """The C2ST excess over disjoint pairs of independent IPM runs: a floor with less luck in it.
 
@@ -309,14 +323,7 @@ def c2st_pairs(key, generated, runs, *, steps: int = 3000) -> dict:
       dict with ``excess``, ``excess_se``, ``dp`` (mean of ``a_k``), ``ipm`` (mean of ``b_k``) and
       ``pairs``.
     """
-    runs = np.asarray(runs)
-    if runs.ndim != 3 or runs.shape[0] < 4:
-        raise ValueError(f"runs must be [R, J, d] with R >= 4 independent runs (2 pairs), got shape {runs.shape}.")
-    g = _cloud(generated, "generated", runs.shape[2])
-    j = runs.shape[1]
-    pairs = min(runs.shape[0] // 2, len(g) // j)
-    if pairs < 2:
-        raise ValueError(f"generated needs at least 2 J = {2 * j} points (a piece of J per pair), got {len(g)}.")
+    g, runs, j, pairs = _paired(generated, runs)
     keys, tests = [], []
     for k in range(pairs):  # the same keys and clouds as one c2st per test; all trained at once
         ka, kb = jax.random.split(jax.random.fold_in(key, k))
@@ -533,15 +540,8 @@ def structure_pairs(generated, runs, bins: int | None = None) -> dict:
       dict with ``excess``, ``excess_se``, ``z``, ``dp`` (mean of ``a_k``), ``ipm`` (mean of ``b_k``),
       ``pairs`` and ``bins``.
     """
-    runs = np.asarray(runs)
-    if runs.ndim != 3 or runs.shape[0] < 4:
-        raise ValueError(f"runs must be [R, J, d] with R >= 4 independent runs (2 pairs), got shape {runs.shape}.")
-    g = _cloud(generated, "generated", runs.shape[2])
-    j = runs.shape[1]
+    g, runs, j, pairs = _paired(generated, runs)
     bins = projection_bins(j) if bins is None else bins
-    pairs = min(runs.shape[0] // 2, len(g) // j)
-    if pairs < 2:
-        raise ValueError(f"generated needs at least 2 J = {2 * j} points (a piece of J per pair), got {len(g)}.")
     a = [projection_chi2(g[k * j : (k + 1) * j], runs[2 * k], bins) for k in range(pairs)]
     b = [projection_chi2(runs[2 * k + 1], runs[2 * k], bins) for k in range(pairs)]
     diff = run_spread(np.subtract(a, b))

@@ -492,13 +492,17 @@ def pair_sum(
     if check:
         check_concrete_inputs({"targets": targets, "sources": sources}, delta)
     total, h = mesh_sum(targets, sources, delta, grid, cutoff)
-    if check and cutoff is None and is_concrete((h, delta)):
-        spacing = float(np.max(np.asarray(h)) / np.asarray(delta))
-        if spacing > SPACING_LIMIT:
-            raise ValueError(
-                f"the particle mesh's largest cell is {spacing:.3g} delta, above the {SPACING_LIMIT:g} at which "
-                f"its error stays small (a cloud {spacing * (grid - 2 * MARGIN):.3g} delta wide on a grid of {grid}): "
-                "pass a finer grid, cutoff= (P3M, whose error does not depend on the cell), the direct "
-                "ksdp.pair_sum, or check=False to take the sum anyway."
-            )
+    if check and cutoff is None:
+        refuse_coarse(jnp.max(h) / delta, "cutoff= (P3M) or the direct ksdp.pair_sum")
     return total
+
+
+def refuse_coarse(spacing, alternatives: str) -> None:
+    """At a concrete call: a ``ValueError`` where the mesh's largest cell ``spacing`` (in units of delta)
+    exceeds `SPACING_LIMIT`, naming the ``alternatives`` (under a transformation nothing is checked)."""
+    if is_concrete(spacing) and float(jnp.max(spacing)) > SPACING_LIMIT:
+        raise ValueError(
+            f"the particle mesh's largest cell is {float(jnp.max(spacing)):.3g} delta, above the {SPACING_LIMIT:g} "
+            f"at which its error stays small: pass a finer grid, {alternatives} (whose error does not depend "
+            "on the cell), or check=False to take the result anyway."
+        )

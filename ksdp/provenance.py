@@ -85,14 +85,11 @@ def manifest(*, command: list[str] | None = None) -> dict:
 
 
 def summary(m: dict) -> str:
-    """One line for reports: version, commit, backend and device, jax version, time."""
+    """One line for reports: the code that made a result (ksdp version, commit, jax version). Where and
+    when it ran stay in the manifest itself (the report's settings table names the device)."""
     if not isinstance(m, dict):
         return "not recorded"
     git = m.get("git") or {}
     commit = git.get("commit", "")[:10] + (" (uncommitted changes)" if git.get("dirty") else "") if git else "none"
-    dev = m.get("device") or {}
-    where = dev.get("kind", "?")
-    if dev.get("backend") == "cpu":
-        where = f"cpu, {dev.get('cores', '?')} cores, {dev.get('machine', '?')}"
     jax_version = (m.get("packages") or {}).get("jax", "?")
-    return f"ksdp {m.get('ksdp', '?')}, commit {commit}, jax {jax_version}, {where}, {m.get('utc', '?')}"
+    return f"ksdp {m.get('ksdp', '?')}, commit {commit}, jax {jax_version} (the whole manifest: metrics.json)"

@@ -357,8 +357,9 @@ def _cross(rng, n, frac):
 
 def test_projection_chi2_is_one_for_one_law_and_sees_arms():
     rng = np.random.default_rng(0)
-    # independent samples of one law: chi2 / df has mean 1 and sd sqrt(2 / df) per plane (df ~ 190 cells
-    # at J = 2000, 14 x 14 bins): the mean of 20 values within 4 of its SEs (0.1 / sqrt(3 * 20)) of 1
+    # independent samples of one law: chi2 / df has mean 1 and sd sqrt(2 / df) per plane (df: the occupied
+    # cells less 1, up to 195 with 14 x 14 cells at J = 2000; sd about 0.1 when most are occupied): the mean
+    # of 20 values within 4 of its SEs (0.1 / sqrt(3 * 20)) of 1
     same = [km.projection_chi2(_cross(rng, 2000, 0.08), _cross(rng, 2000, 0.08)) for _ in range(20)]
     assert abs(np.mean(same) - 1.0) < 4 * 0.1 / math.sqrt(60)
     # symmetric in its arguments, unequal sizes allowed (same cells, same counts)
@@ -381,7 +382,8 @@ def test_structure_pairs_false_alarms_and_power():
     ]
     assert np.mean(np.greater(z, km.STRUCTURE_Z)) <= 0.015 + 4 * 0.0086
     # power: a generator drawing a blob of the same covariance, without the 8% of mass on the arms, at
-    # J = 2000 (12 runs): z of 6-16 measured over repeats (4% of the mass: 2-5); flagged in each of 3
+    # J = 2000 (12 runs): z of 6-16 measured over repeats (with 4% of the mass on the arms one draw gave
+    # 1.6: not reliably); flagged in each of 3
     big = _cross(rng, 400_000, 0.08)
     chol = np.linalg.cholesky(np.cov(big.T))
     for _ in range(3):

@@ -128,7 +128,7 @@ def main(argv=None):
             if have and need > have / 2:
                 ap.error(
                     f"--particles {args.particles}: {name}'s IPM runs alone would hold {need / 2**30:.1f} GiB, more "
-                    f"than half of this machine's {have / 2**30:.1f} GiB; choose a smaller J."
+                    f"than half of the {have / 2**30:.1f} GiB of memory here; choose a smaller J."
                 )
     if not 0 <= args.seed < 2**62:
         ap.error(f"--seed must be an integer in [0, 2^62), got {args.seed}.")
