@@ -18,13 +18,14 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from ksdp import flows as _flows
 from ksdp import kernels as _kernels
 from ksdp import parallel as _parallel
 from ksdp import particle_mesh as _pm
-from ksdp._checks import check_concrete_inputs
+from ksdp._checks import check_concrete_inputs, is_concrete
 
 
 def default_tile() -> int:
@@ -45,6 +46,7 @@ def pair_sum(
     mesh=None,
     axis: str | None = None,
     method: str = "ring",
+    k=None,
 ):
     r"""$\sum_i \nabla K_\delta(y_j - x_i)$ for every target ``y_j``, in tiles.
 
@@ -61,11 +63,14 @@ def pair_sum(
         ``"ring"`` (sources rotate round the mesh; memory ``O(J / n)`` a device) or ``"allgather"``
         (every device gathers all sources; one collective, memory ``O(J)``). The result equals the
         unsharded sum to round-off and comes back sharded along the mesh axis.
+      k: ``None``, or the screening rate of the screened kernel (traced; `ksdp.kernels`); not with ``mesh``.
 
     Returns:
       ``[T, d]``.
     """
     if mesh is not None:
+        if k is not None:
+            raise ValueError("pair_sum(..., mesh=) sums the unscreened kernel only; pass k=None or no mesh.")
         return _pair_sum_mesh(targets, sources, delta, mesh, axis=axis, kernel=kernel, tile=tile, method=method)
     targets = jnp.asarray(targets)
     sources = jnp.asarray(sources, targets.dtype)
@@ -73,6 +78,8 @@ def pair_sum(
     if sources.ndim != 2 or sources.shape[1] != d:
         raise ValueError(f"sources must have shape [J, {d}] to match targets {targets.shape}, got {sources.shape}.")
     _kernels.check_kernel(kernel, d)
+    if k is not None:
+        _kernels.check_screened(kernel)
     tile = int(min(tile or default_tile(), max(n_t, 1)))
     n_tiles = -(-n_t // tile)
     pad = n_tiles * tile - n_t
@@ -84,7 +91,7 @@ def pair_sum(
         r2 = dz[0] * dz[0]
         for z in dz[1:]:
             r2 = r2 + z * z
-        phi = _kernels.radial_factor(r2, delta, d, kernel)
+        phi = _kernels.radial_factor(r2, delta, d, kernel, k)
         return None, jnp.stack([jnp.sum(z * phi, axis=1) for z in dz], axis=1)  # [tile, d]
 
     _, out = jax.lax.scan(one_tile, None, tgt)
@@ -124,7 +131,10 @@ def velocity(
     drift, grid = resolve_drift(drift, grid, x.shape[0], x.shape[-1], kernel)
     if check:
         check_concrete_inputs({"x": x}, params.delta)
-    chem, adv, spacing = velocity_parts(x, params, kernel=kernel, flow=flow, tile=tile, drift=drift, grid=grid)
+    k = screening(params.k)
+    if k is not None:
+        _kernels.check_screened(kernel)
+    chem, adv, spacing = velocity_parts(x, params, kernel=kernel, flow=flow, tile=tile, drift=drift, grid=grid, k=k)
     if check and drift == "pm":
         _pm.refuse_coarse(spacing, "drift='p3m' or 'direct'")
     return chem + adv
@@ -179,28 +189,39 @@ def resolve_drift(
     return drift, _pm.check_grid(grid, d, p3m=drift == "p3m", n_particles=n_particles)
 
 
+def screening(k):
+    """``None`` where the screening rate ``k`` is concretely zero (the unscreened kernel, today's program bit
+    for bit), else ``k`` itself (traced values run the screened kernel, which is the same law at ``k = 0``)."""
+    if is_concrete(k) and not np.any(np.asarray(k)):
+        return None
+    return k
+
+
 def mesh_cutoff(drift: str):
     """The near-field radius (in cells) the mesh plan of ``drift`` needs: P3M's, or None for PM."""
     return _pm.DEFAULT_CUTOFF if drift == "p3m" else None
 
 
-def velocity_parts(x, params, *, kernel: str, flow, tile: int | None, drift: str = "direct", grid=None, mesh_plan=None):
+def velocity_parts(
+    x, params, *, kernel: str, flow, tile: int | None, drift: str = "direct", grid=None, mesh_plan=None, k=None
+):
     """``(chemotactic drift [J, d], flow [J, d], largest cell / delta)`` of `velocity` (0 for direct), with
     ``drift`` and ``grid`` already resolved (`resolve_drift`): the IPM's step calls it inside its scan.
 
     ``mesh_plan``: the mesh drifts' `ksdp.particle_mesh.plan` for ``x`` (else the cloud's tight box).
+    ``k``: ``None``, or ``params.k`` for the screened kernel.
     """
     x = jnp.asarray(x)
     n, d = x.shape
     v = _flows.resolve_flow(flow, d)
     if drift == "pm":
-        total, h = _pm.mesh_sum(x, x, params.delta, grid, None, mesh_plan)
+        total, h = _pm.mesh_sum(x, x, params.delta, grid, None, mesh_plan, k)
         spacing = (jnp.max(h) / params.delta).astype(x.dtype)
     elif drift == "p3m":  # its error does not depend on h / delta: nothing to refuse
-        total = _pm.mesh_sum(x, x, params.delta, grid, mesh_cutoff(drift), mesh_plan)[0]
+        total = _pm.mesh_sum(x, x, params.delta, grid, mesh_cutoff(drift), mesh_plan, k)[0]
         spacing = jnp.zeros((), x.dtype)
     else:
-        total, spacing = pair_sum(x, x, params.delta, kernel=kernel, tile=tile), jnp.zeros((), x.dtype)
+        total, spacing = pair_sum(x, x, params.delta, kernel=kernel, tile=tile, k=k), jnp.zeros((), x.dtype)
     chem = -(params.chi * params.mass / n) * total
     adv = jax.vmap(v, in_axes=(0, None))(x, params.flow)
     if adv.shape != x.shape:

@@ -8,10 +8,12 @@ integrated by Euler--Maruyama with a fixed step ``dt`` under `jax.lax.scan`.
 
 Static vs traced (ott's ``PointCloud`` split): the number of particles ``J``, the dimension ``d``,
 the kernel and flow, ``dt`` and the snapshot schedule fix shapes and loop lengths and are static;
-the physical parameters in `Params` (``chi, mu, mass, delta, flow``) are traced, so one
+the physical parameters in `Params` (``chi, mu, mass, delta, flow, eps, k``) are traced, so one
 compiled program serves every value and ``jax.vmap`` over a batch of them runs in one program.
 
 The drift itself, all pairs in tiles or on a particle mesh, and which one runs, is `ksdp.drifts`'s.
+With ``eps > 0`` (the parabolic--parabolic system) the chemical is a field with its own state, advanced
+each step beside the particles (`ksdp.chemical`); ``k > 0`` screens the kernel (`ksdp.kernels`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
+from ksdp import chemical as _chemical
 from ksdp import drifts as _drifts
 from ksdp import flows as _flows
 from ksdp import kernels as _kernels
@@ -47,6 +50,9 @@ class Params(NamedTuple):
       mass: total mass $M$.
       delta: regularisation length $\\delta$ (not $\\delta^2$).
       flow: parameters of the flow; the amplitude $A$ for the built-in flows.
+      eps: the chemical's time scale in ``eps c_t = Lap c - k^2 c + M rho``
+        (``0``, the default: the elliptic model of the paper; ``> 0``: `ksdp.chemical`).
+      k: the chemical's decay rate (``0``, the default: the Newtonian kernel; ``> 0``: screened).
     """
 
     chi: Any = 1.0
@@ -54,6 +60,8 @@ class Params(NamedTuple):
     mass: Any = DEFAULT_MASS
     delta: Any = DEFAULT_DELTA
     flow: Any = 0.0
+    eps: Any = 0.0
+    k: Any = 0.0
 
 
 class Trajectory(NamedTuple):
@@ -74,6 +82,9 @@ class Trajectory(NamedTuple):
         $\\max_n \\max_k h_k / \\delta$ (`ksdp.particle_mesh`); ``0`` for the direct drift and for P3M,
         whose error does not depend on it. PM's error grows like its square; a checked run refuses
         more than `ksdp.particle_mesh.SPACING_LIMIT`.
+      field_reach: with ``eps > 0``, the largest ratio over the run of the cloud's extent plus the
+        chemical's reach to the half-width of its field grid (`ksdp.chemical`); a checked run refuses
+        more than 1; ``None`` for the elliptic model.
     """
 
     times: Any
@@ -82,6 +93,7 @@ class Trajectory(NamedTuple):
     health: Any = None
     unstable_step: Any = None
     grid_spacing: Any = None
+    field_reach: Any = None
 
 
 class NonFiniteError(FloatingPointError):
@@ -133,15 +145,16 @@ def check_params(params: Params) -> None:
     """Raises ``ValueError`` for physically meaningless values (only where they are concrete)."""
     if not isinstance(params, Params):
         raise TypeError(f"params must be ksdp.Params, got {type(params).__name__}.")
-    for name in ("chi", "mu", "mass", "delta"):
+    for name in ("chi", "mu", "mass", "delta", "eps", "k"):
         value = getattr(params, name)
         if not _is_concrete(value):
             continue
         a = np.asarray(value, dtype=np.float64)
         if not np.all(np.isfinite(a)):
             raise ValueError(f"params.{name} must be finite, got {value!r}.")
-        if name == "mu" and np.any(a < 0):
-            raise ValueError(f"params.mu (diffusivity) must be >= 0, got {value!r}.")
+        if name in ("mu", "eps", "k") and np.any(a < 0):
+            what = {"mu": "diffusivity", "eps": "the chemical's time scale", "k": "the chemical's decay rate"}[name]
+            raise ValueError(f"params.{name} ({what}) must be >= 0, got {value!r}.")
         if name == "delta" and np.any(a <= 0):
             raise ValueError(f"params.delta must be > 0 (use kernel='exact' for no regularisation), got {value!r}.")
     for leaf in jax.tree_util.tree_leaves(params.flow):
@@ -163,7 +176,20 @@ def _check_x0(x0, d: int):
 # --------------------------------------------------------------------------------------------
 # The Euler--Maruyama scan
 # --------------------------------------------------------------------------------------------
-_STATIC = ("n_particles", "d", "kernel", "flow", "dt", "n_snapshots", "tile", "drift", "grid", "progress")
+_STATIC = (
+    "n_particles",
+    "d",
+    "kernel",
+    "flow",
+    "dt",
+    "n_snapshots",
+    "tile",
+    "drift",
+    "grid",
+    "progress",
+    "screened",
+    "field",
+)
 # the bar an opt-in progress report updates from inside the compiled scan (`simulate`'s ``progress``)
 _BAR = {"bar": None}
 
@@ -175,13 +201,14 @@ def _tick(n):
         bar.update(max(0, n - bar.n))
 
 
-def _integrate(x, save_at, drift, noise, noise_scale, dt, n_snapshots, delta, aux=(), progress: int = 0):
+def _integrate(x, save_at, drift, noise, noise_scale, dt, n_snapshots, delta, aux=(), progress: int = 0, spacing0=None):
     """The Euler--Maruyama scan from ``x``: ``x += dt * (chem + adv) + noise_scale * noise(n)`` at step
     ``n``, with ``(chem, adv, grid spacing, aux) = drift(x, aux)``; ``aux`` is carried from step to
     step (the mesh drifts' `ksdp.particle_mesh.Plan`; ``()`` for the direct one).
 
     Returns ``(snapshots [S, *x.shape], first non-finite step or -1, health, first unstable step or
-    -1, largest grid spacing)`` (`Trajectory`; ``health`` over this device's particles). `_run` and
+    -1, largest grid spacing)`` (`Trajectory`; ``health`` over this device's particles; the spacing is the
+    elementwise largest of what ``drift`` returns, of the shape of ``spacing0``, default a scalar). `_run` and
     the particle-sharded run of `ksdp.parallel` differ only in ``drift`` and ``noise``. ``progress > 0``
     (static) reports the step to the host every ``progress`` steps (`_tick`); 0 compiles no report.
     """
@@ -204,25 +231,68 @@ def _integrate(x, save_at, drift, noise, noise_scale, dt, n_snapshots, delta, au
         return (x, buf, bad, health, unstable, spacing, aux), None
 
     steps = jnp.arange(1, save_at.shape[0], dtype=jnp.int32)
-    init = (x, buf, jnp.int32(-1), jnp.zeros((), x.dtype), jnp.int32(-1), jnp.zeros((), x.dtype), aux)
+    spacing0 = jnp.zeros((), x.dtype) if spacing0 is None else spacing0
+    init = (x, buf, jnp.int32(-1), jnp.zeros((), x.dtype), jnp.int32(-1), spacing0, aux)
     (x, buf, bad, health, unstable, spacing, _), _ = jax.lax.scan(step, init, (steps, save_at[1:]))
     return buf, bad, health, unstable, spacing
 
 
-def _run(key, params, x0, save_at, *, n_particles, d, kernel, flow, dt, n_snapshots, tile, drift, grid, progress=0):
+def _run(
+    key,
+    params,
+    x0,
+    save_at,
+    *,
+    n_particles,
+    d,
+    kernel,
+    flow,
+    dt,
+    n_snapshots,
+    tile,
+    drift,
+    grid,
+    progress=0,
+    screened=False,
+    field=None,
+):
     init_key, noise_key = jax.random.split(key)
     x = uniform_ball(init_key, n_particles, d) if x0 is None else x0
     mesh = drift in ("pm", "p3m")
+    k = params.k if screened else None
+    cutoff = _drifts.mesh_cutoff(drift)
+    if field is None:
+        elliptic = True
+    else:  # (field grid, start): the chemical's lag w on its own grid (ksdp.chemical)
+        field_grid, start = field
+        elliptic = start == "equilibrium"  # c = c_e + w; the zero start has c = w alone
+        v = _flows.resolve_flow(flow, d)
 
-    def parts(y, mesh_plan):
-        if mesh:  # the mesh follows the cloud; its kernel transforms are kept while its cells are
-            mesh_plan = _pm.plan(y, params.delta, grid, _drifts.mesh_cutoff(drift), mesh_plan)
-        out = _drifts.velocity_parts(
-            y, params, kernel=kernel, flow=flow, tile=tile, drift=drift, grid=grid, mesh_plan=mesh_plan
-        )
-        return (*out, mesh_plan)
+    def parts(y, aux):
+        mesh_plan, state = aux if field is not None else (aux, None)
+        if elliptic:
+            if mesh:  # the mesh follows the cloud; its kernel transforms are kept while its cells are
+                mesh_plan = _pm.plan(y, params.delta, grid, cutoff, mesh_plan, k=k)
+            chem, adv, s = _drifts.velocity_parts(
+                y, params, kernel=kernel, flow=flow, tile=tile, drift=drift, grid=grid, mesh_plan=mesh_plan, k=k
+            )
+        else:
+            chem = jnp.zeros_like(y)
+            adv = jax.vmap(v, in_axes=(0, None))(y, params.flow).astype(y.dtype)
+            s = jnp.zeros((), y.dtype)
+        if field is None:
+            return chem, adv, s, mesh_plan
+        lag, state, reach = _chemical.step(y, state, params, grid=field_grid, dt=dt, start=start)
+        return chem + lag, adv, jnp.stack([s, reach]), (mesh_plan, state)
 
-    return _integrate(
+    mesh_plan = _pm.plan(x, params.delta, grid, cutoff, k=k) if (mesh and elliptic) else ()
+    if field is not None:
+        t_end = (save_at.shape[0] - 1) * dt
+        aux = (mesh_plan, _chemical.init(x, params, field_grid, t_end, start))
+        spacing0 = jnp.zeros((2,), x.dtype)
+    else:
+        aux, spacing0 = mesh_plan, None
+    buf, bad, health, unstable, spacing = _integrate(
         x,
         save_at,
         parts,
@@ -231,9 +301,13 @@ def _run(key, params, x0, save_at, *, n_particles, d, kernel, flow, dt, n_snapsh
         dt,
         n_snapshots,
         params.delta,
-        _pm.plan(x, params.delta, grid, _drifts.mesh_cutoff(drift)) if mesh else (),
+        aux,
         progress,
+        spacing0,
     )
+    if field is None:
+        return buf, bad, health, unstable, spacing
+    return buf, bad, health, unstable, spacing[0], spacing[1]
 
 
 _run_jit = jax.jit(_run, static_argnames=_STATIC)
@@ -273,7 +347,23 @@ def _check_user_flow(flow, params, d: int, batched: bool) -> None:
         )
 
 
-def _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile, drift, grid, batched=False, sharded=False):
+def _prepare(
+    params,
+    times,
+    n_particles,
+    x0,
+    d,
+    kernel,
+    flow,
+    dt,
+    tile,
+    drift,
+    grid,
+    batched=False,
+    sharded=False,
+    chemical="equilibrium",
+    field_grid=None,
+):
     if not isinstance(d, (int, np.integer)) or isinstance(d, bool):
         raise TypeError(f"d (the space dimension) must be the integer 2 or 3, got {d!r}.")
     _kernels.check_kernel(kernel, d)
@@ -296,6 +386,7 @@ def _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile, drift, g
         _check_user_flow(flow, params, d, batched)
     save_at = np.full(int(steps[-1]) + 1, -1, np.int32)
     save_at[steps] = np.arange(len(steps), dtype=np.int32)
+    screened, field = _resolve_chemical(params, x0, d, kernel, chemical, field_grid, float(steps[-1] * dt), sharded)
     static = dict(
         n_particles=int(n_particles),
         d=d,
@@ -306,8 +397,55 @@ def _prepare(params, times, n_particles, x0, d, kernel, flow, dt, tile, drift, g
         tile=int(min(tile or _drifts.default_tile(), n_particles)),
         drift=drift,
         grid=grid,
+        screened=screened,
+        field=field,
     )
     return t, jnp.asarray(save_at), x0, static
+
+
+def _resolve_chemical(params, x0, d, kernel, chemical, field_grid, t_end, sharded):
+    """``(screened, field)``: whether the kernel is screened (``params.k`` not concretely 0) and the
+    field's static ``(grid, start)`` (``None`` where ``params.eps`` is concretely 0: the elliptic model)."""
+    _chemical.check_start(chemical)
+    field_grid = _chemical.check_grid(field_grid, d)
+    screened = _drifts.screening(params.k) is not None
+    if screened:
+        _kernels.check_screened(kernel)
+        if sharded:
+            raise ValueError(
+                "params.k > 0 cannot split the particles across devices (mesh= on simulate); use sweep(..., mesh=)."
+            )
+    eps_zero = _is_concrete(params.eps) and not np.any(np.asarray(params.eps))
+    if eps_zero:
+        if chemical != "equilibrium":
+            raise ValueError("chemical='zero' needs params.eps > 0: with eps = 0 the chemical is elliptic at once.")
+        return screened, None
+    if kernel != "blob":
+        raise ValueError(f"the parabolic-parabolic model (params.eps > 0) runs with kernel='blob', got {kernel!r}.")
+    if sharded:
+        raise ValueError(
+            "params.eps > 0 cannot split the particles across devices (mesh= on simulate); use sweep(..., mesh=) "
+            "to split parameter sets."
+        )
+    if _is_concrete((params.eps, params.delta, params.mu)) and (x0 is None or _is_concrete(x0)):
+        eps = np.asarray(params.eps, np.float64)
+        if chemical == "zero" and np.any(eps == 0):
+            raise ValueError("chemical='zero' needs params.eps > 0 in every set: at eps = 0 the chemical is elliptic.")
+        extent = 1.0 if x0 is None else float(np.max(np.ptp(np.asarray(x0), axis=-2)) / 2)
+        eps, delta, mu = np.broadcast_arrays(eps, *(np.asarray(p, np.float64) for p in (params.delta, params.mu)))
+        cells = [
+            _chemical.cell_ratio(extent, e, m, dl, t_end, field_grid, d)
+            for e, m, dl in zip(eps.ravel(), mu.ravel(), delta.ravel(), strict=True)
+        ]
+        if max(cells) > _chemical.SPACING_LIMIT:
+            worst = int(np.argmax(cells))
+            raise ValueError(
+                f"the chemical's field grid of {field_grid}^{d} nodes would have cells of {max(cells):.3g} delta at "
+                f"eps = {eps.ravel()[worst]:g} (the limit is {_chemical.SPACING_LIMIT:g}): its box must hold the "
+                f"chemical's reach sqrt(t / eps) = {np.sqrt(t_end / eps.ravel()[worst]):.3g} past the cloud. Pass a "
+                f"larger field_grid (about {int(np.ceil(field_grid * max(cells)))}), a shorter run, or a larger eps."
+            )
+    return screened, (field_grid, chemical)
 
 
 def raise_if_nonfinite(traj: Trajectory, dt: float) -> Trajectory:
@@ -332,6 +470,15 @@ def raise_if_nonfinite(traj: Trajectory, dt: float) -> Trajectory:
         raise NonFiniteError(
             f"the simulation turned non-finite at step {first} (t = {first * dt:.6g}){where(runs, bad.size)}; "
             f"reduce dt, increase delta, or use a regularised kernel."
+        )
+    reach = np.atleast_1d(np.asarray(traj.field_reach if traj.field_reach is not None else 0.0))
+    if np.any(~(reach <= 1.0)):
+        runs = np.flatnonzero(~(reach <= 1.0))
+        raise NonFiniteError(
+            f"the chemical's field grid was too small{where(runs, reach.size)}: the cloud's extent plus the chemical's "
+            f"reach sqrt(t / eps) came to {float(np.max(reach[runs])):.3g} times its half-width (the limit is 1), so "
+            f"the periodic grid's images pulled on the cloud. Use a larger eps, a shorter run, or a flow that keeps "
+            f"the cloud compact (check=False returns the run anyway)."
         )
     spacing = np.atleast_1d(np.asarray(traj.grid_spacing if traj.grid_spacing is not None else 0.0))
     if np.any(spacing > _pm.SPACING_LIMIT):
@@ -364,6 +511,8 @@ def simulate(
     drift: str = "auto",
     grid: int | None = None,
     progress: bool = False,
+    chemical: str = "equilibrium",
+    field_grid: int | None = None,
 ) -> Trajectory:
     r"""Runs the IPM and returns snapshots at ``times``.
 
@@ -399,6 +548,10 @@ def simulate(
       progress: show a progress bar over the steps (``tqdm.auto``: a widget in Jupyter), updated from
         inside the compiled scan a hundred times over the run; off by default (the program without it
         has no host callback). Only outside a trace.
+      chemical: with ``params.eps > 0``, where the chemical starts: ``"equilibrium"`` (default; the
+        elliptic field of the initial law, so ``eps -> 0`` is the elliptic model) or ``"zero"``.
+      field_grid: with ``params.eps > 0``, nodes per axis of the chemical's field grid (default
+        `ksdp.chemical.DEFAULT_GRID`); refused up front where its cells would exceed delta.
 
     Returns:
       `Trajectory` with ``particles`` of shape ``[S, J, d]``.
@@ -415,7 +568,20 @@ def simulate(
         x0 = _check_x0(x0, d)
     _check_one_set(params, flow)
     t, save_at, x0, static = _prepare(
-        params, times, n_particles, x0, d, kernel, flow, dt, tile, drift, grid, sharded=mesh is not None
+        params,
+        times,
+        n_particles,
+        x0,
+        d,
+        kernel,
+        flow,
+        dt,
+        tile,
+        drift,
+        grid,
+        sharded=mesh is not None,
+        chemical=chemical,
+        field_grid=field_grid,
     )
     with _progress_bar(progress, static, save_at, "simulate"):
         if mesh is None:
@@ -455,7 +621,7 @@ def _check_one_set(params: Params, flow) -> None:
     """`simulate` runs one parameter set: a batched field would broadcast over the coordinates."""
     if not isinstance(params, Params):
         raise TypeError(f"params must be ksdp.Params, got {type(params).__name__}.")
-    names = ("chi", "mu", "mass", "delta") + (("flow",) if flow is None or isinstance(flow, str) else ())
+    names = ("chi", "mu", "mass", "delta", "eps", "k") + (("flow",) if flow is None or isinstance(flow, str) else ())
     for name in names:
         shape = np.shape(getattr(params, name))
         if shape != ():
@@ -499,6 +665,8 @@ def sweep(
     drift: str = "auto",
     grid: int | None = None,
     progress: bool = False,
+    chemical: str = "equilibrium",
+    field_grid: int | None = None,
 ) -> Trajectory:
     """`simulate` for a batch of parameter sets in one compiled, ``vmap``-ed program.
 
@@ -513,7 +681,8 @@ def sweep(
     the same as without (`ksdp.parallel`) and comes back sharded along ``P``.
 
     ``drift`` and ``grid`` as in `simulate` (the particle mesh works under ``mesh`` here: each device
-    runs whole parameter sets); ``progress`` too (one bar over the steps of the whole batch).
+    runs whole parameter sets); ``progress``, ``chemical`` and ``field_grid`` too (one bar over the steps of the
+    whole batch; ``eps`` and ``k`` vary across the batch like any parameter).
 
     Returns:
       `Trajectory` with ``particles [P, S, J, d]`` and ``nonfinite_step [P]``.
@@ -531,7 +700,20 @@ def sweep(
         else:
             raise ValueError(f"x0 must have shape [J, d] or [P, J, d], got {x0.shape}.")
     t, save_at, x0, static = _prepare(
-        params, times, n_particles, x0, d, kernel, flow, dt, tile, drift, grid, batched=True
+        params,
+        times,
+        n_particles,
+        x0,
+        d,
+        kernel,
+        flow,
+        dt,
+        tile,
+        drift,
+        grid,
+        batched=True,
+        chemical=chemical,
+        field_grid=field_grid,
     )
     keys = _set_keys(key, size)
     with _progress_bar(progress, static, save_at, "sweep"):
@@ -587,8 +769,11 @@ def _run_particles(
     drift,
     grid,
     progress=0,
+    screened=False,
+    field=None,
 ):
-    """`_run` with the particles split across ``mesh[axis]`` (see `ksdp.parallel`)."""
+    """`_run` with the particles split across ``mesh[axis]`` (see `ksdp.parallel`); the elliptic, unscreened
+    model only (`_resolve_chemical` refuses the others)."""
     n_dev = mesh.shape[axis]
     n_local = n_particles // n_dev
     init_key, noise_key = jax.random.split(key)
@@ -653,7 +838,11 @@ def _run_sets(keys, params, x0, save_at, *, mesh, axis, **static):
         return _run_batched(keys, params, x0, save_at, **static)
 
     return jax.shard_map(
-        local, mesh=mesh, in_specs=(P(axis), P(axis), x_spec), out_specs=(P(axis),) * 5, check_vma=False
+        local,
+        mesh=mesh,
+        in_specs=(P(axis), P(axis), x_spec),
+        out_specs=(P(axis),) * (6 if static["field"] is not None else 5),
+        check_vma=False,
     )(keys, params, x0)
 
 

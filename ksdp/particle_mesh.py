@@ -122,7 +122,7 @@ def _tsc(u, grid: int):
     return first, w
 
 
-def _stencils(points, origin, h, grid: int):
+def stencils(points, origin, h, grid: int):
     """First nodes ``[N, d]`` and weights ``[N, 3, ..., 3]`` (outer product over the axes)."""
     n, d = points.shape
     firsts, weights = zip(*(_tsc((points[:, k] - origin[k]) / h[k], grid) for k in range(d)), strict=True)
@@ -130,6 +130,18 @@ def _stencils(points, origin, h, grid: int):
     for k in range(1, d):
         w = w[..., None] * weights[k].reshape((n,) + (1,) * k + (3,))
     return jnp.stack(firsts, axis=1), w
+
+
+def deposit(points, origin, h, grid: int):
+    """TSC counts of ``points`` on the ``G^d`` nodes ``origin + n * h``: ``(counts, first, weights)``,
+    the last two the stencils `interpolate` reads a field back with. Points must lie inside the grid
+    by one node (their stencils are clipped, not wrapped)."""
+    first, w = stencils(points, origin, h, grid)
+    d = points.shape[1]
+    counts = lax.scatter_add(
+        jnp.zeros((grid,) * d, points.dtype), first, w, _SCATTER[d], mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS
+    )
+    return counts, first, w
 
 
 _SCATTER = {
@@ -146,7 +158,7 @@ _GATHER = {  # one scalar window of 3^d nodes per target
 }
 
 
-def _interpolate(components, first, w):
+def interpolate(components, first, w):
     """TSC read of the field ``components`` (``d`` arrays ``[G, ..., G]``) at the stencils: ``[T, d]``.
 
     Components go in pairs as the real and imaginary parts of one complex field: XLA's CPU gather
@@ -180,7 +192,7 @@ def switch(r2, cutoff2):
     return (1.0 - u2) ** 2
 
 
-def _kernel_transforms(delta, h, grid: int, d: int, dtype, cutoff=None):
+def _kernel_transforms(delta, h, grid: int, d: int, dtype, cutoff=None, k=None):
     """FFTs of the prefiltered kernel gradient on the padded grid: ``d`` arrays of the rfft shape.
 
     With ``cutoff`` (a length), the far part only: the kernel times ``1 - switch``.
@@ -190,7 +202,7 @@ def _kernel_transforms(delta, h, grid: int, d: int, dtype, cutoff=None):
     m = np.where(np.abs(m) >= grid, 0.0, m)  # offsets of |m| >= G never occur between two nodes
     axes = jnp.meshgrid(*(jnp.asarray(m, dtype) * h[k] for k in range(d)), indexing="ij")
     r2 = sum(z * z for z in axes)
-    phi = _kernels.radial_factor(r2, delta, d, "blob")
+    phi = _kernels.radial_factor(r2, delta, d, "blob", k)
     if cutoff is not None:
         phi = phi * (1.0 - switch(r2, cutoff * cutoff))
     prefilter = 1.0
@@ -221,7 +233,7 @@ def _tight_cells(points, delta, grid: int):
     return jnp.maximum((hi - lo) / (grid - 2 * MARGIN), _FLOOR * delta)
 
 
-def plan(points, delta, grid: int, cutoff: float | None = None, previous: Plan | None = None) -> Plan:
+def plan(points, delta, grid: int, cutoff: float | None = None, previous: Plan | None = None, k=None) -> Plan:
     r"""The mesh of one step of a run: cells on the ladder $\delta\,r^k$ ($r$ = `CELL_RATIO`) and the
     kernel's transforms for them.
 
@@ -238,7 +250,7 @@ def plan(points, delta, grid: int, cutoff: float | None = None, previous: Plan |
         rung = jnp.ceil(jnp.log(tight / delta) / np.log(CELL_RATIO))
         h = (delta * CELL_RATIO**rung).astype(points.dtype)
         r_cut = None if cutoff is None else cutoff * jnp.max(h)
-        return Plan(h, tuple(_kernel_transforms(delta, h, grid, d, points.dtype, r_cut)))
+        return Plan(h, tuple(_kernel_transforms(delta, h, grid, d, points.dtype, r_cut, k)))
 
     if previous is None:
         return fresh(None)
@@ -247,7 +259,7 @@ def plan(points, delta, grid: int, cutoff: float | None = None, previous: Plan |
     return lax.cond(keep, lambda _: previous, fresh, None)
 
 
-def mesh_sum(targets, sources, delta, grid: int, cutoff: float | None = None, mesh_plan: Plan | None = None):
+def mesh_sum(targets, sources, delta, grid: int, cutoff: float | None = None, mesh_plan: Plan | None = None, k=None):
     """`pair_sum` without its checks, and the grid's cells ``h [d]``: the core the IPM's mesh drifts run.
 
     With ``cutoff`` (in cells, static) the P3M split. With ``mesh_plan`` (`plan` of these points), its
@@ -268,7 +280,7 @@ def mesh_sum(targets, sources, delta, grid: int, cutoff: float | None = None, me
         origin = jnp.min(cloud, axis=0) - MARGIN * h
     r_cut = None if cutoff is None else cutoff * jnp.max(h)
     size = (2 * grid,) * d
-    first, w = _stencils(sources, origin, h, grid)
+    first, w = stencils(sources, origin, h, grid)
     rho = lax.scatter_add(
         jnp.zeros((grid,) * d, sources.dtype),
         first,
@@ -278,14 +290,14 @@ def mesh_sum(targets, sources, delta, grid: int, cutoff: float | None = None, me
     )
     rho_hat = jnp.fft.rfftn(rho, s=size)
     inside = (slice(0, grid),) * d
-    k_hats = _kernel_transforms(delta, h, grid, d, rho.dtype, r_cut) if mesh_plan is None else mesh_plan.k_hats
+    k_hats = _kernel_transforms(delta, h, grid, d, rho.dtype, r_cut, k) if mesh_plan is None else mesh_plan.k_hats
     field = [jnp.fft.irfftn(rho_hat * k_hat, s=size)[inside].astype(targets.dtype) for k_hat in k_hats]
     if not same:
-        first, w = _stencils(targets, origin, h, grid)
-    out = _interpolate(field, first, w.astype(targets.dtype))
+        first, w = stencils(targets, origin, h, grid)
+    out = interpolate(field, first, w.astype(targets.dtype))
     if cutoff is not None:
         n_cells = int(np.ceil(grid / cutoff)) + 1  # cells of side r_cut span the grid's G h_k <= G r_cut / cutoff
-        out = out + near_sum(targets, sources, delta, origin, r_cut, n_cells, same)
+        out = out + near_sum(targets, sources, delta, origin, r_cut, n_cells, same, k)
     return out, h
 
 
@@ -300,7 +312,7 @@ def _cells(points, origin, size, n_cells: int):
     return order, ids[order]
 
 
-def near_sum(targets, sources, delta, origin, r_cut, n_cells: int, same: bool):
+def near_sum(targets, sources, delta, origin, r_cut, n_cells: int, same: bool, k=None):
     r"""$\sum_{|y_j - x_i| < r_c} \nabla K_\delta(y_j - x_i)\,S(|y_j - x_i|)$, by cells of side $r_c$.
 
     Sources and targets are sorted by cell (last axis fastest), so a *column* of cells (all axes
@@ -357,7 +369,7 @@ def near_sum(targets, sources, delta, origin, r_cut, n_cells: int, same: bool):
                 r2 = dz[0] * dz[0]
                 for z in dz[1:]:
                     r2 = r2 + z * z
-                f = _kernels.radial_factor(r2, delta, d, "blob") * switch(r2, cut2)
+                f = _kernels.radial_factor(r2, delta, d, "blob", k) * switch(r2, cut2)
                 f = jnp.where((s0 + lanes < hi)[None, :], f, 0.0)
                 return acc + jnp.stack([jnp.sum(z * f, axis=1) for z in dz], axis=1)
 
@@ -365,7 +377,7 @@ def near_sum(targets, sources, delta, origin, r_cut, n_cells: int, same: bool):
         return acc
 
     if same:  # each pair once (`_near_symmetric`): half the pairs of the one-sided sum below
-        out = _near_symmetric(src, ids_t_pad, cell_start, starts, ends, offsets, delta, cut2, total, b_size, s_size)
+        out = _near_symmetric(src, ids_t_pad, cell_start, starts, ends, offsets, delta, cut2, total, b_size, s_size, k)
         return jnp.zeros_like(targets).at[order_t].set(out[:t])
     res = lax.map(one_block, jnp.arange(n_blocks))  # [n_blocks, b_size, d]
     slots = starts[:, None] + jnp.arange(b_size)[None, :]
@@ -374,7 +386,7 @@ def near_sum(targets, sources, delta, origin, r_cut, n_cells: int, same: bool):
     return jnp.zeros_like(targets).at[order_t].set(out_sorted)
 
 
-def _near_symmetric(pts, ids_pad, cell_start, starts, ends, offsets, delta, cut2, total, b_size, s_size):
+def _near_symmetric(pts, ids_pad, cell_start, starts, ends, offsets, delta, cut2, total, b_size, s_size, k=None):
     r"""`near_sum` of a cloud on itself with each pair visited once: the sums, sorted order, ``pts``' shape.
 
     The pair force is odd, so a pair's term is added to its target and subtracted from its source.
@@ -415,7 +427,7 @@ def _near_symmetric(pts, ids_pad, cell_start, starts, ends, offsets, delta, cut2
         r2 = dz[0] * dz[0]
         for z in dz[1:]:
             r2 = r2 + z * z
-        f = _kernels.radial_factor(r2, delta, d, "blob") * switch(r2, cut2)
+        f = _kernels.radial_factor(r2, delta, d, "blob", k) * switch(r2, cut2)
         ok = (s0 + lanes < hi[q])[None, :] & ((start + rows) < end)[:, None]  # real sources and targets
         ok = ok & (~own | ((s0 + lanes)[None, :] > (start + rows)[:, None]))  # own column: later points only
         f = jnp.where(ok, f, 0.0)
@@ -441,6 +453,7 @@ def pair_sum(
     kernel: str = "blob",
     cutoff: float | None = None,
     check: bool = True,
+    k=None,
 ):
     r"""$\sum_i \nabla K_\delta(y_j - x_i)$ for every target ``y_j`` on a particle mesh.
 
@@ -461,6 +474,7 @@ def pair_sum(
         ``delta`` that is not finite and positive, and, for PM, a grid whose largest cell exceeds
         `SPACING_LIMIT` times ``delta`` (a cloud too spread for the grid: the sum's error grows with the
         cell, past 100% for far-apart clusters); ``False`` returns the sum anyway.
+      k: ``None``, or the screening rate of the screened kernel (traced; `ksdp.kernels`).
 
     Returns:
       ``[T, d]``.
@@ -491,7 +505,7 @@ def pair_sum(
     grid = check_grid(grid, d, p3m=cutoff is not None, n_particles=sources.shape[0])
     if check:
         check_concrete_inputs({"targets": targets, "sources": sources}, delta)
-    total, h = mesh_sum(targets, sources, delta, grid, cutoff)
+    total, h = mesh_sum(targets, sources, delta, grid, cutoff, k=k)
     if check and cutoff is None:
         refuse_coarse(jnp.max(h) / delta, "cutoff= (P3M) or the direct ksdp.pair_sum")
     return total

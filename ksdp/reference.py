@@ -61,6 +61,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import sparse
 from scipy.integrate import solve_ivp
+from scipy.sparse import linalg as _sparse_linalg
 
 SPHERE = {2: 2 * math.pi, 3: 4 * math.pi}  # omega_d, the area of the unit sphere
 BALL = {2: math.pi, 3: 4 * math.pi / 3}  # volume of the unit ball
@@ -75,8 +76,12 @@ class RadialSolution(NamedTuple):
       mass: ``[S, G + 1]`` enclosed mass fraction, ``mass[:, 0] = 0``, ``mass[:, -1] = 1``.
       d: dimension.
       delta: regularisation length (``None``: unregularised).
-      blowup_time: the time the density at the origin passed ``blowup_density`` (unregularised
-        model), else ``None``.
+      blowup_time: the time the density at the origin passed ``blowup_density``, else ``None``.
+      eps: the chemical's time scale (``0``: the elliptic model).
+      k: the chemical's decay rate (screening length ``1 / k``).
+      chemical: the chemical's start for ``eps > 0`` (``"equilibrium"`` or ``"zero"``), else ``None``.
+      flux: ``[S, G + 1]`` the chemical's outward flux through the sphere of radius ``r`` per unit of
+        mass, ``q = omega_d r^(d-1) c_r / M`` (``eps > 0``; the elliptic model has ``q = -m``), else ``None``.
     """
 
     times: np.ndarray
@@ -85,6 +90,10 @@ class RadialSolution(NamedTuple):
     d: int
     delta: float | None
     blowup_time: float | None
+    eps: float = 0.0
+    k: float = 0.0
+    chemical: str | None = None
+    flux: np.ndarray | None = None
 
     def cdf(self, i: int):
         """The radial CDF ``r -> m(r, times[i])`` (linear in ``r^d`` between nodes: constant density)."""
@@ -122,6 +131,22 @@ def _check(d, chi, mu, mass, times, delta):
     if t.ndim != 1 or t.size == 0 or not np.all(np.isfinite(t)) or np.any(t < 0) or np.any(np.diff(t) <= 0):
         raise ValueError(f"times must be a non-empty, strictly increasing sequence of times >= 0, got {times!r}.")
     return t
+
+
+def _check_chemical(eps, k, chemical):
+    for name, v in (("eps", eps), ("k", k)):
+        number = isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)
+        if not (number and math.isfinite(v) and v >= 0):
+            raise ValueError(f"{name} must be a finite float >= 0, got {v!r}.")
+    if chemical not in CHEMICAL_STARTS:
+        raise ValueError(f"chemical={chemical!r} is not supported; use one of {CHEMICAL_STARTS}.")
+    if eps == 0 and k > 0:
+        raise ValueError(
+            "the radial reference solves the screened model (k > 0) with eps > 0 only; it tends to eps = 0 like "
+            "O(eps), so give a small eps."
+        )
+    if eps == 0 and chemical != "equilibrium":
+        raise ValueError("with eps = 0 the chemical is the elliptic one at once: chemical='zero' needs eps > 0.")
 
 
 def _check_grid(n_grid, r_max, blowup_density, rtol, d):
@@ -302,6 +327,111 @@ def _solve_blob(t, d, chi, mu, mass, delta, n_grid, r_max, rtol):
     return RadialSolution(np.asarray(sol.t), r, m, d, float(delta), None)
 
 
+# --------------------------------------------------------------------------------------------
+# Parabolic--parabolic (eps > 0): the enclosed mass m and the chemical's flux q on a geometric s grid
+# --------------------------------------------------------------------------------------------
+CHEMICAL_STARTS = ("equilibrium", "zero")
+
+
+def _smoothed_mass_matrix(s, delta, d, n_mass):
+    """``A [G + 1, G - 1]`` and ``b [G + 1]``: the blob-smoothed enclosed mass at every node,
+    ``m_delta = A @ m[1:-1] + b``, for a density constant in ``s`` on each cell.
+
+    By Gauss's theorem the enclosed mass of ``eta_delta * rho`` is ``omega_d r^(d-1)`` times the
+    shell field (`shell_field`); cells past ``n_mass`` carry no mass worth smoothing (the law is inside
+    six diffusion lengths) and keep their own mass.
+    """
+    r = s ** (1 / d)
+    per_cell = np.zeros((len(s), len(s) - 1))
+    per_cell[1:, :n_mass] = SPHERE[d] * r[1:, None] ** (d - 1) * _field_matrix_at(r[1:], r[: n_mass + 1], delta, d)
+    step = np.tril(np.ones((len(s), len(s) - 1)), -1)  # unsmoothed: the cells below the node
+    per_cell[:, n_mass:] = step[:, n_mass:]
+    # m_delta = per_cell @ diff(m), diff(m) = D @ m[1:-1] + e_last (m_0 = 0, m_G = 1)
+    a = per_cell[:, :-1] - per_cell[:, 1:]
+    return a, per_cell[:, -1]
+
+
+def _field_matrix_at(r_at, r_cells, delta, d, n_gauss=6):
+    """`_field_matrix` at the radii ``r_at`` for the cells between the radii ``r_cells``."""
+    x, w = np.polynomial.legendre.leggauss(n_gauss)
+    lo, hi = r_cells[:-1], r_cells[1:]
+    a = 0.5 * (hi - lo)[:, None] * x[None, :] + 0.5 * (hi + lo)[:, None]
+    wa = w[None, :] * a ** (d - 1)
+    wa = wa / wa.sum(1, keepdims=True)
+    return np.sum(shell_field(r_at[:, None, None], a[None], delta, d) * wa[None], axis=-1)
+
+
+def _solve_parabolic(t, d, chi, mu, mass, delta, eps, k, start, n_grid, r_max, blowup_density, rtol):
+    s_min = 1e-12 if delta is None else (delta / 20) ** d
+    s = _s_grid(n_grid, r_max**d, s_min)
+    n = len(s) - 1
+    m0 = np.minimum(s, 1.0)
+    (a1, b1, c1), (a2, b2, c2) = _fd_weights(s)
+    lap = d * d * s[1:-1] ** (2 - 2 / d)  # L f = d^2 s^(2 - 2/d) f_ss
+    adv = chi * mass * d / SPHERE[d]
+    tri = lambda a, b, c: sparse.diags([a[1:], b, c[:-1]], [-1, 0, 1], format="csc")
+    lap_tri = tri(lap * a2, lap * b2, lap * c2)  # L on the interior nodes, Dirichlet values apart
+    if delta is None:
+        smooth, smooth_b = sparse.eye(n + 1, n - 1, -1, format="csc"), np.eye(n + 1)[:, -1]
+    else:
+        n_mass = int(np.searchsorted(s, _default_r_max(d, mu, t[-1]) ** d)) + 1
+        smooth, smooth_b = _smoothed_mass_matrix(s, delta, d, min(n_mass, n))
+        smooth = sparse.csc_matrix(smooth)
+    # L applied to a full nodal vector f: interior rows, the neighbours of nodes 1 and n - 1 included
+    lap_full = sparse.diags([lap * a2, lap * b2, lap * c2], [0, 1, 2], shape=(n - 1, n + 1), format="csc")
+    lap_smooth = (lap_full @ smooth).tocsc()  # L m_delta = lap_smooth @ m + lap_full @ smooth_b
+    lap_smooth_b = lap_full @ smooth_b
+    m_delta_edge = float(smooth_b[-1] + (smooth @ m0[1:-1])[-1])  # the smoothed mass inside r_max
+    q_far = -m_delta_edge if (k == 0 and start == "equilibrium") else 0.0
+    k2 = k * k
+    q_edge = np.zeros(n - 1)
+    q_edge[-1] = lap[-1] * c2[-1] * q_far  # the far value's share of L q at node n - 1
+
+    if start == "equilibrium":  # (L - k^2) q = -L m_delta: the elliptic field of the initial law
+        q0 = _sparse_linalg.spsolve(
+            (lap_tri - k2 * sparse.eye(n - 1)).tocsc(), -(lap_smooth @ m0[1:-1] + lap_smooth_b) - q_edge
+        )
+    else:
+        q0 = np.zeros(n - 1)
+
+    def rhs(_, y):
+        m, q = y[: n - 1], y[n - 1 :]
+        full = np.concatenate([[0.0], m, [1.0]])
+        ms = a1 * full[:-2] + b1 * full[1:-1] + c1 * full[2:]
+        mss = a2 * full[:-2] + b2 * full[1:-1] + c2 * full[2:]
+        dm = mu * lap * mss - adv * q * ms
+        dq = (lap_tri @ q + q_edge + lap_smooth @ m + lap_smooth_b - k2 * q) / eps
+        return np.concatenate([dm, dq])
+
+    def jac(_, y):
+        m, q = y[: n - 1], y[n - 1 :]
+        full = np.concatenate([[0.0], m, [1.0]])
+        ms = a1 * full[:-2] + b1 * full[1:-1] + c1 * full[2:]
+        jmm = tri(mu * lap * a2 - adv * q * a1, mu * lap * b2 - adv * q * b1, mu * lap * c2 - adv * q * c1)
+        jmq = sparse.diags(-adv * ms, format="csc")
+        jqq = (lap_tri - k2 * sparse.eye(n - 1)) / eps
+        return sparse.bmat([[jmm, jmq], [lap_smooth / eps, jqq]], format="csc")
+
+    rho_scale = d / SPHERE[d]
+
+    def blowup(_, y):
+        return math.log(max(rho_scale * y[0] / s[1], 1e-300)) - math.log(blowup_density)
+
+    blowup.terminal = True
+    blowup.direction = 1
+    sol = _bdf(rhs, np.concatenate([m0[1:-1], q0]), t, jac, rtol, events=blowup)
+    if sol.status < 0:
+        raise RuntimeError(f"the radial solver failed: {sol.message}")
+    y = np.asarray(sol.y, np.float64).reshape(2 * (n - 1), -1).T
+    ones, zeros = np.ones((len(y), 1)), np.zeros((len(y), 1))
+    m = np.concatenate([zeros, y[:, : n - 1], ones], axis=1)
+    q = np.concatenate([zeros, y[:, n - 1 :], np.full((len(y), 1), q_far)], axis=1)
+    t_blow = float(sol.t_events[0][0]) if sol.t_events[0].size else None
+    return RadialSolution(
+        np.asarray(sol.t), s ** (1 / d), m, d, None if delta is None else float(delta), t_blow, eps, k, start, q
+    )
+
+
 def solve_radial(
     times,
     *,
@@ -310,12 +440,19 @@ def solve_radial(
     mu: float = 1.0,
     mass: float = 16 * math.pi,
     delta: float | None = None,
+    eps: float = 0.0,
+    k: float = 0.0,
+    chemical: str = "equilibrium",
     n_grid: int | None = None,
     r_max: float | None = None,
     blowup_density: float = 1e8,
     rtol: float = 1e-7,
 ) -> RadialSolution:
     """Solves the radial, flow-free model from the uniform law on the unit ball (the paper's).
+
+    With ``eps > 0`` the parabolic--parabolic model (SPEC section 5): the chemical has its own time
+    scale, ``eps c_t = Lap c - k^2 c + M rho``, and the state is the enclosed mass ``m`` and the
+    chemical's flux ``q`` on a grid geometric in ``s = r^d`` (docs/reference.md), both returned.
 
     Args:
       times: increasing snapshot times.
@@ -325,9 +462,15 @@ def solve_radial(
       mass: total mass ``M``.
       delta: ``None`` for the Keller--Segel model itself, or the blob kernel's regularisation length
         (the experiments' kernel; `ksdp.ipm.DEFAULT_DELTA` is the paper's).
+      eps: the chemical's time scale (``0``: the elliptic model, ``c = -K * rho``).
+      k: the chemical's decay rate (``eps > 0`` only).
+      chemical: where the chemical starts for ``eps > 0``: ``"equilibrium"`` (the elliptic field of
+        the initial law, so that ``eps -> 0`` has no initial layer) or ``"zero"``.
       n_grid: grid cells (default 1500 geometric cells in ``s = r^d`` unregularised; cells of
-        ``delta / 5`` for the blob, at least 400).
-      r_max: outer radius (default: 6 diffusion lengths beyond the unit ball at the last time).
+        ``delta / 5`` for the blob, at least 400; with ``eps > 0``, 1500 geometric cells, 600 for the blob,
+        whose smoothing couples every pair of cells).
+      r_max: outer radius (default: 6 diffusion lengths beyond the unit ball at the last time, the
+        chemical's ``sqrt(t / eps)`` among them).
       blowup_density: the unregularised run stops when the density at the origin passes this
         (the initial one is ``1 / |B_1|``); the time is `RadialSolution.blowup_time`, and only the
         snapshots before it are returned.
@@ -338,6 +481,12 @@ def solve_radial(
     """
     t = _check(d, chi, mu, mass, times, delta)
     _check_grid(n_grid, r_max, blowup_density, rtol, d)
+    _check_chemical(eps, k, chemical)
+    if eps > 0:
+        reach = max(mu, 1.0 / eps)  # the chemical diffuses with 1 / eps
+        r_max = float(r_max or _default_r_max(d, reach, t[-1]) + (10.0 / k if k > 0 else 0.0))
+        n_grid = int(n_grid or (1500 if delta is None else 600))
+        return _solve_parabolic(t, d, chi, mu, mass, delta, eps, k, chemical, n_grid, r_max, blowup_density, rtol)
     r_max = float(r_max or _default_r_max(d, mu, t[-1]))
     if delta is None:
         return _solve_unregularised(t, d, chi, mu, mass, int(n_grid or 1500), r_max, blowup_density, rtol)
@@ -351,6 +500,8 @@ def blowup_time(
     chi: float = 1.0,
     mu: float = 1.0,
     mass: float = 16 * math.pi,
+    eps: float = 0.0,
+    k: float = 0.0,
     t_max: float = 1.0,
     n_grid: int = 1500,
     blowup_density: float = 1e8,
@@ -361,5 +512,7 @@ def blowup_time(
     uniform core the density grows like ``rho_0 / (1 - chi M rho_0 t)``, so the time at density
     ``1e8`` is within ``1e-8`` relative of the blow-up time itself.
     """
-    sol = solve_radial((t_max,), d=d, chi=chi, mu=mu, mass=mass, n_grid=n_grid, blowup_density=blowup_density)
+    sol = solve_radial(
+        (t_max,), d=d, chi=chi, mu=mu, mass=mass, eps=eps, k=k, n_grid=n_grid, blowup_density=blowup_density
+    )
     return sol.blowup_time

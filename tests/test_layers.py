@@ -20,7 +20,7 @@ LAYERS = [
     {"ksdp.provenance"},  # the manifest of every output (reads the version)
     {"ksdp.kernels", "ksdp.flows", "ksdp.initial", "ksdp.assignment", "ksdp.plot"},
     {"ksdp.particle_mesh"},
-    {"ksdp.drifts"},
+    {"ksdp.drifts", "ksdp.chemical"},  # the chemotactic drift: the elliptic sum, the parabolic field
     {"ksdp.ipm"},
     {"ksdp.data", "ksdp.transport", "ksdp.reference"},
     {"ksdp.wasserstein"},
