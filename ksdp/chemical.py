@@ -57,7 +57,11 @@ from ksdp import particle_mesh as _pm
 STARTS = ("equilibrium", "zero")
 DEFAULT_GRID = {2: 512, 3: 128}
 REACH = 2.63  # diffusion lengths sqrt(t / eps) to the box's edge: exp(-(2 REACH)^2 / 4) < 1e-3 across the gap
-SPACING_LIMIT = 1.0  # the field grid's cell / delta that a checked run accepts (as the particle mesh's)
+# the field grid's largest cell / delta that a checked run accepts. The lag w is smooth (its transform falls
+# like |xi|^-4 times the density's change), so cells of several delta carry it: at J = 2000, t = 0.05, cells
+# of 4.1 delta moved the particles by 0.2% of the lag's own effect at eps = 0.01, cells of 2.1 and 1.5 delta by
+# 0.1% at eps = 0.1 and 1, the error falling like h^2.5 (`python -m benchmarks.chemical --only accuracy`)
+SPACING_LIMIT = 4.0
 EDGE = 1.5  # the box's half-width in units of the initial cloud's half-extent (twice a ball's rms radius 0.71)
 
 

@@ -12,7 +12,7 @@ import pytest
 from benchmarks import __main__ as suite
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ALONE = suite.SCRIPTS + ("ablations", "assignment")  # scripts that write <name>-<device>-<date>.json
+ALONE = suite.SCRIPTS + ("ablations", "assignment", "chemical")  # scripts that write <name>-<device>-<date>.json
 COMBINED = sorted(
     p
     for p in glob.glob(os.path.join(ROOT, "benchmarks", "results", "*.json"))

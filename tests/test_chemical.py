@@ -128,7 +128,7 @@ def test_a_batch_over_eps_is_each_run_alone():
         (dict(params=ksdp.Params(eps=0.1), chemical="hot"), "chemical="),
         (dict(params=ksdp.Params(), chemical="zero"), "needs params.eps > 0"),
         (dict(params=ksdp.Params(eps=0.1), field_grid=4), "field_grid"),
-        (dict(params=ksdp.Params(eps=1e-4)), "field grid of 512"),
+        (dict(params=ksdp.Params(eps=1e-5)), "field grid of 512"),
         (dict(params=ksdp.Params(eps=0.1), kernel="paper"), "kernel='blob'"),
         (dict(params=ksdp.Params(k=1.0), kernel="paper"), "screened kernel"),
     ],

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
+import ksdp
 from ksdp import training as T
 from ksdp.experiments import ipm_data, run
-from ksdp.experiments.specs import EXPERIMENTS, SCALES
+from ksdp.experiments.specs import EXPERIMENTS, PAPER, SCALES
 
 CASES = [(e, s) for e in EXPERIMENTS for s in SCALES]
 
@@ -130,3 +131,21 @@ def test_importing_the_experiments_leaves_the_plotting_backend_alone():
     )
     run_ = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run_.returncode == 0, run_.stderr[-2000:]
+
+
+def test_the_default_run_is_the_papers_five():
+    # python -m ksdp.experiments runs the paper's experiments; ks2d-eps (SPEC section 5) runs by name
+    assert set(EXPERIMENTS) - set(PAPER) == {"ks2d-eps"} and len(PAPER) == 5
+
+
+@pytest.mark.parametrize("scale", list(SCALES))
+def test_eps_experiment_is_posed_before_its_blowup_and_on_its_field_grid(scale):
+    exp = EXPERIMENTS["ks2d-eps"]
+    train, held, extra = exp.values(scale)
+    values = np.concatenate([train, held, extra])
+    assert exp.log_eta and exp.flow == "none" and np.all(values > 0)
+    # the smallest eps blows up first (SPEC section 5: 0.097 at eps = 0.01); its time is well before
+    assert exp.fixed < 0.75 * 0.097 and min(values) >= 0.01
+    # every value's field grid holds the chemical's reach in cells the checked run accepts
+    cells = [ksdp.chemical.cell_ratio(1.0, float(e), 1.0, ipm_data.DELTA, exp.fixed, 512, 2) for e in values]
+    assert max(cells) <= ksdp.chemical.SPACING_LIMIT

@@ -11,12 +11,15 @@ import jax
 
 from ksdp import storage
 from ksdp.experiments import ipm_data, report, run
-from ksdp.experiments.specs import EXPERIMENTS, SCALES
+from ksdp.experiments.specs import EXPERIMENTS, PAPER, SCALES
 from ksdp.generator import load_generator
 
 EPILOG = (
     "experiments:\n"
-    + "\n".join(f"  {e.name:<24} Sec. {e.section}: {e.summary}" for e in EXPERIMENTS.values())
+    + "\n".join(
+        f"  {e.name:<24} {'Sec. ' if e.section[0].isdigit() else ''}{e.section}: {e.summary}"
+        for e in EXPERIMENTS.values()
+    )
     + """
 
 scales:
@@ -70,7 +73,9 @@ def main(argv=None):
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("experiments", nargs="*", metavar="EXPERIMENT", help="names (default: all five)")
+    ap.add_argument(
+        "experiments", nargs="*", metavar="EXPERIMENT", help="names (default: the paper's five; ks2d-eps by name)"
+    )
     ap.add_argument("--scale", choices=tuple(SCALES), default="quick")
     ap.add_argument("--out", default="ksdp-runs", help="output folder (default: ksdp-runs)")
     ap.add_argument("--seed", type=int, default=0)
@@ -110,7 +115,10 @@ def main(argv=None):
     unknown = [e for e in args.experiments if e not in EXPERIMENTS]
     if unknown:
         ap.error(f"unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
-    names = args.experiments or list(EXPERIMENTS)
+    names = args.experiments or list(PAPER)
+    if args.report_only and not args.experiments:  # the report shows every experiment run in OUT
+        done = lambda n: os.path.exists(os.path.join(args.out, args.scale, n, "metrics.json"))
+        names += [n for n in EXPERIMENTS if n not in PAPER and done(n)]
     if args.particles is not None:
         worst = max(names, key=lambda n: ipm_data.least_particles(EXPERIMENTS[n], args.scale))
         exp = EXPERIMENTS[worst]

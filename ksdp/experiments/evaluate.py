@@ -59,11 +59,30 @@ def initial_law_check(exp: Experiment, gen, pooled, mcfg, params, key) -> dict:
     return out
 
 
+class RadialByValue(NamedTuple):
+    """The radial reference at every value of a flow-free eps experiment, read like one `RadialSolution`
+    over ``times`` (which hold the eps values here)."""
+
+    times: np.ndarray
+    solutions: tuple
+
+    def cdf(self, i: int):
+        return self.solutions[i].cdf(0)
+
+    def second_moment(self) -> np.ndarray:
+        return np.array([s.second_moment()[0] for s in self.solutions])
+
+
 def radial_reference(exp: Experiment, values):
-    """The blob mean field (``ksdp.reference``) at every time of a flow-free time experiment, else None."""
-    if exp.flow != "none" or exp.eta != "time":
+    """The blob mean field (``ksdp.reference``) at every value of a flow-free experiment (the times of a time
+    experiment; the eps values of an eps experiment, at its time), else None."""
+    if exp.flow != "none" or exp.eta not in ("time", "eps"):
         return None
-    return reference.solve_radial(np.asarray(values, np.float64), d=exp.d, delta=DELTA)
+    values = np.asarray(values, np.float64)
+    if exp.eta == "eps":
+        sols = tuple(reference.solve_radial((exp.fixed,), d=exp.d, delta=DELTA, eps=float(e)) for e in values)
+        return RadialByValue(values, sols)
+    return reference.solve_radial(values, d=exp.d, delta=DELTA)
 
 
 def loss_floor(key, targets, n: int, repeats: int = FLOOR_REPEATS) -> metrics_.Estimate:
@@ -300,7 +319,7 @@ def m2_run_sd(exp: Experiment, scale: str, values, parts, targets, n_runs, ref_r
             runs += [metrics_.moments(x)["m2"] for x in train_runs[train_v.index(float(v))]]
         out[float(v)] = (metrics_.run_spread(runs)["sd"], len(runs))
     if n_runs is not None:
-        coord = np.log10 if exp.eta == "amplitude" else (lambda a: np.asarray(a, np.float64))
+        coord = np.log10 if exp.log_eta else (lambda a: np.asarray(a, np.float64))
         tx = coord(np.asarray(train_v))
         t_var = np.asarray([out[v][0] ** 2 for v in train_v])
         dof_nb = n_runs + parts.shape[0] + (0 if ref_runs is None else len(ref_runs)) - 1

@@ -179,7 +179,8 @@ def _simulate(exp: Experiment, settings: dict, key, values, names, path: str, lo
         params = ipm.Params(delta=DELTA, flow=np.full(replicas, exp.fixed))
         ds = data.make_dataset(key, params, values, chunk=1, **common)  # [R, S, J, d]
     else:
-        params = ipm.Params(delta=DELTA, flow=np.tile(values, replicas))
+        swept = np.tile(values, replicas)
+        params = ipm.Params(delta=DELTA, eps=swept) if exp.eta == "eps" else ipm.Params(delta=DELTA, flow=swept)
         ds = data.make_dataset(key, params, (exp.fixed,), chunk=len(values), **common)  # [R * P, 1, J, d]
     data.save_dataset(path, ds)
     shutil.rmtree(parts, ignore_errors=True)

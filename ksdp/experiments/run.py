@@ -47,7 +47,7 @@ def configs(exp: Experiment, scale: str):
         train_v,
         width=sc.width,
         depth=sc.depth,
-        eta_log=exp.eta == "amplitude",
+        eta_log=exp.log_eta,
         tail_feature=exp.tail_feature,
         identity_at=exp.identity_at,
     )
@@ -232,7 +232,7 @@ def _scale_with(exp: Experiment, scale: str, n_particles: int | None) -> Scale:
 def make_figures(exp, folder, values, parts, mcfg, res, metrics, sc, radial):
     key = jax.random.key(123)
     n_show = min(20 * sc.n_particles, 200_000)
-    label = "t" if exp.eta == "time" else "A"
+    label = exp.symbol
     train_v, _, extra_v = exp.values(metrics["settings"]["scale"])
     # projections at a few values, including the extrapolated one; the reference pools the 3 IPM runs
     pick = [values[0], values[len(values) // 2], float(np.max(train_v))] + [float(v) for v in extra_v]
@@ -252,14 +252,18 @@ def make_figures(exp, folder, values, parts, mcfg, res, metrics, sc, radial):
     dense, m2_dp = metrics["m2_curve"]["eta"], metrics["m2_curve"]["m2_dp"]
     rows = metrics["rows"]
     curves = []
-    if radial is not None:
+    if radial is not None and exp.eta == "eps":
+        ee = np.geomspace(float(values.min()), float(values.max()), 7)
+        curve = [reference.solve_radial((exp.fixed,), d=exp.d, delta=DELTA, eps=e).second_moment()[0] for e in ee]
+        curves.append((ee, np.asarray(curve), rf"mean field, blob $\delta^2$ = {DELTA**2:.0e}"))
+    elif radial is not None:
         tt = np.linspace(0.0, float(values.max()), 81)
         blob = reference.solve_radial(tt, d=exp.d, delta=DELTA)
         curves.append((tt, blob.second_moment(), rf"mean field, blob $\delta^2$ = {DELTA**2:.0e}"))
         exact = reference.solve_radial(tt, d=exp.d)  # stops at the blow-up, if it comes in the range
         curves.append((exact.times, exact.second_moment(), "Keller-Segel (unregularised)"))
     marks = [(float(v), "extrapolated") for v in extra_v]
-    if radial is not None and exact.blowup_time is not None:
+    if radial is not None and exp.eta == "time" and exact.blowup_time is not None:
         marks.append((exact.blowup_time, f"blow-up $T^*$ = {exact.blowup_time:.4f}"))
     fig = plot.second_moment(
         [r["eta"] for r in rows],
@@ -270,7 +274,7 @@ def make_figures(exp, folder, values, parts, mcfg, res, metrics, sc, radial):
         label,
         f"{exp.name}: second moment",
         curves=curves,
-        logx=exp.eta == "amplitude",
+        logx=exp.log_eta,
         marks=marks,
         n_runs=rows[0].get("m2_ipm_runs", len(REPLICAS)),
     )

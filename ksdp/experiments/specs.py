@@ -1,7 +1,9 @@
-"""The paper's five experiments (Section 4, ``SPEC.md`` section 4) at three scales.
+"""The paper's five experiments (Section 4, ``SPEC.md`` section 4) and the parabolic--parabolic one
+(``ks2d-eps``, SPEC section 5) at three scales.
 
 Each experiment learns the dependence on one physical parameter ``eta``: the time ``t`` (at a fixed
-flow amplitude) or the flow amplitude ``A`` (at a fixed time, fed to the network as ``log10 A``).
+flow amplitude), the flow amplitude ``A`` (at a fixed time, fed to the network as ``log10 A``) or the
+chemical's time scale ``eps`` (at a fixed time, fed as ``log10 eps``).
 Values are split into training values, held-out values strictly between two neighbouring training
 values, and one extrapolated value outside the training range (``tests/test_specs.py`` checks every
 experiment at every scale). All times are whole multiples of ``dt``.
@@ -152,8 +154,8 @@ class Experiment:
     summary: str
     d: int
     flow: str
-    eta: str  # "time" or "amplitude"
-    fixed: float  # the amplitude of a time experiment, the time of an amplitude experiment
+    eta: str  # "time", "amplitude" or "eps"
+    fixed: float  # the amplitude of a time experiment, the time of an amplitude or eps experiment
     grids: dict = field(default_factory=dict)  # scale -> (train, held_out, extrapolated)
     pool_runs: dict = field(default_factory=dict)  # scale -> runs of the training pool, instead of Scale.pool_runs
     reference_runs: dict = field(default_factory=dict)  # scale -> m2 reference runs, instead of Scale.reference_runs
@@ -172,6 +174,16 @@ class Experiment:
     # value by construction, x + (|eta - a| / scale) MLP(x, eta), where the law is the source itself (a
     # time experiment at t = 0, the initial law being the source's)
     identity_at: float | None = None
+
+    @property
+    def log_eta(self) -> bool:
+        """Whether the network sees ``log10 eta`` (the amplitude and eps experiments) rather than ``eta``."""
+        return self.eta in ("amplitude", "eps")
+
+    @property
+    def symbol(self) -> str:
+        """The parameter's symbol in labels: ``t``, ``A`` or ``eps``."""
+        return {"time": "t", "amplitude": "A", "eps": "eps"}[self.eta]
 
     def radial_weight_at(self, scale: str) -> float:
         """The radial term's weight at ``scale`` (`TrainConfig.radial_weight`; 0: off)."""
@@ -202,6 +214,13 @@ _AMP_GRIDS = {
     "smoke": ([1.0, 10.0, 100.0], [3.1623], [150.0]),
     "quick": (_amplitudes(np.arange(0, 2 + 1e-9, 0.4)), _amplitudes([0.6, 1.4]), [150.0]),
     "paper": (_amplitudes(np.arange(0, 2 + 1e-9, 0.2)), _amplitudes([0.5, 1.3, 1.7]), [150.0]),
+}
+
+# the parabolic-parabolic experiment: eps on a log grid over [0.01, 1], held out at midpoints in log10 eps
+_EPS_GRIDS = {
+    "smoke": ([0.01, 0.1, 1.0], [0.0316], [2.0]),
+    "quick": (_amplitudes(np.arange(-2, 1e-9, 0.4)), _amplitudes([-1.4, -0.6]), [2.0]),
+    "paper": (_amplitudes(np.arange(-2, 1e-9, 0.2)), _amplitudes([-1.5, -0.7, -0.3]), [2.0]),
 }
 
 EXPERIMENTS = {
@@ -310,5 +329,21 @@ EXPERIMENTS = {
             n_samples={"quick": 2000},
             radial_weight={"quick": 4.0},
         ),
+        Experiment(
+            "ks2d-eps",
+            "SPEC 5",
+            "2D, no flow, the parabolic-parabolic system at t = 0.05: the chemical's lag, eta = log10 eps",
+            d=2,
+            flow="none",
+            eta="eps",
+            fixed=0.05,
+            grids=_EPS_GRIDS,
+            # like ks2d-time, the radial KS check against the (parabolic) radial reference, and the same
+            # reasons for the paper scale's pool of runs
+            pool_runs={"paper": 40},
+            reference_runs={"paper": 10},
+        ),
     ]
 }
+# the paper's experiments: what `python -m ksdp.experiments` runs by default (ks2d-eps by name)
+PAPER = ("ks2d-time", "laminar2d-amplitude", "laminar2d-time", "laminar3d-amplitude", "kolmogorov3d-amplitude")
