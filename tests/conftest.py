@@ -6,6 +6,14 @@ import pytest
 # Keep XLA to the two cores of the CI machine and make test output deterministic.
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
 
+# Compilation dominates the suite's time, and the same programs compile in both xdist workers, again in
+# each module after `_release_compiled_programs`, and in the subprocesses of the docs and multi-device
+# tests: JAX's persistent cache (set through the environment, so the subprocesses share it) compiles each
+# once per run. It lives in the ignored ksdp-runs/ folder; a fresh clone starts it empty.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, "ksdp-runs", "jax-test-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+
 # tests/multidevice needs several devices, which only a fresh interpreter can have: it runs from
 # tests/test_parallel.py (KSDP_MULTIDEVICE=1 with forced CPU devices), never in the main session.
 collect_ignore = [] if os.environ.get("KSDP_MULTIDEVICE") else ["multidevice"]

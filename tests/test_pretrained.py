@@ -18,8 +18,11 @@ NAMES = ksdp.pretrained()
 
 def ipm_run(exp, v, key):
     """One IPM run of J particles of ``exp`` at the parameter value ``v`` (the experiments' settings)."""
-    time, amplitude = (v, exp.fixed) if exp.eta == "time" else (exp.fixed, v)
-    params = ksdp.Params(delta=DELTA, flow=amplitude)
+    if exp.eta == "eps":  # the parabolic-parabolic experiment: eps at the experiment's time
+        time, params = exp.fixed, ksdp.Params(delta=DELTA, eps=v)
+    else:
+        time, amplitude = (v, exp.fixed) if exp.eta == "time" else (exp.fixed, v)
+        params = ksdp.Params(delta=DELTA, flow=amplitude)
     traj = ksdp.simulate(key, params, times=(time,), n_particles=J, d=exp.d, kernel=KERNEL, flow=exp.flow, dt=DT)
     return np.asarray(traj.particles[-1])
 
