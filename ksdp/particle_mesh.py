@@ -200,16 +200,16 @@ def _kernel_transforms(delta, h, grid: int, d: int, dtype, cutoff=None, k=None):
     size = 2 * grid
     m = np.fft.fftfreq(size, 1.0 / size)
     m = np.where(np.abs(m) >= grid, 0.0, m)  # offsets of |m| >= G never occur between two nodes
-    axes = jnp.meshgrid(*(jnp.asarray(m, dtype) * h[k] for k in range(d)), indexing="ij")
+    axes = jnp.meshgrid(*(jnp.asarray(m, dtype) * h[i] for i in range(d)), indexing="ij")
     r2 = sum(z * z for z in axes)
-    phi = _kernels.radial_factor(r2, delta, d, "blob", k)
+    phi = _kernels.radial_factor(r2, delta, d, "blob", k)  # k: the screening rate (None: unscreened)
     if cutoff is not None:
         phi = phi * (1.0 - switch(r2, cutoff * cutoff))
     prefilter = 1.0
-    for k in range(d):
-        f = np.fft.rfftfreq(size) if k == d - 1 else np.fft.fftfreq(size)
+    for axis in range(d):
+        f = np.fft.rfftfreq(size) if axis == d - 1 else np.fft.fftfreq(size)
         shape = [1] * d
-        shape[k] = -1
+        shape[axis] = -1
         prefilter = prefilter * (np.sinc(f) ** 6).reshape(shape)  # TSC transform squared (assign + read)
     prefilter = jnp.asarray(prefilter, dtype)
     return [jnp.fft.rfftn(z * phi) / prefilter for z in axes]
@@ -362,8 +362,8 @@ def near_sum(targets, sources, delta, origin, r_cut, n_cells: int, same: bool, k
         acc = jnp.zeros((b_size, d), targets.dtype)
         for r in range(len(offsets)):  # a loop per range: no chunk is read past its range's end
 
-            def chunk(k, acc, lo=lo[r], hi=hi[r]):
-                s0 = lo + k * s_size
+            def chunk(j, acc, lo=lo[r], hi=hi[r]):
+                s0 = lo + j * s_size
                 x = lax.dynamic_slice_in_dim(src, s0, s_size)
                 dz = [y[:, None, i] - x[None, :, i] for i in range(d)]
                 r2 = dz[0] * dz[0]
