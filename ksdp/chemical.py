@@ -51,8 +51,10 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from ksdp import drifts as _drifts
 from ksdp import kernels as _kernels
 from ksdp import particle_mesh as _pm
+from ksdp._checks import is_concrete
 
 STARTS = ("equilibrium", "zero")
 DEFAULT_GRID = {2: 512, 3: 128}
@@ -181,3 +183,48 @@ def field_params_ok(eps, k) -> None:
         a = np.asarray(value, dtype=np.float64)
         if not np.all(np.isfinite(a)) or np.any(a < 0):
             raise ValueError(f"params.{name} must be finite and >= 0, got {value!r}.")
+
+
+def resolve(params, x0, d, kernel, chemical, field_grid, t_end, sharded):
+    """``(screened, field)``: whether the kernel is screened (``params.k`` not concretely 0) and the
+    field's static ``(grid, start)`` (``None`` where ``params.eps`` is concretely 0: the elliptic model)."""
+    check_start(chemical)
+    field_grid = check_grid(field_grid, d)
+    screened = _drifts.screening(params.k) is not None
+    if screened:
+        _kernels.check_screened(kernel)
+        if sharded:
+            raise ValueError(
+                "params.k > 0 cannot split the particles across devices (mesh= on simulate); use sweep(..., mesh=)."
+            )
+    eps_zero = is_concrete(params.eps) and not np.any(np.asarray(params.eps))
+    if eps_zero:
+        if chemical != "equilibrium":
+            raise ValueError("chemical='zero' needs params.eps > 0: with eps = 0 the chemical is elliptic at once.")
+        return screened, None
+    if kernel != "blob":
+        raise ValueError(f"the parabolic-parabolic model (params.eps > 0) runs with kernel='blob', got {kernel!r}.")
+    if sharded:
+        raise ValueError(
+            "params.eps > 0 cannot split the particles across devices (mesh= on simulate); use sweep(..., mesh=) "
+            "to split parameter sets."
+        )
+    if is_concrete((params.eps, params.delta, params.mu)) and (x0 is None or is_concrete(x0)):
+        eps = np.asarray(params.eps, np.float64)
+        if chemical == "zero" and np.any(eps == 0):
+            raise ValueError("chemical='zero' needs params.eps > 0 in every set: at eps = 0 the chemical is elliptic.")
+        extent = 1.0 if x0 is None else float(np.max(np.ptp(np.asarray(x0), axis=-2)) / 2)
+        eps, delta, mu = np.broadcast_arrays(eps, *(np.asarray(p, np.float64) for p in (params.delta, params.mu)))
+        cells = [
+            cell_ratio(extent, e, m, dl, t_end, field_grid, d)
+            for e, m, dl in zip(eps.ravel(), mu.ravel(), delta.ravel(), strict=True)
+        ]
+        if max(cells) > SPACING_LIMIT:
+            worst = int(np.argmax(cells))
+            raise ValueError(
+                f"the chemical's field grid of {field_grid}^{d} nodes would have cells of {max(cells):.3g} delta at "
+                f"eps = {eps.ravel()[worst]:g} (the limit is {SPACING_LIMIT:g}): its box must hold the "
+                f"chemical's reach sqrt(t / eps) = {np.sqrt(t_end / eps.ravel()[worst]):.3g} past the cloud. Pass a "
+                f"larger field_grid (about {int(np.ceil(field_grid * max(cells)))}), a shorter run, or a larger eps."
+            )
+    return screened, (field_grid, chemical)

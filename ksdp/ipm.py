@@ -18,7 +18,6 @@ each step beside the particles (`ksdp.chemical`); ``k > 0`` screens the kernel (
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any, NamedTuple
 
@@ -29,6 +28,7 @@ from jax.sharding import PartitionSpec as P
 
 from ksdp import chemical as _chemical
 from ksdp import drifts as _drifts
+from ksdp import euler as _euler
 from ksdp import flows as _flows
 from ksdp import kernels as _kernels
 from ksdp import parallel as _parallel
@@ -102,7 +102,7 @@ class NonFiniteError(FloatingPointError):
     `ksdp.particle_mesh.SPACING_LIMIT`); the message names the step or the spacing and the remedy."""
 
 
-HEALTH_LIMIT = 1.0  # one Euler step may move a particle at most delta by the interaction alone
+HEALTH_LIMIT = _euler.HEALTH_LIMIT  # one Euler step may move a particle at most delta by the interaction alone
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,164 +173,6 @@ def _check_x0(x0, d: int):
     return x0
 
 
-# --------------------------------------------------------------------------------------------
-# The Euler--Maruyama scan
-# --------------------------------------------------------------------------------------------
-_STATIC = (
-    "n_particles",
-    "d",
-    "kernel",
-    "flow",
-    "dt",
-    "n_snapshots",
-    "tile",
-    "drift",
-    "grid",
-    "progress",
-    "screened",
-    "field",
-)
-# the bar an opt-in progress report updates from inside the compiled scan (`simulate`'s ``progress``)
-_BAR = {"bar": None}
-
-
-def _tick(n):
-    bar = _BAR["bar"]
-    if bar is not None:
-        n = int(np.max(np.asarray(n)))  # under vmap or on several devices: the step all have reached
-        bar.update(max(0, n - bar.n))
-
-
-def _integrate(x, save_at, drift, noise, noise_scale, dt, n_snapshots, delta, aux=(), progress: int = 0, spacing0=None):
-    """The Euler--Maruyama scan from ``x``: ``x += dt * (chem + adv) + noise_scale * noise(n)`` at step
-    ``n``, with ``(chem, adv, grid spacing, aux) = drift(x, aux)``; ``aux`` is carried from step to
-    step (the mesh drifts' `ksdp.particle_mesh.Plan`; ``()`` for the direct one).
-
-    Returns ``(snapshots [S, *x.shape], first non-finite step or -1, health, first unstable step or
-    -1, largest grid spacing)`` (`Trajectory`; ``health`` over this device's particles; the spacing is the
-    elementwise largest of what ``drift`` returns, of the shape of ``spacing0``, default a scalar). `_run` and
-    the particle-sharded run of `ksdp.parallel` differ only in ``drift`` and ``noise``. ``progress > 0``
-    (static) reports the step to the host every ``progress`` steps (`_tick`); 0 compiles no report.
-    """
-    buf = jnp.zeros((n_snapshots,) + x.shape, x.dtype)
-    buf = jax.lax.cond(save_at[0] >= 0, lambda b: b.at[save_at[0]].set(x), lambda b: b, buf)
-
-    def step(carry, inp):
-        x, buf, bad, health, unstable, spacing, aux = carry
-        n, slot = inp
-        chem, adv, s, aux = drift(x, aux)
-        spacing = jnp.maximum(spacing, s)
-        h = dt * jnp.sqrt(jnp.max(jnp.sum(chem * chem, axis=-1))) / delta
-        health = jnp.maximum(health, h)
-        unstable = jnp.where((unstable < 0) & ~(h <= HEALTH_LIMIT), n, unstable)  # NaN h counts as unstable
-        x = x + dt * (chem + adv) + noise_scale * noise(n)
-        bad = jnp.where((bad < 0) & ~jnp.all(jnp.isfinite(x)), n, bad)
-        buf = jax.lax.cond(slot >= 0, lambda b: b.at[slot].set(x), lambda b: b, buf)
-        if progress:
-            jax.lax.cond(n % progress == 0, lambda: jax.debug.callback(_tick, n), lambda: None)
-        return (x, buf, bad, health, unstable, spacing, aux), None
-
-    steps = jnp.arange(1, save_at.shape[0], dtype=jnp.int32)
-    spacing0 = jnp.zeros((), x.dtype) if spacing0 is None else spacing0
-    init = (x, buf, jnp.int32(-1), jnp.zeros((), x.dtype), jnp.int32(-1), spacing0, aux)
-    (x, buf, bad, health, unstable, spacing, _), _ = jax.lax.scan(step, init, (steps, save_at[1:]))
-    return buf, bad, health, unstable, spacing
-
-
-def _run(
-    key,
-    params,
-    x0,
-    save_at,
-    *,
-    n_particles,
-    d,
-    kernel,
-    flow,
-    dt,
-    n_snapshots,
-    tile,
-    drift,
-    grid,
-    progress=0,
-    screened=False,
-    field=None,
-):
-    init_key, noise_key = jax.random.split(key)
-    x = uniform_ball(init_key, n_particles, d) if x0 is None else x0
-    mesh = drift in ("pm", "p3m")
-    k = params.k if screened else None
-    cutoff = _drifts.mesh_cutoff(drift)
-    if field is None:
-        elliptic = True
-    else:  # (field grid, start): the chemical's lag w on its own grid (ksdp.chemical)
-        field_grid, start = field
-        elliptic = start == "equilibrium"  # c = c_e + w; the zero start has c = w alone
-        v = _flows.resolve_flow(flow, d)
-
-    def parts(y, aux):
-        mesh_plan, state = aux if field is not None else (aux, None)
-        if elliptic:
-            if mesh:  # the mesh follows the cloud; its kernel transforms are kept while its cells are
-                mesh_plan = _pm.plan(y, params.delta, grid, cutoff, mesh_plan, k=k)
-            chem, adv, s = _drifts.velocity_parts(
-                y, params, kernel=kernel, flow=flow, tile=tile, drift=drift, grid=grid, mesh_plan=mesh_plan, k=k
-            )
-        else:
-            chem = jnp.zeros_like(y)
-            adv = jax.vmap(v, in_axes=(0, None))(y, params.flow).astype(y.dtype)
-            s = jnp.zeros((), y.dtype)
-        if field is None:
-            return chem, adv, s, mesh_plan
-        lag, state, reach = _chemical.step(y, state, params, grid=field_grid, dt=dt, start=start)
-        return chem + lag, adv, jnp.stack([s, reach]), (mesh_plan, state)
-
-    mesh_plan = _pm.plan(x, params.delta, grid, cutoff, k=k) if (mesh and elliptic) else ()
-    if field is not None:
-        t_end = (save_at.shape[0] - 1) * dt
-        aux = (mesh_plan, _chemical.init(x, params, field_grid, t_end, start))
-        spacing0 = jnp.zeros((2,), x.dtype)
-    else:
-        aux, spacing0 = mesh_plan, None
-    buf, bad, health, unstable, spacing = _integrate(
-        x,
-        save_at,
-        parts,
-        lambda n: jax.random.normal(jax.random.fold_in(noise_key, n), x.shape, x.dtype),
-        jnp.sqrt(2.0 * params.mu * dt).astype(x.dtype),
-        dt,
-        n_snapshots,
-        params.delta,
-        aux,
-        progress,
-        spacing0,
-    )
-    if field is None:
-        return buf, bad, health, unstable, spacing
-    return buf, bad, health, unstable, spacing[0], spacing[1]
-
-
-_run_jit = jax.jit(_run, static_argnames=_STATIC)
-
-
-def _run_batched(keys, params, x0, save_at, **static):
-    """`_run` over a leading batch of parameter sets (and of initial states, if ``x0`` is ``[P, J, d]``).
-
-    A batch of one set runs the unbatched program with a unit axis added: XLA on a CPU compiled the
-    ``vmap`` of a single set into a program several times slower than the unbatched one (or than a batch
-    of two), and the result is the same run (`simulate` of that set), bit for bit.
-    """
-    x_axis = None if x0 is None or x0.ndim == 2 else 0
-    if keys.shape[0] == 1:
-        x = x0 if x_axis is None else x0[0]
-        out = _run(keys[0], jax.tree_util.tree_map(lambda a: a[0], params), x, save_at, **static)
-        return jax.tree_util.tree_map(lambda a: a[None], out)
-    return jax.vmap(lambda k, p, x: _run(k, p, x, save_at, **static), in_axes=(0, 0, x_axis))(keys, params, x0)
-
-
-_run_batched_jit = jax.jit(_run_batched, static_argnames=_STATIC)
-
-
 def _check_user_flow(flow, params, d: int, batched: bool) -> None:
     """A user flow maps one position ``[d]`` (and ``params.flow``) to one velocity ``[d]``."""
     x = jax.ShapeDtypeStruct((d,), jnp.float32)
@@ -386,7 +228,7 @@ def _prepare(
         _check_user_flow(flow, params, d, batched)
     save_at = np.full(int(steps[-1]) + 1, -1, np.int32)
     save_at[steps] = np.arange(len(steps), dtype=np.int32)
-    screened, field = _resolve_chemical(params, x0, d, kernel, chemical, field_grid, float(steps[-1] * dt), sharded)
+    screened, field = _chemical.resolve(params, x0, d, kernel, chemical, field_grid, float(steps[-1] * dt), sharded)
     static = dict(
         n_particles=int(n_particles),
         d=d,
@@ -401,51 +243,6 @@ def _prepare(
         field=field,
     )
     return t, jnp.asarray(save_at), x0, static
-
-
-def _resolve_chemical(params, x0, d, kernel, chemical, field_grid, t_end, sharded):
-    """``(screened, field)``: whether the kernel is screened (``params.k`` not concretely 0) and the
-    field's static ``(grid, start)`` (``None`` where ``params.eps`` is concretely 0: the elliptic model)."""
-    _chemical.check_start(chemical)
-    field_grid = _chemical.check_grid(field_grid, d)
-    screened = _drifts.screening(params.k) is not None
-    if screened:
-        _kernels.check_screened(kernel)
-        if sharded:
-            raise ValueError(
-                "params.k > 0 cannot split the particles across devices (mesh= on simulate); use sweep(..., mesh=)."
-            )
-    eps_zero = _is_concrete(params.eps) and not np.any(np.asarray(params.eps))
-    if eps_zero:
-        if chemical != "equilibrium":
-            raise ValueError("chemical='zero' needs params.eps > 0: with eps = 0 the chemical is elliptic at once.")
-        return screened, None
-    if kernel != "blob":
-        raise ValueError(f"the parabolic-parabolic model (params.eps > 0) runs with kernel='blob', got {kernel!r}.")
-    if sharded:
-        raise ValueError(
-            "params.eps > 0 cannot split the particles across devices (mesh= on simulate); use sweep(..., mesh=) "
-            "to split parameter sets."
-        )
-    if _is_concrete((params.eps, params.delta, params.mu)) and (x0 is None or _is_concrete(x0)):
-        eps = np.asarray(params.eps, np.float64)
-        if chemical == "zero" and np.any(eps == 0):
-            raise ValueError("chemical='zero' needs params.eps > 0 in every set: at eps = 0 the chemical is elliptic.")
-        extent = 1.0 if x0 is None else float(np.max(np.ptp(np.asarray(x0), axis=-2)) / 2)
-        eps, delta, mu = np.broadcast_arrays(eps, *(np.asarray(p, np.float64) for p in (params.delta, params.mu)))
-        cells = [
-            _chemical.cell_ratio(extent, e, m, dl, t_end, field_grid, d)
-            for e, m, dl in zip(eps.ravel(), mu.ravel(), delta.ravel(), strict=True)
-        ]
-        if max(cells) > _chemical.SPACING_LIMIT:
-            worst = int(np.argmax(cells))
-            raise ValueError(
-                f"the chemical's field grid of {field_grid}^{d} nodes would have cells of {max(cells):.3g} delta at "
-                f"eps = {eps.ravel()[worst]:g} (the limit is {_chemical.SPACING_LIMIT:g}): its box must hold the "
-                f"chemical's reach sqrt(t / eps) = {np.sqrt(t_end / eps.ravel()[worst]):.3g} past the cloud. Pass a "
-                f"larger field_grid (about {int(np.ceil(field_grid * max(cells)))}), a shorter run, or a larger eps."
-            )
-    return screened, (field_grid, chemical)
 
 
 def raise_if_nonfinite(traj: Trajectory, dt: float) -> Trajectory:
@@ -583,9 +380,9 @@ def simulate(
         chemical=chemical,
         field_grid=field_grid,
     )
-    with _progress_bar(progress, static, save_at, "simulate"):
+    with _euler.progress_bar(progress, static, save_at, "simulate"):
         if mesh is None:
-            buf, *rest = _run_jit(key, params, x0, save_at, **static)
+            buf, *rest = _euler.run_jit(key, params, x0, save_at, **static)
         else:
             buf, *rest = _simulate_mesh(key, params, x0, save_at, static, mesh=mesh, axis=axis, method=method)
         if progress:
@@ -594,27 +391,6 @@ def simulate(
     if check and _is_concrete(traj.nonfinite_step):
         raise_if_nonfinite(traj, dt)
     return traj
-
-
-@contextlib.contextmanager
-def _progress_bar(progress, static: dict, save_at, desc: str):
-    """With ``progress``: sets ``static["progress"]`` (a report every hundredth of the steps) and shows a
-    ``tqdm.auto`` bar that `_tick` advances while the run computes; closes it however the run ends."""
-    if not isinstance(progress, (bool, np.bool_)):
-        raise TypeError(f"progress must be True or False, got {progress!r}.")
-    if not progress:
-        yield
-        return
-    from tqdm.auto import tqdm
-
-    n_steps = int(save_at.shape[0]) - 1
-    static["progress"] = max(1, n_steps // 100)
-    _BAR["bar"] = tqdm(total=n_steps, unit="step", desc=desc, leave=False)
-    try:
-        yield
-    finally:
-        _BAR["bar"].close()
-        _BAR["bar"] = None
 
 
 def _check_one_set(params: Params, flow) -> None:
@@ -716,9 +492,9 @@ def sweep(
         field_grid=field_grid,
     )
     keys = _set_keys(key, size)
-    with _progress_bar(progress, static, save_at, "sweep"):
+    with _euler.progress_bar(progress, static, save_at, "sweep"):
         if mesh is None:
-            buf, *rest = _run_batched_jit(keys, params, x0, save_at, **static)
+            buf, *rest = _euler.run_batched_jit(keys, params, x0, save_at, **static)
         else:
             buf, *rest = _sweep_mesh(keys, params, x0, save_at, static, mesh=mesh, axis=axis)
         if progress:
@@ -772,8 +548,8 @@ def _run_particles(
     screened=False,
     field=None,
 ):
-    """`_run` with the particles split across ``mesh[axis]`` (see `ksdp.parallel`); the elliptic, unscreened
-    model only (`_resolve_chemical` refuses the others)."""
+    """`ksdp.euler.run` with the particles split across ``mesh[axis]`` (see `ksdp.parallel`); the elliptic, unscreened
+    model only (`ksdp.chemical.resolve` refuses the others)."""
     n_dev = mesh.shape[axis]
     n_local = n_particles // n_dev
     init_key, noise_key = jax.random.split(key)
@@ -797,7 +573,7 @@ def _run_particles(
 
         x = jax.lax.dynamic_slice_in_dim(x_all, start, n_local)
         noise_scale = jnp.sqrt(2.0 * params.mu * dt).astype(x.dtype)
-        buf, bad, health, unstable, spacing = _integrate(
+        buf, bad, health, unstable, spacing = _euler.integrate(
             x, save_at, parts, noise, noise_scale, dt, n_snapshots, params.delta, progress=progress
         )
         never = jnp.iinfo(jnp.int32).max
@@ -813,7 +589,7 @@ def _run_particles(
     )(x_all, params)
 
 
-_run_particles_jit = jax.jit(_run_particles, static_argnames=("mesh", "axis", "method") + _STATIC)
+_run_particles_jit = jax.jit(_run_particles, static_argnames=("mesh", "axis", "method") + _euler.STATIC)
 
 
 def _simulate_mesh(key, params, x0, save_at, static: dict, *, mesh, axis=None, method="ring"):
@@ -835,7 +611,7 @@ def _run_sets(keys, params, x0, save_at, *, mesh, axis, **static):
     x_spec = P() if x0 is None or x0.ndim == 2 else P(axis)
 
     def local(keys, params, x0):
-        return _run_batched(keys, params, x0, save_at, **static)
+        return _euler.run_batched(keys, params, x0, save_at, **static)
 
     return jax.shard_map(
         local,
@@ -846,7 +622,7 @@ def _run_sets(keys, params, x0, save_at, *, mesh, axis, **static):
     )(keys, params, x0)
 
 
-_run_sets_jit = jax.jit(_run_sets, static_argnames=("mesh", "axis") + _STATIC)
+_run_sets_jit = jax.jit(_run_sets, static_argnames=("mesh", "axis") + _euler.STATIC)
 
 
 def _sweep_mesh(keys, params, x0, save_at, static: dict, *, mesh, axis=None):

@@ -118,8 +118,8 @@ def test_vmap_over_amplitudes_equals_separate_runs_and_compiles_once(caplog):
         keys = jax.random.split(jax.random.key(7), 4)
         singles = [ksdp.simulate(keys[i], ksdp.Params(flow=amps[i]), **kw) for i in range(4)]
     # one program for the batch, one for the four single runs: the amplitudes are traced
-    assert sum(name.startswith("jit(_run_batched)") for name in compiled) == 1, compiled
-    assert sum(name.startswith("jit(_run)") for name in compiled) == 1, compiled
+    assert sum(name.startswith("jit(run_batched)") for name in compiled) == 1, compiled
+    assert sum(name.startswith("jit(run)") for name in compiled) == 1, compiled
     for i in range(4):
         # same arithmetic, possibly fused differently under vmap: float32 round-off over 20 steps,
         # positions O(1): 1e-5 absolute.
@@ -146,7 +146,7 @@ def test_simulate_traces_once_for_traced_parameters():
 
 @pytest.mark.slow
 def test_one_set_sweep_is_the_simulate_run_bit_for_bit():
-    # A batch of one set runs simulate's own program (ipm._run_batched), so equality is exact, for a
+    # A batch of one set runs simulate's own program (ksdp.euler.run_batched), so equality is exact, for a
     # drawn and for a given initial state.
     kw = dict(times=(0.001, 0.002), n_particles=200, flow="laminar2d", dt=DT)
     key = jax.random.key(11)

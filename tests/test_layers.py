@@ -20,7 +20,9 @@ LAYERS = [
     {"ksdp.provenance"},  # the manifest of every output (reads the version)
     {"ksdp.kernels", "ksdp.flows", "ksdp.initial", "ksdp.assignment", "ksdp.plot"},
     {"ksdp.particle_mesh"},
-    {"ksdp.drifts", "ksdp.chemical"},  # the chemotactic drift: the elliptic sum, the parabolic field
+    {"ksdp.drifts"},
+    {"ksdp.chemical"},  # the chemical as a field (eps > 0), beside the elliptic drift
+    {"ksdp.euler"},  # the Euler--Maruyama scan
     {"ksdp.ipm"},
     {"ksdp.data", "ksdp.transport", "ksdp.reference"},
     {"ksdp.wasserstein"},
