@@ -223,7 +223,6 @@ def test_loose_readings_are_refused():
         km.run_spread([[1.0, 2.0], [3.0, 4.0]])
 
 
-@pytest.mark.slow
 def test_lower_doors_check_what_simulate_checks():
     # the mesh doors refuse a grid too coarse for delta (a cloud 100 wide on 64 cells: 9-13% error;
     # simulate refuses the same cell), NaN or infinite positions and a delta that is not positive;
@@ -251,7 +250,6 @@ def test_lower_doors_check_what_simulate_checks():
             pm.pair_sum(x, x, delta, grid=128)
 
 
-@pytest.mark.slow
 def test_numpy_booleans_are_refused_where_json_would_refuse_them(tmp_path):
     # a TrainConfig is written to checkpoints as JSON, which takes Python's bool and not numpy's: the
     # check names the field at once instead of the checkpoint write failing after the first mini-batch

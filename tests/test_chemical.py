@@ -43,7 +43,6 @@ def test_eps_and_k_zero_are_todays_model_bit_for_bit(elliptic):
     np.testing.assert_allclose(traced(0.0, 0.0), elliptic, rtol=0, atol=atol)
 
 
-@pytest.mark.slow
 def test_small_eps_tends_to_the_elliptic_model_like_eps(elliptic):
     # the chemical's lag is O(eps): from the same key, the distance to the elliptic run falls ~10x per
     # decade of eps (measured 4.3x from 0.1 to 0.01, where O(eps^2) still shows, then 8x); a lag that
@@ -97,7 +96,6 @@ def test_fourier_blob_is_the_transform_of_the_screened_blob():
         assert pred == pytest.approx(num, rel=1e-6)  # the polynomial's 2.2e-7 and quad's own error
 
 
-@pytest.mark.slow
 def test_pure_diffusion_and_a_centred_cloud_with_a_field():
     # chi = 0: the field exerts nothing, m2(t) - m2(0) averages 2 d mu t; standard error from the
     # particles' own increments (|x_t|^2 - |x_0|^2 per particle), 4 SE
@@ -114,7 +112,6 @@ def test_pure_diffusion_and_a_centred_cloud_with_a_field():
     assert 0 < float(traj.field_reach) <= 1
 
 
-@pytest.mark.slow
 def test_a_batch_over_eps_is_each_run_alone():
     eps = jnp.array([0.1, 1.0])
     keys = jax.random.split(KEY, 2)
@@ -245,7 +242,6 @@ def test_field_box_and_cells():
     assert chemical.cell_ratio(1.0, 0.1, 1.0, 0.03, 0.1, 512, 2) < chemical.SPACING_LIMIT
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("d, cutoff", [(2, None), (2, 5.0), (3, 5.0)])
 def test_screened_kernel_on_the_mesh_matches_the_direct_sum(d, cutoff):
     # PM (2D) and P3M (2D, 3D) carry the screened kernel as they carry the blob: the mesh's error is set by

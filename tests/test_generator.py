@@ -30,7 +30,6 @@ def same_weights(a, b):
     )
 
 
-@pytest.mark.slow
 def test_call_is_the_map_and_composes():
     x = jax.random.normal(jax.random.key(1), (7, 2)) * 0.5
     want = M.apply(CFG, PARAMS, x, jnp.array([10.0]))
@@ -191,7 +190,6 @@ def test_damaged_files_are_refused_clearly(tmp_path, label):
     assert path in str(err.value)  # the message names the file
 
 
-@pytest.mark.slow
 def test_a_training_checkpoint_is_named_as_such(tmp_path):
     # a real checkpoint, read as a generator: refused with the door that reads it; that door gives the
     # weights `train` returned

@@ -96,7 +96,6 @@ def c2st_small():
     return lambda key, x, y: km.c2st(key, x, y, steps=1500)
 
 
-@pytest.mark.slow
 def test_c2st_is_at_chance_for_one_law(c2st_small):
     rng = np.random.default_rng(3)
     a = c2st_small(jax.random.key(0), rng.normal(size=(1000, 2)), rng.normal(size=(1000, 2)))
@@ -192,7 +191,6 @@ def test_stratified_sources_hold_one_radial_level_per_stratum():
             uniform_ball_stratified(jax.random.key(0), bad, 2)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("offset", [1e3, 1e5])
 def test_w2_estimate_is_translation_invariant(offset):
     # two float32 clouds far from the origin: centred in float64 first, their W2 is the one at the
@@ -399,7 +397,6 @@ def test_structure_pairs_false_alarms_and_power():
         km.structure_pairs(big[:3000], runs)
 
 
-@pytest.mark.slow
 def test_w2_estimate_refuses_an_uncertified_auction(monkeypatch):
     # an auction that stops far short of its tolerance (a certified gap of 0.5) never yields a number
     rng = np.random.default_rng(7)
