@@ -62,7 +62,8 @@ REACH = 2.63  # diffusion lengths sqrt(t / eps) to the box's edge: exp(-(2 REACH
 # the field grid's largest cell / delta that a checked run accepts. The lag w is smooth (its transform falls
 # like |xi|^-4 times the density's change), so cells of several delta carry it: at J = 2000, t = 0.05, cells
 # of 4.1 delta moved the particles by 0.2% of the lag's own effect at eps = 0.01, cells of 2.1 and 1.5 delta by
-# 0.1% at eps = 0.1 and 1, the error falling like h^2.5 (`python -m benchmarks.chemical --only accuracy`)
+# 0.1% at eps = 0.1 and 1, the error falling 3.5-8.5x per halving of the cell (`python -m benchmarks.chemical
+# --only accuracy`)
 SPACING_LIMIT = 4.0
 EDGE = 1.5  # the box's half-width in units of the initial cloud's half-extent (twice a ball's rms radius 0.71)
 
@@ -96,8 +97,12 @@ def check_grid(grid, d: int) -> int:
 def half_width(extent, eps, mu, t_end: float, d: int):
     """The box's half-width ``L = EDGE * extent + 2 sqrt(2 d mu t_end) + REACH * sqrt(t_end / eps)``: room for
     the cloud to spread by diffusion (twice its rms growth) and for the chemical's reach past it."""
-    reach = jnp.where(eps > 0, REACH * jnp.sqrt(t_end / jnp.where(eps > 0, eps, 1.0)), 0.0)
-    return EDGE * extent + 2 * jnp.sqrt(2 * d * mu * t_end) + reach
+    return EDGE * extent + 2 * jnp.sqrt(2 * d * mu * t_end) + _reach(eps, t_end)
+
+
+def _reach(eps, t):
+    """``REACH * sqrt(t / eps)``, the chemical's reach past the cloud (0 at ``eps = 0``)."""
+    return jnp.where(eps > 0, REACH * jnp.sqrt(t / jnp.where(eps > 0, eps, 1.0)), 0.0)
 
 
 def _extent(x, centre):
@@ -112,13 +117,14 @@ def init(x, params, grid: int, t_end: float, start: str) -> FieldState:
     big = half_width(jnp.maximum(_extent(x, centre), params.delta), params.eps, params.mu, t_end, d)
     h = jnp.full((d,), 2 * big / grid, x.dtype)
     origin = (centre - big).astype(x.dtype)
-    rho_hat = _density_hat(x, origin, h, grid)
+    rho_hat = _density_hat(x, origin, h, grid)[0]
     return FieldState(jnp.zeros_like(rho_hat), rho_hat, origin, h, jnp.int32(0))
 
 
 def _density_hat(x, origin, h, grid: int):
-    counts, _, _ = _pm.deposit(x, origin, h, grid)
-    return jnp.fft.rfftn(counts / (x.shape[0] * h[0] ** x.shape[1]))
+    """The transform of the particles' TSC density (a probability density on the nodes), and the stencils."""
+    counts, first, w = _pm.deposit(x, origin, h, grid)
+    return jnp.fft.rfftn(counts / (x.shape[0] * h[0] ** x.shape[1])), first, w
 
 
 def _wavenumbers(h, grid: int, d: int, dtype):
@@ -144,8 +150,7 @@ def step(x, state: FieldState, params, *, grid: int, dt: float, start: str):
     xis, prefilter = _wavenumbers(cell, grid, d, dtype)
     a = sum(xi * xi for xi in xis) + params.k * params.k
     kernel = params.mass * _kernels.fourier_blob(a, params.delta)
-    counts, first, w = _pm.deposit(x, state.origin, state.h, grid)
-    rho_hat = jnp.fft.rfftn(counts / (n * cell**d))
+    rho_hat, first, w = _density_hat(x, state.origin, state.h, grid)
     eps = params.eps
     z = jnp.where(a > 0, a * dt / jnp.where(eps > 0, eps, 1.0), 0.0)
     z = jnp.where((eps > 0) | (a == 0), z, jnp.inf)  # eps = 0: the chemical is at equilibrium at once
@@ -164,7 +169,7 @@ def step(x, state: FieldState, params, *, grid: int, dt: float, start: str):
     t = (state.step * dt).astype(dtype)
     centre = state.origin + 0.5 * grid * cell
     big = 0.5 * grid * cell
-    reach = jnp.where(eps > 0, REACH * jnp.sqrt(t / jnp.where(eps > 0, eps, 1.0)), 0.0)
+    reach = _reach(eps, t)
     spread = 2 * jnp.sqrt(jnp.mean(jnp.sum((x - centre) ** 2, axis=-1)))  # twice the cloud's rms radius
     ratio = (spread + reach) / big
     ratio = jnp.maximum(ratio, (_extent(x, centre) + 2 * cell) / big)  # every stencil inside the grid
@@ -175,14 +180,6 @@ def cell_ratio(x0_extent: float, eps: float, mu: float, delta: float, t_end: flo
     """The field grid's cell in units of delta for a concrete run (`SPACING_LIMIT` bounds it)."""
     big = float(half_width(max(x0_extent, delta), eps, mu, t_end, d))
     return 2 * big / grid / delta
-
-
-def field_params_ok(eps, k) -> None:
-    """Raises ``ValueError`` for a concrete negative or non-finite ``eps`` or ``k``."""
-    for name, value in (("eps", eps), ("k", k)):
-        a = np.asarray(value, dtype=np.float64)
-        if not np.all(np.isfinite(a)) or np.any(a < 0):
-            raise ValueError(f"params.{name} must be finite and >= 0, got {value!r}.")
 
 
 def resolve(params, x0, d, kernel, chemical, field_grid, t_end, sharded):

@@ -343,8 +343,8 @@ EXPERIMENTS = {
             pool_runs={"paper": 40},
             reference_runs={"paper": 10},
             # ks2d-time's law, with a lag: the same diffusive tail. Trained without them (N = 1000, the plain
-            # input) the quick run cut it: the radial KS departed at the level 0.98 at 3 of 6 eps and m2 came out
-            # 1.4-3.9% low; so ks2d-time's tail coordinate, radial term and N = 2000
+            # input) the quick run cut it: the radial KS departed at the level 0.98 at 4 of 6 training eps and
+            # m2 came out 1.4-3.9% low; so ks2d-time's tail coordinate, radial term and N = 2000
             tail_feature=True,
             radial_weight=4.0,
             n_samples={"quick": 2000},
