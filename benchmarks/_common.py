@@ -57,8 +57,10 @@ def timeit(fn, *, repeat: int = 3, min_time: float = 0.2) -> float:
 
 def command() -> str:
     """This process's command line as a shell would take it again (``python -m benchmarks.<module> ...``)."""
-    module = os.path.splitext(os.path.basename(sys.argv[0]))[0]
-    return "python -m benchmarks." + module + "".join(" " + shlex.quote(a) for a in sys.argv[1:])
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the folder that holds benchmarks/
+    module = os.path.splitext(os.path.relpath(os.path.abspath(sys.argv[0]), root))[0].replace(os.sep, ".")
+    module = module.removesuffix(".__main__")  # python -m benchmarks.studies runs benchmarks/studies/__main__.py
+    return "python -m " + module + "".join(" " + shlex.quote(a) for a in sys.argv[1:])
 
 
 def save(name: str, payload: dict, out_dir: str | None = None) -> str:

@@ -7,8 +7,8 @@ For each J, d in {2, 3} and kernel in {"paper", "blob"}: one drift evaluation (J
 chunks (float32, so the ratio compares like with like). Then a whole simulation, J = 10,000 for
 ``--steps`` Euler steps with the direct drift (the GPU goal is 1000 steps in under 2 s; the
 particle mesh has its own benchmark, ``benchmarks/particle_mesh.py``), and the cost of its numerical
-health check (`ksdp.Trajectory.health`, with the finiteness check) against the same Euler scan
-without either. Last, what a batch of parameter sets costs per run: ``ksdp.sweep`` of one and of two
+health checks (`ksdp.Trajectory.health`, ``flow_health``, ``step_bias``, with the finiteness check) against
+the same Euler scan without them. Last, what a batch of parameter sets costs per run: ``ksdp.sweep`` of one and of two
 sets against ``ksdp.simulate`` of the same run, and against ``jax.vmap`` of ``simulate`` over one set
 (how ``sweep`` ran a one-set batch before it took the unbatched program), at ks2d-time's quick size
 (J = 2000; ``--batch-only`` runs this part alone). JSON under ``benchmarks/results/``.

@@ -16,7 +16,16 @@ from ksdp._version import __version__
 from ksdp.data import Dataset, load_dataset, make_dataset, save_dataset
 from ksdp.drifts import pair_sum, velocity
 from ksdp.generator import Generator, GeneratorFileError, load_generator, pretrained
-from ksdp.ipm import NonFiniteError, Params, Trajectory, second_moment, simulate, sweep, uniform_ball
+from ksdp.ipm import (
+    NonFiniteError,
+    Params,
+    StepSizeWarning,
+    Trajectory,
+    second_moment,
+    simulate,
+    sweep,
+    uniform_ball,
+)
 from ksdp.model import ModelConfig, generate, make_config
 from ksdp.training import CheckpointError, CheckpointMismatch, TrainConfig, TrainingError, train
 from ksdp.wasserstein import w2
@@ -30,6 +39,7 @@ __all__ = [
     "ModelConfig",
     "NonFiniteError",
     "Params",
+    "StepSizeWarning",
     "TrainConfig",
     "TrainingError",
     "Trajectory",

@@ -10,6 +10,7 @@ and `ksdp.sweep` validate their inputs and call these; the particle-sharded run 
 from __future__ import annotations
 
 import contextlib
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -53,35 +54,98 @@ def integrate(x, save_at, drift, noise, noise_scale, dt, n_snapshots, delta, aux
     ``n``, with ``(chem, adv, grid spacing, aux) = drift(x, aux)``; ``aux`` is carried from step to
     step (the mesh drifts' `ksdp.particle_mesh.Plan`; ``()`` for the direct one).
 
-    Returns ``(snapshots [S, *x.shape], first non-finite step or -1, health, first unstable step or
-    -1, largest grid spacing)`` (`Trajectory`; ``health`` over this device's particles; the spacing is the
-    elementwise largest of what ``drift`` returns, of the shape of ``spacing0``, default a scalar). `run` and
-    the particle-sharded run of `ksdp.parallel` differ only in ``drift`` and ``noise``. ``progress > 0``
-    (static) reports the step to the host every ``progress`` steps (`tick`); 0 compiles no report.
+    Returns a `Scan`: the snapshots ``[S, *x.shape]``, the first non-finite step, the health numbers of
+    `ksdp.Trajectory` over this device's particles (the interaction's and the flow's step; the largest grid
+    spacing, elementwise of the shape of ``spacing0``, default a scalar) and the interaction's bias of the
+    second moment at each snapshot as a *sum* over this device's particles (`accuracy`). `run` and the
+    particle-sharded run of `ksdp.ipm` differ only in ``drift`` and ``noise``. ``progress > 0`` (static)
+    reports the step to the host every ``progress`` steps (`tick`); 0 compiles no report.
     """
     buf = jnp.zeros((n_snapshots,) + x.shape, x.dtype)
     buf = jax.lax.cond(save_at[0] >= 0, lambda b: b.at[save_at[0]].set(x), lambda b: b, buf)
+    zero = jnp.zeros((), x.dtype)
 
     def step(carry, inp):
-        x, buf, bad, health, unstable, spacing, aux = carry
+        x, buf, bad, health, unstable, spacing, aux, acc = carry
         n, slot = inp
         chem, adv, s, aux = drift(x, aux)
         spacing = jnp.maximum(spacing, s)
         h = dt * jnp.sqrt(jnp.max(jnp.sum(chem * chem, axis=-1))) / delta
         health = jnp.maximum(health, h)
-        unstable = jnp.where((unstable < 0) & ~(h <= HEALTH_LIMIT), n, unstable)  # NaN h counts as unstable
+        # the step before this one (from n = 2): how the flow changed along it, and the bias it left
+        acc, h_flow = accuracy(acc, x, chem, adv, dt, n > 1)
+        over = ~(h <= HEALTH_LIMIT) | ~(h_flow <= HEALTH_LIMIT)  # NaN counts as unstable
+        unstable = jnp.where((unstable < 0) & over, jnp.where(h <= HEALTH_LIMIT, n - 1, n), unstable)
         x = x + dt * (chem + adv) + noise_scale * noise(n)
         bad = jnp.where((bad < 0) & ~jnp.all(jnp.isfinite(x)), n, bad)
         buf = jax.lax.cond(slot >= 0, lambda b: b.at[slot].set(x), lambda b: b, buf)
+        acc = acc._replace(bias=jax.lax.cond(slot >= 0, lambda b: b.at[slot].set(acc.total), lambda b: b, acc.bias))
         if progress:
             jax.lax.cond(n % progress == 0, lambda: jax.debug.callback(tick, n), lambda: None)
-        return (x, buf, bad, health, unstable, spacing, aux), None
+        return (x, buf, bad, health, unstable, spacing, aux, acc), None
 
     steps = jnp.arange(1, save_at.shape[0], dtype=jnp.int32)
-    spacing0 = jnp.zeros((), x.dtype) if spacing0 is None else spacing0
-    init = (x, buf, jnp.int32(-1), jnp.zeros((), x.dtype), jnp.int32(-1), spacing0, aux)
-    (x, buf, bad, health, unstable, spacing, _), _ = jax.lax.scan(step, init, (steps, save_at[1:]))
-    return buf, bad, health, unstable, spacing
+    spacing0 = zero if spacing0 is None else spacing0
+    acc = Accuracy(x, *(jnp.zeros_like(x),) * 3, zero, zero, jnp.zeros((n_snapshots,), x.dtype))
+    init = (x, buf, jnp.int32(-1), zero, jnp.int32(-1), spacing0, aux, acc)
+    (x, buf, bad, health, unstable, spacing, _, acc), _ = jax.lax.scan(step, init, (steps, save_at[1:]))
+    return Scan(buf, bad, health, unstable, spacing, acc.flow_health, acc.bias)
+
+
+class Scan(NamedTuple):
+    """What `integrate` returns (`ksdp.Trajectory` names the health numbers)."""
+
+    particles: Any
+    nonfinite_step: Any
+    health: Any
+    unstable_step: Any
+    grid_spacing: Any
+    flow_health: Any
+    bias_sum: Any  # [S]: the second moment's bias, summed over this device's particles (divide by J)
+
+
+class Accuracy(NamedTuple):
+    """The scan's memory of the step before: its start ``x``, whole drift ``b``, interaction ``chem`` and
+    flow ``adv``; the largest flow step so far; the running bias sum and its value at each snapshot."""
+
+    x: Any
+    b: Any
+    chem: Any
+    adv: Any
+    flow_health: Any
+    total: Any
+    bias: Any
+
+
+def accuracy(acc: Accuracy, x, chem, adv, dt, started):
+    r"""Updates the accuracy record with the step that ended at ``x``, where the interaction's drift
+    (with ``eps > 0`` the chemical's whole field) is ``chem`` and the flow ``adv``; ``started`` is false
+    at the first step, which has no step before it.
+
+    * The flow's step, $dt\,\max_j |v(x_j) - v(x^-_j)| / |x_j - x^-_j|$: ``dt`` times the rate at which
+      the flow changed along each particle's last step, a lower bound of ``dt`` times its Lipschitz
+      constant. Explicit Euler follows a flow while it is well below 1 (`HEALTH_LIMIT`).
+    * The interaction's local error in the second moment $m_2 = \langle|x|^2\rangle$. One
+      Euler--Maruyama step from $x$ with drift $b$ adds $dt^2 |b|^2$ to $E|x|^2$ where the exact flow adds
+      $dt^2 (|b|^2 + x\cdot Lb + 2\mu\nabla\cdot b)$, $L = b\cdot\nabla + \mu\Delta$. For the
+      interaction's share $c$ of $b$: with $\Delta c = c(x') - c(x)$ along the step $x' = x + dt\,b +
+      \sigma\xi$, $E[\Delta c] = dt\,Lc$ and $E[\sigma\xi\cdot\Delta c] = \sigma^2\nabla\cdot c$, so the
+      sum over particles of $-dt\,(x' - dt\,b)\cdot\Delta c$ estimates its local error $-dt^2 (x\cdot Lc
+      + 2\mu\nabla\cdot c)$ from what the scan computes anyway. Summed over the steps: the run's
+      first-order bias of $m_2$ where the dynamics neither damp nor amplify it (docs/model.md, "Numerical
+      health"). The flow's share is left out: under a cellular flow its local errors in $m_2$ average out
+      along the paths, which the plain sum cannot see.
+    """
+    dx = x - acc.x
+    dist = jnp.sqrt(jnp.sum(dx * dx, axis=-1))
+    change = jnp.sqrt(jnp.sum((adv - acc.adv) ** 2, axis=-1))
+    rate = jnp.where(dist > 0, change / jnp.where(dist > 0, dist, 1), 0)
+    h_flow = jnp.where(started, dt * jnp.max(rate), 0).astype(x.dtype)
+    term = -dt * jnp.sum((x - dt * acc.b) * (chem - acc.chem))
+    total = acc.total + jnp.where(started, term, 0).astype(x.dtype)
+    # the largest finite value: a run that went on to overflow still shows what it crossed first
+    flow_health = jnp.fmax(acc.flow_health, h_flow)
+    return acc._replace(x=x, b=chem + adv, chem=chem, adv=adv, flow_health=flow_health, total=total), h_flow
 
 
 def run(
@@ -139,7 +203,7 @@ def run(
         spacing0 = jnp.zeros((2,), x.dtype)
     else:
         aux, spacing0 = mesh_plan, None
-    buf, bad, health, unstable, spacing = integrate(
+    out = integrate(
         x,
         save_at,
         parts,
@@ -152,9 +216,9 @@ def run(
         progress,
         spacing0,
     )
-    if field is None:
-        return buf, bad, health, unstable, spacing
-    return buf, bad, health, unstable, spacing[0], spacing[1]
+    spacing, reach = (out.grid_spacing, jnp.zeros((), x.dtype)) if field is None else out.grid_spacing
+    # in the order of ksdp.Trajectory's fields after the times (its field_reach 0 for the elliptic model)
+    return (*out[:4], spacing, reach, out.flow_health, out.bias_sum / n_particles)
 
 
 run_jit = jax.jit(run, static_argnames=STATIC)

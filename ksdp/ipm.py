@@ -19,6 +19,7 @@ each step beside the particles (`ksdp.chemical`); ``k > 0`` screens the kernel (
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -85,6 +86,18 @@ class Trajectory(NamedTuple):
       field_reach: with ``eps > 0``, the largest ratio over the run of the cloud's extent plus the
         chemical's reach to the half-width of its field grid (`ksdp.chemical`); a checked run refuses
         more than 1; ``None`` for the elliptic model.
+      flow_health: the flow's largest step, $\\max_n dt \\max_j |v(x^{n+1}_j) - v(x^n_j)| / |x^{n+1}_j -
+        x^n_j|$: ``dt`` times the rate at which the flow changes along the particles' steps (a lower bound
+        of ``dt`` times its Lipschitz constant; 0 without a flow). Explicit Euler follows a flow while this
+        stays well below 1; above `HEALTH_LIMIT` the run counts as unstable (``unstable_step``).
+      step_bias: ``[S]``, the Euler--Maruyama step's estimated first-order bias of the second moment about
+        the origin, $\\langle|x|^2\\rangle$, from the interaction (with ``eps > 0`` the chemical's field),
+        summed over the steps up to each snapshot (`ksdp.euler.accuracy`): positive when the run's second
+        moment is too large by about this much. Against a step-halving of the same noise it came out a
+        third too large for the aggregating ks2d runs, whose contraction damps earlier errors; the flows'
+        own share is measured, not estimated (docs/model.md, "Numerical health"). A checked run warns
+        (`StepSizeWarning`) where it exceeds `STEP_BIAS_LIMIT` standard errors of the snapshot's second
+        moment over its ``J`` particles.
     """
 
     times: Any
@@ -94,6 +107,8 @@ class Trajectory(NamedTuple):
     unstable_step: Any = None
     grid_spacing: Any = None
     field_reach: Any = None
+    flow_health: Any = None
+    step_bias: Any = None
 
 
 class NonFiniteError(FloatingPointError):
@@ -102,7 +117,19 @@ class NonFiniteError(FloatingPointError):
     `ksdp.particle_mesh.SPACING_LIMIT`); the message names the step or the spacing and the remedy."""
 
 
-HEALTH_LIMIT = _euler.HEALTH_LIMIT  # one Euler step may move a particle at most delta by the interaction alone
+class StepSizeWarning(UserWarning):
+    """A run's time step biased its second moment by more than `STEP_BIAS_LIMIT` of its sampling
+    standard error (`Trajectory.step_bias`): the run is stable, but its law is less accurate than its
+    ``J`` particles suggest. ``warnings.simplefilter("error", ksdp.StepSizeWarning)`` makes it an error."""
+
+
+# the interaction may move a particle at most delta in one Euler step, the flow change by at most its own
+# velocity along one (Trajectory.health, Trajectory.flow_health); beyond, the run is unstable
+HEALTH_LIMIT = _euler.HEALTH_LIMIT
+# Trajectory.step_bias is allowed half the sampling standard error of the second moment over the run's J
+# particles: a bias b adds b^2 to the squared error, so at half a standard error the root-mean-square error
+# of m2 grows by at most 12% (sqrt(1 + 0.5^2) = 1.118) over the sampling error alone
+STEP_BIAS_LIMIT = 0.5
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,20 +273,35 @@ def _prepare(
 
 
 def raise_if_nonfinite(traj: Trajectory, dt: float) -> Trajectory:
-    """Turns ``traj.nonfinite_step`` and ``traj.unstable_step`` (data) into a `NonFiniteError`."""
+    """Turns ``traj.nonfinite_step``, ``traj.unstable_step`` and the grids' limits (data) into a
+    `NonFiniteError`, and warns (`StepSizeWarning`) where the step's bias of the second moment exceeds
+    `STEP_BIAS_LIMIT` of its sampling error."""
     where = lambda runs, size: f" in run(s) {runs.tolist()} of the batch" if size > 1 else ""
     bad = np.atleast_1d(np.asarray(traj.nonfinite_step))
     unstable = np.atleast_1d(np.asarray(traj.unstable_step if traj.unstable_step is not None else -1))
     if np.any(unstable >= 0):
         runs = np.flatnonzero(unstable >= 0)
         first = int(unstable[runs[0]])
-        health = np.atleast_1d(np.asarray(traj.health))
+        health = float(np.max(np.atleast_1d(np.asarray(traj.health))[runs]))
+        flow = traj.flow_health
+        flow = float(np.max(np.atleast_1d(np.asarray(flow))[runs])) if flow is not None and _is_concrete(flow) else 0.0
+        whats, remedies = [], []
+        if flow > HEALTH_LIMIT:  # the flow's record keeps its largest finite value
+            whats.append(
+                f"the flow's velocity changed by {flow:.3g} times itself along one Euler step (dt times its rate "
+                f"of strain; the limit is {HEALTH_LIMIT:g}), faster than an explicit step can follow"
+            )
+            remedies.append(f"reduce dt below {dt * 0.2 / flow:.3g} (now {dt:g}; the flow's step then stays below 0.2)")
+        if not health <= HEALTH_LIMIT or not whats:
+            whats.append(
+                f"one Euler step moved a particle more than delta by the interaction alone (largest: {health:.3g} "
+                f"delta; healthy runs stay below 0.2)"
+            )
+            remedies.append(f"reduce dt (now {dt:g}), increase delta, or use a regularised kernel")
+        what, remedy = "; ".join(whats), "; ".join(remedies)
         raise NonFiniteError(
-            f"the simulation became unstable at step {first} (t = {first * dt:.6g}){where(runs, unstable.size)}: one "
-            f"Euler step moved a particle more than delta by the interaction alone (largest: "
-            f"{float(np.max(health[runs])):.3g} delta; healthy runs stay below 0.2). Its positions are "
-            f"not a solution: reduce dt (now {dt:g}), increase delta, or use a regularised kernel "
-            f"(check=False returns the run anyway)."
+            f"the simulation became unstable at step {first} (t = {first * dt:.6g}){where(runs, unstable.size)}: "
+            f"{what}. Its positions are not a solution: {remedy} (check=False returns the run anyway)."
         )
     if np.any(bad >= 0):
         runs = np.flatnonzero(bad >= 0)
@@ -286,7 +328,34 @@ def raise_if_nonfinite(traj: Trajectory, dt: float) -> Trajectory:
             f"like its square). The cloud spread too far for the grid: pass a larger grid, or drift='p3m' (its "
             f"error does not depend on the cells) or 'direct' (check=False returns the run anyway)."
         )
+    _warn_step_bias(traj, dt)
     return traj
+
+
+def _warn_step_bias(traj: Trajectory, dt: float) -> None:
+    """`StepSizeWarning` where ``traj.step_bias`` exceeds `STEP_BIAS_LIMIT` standard errors of the
+    snapshot's second moment $\\langle|x|^2\rangle$ over its particles."""
+    if traj.step_bias is None or not (_is_concrete(traj.step_bias) and _is_concrete(traj.particles)):
+        return  # under a transformation (grad of a run, say) the bias is traced: nothing to compare on the host
+    x = jnp.asarray(traj.particles)
+    r2 = jnp.sum(x * x, axis=-1)  # [..., S, J]
+    se = np.asarray(jnp.std(r2, axis=-1)) / math.sqrt(x.shape[-2])
+    ratio = np.abs(np.asarray(traj.step_bias)) / np.where(se > 0, se, np.inf)
+    if not np.any(ratio > STEP_BIAS_LIMIT):
+        return
+    at = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    worst, bias, m2 = float(ratio[at]), float(np.asarray(traj.step_bias)[at]), float(np.mean(np.asarray(r2[at])))
+    runs = np.flatnonzero(np.any(ratio.reshape(-1, ratio.shape[-1]) > STEP_BIAS_LIMIT, axis=-1))
+    batch = f" (run(s) {runs.tolist()} of the batch)" if ratio.ndim > 1 else ""
+    warnings.warn(
+        f"the time step biased the second moment at t = {float(np.asarray(traj.times)[at[-1]]):.6g}{batch} by about "
+        f"{bias:+.3g} (of {m2:.4g}): {worst:.2g} standard errors of its {x.shape[-2]} particles, where "
+        f"{STEP_BIAS_LIMIT:g} is allowed (Trajectory.step_bias). The run is stable, but its law is less accurate "
+        f"than J suggests: the bias is first order in dt, so dt = {dt * STEP_BIAS_LIMIT / worst:.3g} (now {dt:g}) "
+        f"brings it under the limit.",
+        StepSizeWarning,
+        stacklevel=4,
+    )
 
 
 def simulate(
@@ -324,9 +393,11 @@ def simulate(
       flow: ``None``, a name in `ksdp.flows.FLOWS`, or a JAX function ``v(x, params.flow)``.
       dt: Euler--Maruyama step.
       tile: targets per tile of the all-pairs drift.
-      check: raise `NonFiniteError` if the run turned non-finite or unstable (`Trajectory.health`
-        above `HEALTH_LIMIT`) or its particle mesh too coarse (`Trajectory.grid_spacing`); only
-        outside a trace: inside ``jit`` read those fields.
+      check: raise `NonFiniteError` if the run turned non-finite or unstable (`Trajectory.health` or
+        `Trajectory.flow_health` above `HEALTH_LIMIT`) or a grid too coarse (`Trajectory.grid_spacing`,
+        `Trajectory.field_reach`), and warn (`StepSizeWarning`) where the step biased the second moment
+        by more than `STEP_BIAS_LIMIT` of its sampling error (`Trajectory.step_bias`); only outside a
+        trace: inside ``jit`` read those fields.
       mesh: a `jax.sharding.Mesh` to split the particles across (``J`` a multiple of its
         devices); ``axis`` names the mesh axis (default: its only one) and ``method`` how sources
         travel, ``"ring"`` or ``"allgather"`` (`ksdp.drifts.pair_sum`). The result equals the
@@ -387,10 +458,18 @@ def simulate(
             buf, *rest = _simulate_mesh(key, params, x0, save_at, static, mesh=mesh, axis=axis, method=method)
         if progress:
             jax.block_until_ready(buf)
-    traj = Trajectory(jnp.asarray(t, buf.dtype), buf, *rest)
+    traj = _trajectory(t, buf, rest, static)
     if check and _is_concrete(traj.nonfinite_step):
         raise_if_nonfinite(traj, dt)
     return traj
+
+
+def _trajectory(t, buf, rest, static: dict) -> Trajectory:
+    """The `Trajectory` of a run's outputs (`ksdp.euler.run`'s, after the snapshots): its field reach only
+    where the run has a field grid."""
+    bad, health, unstable, spacing, reach, flow_health, bias = rest
+    reach = reach if static["field"] is not None else None
+    return Trajectory(jnp.asarray(t, buf.dtype), buf, bad, health, unstable, spacing, reach, flow_health, bias)
 
 
 def _check_one_set(params: Params, flow) -> None:
@@ -499,7 +578,7 @@ def sweep(
             buf, *rest = _sweep_mesh(keys, params, x0, save_at, static, mesh=mesh, axis=axis)
         if progress:
             jax.block_until_ready(buf)
-    traj = Trajectory(jnp.asarray(t, buf.dtype), buf, *rest)
+    traj = _trajectory(t, buf, rest, static)
     if check and _is_concrete(traj.nonfinite_step):
         raise_if_nonfinite(traj, dt)
     return traj
@@ -573,19 +652,26 @@ def _run_particles(
 
         x = jax.lax.dynamic_slice_in_dim(x_all, start, n_local)
         noise_scale = jnp.sqrt(2.0 * params.mu * dt).astype(x.dtype)
-        buf, bad, health, unstable, spacing = _euler.integrate(
-            x, save_at, parts, noise, noise_scale, dt, n_snapshots, params.delta, progress=progress
-        )
+        out = _euler.integrate(x, save_at, parts, noise, noise_scale, dt, n_snapshots, params.delta, progress=progress)
         never = jnp.iinfo(jnp.int32).max
 
         def first(s):  # the first step on any device
             s = jax.lax.pmin(jnp.where(s < 0, never, s), axis)
             return jnp.where(s == never, -1, s)
 
-        return buf, first(bad), jax.lax.pmax(health, axis), first(unstable), spacing
+        return (
+            out.particles,
+            first(out.nonfinite_step),
+            jax.lax.pmax(out.health, axis),
+            first(out.unstable_step),
+            out.grid_spacing,
+            jnp.zeros((), x.dtype),  # no field grid (the elliptic model only)
+            jax.lax.pmax(out.flow_health, axis),
+            jax.lax.psum(out.bias_sum, axis) / n_particles,
+        )
 
     return jax.shard_map(
-        local, mesh=mesh, in_specs=(P(), P()), out_specs=(P(None, axis), P(), P(), P(), P()), check_vma=False
+        local, mesh=mesh, in_specs=(P(), P()), out_specs=(P(None, axis),) + (P(),) * 7, check_vma=False
     )(x_all, params)
 
 
@@ -617,7 +703,7 @@ def _run_sets(keys, params, x0, save_at, *, mesh, axis, **static):
         local,
         mesh=mesh,
         in_specs=(P(axis), P(axis), x_spec),
-        out_specs=(P(axis),) * (6 if static["field"] is not None else 5),
+        out_specs=(P(axis),) * 8,
         check_vma=False,
     )(keys, params, x0)
 

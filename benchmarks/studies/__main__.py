@@ -6,7 +6,7 @@ its alternative.
 
 One module per question; each part is a function of it:
 
-* `benchmarks.studies.kernels`: ``kernels``, ``slope``, ``health`` (the IPM's kernel and step);
+* `benchmarks.studies.kernels`: ``kernels``, ``slope``, ``health``, ``step`` (the IPM's kernel and step);
 * `benchmarks.studies.reference`: ``reference`` (the IPM against the PDE reference);
 * `benchmarks.studies.blocks`: ``blocks``, ``small`` (block descent against the optimum);
 * `benchmarks.studies.calibration`: ``energy``, ``c2st``, ``pools``, ``ks``, ``sources`` (the metrics);
@@ -16,7 +16,9 @@ One module per question; each part is a function of it:
   in the finished runs under ``--runs``), ``structure-ablations`` (what keeps kolmogorov3d's cross).
 
 Quality numbers, not times: they do not depend on the machine. The results are merged into
-``benchmarks/results/ablations-<device>-<date>.json`` (``--only`` replaces the parts it runs).
+``benchmarks/results/ablations-<device>-<date>.json`` (``--only`` replaces the parts it runs); its
+``made_by`` gives each part the command and manifest of the run that made it (``last_writer_only``: a
+part written before the file kept them, of which only the file's last writer is known).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import os
 from benchmarks import _common
 from benchmarks.studies.blocks import blocks, small
 from benchmarks.studies.calibration import c2st, energy, ks, pools, sources
-from benchmarks.studies.kernels import health, kernels, slope
+from benchmarks.studies.kernels import health, kernels, slope, step
 from benchmarks.studies.reference import reference
 from benchmarks.studies.schedules import MORE_SCHEDULES, SCHEDULES
 from benchmarks.studies.structure import VARIANTS, structure, structure_ablations
@@ -46,6 +48,7 @@ PARTS = (
     "reference",
     "training",
     "health",
+    "step",
     "tails",
     "matching",
     "c2st",
@@ -119,6 +122,7 @@ def main(argv=None):
         "energy": energy,
         "reference": lambda: reference(sizes=tuple(args.reference_sizes)),
         "health": health,
+        "step": step,
         "training": lambda: training(
             names=args.experiments or TRAINING_EXPERIMENTS, scale=args.scale, schedules=args.schedules
         ),
@@ -138,10 +142,19 @@ def main(argv=None):
     previous = os.path.join(
         args.out or _common.RESULTS, f"ablations-{_common.device_name()}-{datetime.date.today().isoformat()}.json"
     )
+    from ksdp.provenance import manifest
+
+    # each part keeps the manifest and command of the run that made it (the file's own are the last run's)
+    made_by = {part: {"command": _common.command(), "manifest": manifest()} for part in results}
     if os.path.exists(previous):
         with open(previous) as f:
             old = json.load(f)
-        results = {**{k: old[k] for k in PARTS if k in old and k not in results}, **results}
+        kept = [k for k in PARTS if k in old and k not in results]
+        earlier = {
+            k: {"command": old.get("command"), "manifest": old.get("manifest"), "last_writer_only": True} for k in kept
+        }
+        made_by = {**earlier, **{k: v for k, v in old.get("made_by", {}).items() if k in kept}, **made_by}
+        results = {**{k: old[k] for k in kept}, **results}
         if "training" in args.only and "training" in old:  # schedules run now replace their old rows only
 
             def key(r):
@@ -150,7 +163,7 @@ def main(argv=None):
             done = {key(r) for r in results["training"]}
             kept = [r for r in old["training"] if key(r) not in done]
             results["training"] = kept + results["training"]
-    return _common.save("ablations", results, args.out)
+    return _common.save("ablations", {**results, "made_by": made_by}, args.out)
 
 
 if __name__ == "__main__":

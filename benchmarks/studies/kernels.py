@@ -7,6 +7,10 @@
   identity -chi M (J - 1) / (2 pi J), for the unregularised kernel and the blob kernel (delta = 0.01).
 * ``health``: ``ksdp.Trajectory.health`` (dt |chemotactic drift| / delta) on every snapshot of every
   experiment dataset under ``ksdp-runs/<scale>/``: the margin of ``HEALTH_LIMIT`` = 1 over healthy runs.
+* ``step``: the time step's bias of m2 measured by step-halving with the same noise (each coarse step's
+  Brownian increment the sum of the finest run's), against the estimate `ksdp.Trajectory.step_bias` makes
+  inside one run (the interaction's share, as the library records it, and the whole drift's, flow
+  included), for ks2d (t = 0.05, 0.1), laminar2d and kolmogorov3d at A = 100 (t = 0.1), J = 2000.
 """
 
 from __future__ import annotations
@@ -96,3 +100,86 @@ def health(out="ksdp-runs"):
             results.append(row)
             print(f"health {scale} {name}: max {row['max']:.3f}, median {row['median']:.3f} over {len(h)} snapshots")
     return results
+
+
+# (name, d, flow, amplitude, t, seeds) of the ``step`` part
+STEP_CASES = (
+    ("ks2d", 2, "none", 0.0, (0.05, 0.1), 8),
+    ("laminar2d A=100", 2, "laminar2d", 100.0, (0.1,), 4),
+    ("kolmogorov3d A=100", 3, "kolmogorov3d", 100.0, (0.1,), 4),
+)
+STEP_FINE = 2.5e-5  # the reference step; the coarse ones are whole multiples of it
+
+
+def _coupled_run(d, flow, amplitude, times, dt, n):
+    """One run at step ``dt`` whose Brownian increments sum those of the ``STEP_FINE`` run of the same key:
+    ``(m2, the interaction's bias estimate, the whole drift's, the standard error of m2 over the J
+    particles)``, each at ``times``."""
+    p = ksdp.Params(flow=amplitude)
+    m = int(round(dt / STEP_FINE))
+    steps = [int(round(t / dt)) for t in times]
+    sigma = math.sqrt(2 * p.mu * dt)
+
+    def drift(x):
+        chem, adv, _ = ksdp.drifts.velocity_parts(x, p, kernel="blob", flow=flow, tile=None)
+        return chem, chem + adv
+
+    def run(key):
+        k0, k1 = jax.random.split(key)
+        x = ksdp.uniform_ball(k0, n, d)
+
+        def step(carry, i):
+            x, c, b, est_c, est_b = carry
+            xi = sum(jax.random.normal(jax.random.fold_in(k1, i * m + q), x.shape) for q in range(m)) / math.sqrt(m)
+            x = x + dt * b + sigma * xi
+            c2, b2 = drift(x)
+            z = x - dt * b  # x_before + sigma xi
+            est_c = est_c - dt * jnp.mean(jnp.sum(z * (c2 - c), -1))
+            est_b = est_b - dt * jnp.mean(jnp.sum(z * (b2 - b), -1))
+            r2 = jnp.sum(x * x, -1)
+            return (x, c2, b2, est_c, est_b), (jnp.mean(r2), est_c, est_b, jnp.std(r2) / math.sqrt(n))
+
+        c, b = drift(x)
+        _, (m2, est_c, est_b, se) = jax.lax.scan(step, (x, c, b, 0.0, 0.0), jnp.arange(max(steps)))
+        at = jnp.asarray(steps) - 1
+        return m2[at], est_c[at], est_b[at], se[at]
+
+    return jax.jit(run)
+
+
+def step(n=2000, dts=(2.5e-4, 1e-4)):
+    rows = []
+    for name, d, flow, amplitude, times, seeds in STEP_CASES:
+        out = {}
+        for dt in (*dts, STEP_FINE):
+            f = _coupled_run(d, flow, amplitude, times, dt, n)
+            out[dt] = np.asarray(
+                [np.stack([np.asarray(v, np.float64) for v in f(jax.random.key(s))]) for s in range(seeds)]
+            )
+        fine = out[STEP_FINE]  # [seeds, 3, times]
+        for dt in dts:
+            diff = out[dt] - fine  # the estimates' differences: the part the step-halving measures
+            for i, t in enumerate(times):
+                se = lambda v: float(np.std(v, ddof=1) / math.sqrt(seeds))
+                row = {
+                    "case": name,
+                    "t": t,
+                    "dt": dt,
+                    "n_particles": n,
+                    "seeds": seeds,
+                    "m2": float(np.mean(out[dt][:, 0, i])),
+                    "measured": float(np.mean(diff[:, 0, i])),
+                    "measured_se": se(diff[:, 0, i]),
+                    "estimated_interaction": float(np.mean(diff[:, 1, i])),
+                    "estimated_whole_drift": float(np.mean(diff[:, 2, i])),
+                    # the sampling error of m2 over one run's J particles, which the warning compares with
+                    "m2_se_one_run": float(np.mean(out[dt][:, 3, i])),
+                }
+                rows.append(row)
+                print(
+                    f"step {name} t={t} dt={dt:g}: m2(dt) - m2({STEP_FINE:g}) = {row['measured']:+.5f} +- "
+                    f"{row['measured_se']:.5f}; estimated {row['estimated_interaction']:+.5f} (interaction), "
+                    f"{row['estimated_whole_drift']:+.5f} (whole drift)",
+                    flush=True,
+                )
+    return rows

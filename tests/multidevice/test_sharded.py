@@ -63,6 +63,11 @@ def test_sharded_simulation_equals_unsharded(mesh, method):
     # the summation-order bound above (relative 2 gamma_J of the largest)
     assert int(t2.unstable_step) == int(t1.unstable_step) == -1
     np.testing.assert_allclose(float(t2.health), float(t1.health), rtol=10 * 2 * gamma(j))
+    # the step's bias: per step dt <(x' - dt b) . (c' - c)> over every device's particles; each drift c is
+    # off by the bound above (drift / dt), so each step's term by at most dt max|x| 2 drift / dt, over 10 steps
+    bias_tol = 10 * float(jnp.max(jnp.abs(t1.particles))) * 2 * drift
+    np.testing.assert_allclose(np.asarray(t2.step_bias), np.asarray(t1.step_bias), rtol=0, atol=bias_tol)
+    assert float(t1.step_bias[-1]) != 0 and float(t2.flow_health) == float(t1.flow_health) == 0  # no flow
 
 
 def test_sharded_simulation_reports_the_same_nonfinite_step(mesh):
@@ -90,6 +95,10 @@ def test_sharded_sweep_equals_unsharded(mesh, n_sets):
     np.testing.assert_array_equal(np.asarray(a.unstable_step), np.asarray(b.unstable_step))
     assert np.asarray(b.health).shape == (n_sets,)
     np.testing.assert_allclose(np.asarray(b.health), np.asarray(a.health), rtol=10 * 2 * U)
+    # the flow's step divides differences of positions about 1e-3 of |x| apart along a step, which agree to
+    # 20 ulp of |x|: 20 U / 1e-3 = 1e-3 relative at most
+    np.testing.assert_allclose(np.asarray(b.flow_health), np.asarray(a.flow_health), rtol=1e-3)
+    assert np.all(np.asarray(a.flow_health) > 0)
 
 
 def test_sharded_dataset_equals_unsharded(mesh):
