@@ -47,6 +47,10 @@ def _remove_stale_temporaries(directory: str, name: str) -> None:
 def atomic_write(path, write: Callable, mode: str = "wb") -> None:
     """Calls ``write(fileobj)`` on a temporary file beside ``path``, then renames it over ``path``."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            f"{path} is a folder, where a file is to be written: move it aside (or write elsewhere)."
+        )
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     _remove_stale_temporaries(directory, os.path.basename(path))

@@ -183,7 +183,8 @@ def main(argv=None):
         except Exception as e:  # one failure must not lose the others
             failures[name] = f"{type(e).__name__}: {e}"
             log(f"[{name}] FAILED: {failures[name]}")
-            traceback.print_exc()
+            if not isinstance(e, OSError):  # a file or folder in the way says so itself; anything else is a bug
+                traceback.print_exc()
     for name in list(results):
         try:
             page = report.render_experiment(out, name, args.scale)
