@@ -12,6 +12,12 @@ def is_concrete(x) -> bool:
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
 
 
+def is_integer(v) -> bool:
+    """Whether ``v`` is a Python or NumPy integer and not a boolean (``True`` is an ``int`` to Python, but
+    never a count the caller meant)."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
 def is_permutation(perm) -> bool:
     """Whether the integer array ``perm`` holds a permutation of ``0..N-1`` along its last axis."""
     p = np.asarray(perm)

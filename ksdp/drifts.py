@@ -55,7 +55,8 @@ def pair_sum(
     Args:
       targets: ``[T, d]`` positions $y_j$.
       sources: ``[J, d]`` positions $x_i$.
-      delta: regularisation length (traced).
+      delta: regularisation length (traced; at a concrete call site finite and positive, as the positions
+        must be finite: a `ValueError` otherwise).
       kernel: see `ksdp.kernels`.
       tile: targets per tile (static); memory is ``O(tile * J)``.
       mesh: a `jax.sharding.Mesh` to split targets and sources across (``T`` and ``J``
@@ -80,6 +81,8 @@ def pair_sum(
     _kernels.check_kernel(kernel, d)
     if k is not None:
         _kernels.check_screened(kernel)
+    # at a concrete call site: finite positions, and a finite positive delta where the kernel uses it
+    check_concrete_inputs({"targets": targets, "sources": sources}, 1.0 if kernel == "exact" else delta)
     tile = int(min(tile or default_tile(), max(n_t, 1)))
     n_tiles = -(-n_t // tile)
     pad = n_tiles * tile - n_t

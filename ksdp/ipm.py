@@ -35,6 +35,7 @@ from ksdp import kernels as _kernels
 from ksdp import parallel as _parallel
 from ksdp import particle_mesh as _pm
 from ksdp._checks import is_concrete as _is_concrete
+from ksdp._checks import is_integer as _is_integer
 from ksdp.initial import uniform_ball
 
 DEFAULT_MASS = 16 * math.pi  # supercritical in 2D (critical mass 8 pi)
@@ -245,9 +246,9 @@ def _prepare(
         n_particles = n_from_x0
     if n_particles is None:
         raise ValueError("give n_particles (J) or initial positions x0.")
-    if not isinstance(n_particles, (int, np.integer)) or n_particles < 1:
+    if not _is_integer(n_particles) or n_particles < 1:
         raise ValueError(f"n_particles (J) must be a positive integer, got {n_particles!r}.")
-    if tile is not None and (not isinstance(tile, (int, np.integer)) or tile < 1):
+    if tile is not None and (not _is_integer(tile) or tile < 1):
         raise ValueError(f"tile must be a positive integer, got {tile!r}.")
     drift, grid = _drifts.resolve_drift(drift, grid, int(n_particles), d, kernel, sharded=sharded)
     _flows.resolve_flow(flow, d)

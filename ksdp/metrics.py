@@ -53,6 +53,7 @@ import numpy as np
 import optax
 
 from ksdp import wasserstein as _wasserstein
+from ksdp._checks import is_integer as _is_integer
 from ksdp.drifts import default_tile
 
 
@@ -129,7 +130,7 @@ def energy_distance(x, y, *, tile: int | None = None) -> Estimate:
     n, m = len(x), len(y)
     if n < 3 or m < 3:
         raise ValueError(f"energy_distance needs at least 3 points per cloud (the jackknife), got {n} and {m}.")
-    if tile is not None and (not isinstance(tile, (int, np.integer)) or tile < 1):
+    if tile is not None and (not _is_integer(tile) or tile < 1):
         raise ValueError(f"tile must be a positive integer, got {tile!r}.")
     tile = int(tile or default_tile())
     # The distance is translation invariant and homogeneous of degree 1: both clouds are centred on

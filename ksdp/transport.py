@@ -33,6 +33,7 @@ from optax import assignment as _assignment
 
 from ksdp import assignment as _assign
 from ksdp._checks import is_concrete as _is_concrete
+from ksdp._checks import is_integer as _is_integer
 from ksdp._checks import is_permutation
 
 DEFAULT_BLOCK = 16
@@ -76,7 +77,7 @@ def check_clouds(x, y, perm=None, block: int | None = None):
             "perm (the warm start) must be a permutation of 0..N-1 along its last axis; "
             "pass None to start from the identity."
         )
-    if block is not None and (not isinstance(block, (int, np.integer)) or block < 2):
+    if block is not None and (not _is_integer(block) or block < 2):
         raise ValueError(f"block (the sub-problem size M) must be an integer >= 2, got {block!r}.")
     dtype = jnp.result_type(x.dtype, y.dtype, jnp.float32)
     x, y = x.astype(dtype), y.astype(dtype)

@@ -221,6 +221,15 @@ def test_loose_readings_are_refused():
         km.compare(jax.random.key(0), cloud, cloud, energy_points=True)
     with pytest.raises(ValueError, match="1D"):
         km.run_spread([[1.0, 2.0], [3.0, 4.0]])
+    # True is an int to Python: every count refuses it (one shared check, ksdp._checks.is_integer)
+    for call, match in (
+        (lambda: ksdp.simulate(jax.random.key(0), n_particles=True), "n_particles"),
+        (lambda: ksdp.simulate(jax.random.key(0), n_particles=8, tile=True), "tile"),
+        (lambda: T.train(jax.random.key(0), TARGETS, [0.0, 1.0], MC, TINY, n_steps=True, progress=False), "n_steps"),
+        (lambda: TR.solve(jax.random.key(0), X, Y, block=True), "block"),
+    ):
+        with pytest.raises((ValueError, TypeError), match=match):
+            call()
 
 
 def test_lower_doors_check_what_simulate_checks():
@@ -248,6 +257,11 @@ def test_lower_doors_check_what_simulate_checks():
             ksdp.velocity(x, ksdp.Params(delta=delta))
         with pytest.raises(ValueError, match="delta"):
             pm.pair_sum(x, x, delta, grid=128)
+        with pytest.raises(ValueError, match="delta"):  # the direct sum too
+            ksdp.pair_sum(x, x, delta)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        ksdp.pair_sum(x, x.at[0, 0].set(jnp.nan), 0.03)
+    assert np.all(np.isfinite(ksdp.pair_sum(x, x, 0.0, kernel="exact")))  # the exact kernel has no delta
 
 
 def test_numpy_booleans_are_refused_where_json_would_refuse_them(tmp_path):

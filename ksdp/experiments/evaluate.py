@@ -12,6 +12,7 @@ import numpy as np
 
 from ksdp import initial, ipm, model, provenance, reference, training, wasserstein
 from ksdp import metrics as metrics_
+from ksdp._checks import is_integer as _is_integer
 from ksdp.experiments import report
 from ksdp.experiments.ipm_data import DELTA, REPLICAS
 from ksdp.experiments.specs import (
@@ -97,7 +98,7 @@ def loss_floor(key, targets, n: int, repeats: int = FLOOR_REPEATS) -> metrics_.E
     scale), more than the gaps it is compared with. The standard error is that of the mean over sets
     of the per-set means, from the spread within each set (`ksdp.metrics.stratified_mean`).
     """
-    if not isinstance(repeats, (int, np.integer)) or repeats < 2:
+    if not _is_integer(repeats) or repeats < 2:
         raise ValueError(f"repeats must be an integer >= 2 (a standard error needs two pairs), got {repeats!r}.")
     per_set = []
     for r, y in enumerate(np.asarray(targets)):

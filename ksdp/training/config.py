@@ -10,6 +10,7 @@ import numpy as np
 import optax
 
 from ksdp import model as _model
+from ksdp._checks import is_integer as _is_integer
 from ksdp.training.losses import RADIAL_MAX_POINTS
 
 
@@ -169,7 +170,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
             raise ValueError(
                 f"TrainConfig.{name} must be a {'non-negative' if 'sweeps' in name else 'positive'} integer, got {v!r}."
             )
-    if not isinstance(cfg.block, (int, np.integer)) or cfg.block < 2:
+    if not _is_integer(cfg.block) or cfg.block < 2:
         raise ValueError(
             f"TrainConfig.block (the assignment sub-problem size M) must be an integer >= 2, got {cfg.block!r}."
         )

@@ -14,6 +14,7 @@ import numpy as np
 from ksdp import metrics as _metrics
 from ksdp import model as _model
 from ksdp import parallel as _parallel
+from ksdp._checks import is_integer as _is_integer
 from ksdp.generator import Generator
 from ksdp.training.checkpoint import (
     CheckpointMismatch,
@@ -152,12 +153,12 @@ def train(
         configs (`fingerprint`), or holds more than ``n_steps`` steps.
     """
     targets, eta = check_inputs(model_cfg, cfg, targets, eta)
-    if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
+    if not _is_integer(n_steps) or n_steps < 1:
         raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}.")
     cfg = cfg.for_steps(n_steps)  # a decay over the whole run: over these n_steps
     # numpy scalars as Python numbers: the config is written to checkpoints and generators as JSON
     cfg = TrainConfig(*(v.item() if isinstance(v, np.generic) else v for v in cfg))
-    if not isinstance(checkpoint_every, (int, np.integer)) or checkpoint_every < 1:
+    if not _is_integer(checkpoint_every) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be a positive integer (mini-batches), got {checkpoint_every!r}.")
     if n_steps % cfg.resample_every:
         raise ValueError(f"n_steps={n_steps} must be a multiple of resample_every={cfg.resample_every}.")
