@@ -23,6 +23,7 @@ LAYERS = [
     {"ksdp.drifts"},
     {"ksdp.chemical"},  # the chemical as a field (eps > 0), beside the elliptic drift
     {"ksdp.euler"},  # the Euler--Maruyama scan
+    {"ksdp.health"},  # what a checked run refuses or warns of, read from the scan's records
     {"ksdp.ipm"},
     {"ksdp.data", "ksdp.transport", "ksdp.reference"},
     {"ksdp.wasserstein"},
