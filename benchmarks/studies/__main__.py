@@ -13,7 +13,9 @@ One module per question; each part is a function of it:
 * `benchmarks.studies.training`: ``residual``, ``training`` (its schedules in
   `benchmarks.studies.schedules`), ``tails``, ``matching``, ``shrink``, ``anisotropy``;
 * `benchmarks.studies.structure`: ``structure`` (the structure check's false alarms and what it sees
-  in the finished runs under ``--runs``), ``structure-ablations`` (what keeps kolmogorov3d's cross).
+  in the finished runs under ``--runs``), ``structure-ablations`` (what keeps kolmogorov3d's cross);
+* `benchmarks.studies.extrapolation`: ``extrapolation`` (what makes the map follow the physics past its
+  training range).
 
 Quality numbers, not times: they do not depend on the machine. The results are merged into
 ``benchmarks/results/ablations-<device>-<date>.json`` (``--only`` replaces the parts it runs); its
@@ -31,6 +33,7 @@ import os
 from benchmarks import _common
 from benchmarks.studies.blocks import blocks, small
 from benchmarks.studies.calibration import c2st, energy, ks, pools, sources
+from benchmarks.studies.extrapolation import extrapolation
 from benchmarks.studies.kernels import health, kernels, slope, step
 from benchmarks.studies.reference import reference
 from benchmarks.studies.schedules import MORE_SCHEDULES, SCHEDULES
@@ -59,6 +62,7 @@ PARTS = (
     "anisotropy",
     "structure",
     "structure-ablations",
+    "extrapolation",
 )
 
 
@@ -136,6 +140,7 @@ def main(argv=None):
         "anisotropy": anisotropy,
         "structure": lambda: structure(out=args.runs, names=args.experiments),
         "structure-ablations": lambda: structure_ablations(out=args.runs, variants=args.variants, seeds=args.seeds),
+        "extrapolation": lambda: extrapolation(out=args.runs, names=args.experiments),
     }
     results = {name: parts[name]() for name in args.only}
     # --only updates the parts it ran in today's file and keeps the others

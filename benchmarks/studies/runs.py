@@ -13,6 +13,11 @@ from ksdp.experiments import ipm_data as DATA
 from ksdp.experiments.specs import EXPERIMENTS, SCALES
 
 
+def slug(label: str) -> str:
+    """A file name for a study's label (a schedule, a variant)."""
+    return "".join(c if c.isalnum() else "-" for c in label).strip("-")
+
+
 def tail_stats(ipm, gen) -> dict:
     """Largest distance from the IPM particles' centre of ``ipm`` and ``gen`` (``[n, d]`` each), and
     the fraction of ``gen`` beyond the farthest of ``ipm``."""

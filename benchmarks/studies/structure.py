@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 import ksdp
-from benchmarks.studies.runs import found
+from benchmarks.studies.runs import found, slug
 from ksdp import metrics as KM
 from ksdp import training as T
 from ksdp.experiments import ipm_data as DATA
@@ -34,7 +34,7 @@ from ksdp.experiments.specs import EXPERIMENTS
 NULL_PAIRINGS = 4
 
 
-def _independent_runs(exp, scale, folder):
+def independent_runs(exp, scale, folder):
     """The replicas, the pool ``[runs, train values, J, d]`` (or None) and the reference runs of a run folder."""
     sc = DATA.scale_of(exp, scale)
     data_, _, _ = DATA.simulate_data(exp, scale, 0, folder, lambda *_: None, sc)
@@ -50,7 +50,7 @@ def structure(out="ksdp-runs", names=None) -> list:
     rows = []
     for scale, name, exp, (metrics_path,) in found(out, names, ("metrics.json",)):
         folder = os.path.dirname(metrics_path)
-        parts, pool, ref = _independent_runs(exp, scale, folder)
+        parts, pool, ref = independent_runs(exp, scale, folder)
         if ref is None or pool is None:
             print(f"structure: {scale}/{name} has no pool or reference runs: skipped", flush=True)
             continue
@@ -69,7 +69,7 @@ def structure(out="ksdp-runs", names=None) -> list:
         for i, v in enumerate(values):
             x = gen.sample(jax.random.fold_in(key, i), float(v), sc.n_generated)
             check = KM.structure_pairs(x, others[:, i])
-            row = {"scale": scale, "experiment": name, "eta": float(v), "kind": _kind(exp, scale, v), **check}
+            row = {"scale": scale, "experiment": name, "eta": float(v), "kind": value_kind(exp, scale, v), **check}
             old = next((r for r in m["rows"] if math.isclose(r["eta"], float(v))), None) if m else None
             if old:
                 row.update(c2st_excess=old["c2st_checked_excess"], energy_z=old["energy_z"], m2_rel=old["m2_rel_error"])
@@ -100,7 +100,7 @@ def structure(out="ksdp-runs", names=None) -> list:
     return rows
 
 
-def _kind(exp, scale, v) -> str:
+def value_kind(exp, scale, v) -> str:
     train_v, held_v, _ = exp.values(scale)
     return "train" if v in train_v else "held-out" if v in held_v else "extrapolated"
 
@@ -116,14 +116,10 @@ VARIANTS = {
 }
 
 
-def _slug(label: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in label).strip("-")
-
-
 def structure_ablations(out="ksdp-runs", variants=None, seeds=(0, 1), name="kolmogorov3d-amplitude", scale="quick"):
     exp = EXPERIMENTS[name]
     folder = os.path.join(out, scale, name)
-    parts, pool, ref = _independent_runs(exp, scale, folder)
+    parts, pool, ref = independent_runs(exp, scale, folder)
     others = np.concatenate([parts, ref])
     sc = DATA.scale_of(exp, scale)
     train_v = exp.values(scale)[0]
@@ -134,7 +130,7 @@ def structure_ablations(out="ksdp-runs", variants=None, seeds=(0, 1), name="kolm
     for label in variants or list(VARIANTS):
         mc, tc, n_steps = VARIANTS[label](base_m, base_t, sc.n_steps)
         for seed in seeds:
-            path = os.path.join(out, "ablations", "structure", scale, name, f"{_slug(label)}-seed{seed}.npz")
+            path = os.path.join(out, "ablations", "structure", scale, name, f"{slug(label)}-seed{seed}.npz")
             t0 = time.perf_counter()
             if os.path.exists(path):
                 gen = ksdp.load_generator(path)
@@ -155,7 +151,7 @@ def structure_ablations(out="ksdp-runs", variants=None, seeds=(0, 1), name="kolm
                     "variant": label,
                     "seed": seed,
                     "eta": float(v),
-                    "kind": _kind(exp, scale, v),
+                    "kind": value_kind(exp, scale, v),
                     "train_s": seconds,
                     "structure": check,
                     "energy_z": (energy.value - floor.value) / math.hypot(energy.se, floor.se),

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import _common
-from benchmarks.studies.runs import dataset_runs, finished, tail_stats
+from benchmarks.studies.runs import dataset_runs, finished, slug, tail_stats
 from benchmarks.studies.schedules import MORE_SCHEDULES, SCHEDULES, build
 from ksdp import metrics as KM
 from ksdp import model as M
@@ -71,11 +71,6 @@ def residual():
     return rows
 
 
-def _slug(label: str) -> str:
-    """A file name for a schedule's label."""
-    return "".join(c if c.isalnum() else "-" for c in label).strip("-")
-
-
 TRAINING_EXPERIMENTS = ("ks2d-time", "laminar2d-amplitude")
 
 
@@ -113,7 +108,7 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
             res = T.train(jax.random.key(1), targets, train_v, model_cfg, tc, n_steps=n_steps, progress=False)
             seconds = time.perf_counter() - t0
             # the trained network, for measurements after the fact (T.load_checkpoint)
-            kept = os.path.join(out, "ablations", scale, name, _slug(label) + ".npz")
+            kept = os.path.join(out, "ablations", scale, name, slug(label) + ".npz")
             os.makedirs(os.path.dirname(kept), exist_ok=True)
             T.save_checkpoint(kept, res.state, model_cfg, tc, res.history, {"schedule": label})
             rows = []
