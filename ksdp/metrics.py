@@ -22,10 +22,8 @@ exceeds the floor by a few standard errors, so every estimate carries one (`Esti
   defect while its SE grows like the defect over $\sqrt{n}$: at n = 500 a 0.5 sd shift gives 0.142
   against a spread of 0.036 (same command); `tests/test_metrics.py` checks that a 0.5 sd shift and a
   25% widening in 2D are beyond 3 SE at n = 2000.
-* `c2st`: a classifier two-sample test with sbibm's protocol (an MLP with two hidden layers of
-  ``10 d`` ReLU units, z-scored inputs, k-fold cross-validation; flax + optax, the folds trained
-  at once under ``vmap``). Accuracy 0.5 means indistinguishable; its standard error is the binomial
-  one of the held-out predictions.
+* `c2st` (`ksdp.classifier`): a classifier two-sample test with sbibm's protocol. Accuracy 0.5 means
+  indistinguishable; its standard error is the binomial one of the held-out predictions.
 * `moments`: centre of mass and second moment with their standard errors.
 * `radial_ks`: the Kolmogorov--Smirnov distance between the radial distribution of a cloud and a
   reference CDF (`ksdp.reference`); `radial_ks_where` also says at which level of the reference
@@ -44,37 +42,16 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from ksdp import wasserstein as _wasserstein
 from ksdp._checks import is_integer as _is_integer
+from ksdp.classifier import c2st, c2st_batch
 from ksdp.drifts import default_tile
-
-
-class Estimate(NamedTuple):
-    """A statistic and its standard error."""
-
-    value: float
-    se: float
-
-
-def _cloud(x, name: str, d: int | None = None) -> np.ndarray:
-    a = np.asarray(x)
-    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
-        raise ValueError(f"{name} must be a cloud of shape [n, d], got shape {a.shape}.")
-    if not np.issubdtype(a.dtype, np.floating):
-        raise TypeError(f"{name} must hold floating-point positions, got dtype {a.dtype}.")
-    if d is not None and a.shape[1] != d:
-        raise ValueError(f"{name} has dimension {a.shape[1]}, the other cloud {d}; compare clouds of one dimension.")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains non-finite positions (NaN or inf).")
-    return a
+from ksdp.estimate import Estimate, as_cloud
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,8 +102,8 @@ def energy_distance(x, y, *, tile: int | None = None) -> Estimate:
       >>> abs(e.value) < 3 * e.se
       True
     """
-    x = _cloud(x, "x")
-    y = _cloud(y, "y", x.shape[1])
+    x = as_cloud(x, "x")
+    y = as_cloud(y, "y", x.shape[1])
     n, m = len(x), len(y)
     if n < 3 or m < 3:
         raise ValueError(f"energy_distance needs at least 3 points per cloud (the jackknife), got {n} and {m}.")
@@ -157,145 +134,13 @@ def energy_distance(x, y, *, tile: int | None = None) -> Estimate:
     return Estimate(float(value * scale), float(math.sqrt(var) * scale))
 
 
-# --------------------------------------------------------------------------------------------
-# Classifier two-sample test
-# --------------------------------------------------------------------------------------------
-class _Classifier(nn.Module):
-    """sbibm's C2ST classifier: two hidden ReLU layers of ``width`` units, one logit."""
-
-    width: int
-
-    @nn.compact
-    def __call__(self, h):
-        h = jax.nn.relu(nn.Dense(self.width)(h))
-        h = jax.nn.relu(nn.Dense(self.width)(h))
-        return nn.Dense(1)(h)[..., 0]
-
-
-def _c2st_fold_counts(key, z, label, train_mask, *, width: int, steps: int, batch: int, learning_rate: float):
-    """Trains one classifier per fold (``vmap``) and returns each fold's held-out correct count."""
-    net = _Classifier(width)
-    opt = optax.adam(learning_rate)
-
-    def one_fold(key, mask):
-        k_init, k_steps = jax.random.split(key)
-        params = net.init(k_init, z[:1])
-        # sample mini-batches among this fold's training rows: weights 0 on the held-out rows
-        p = mask / jnp.sum(mask)
-
-        def step(carry, k):
-            params, state = carry
-            idx = jax.random.choice(k, z.shape[0], (batch,), p=p)
-
-            def loss(q):
-                return jnp.mean(optax.sigmoid_binary_cross_entropy(net.apply(q, z[idx]), label[idx]))
-
-            g = jax.grad(loss)(params)
-            updates, state = opt.update(g, state, params)
-            return (optax.apply_updates(params, updates), state), None
-
-        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), jax.random.split(k_steps, steps))
-        correct = (net.apply(params, z) > 0) == (label > 0.5)
-        return jnp.sum(correct & ~mask)
-
-    return jax.vmap(one_fold)(jax.random.split(key, train_mask.shape[0]), train_mask)
-
-
-_STATIC_C2ST = ("width", "steps", "batch")
-_c2st_folds = jax.jit(_c2st_fold_counts, static_argnames=_STATIC_C2ST)
-# several tests of one size at once: on a CPU a step of this small network is mostly overhead, which
-# a batch of tests shares (c2st_pairs)
-_c2st_tests = jax.jit(
-    lambda keys, z, label, mask, **kw: jax.vmap(partial(_c2st_fold_counts, **kw))(keys, z, label, mask),
-    static_argnames=_STATIC_C2ST,
-)
-
-
-def _check_c2st_settings(folds, steps, batch, learning_rate):
-    for name, v, lo in (("folds", folds, 2), ("steps", steps, 1), ("batch", batch, 1)):
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo:
-            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}.")
-    if not (
-        isinstance(learning_rate, (int, float, np.floating)) and math.isfinite(learning_rate) and learning_rate > 0
-    ):
-        raise ValueError(f"learning_rate must be a positive finite float, got {learning_rate!r}.")
-
-
-def _c2st_inputs(key, x, y, folds: int):
-    """One test's pooled, z-scored points, labels, fold masks and training key (sbibm's protocol)."""
-    n = min(len(x), len(y))
-    if 2 * n < 2 * folds:
-        raise ValueError(f"c2st needs at least {folds} points per cloud for {folds} folds, got {n}.")
-    k_sub, k_fold, k_train = jax.random.split(key, 3)
-    kx, ky = jax.random.split(k_sub)
-    x = x[np.asarray(jax.random.permutation(kx, len(x)))[:n]]
-    y = y[np.asarray(jax.random.permutation(ky, len(y)))[:n]]
-    z = np.concatenate([x, y]).astype(np.float64)
-    z = (z - z.mean(0)) / np.maximum(z.std(0), 1e-12)
-    label = np.concatenate([np.zeros(n), np.ones(n)])
-    order = np.asarray(jax.random.permutation(k_fold, 2 * n))
-    fold_of = np.empty(2 * n, np.int64)
-    fold_of[order] = np.arange(2 * n) % folds
-    train_mask = fold_of[None, :] != np.arange(folds)[:, None]  # [folds, 2n]
-    return z.astype(np.float32), label.astype(np.float32), train_mask, k_train
-
-
-def _accuracy(correct, n_points: int) -> Estimate:
-    acc = float(np.sum(np.asarray(correct))) / n_points
-    return Estimate(acc, math.sqrt(max(acc * (1 - acc), 1e-12) / n_points))
-
-
-def c2st(key, x, y, *, folds: int = 5, steps: int = 3000, batch: int = 128, learning_rate: float = 1e-3) -> Estimate:
-    """Classifier two-sample test: cross-validated accuracy of a classifier telling ``x`` from ``y``.
-
-    sbibm's protocol: the larger cloud is subsampled to the size of the smaller, the pooled points
-    are z-scored, and an MLP with two hidden layers of ``10 d`` ReLU units is trained by Adam on the
-    cross-entropy, once per fold of a ``folds``-fold split, each fold held out once. 0.5 means the
-    classifier cannot tell the clouds apart; 1 means it always can.
-
-    Args:
-      key: random key (subsampling, folds, initialisation, mini-batches).
-      x: ``[n, d]`` cloud.
-      y: ``[m, d]`` cloud.
-      folds: number of cross-validation folds (``>= 2``).
-      steps: Adam steps per fold (mini-batches of ``batch`` points).
-      batch: mini-batch size.
-      learning_rate: Adam step size.
-
-    Returns:
-      `Estimate`: the accuracy over all held-out predictions and its binomial standard error
-      ``sqrt(a (1 - a) / n_predictions)``.
-    """
-    x = _cloud(x, "x")
-    y = _cloud(y, "y", x.shape[1])
-    _check_c2st_settings(folds, steps, batch, learning_rate)
-    z, label, mask, k_train = _c2st_inputs(key, x, y, folds)
-    kw = dict(width=10 * x.shape[1], steps=int(steps), batch=int(batch), learning_rate=float(learning_rate))
-    correct = _c2st_folds(k_train, jnp.asarray(z), jnp.asarray(label), jnp.asarray(mask), **kw)
-    return _accuracy(correct, len(z))
-
-
-def _c2st_batch(
-    keys, pairs, *, folds: int = 5, steps: int = 3000, batch: int = 128, learning_rate: float = 1e-3
-) -> list:
-    """`c2st` of every ``(x, y)`` in ``pairs`` (clouds of one size, the same settings), trained together:
-    a list of `Estimate`."""
-    _check_c2st_settings(folds, steps, batch, learning_rate)
-    tests = [_c2st_inputs(k, x, y, folds) for k, (x, y) in zip(keys, pairs, strict=True)]
-    z, label, mask = (jnp.asarray(np.stack([t[i] for t in tests])) for i in range(3))
-    k_train = jnp.stack([t[3] for t in tests])
-    kw = dict(width=10 * z.shape[-1], steps=int(steps), batch=int(batch), learning_rate=float(learning_rate))
-    correct = np.asarray(_c2st_tests(k_train, z, label, mask, **kw))
-    return [_accuracy(c, z.shape[1]) for c in correct]
-
-
 def _paired(generated, runs):
     """The checks over disjoint pairs of IPM runs (`c2st_pairs`, `structure_pairs`): ``(generated, runs,
     J, pairs)``, validated; a piece of ``J`` generated points per pair, at least 2 pairs."""
     runs = np.asarray(runs)
     if runs.ndim != 3 or runs.shape[0] < 4:
         raise ValueError(f"runs must be [R, J, d] with R >= 4 independent runs (2 pairs), got shape {runs.shape}.")
-    g = _cloud(generated, "generated", runs.shape[2])
+    g = as_cloud(generated, "generated", runs.shape[2])
     j = runs.shape[1]
     pairs = min(runs.shape[0] // 2, len(g) // j)
     if pairs < 2:
@@ -330,7 +175,7 @@ def c2st_pairs(key, generated, runs, *, steps: int = 3000) -> dict:
         ka, kb = jax.random.split(jax.random.fold_in(key, k))
         keys += [ka, kb]
         tests += [(g[k * j : (k + 1) * j], runs[2 * k]), (runs[2 * k + 1], runs[2 * k])]
-    acc = [e.value for e in _c2st_batch(keys, tests, steps=steps)]
+    acc = [e.value for e in c2st_batch(keys, tests, steps=steps)]
     a, b = acc[0::2], acc[1::2]
     diff = run_spread(np.subtract(a, b))
     return {
@@ -355,7 +200,7 @@ def moments(x) -> dict:
     Returns:
       dict with ``com [d]``, ``com_se [d]``, ``com_norm`` (its length), ``m2``, ``m2_se``.
     """
-    x = _cloud(x, "x").astype(np.float64)
+    x = as_cloud(x, "x").astype(np.float64)
     n = len(x)
     sq = np.sum(x * x, axis=1)
     com = x.mean(0)
@@ -401,7 +246,7 @@ def anisotropy(x, inner: float = 0.5) -> float:
     mass, shows here. Of ``n`` points drawn from an invariant law the value is ``O(1 / sqrt(n))``,
     not 0: compare clouds of one size (`anisotropy_z`).
     """
-    x = _cloud(x, "x").astype(np.float64)
+    x = as_cloud(x, "x").astype(np.float64)
     if isinstance(inner, bool) or not (0.0 < inner <= 1.0):
         raise ValueError(f"inner must be a fraction in (0, 1] of the points (by radius), got {inner!r}.")
     if inner < 1.0:
@@ -432,7 +277,7 @@ def anisotropy_z(generated, runs, inner: float = 0.5) -> dict:
     runs = np.asarray(runs)
     if runs.ndim != 3 or runs.shape[0] < 2:
         raise ValueError(f"runs must be [R, J, d] with R >= 2 independent runs, got shape {runs.shape}.")
-    g = _cloud(generated, "generated", runs.shape[2])
+    g = as_cloud(generated, "generated", runs.shape[2])
     j = runs.shape[1]
     pieces = len(g) // j
     if pieces < 2:
@@ -489,8 +334,8 @@ def projection_chi2(x, y, bins: int | None = None) -> float:
       y: ``[m, d]`` cloud of the same dimension.
       bins: grid cells per axis (default `projection_bins` of the smaller cloud's size).
     """
-    x = _cloud(x, "x")
-    y = _cloud(y, "y", x.shape[1])
+    x = as_cloud(x, "x")
+    y = as_cloud(y, "y", x.shape[1])
     d = x.shape[1]
     if d < 2:
         raise ValueError(f"projection_chi2 compares 2D projections: the clouds need d >= 2, got d = {d}.")
@@ -588,7 +433,7 @@ def radial_ks_where(x, cdf) -> tuple[float, float, float]:
     ``signed`` is ``F_n - F`` at the supremum (> 0: the cloud has too little mass beyond that
     radius), ``level`` the reference CDF there (0.99: the outer 1% of the mass, the tail).
     """
-    r = np.sort(np.linalg.norm(_cloud(x, "x").astype(np.float64), axis=1))
+    r = np.sort(np.linalg.norm(as_cloud(x, "x").astype(np.float64), axis=1))
     f = np.asarray(cdf(r), np.float64)
     n = len(r)
     upper = np.arange(1, n + 1) / n - f
@@ -623,8 +468,8 @@ def w2_estimate(x, y, *, tol: float = 1e-4) -> Estimate:
       ValueError: the auction did not certify its matching within `UNCERTIFIED` times ``tol`` (it names
         the gap reached).
     """
-    x = _cloud(x, "x")
-    y = _cloud(y, "y", x.shape[1])
+    x = as_cloud(x, "x")
+    y = as_cloud(y, "y", x.shape[1])
     if len(x) != len(y):
         raise ValueError(
             f"x and y must hold the same number of points (W2 between equal-size clouds), got {len(x)} and "
@@ -686,14 +531,14 @@ def compare(
       dict with ``energy``, ``c2st``, ``w2`` (each a ``[value, se]`` pair; W2's from `w2_estimate`),
       ``moments`` of each cloud, and the same keys prefixed ``floor_``.
     """
-    generated = _cloud(generated, "generated")
-    reference = _cloud(reference, "reference", generated.shape[1])
+    generated = as_cloud(generated, "generated")
+    reference = as_cloud(reference, "reference", generated.shape[1])
     j = len(reference)
     for name, v in (("w2_points", w2_points), ("c2st_points", c2st_points), ("energy_points", energy_points)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 2):
             raise ValueError(f"{name} must be None (all points) or an integer >= 2 (points per cloud), got {v!r}.")
     if floor is not None:
-        floor = _cloud(floor, "floor", generated.shape[1])
+        floor = as_cloud(floor, "floor", generated.shape[1])
     k_w, k_c, k_e, k_wf, k_cf = jax.random.split(key, 5)
 
     def take(k, a, n):

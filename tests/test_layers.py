@@ -16,9 +16,9 @@ PACKAGE = os.path.join(ROOT, "ksdp")
 
 # bottom to top; a module may import only from lower layers (the package root re-exports the doors)
 LAYERS = [
-    {"ksdp._version", "ksdp._checks", "ksdp.storage", "ksdp.parallel"},  # shared helpers
+    {"ksdp._version", "ksdp._checks", "ksdp.storage", "ksdp.parallel", "ksdp.estimate"},  # shared helpers
     {"ksdp.provenance"},  # the manifest of every output (reads the version)
-    {"ksdp.kernels", "ksdp.flows", "ksdp.initial", "ksdp.assignment", "ksdp.plot"},
+    {"ksdp.kernels", "ksdp.flows", "ksdp.initial", "ksdp.assignment", "ksdp.plot", "ksdp.classifier"},
     {"ksdp.particle_mesh"},
     {"ksdp.drifts"},
     {"ksdp.chemical"},  # the chemical as a field (eps > 0), beside the elliptic drift
