@@ -124,9 +124,10 @@ def main(argv=None):
         exp = EXPERIMENTS[worst]
         least = ipm_data.least_particles(exp, args.scale)
         if args.particles < least:
+            n = ipm_data.scale_of(exp, args.scale).train.n_samples
             ap.error(
                 f"--particles must be at least {least} for {worst} at the "
-                f"{args.scale} scale (two disjoint samples of N = {ipm_data.scale_of(exp, args.scale).n_samples} from "
+                f"{args.scale} scale (two disjoint samples of N = {n} from "
                 f"each training set of {ipm_data.pool_runs(exp, args.scale) or 1} run(s)), got {args.particles}."
             )
         # the largest array a run holds at once: the training pool (or the replicas), float32 positions

@@ -138,9 +138,9 @@ class Evaluation(NamedTuple):
 
 def metrics_header(exp, scale, seed, sc, ds, settings, n_runs, n_ref, mcfg, tcfg, res, targets) -> dict:
     """The run's ``metrics.json`` before its rows: settings as trained, the loss against its floor."""
-    final_loss = training.final_loss(res.history, sc.resample_every)
-    fresh_loss = training.fresh_batch_loss(res.history, sc.resample_every)
-    floor_loss = loss_floor(jax.random.key(seed + 3), targets, sc.n_samples)
+    final_loss = training.final_loss(res.history, tcfg.resample_every)
+    fresh_loss = training.fresh_batch_loss(res.history, tcfg.resample_every)
+    floor_loss = loss_floor(jax.random.key(seed + 3), targets, tcfg.n_samples)
     loss_z = memorisation_z(final_loss, floor_loss)
     return {
         "experiment": exp.name,
@@ -156,7 +156,8 @@ def metrics_header(exp, scale, seed, sc, ds, settings, n_runs, n_ref, mcfg, tcfg
         # as trained: the experiment may add the tail coordinate and the radial term (Experiment.tail_feature,
         # Experiment.radial_weight)
         "scale_settings": {
-            **dataclasses.asdict(sc),
+            **{f.name: getattr(sc, f.name) for f in dataclasses.fields(sc) if f.name != "train"},
+            **tcfg._asdict(),  # the recipe as trained (the scale's, the experiment's changes resolved)
             "tail_feature": bool(mcfg.tail_feature),
             "radial_weight": tcfg.radial_weight,
             **({"identity_at": mcfg.identity_at} if mcfg.identity_at is not None else {}),

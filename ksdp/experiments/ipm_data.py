@@ -108,7 +108,7 @@ def simulate_pool(
 def least_particles(exp: Experiment, scale: str) -> int:
     """The least J (IPM particles per run) ``exp`` can train on at ``scale``: the loss floor draws two
     disjoint samples of N from each training set, the pool's runs together (else the training replica)."""
-    return -(-2 * scale_of(exp, scale).n_samples // (pool_runs(exp, scale) or 1))
+    return -(-2 * scale_of(exp, scale).train.n_samples // (pool_runs(exp, scale) or 1))
 
 
 def reference_runs(exp: Experiment, scale: str) -> int:
@@ -200,7 +200,7 @@ def scale_of(exp: Experiment, scale: str) -> Scale:
     (``Experiment.n_samples``) where it has one."""
     sc = SCALES[scale]
     if scale in exp.n_samples:
-        sc = dataclasses.replace(sc, n_samples=int(exp.n_samples[scale]))
+        sc = dataclasses.replace(sc, train=sc.train._replace(n_samples=int(exp.n_samples[scale])))
     return sc
 
 

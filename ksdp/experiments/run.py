@@ -51,20 +51,8 @@ def configs(exp: Experiment, scale: str):
         tail_feature=exp.tail_feature,
         identity_at=exp.identity_at,
     )
-    tcfg = training.TrainConfig(
-        n_samples=sc.n_samples,
-        resample_every=sc.resample_every,
-        renew_every=sc.renew_every,
-        sweeps=sc.sweeps,
-        initial_sweeps=sc.initial_sweeps,
-        learning_rate=sc.learning_rate,
-        ema_decay=sc.ema_decay,
-        decay_steps=sc.n_steps if sc.cosine_decay else 0,
-        debias=sc.debias,
-        local_cap=sc.local_cap,
-        match_sources=sc.match_sources,
-        radial_weight=exp.radial_weight_at(scale),
-    )
+    # the scale's recipe (the decay over the run, unless the scale sets its own) with the experiment's term
+    tcfg = sc.train.for_steps(sc.n_steps)._replace(radial_weight=exp.radial_weight_at(scale))
     return mcfg, tcfg
 
 
@@ -223,7 +211,7 @@ def _scale_with(exp: Experiment, scale: str, n_particles: int | None) -> Scale:
     if n_particles < least:
         raise ValueError(
             f"n_particles={n_particles} is too small for {exp.name} at the {scale} scale: the loss floor "
-            f"compares two disjoint samples of N = {sc.n_samples} from each training set of "
+            f"compares two disjoint samples of N = {sc.train.n_samples} from each training set of "
             f"{pool_runs(exp, scale) or 1} x {n_particles} particles; use at least {least}."
         )
     return dataclasses.replace(sc, n_particles=int(n_particles))

@@ -15,10 +15,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ksdp.training import TrainConfig
+
 
 @dataclass(frozen=True)
 class Scale:
-    """Sizes of one run: particles, samples per set, training schedule, evaluation size.
+    """Sizes of one run: particles, Adam steps, the training recipe at these sizes, evaluation size.
+
+    ``train`` is `TrainConfig()`, the recommended recipe, with this scale's sizes (``N``, the sweeps; at
+    the paper scale the rate and ``local_cap``); an experiment changes it in one place, its `Experiment`
+    (``n_samples``, ``radial_weight``), and `ksdp.experiments.run.configs` resolves the two.
 
     ``n_generated`` particles are generated per parameter value for the energy distance, the moments
     and the radial KS distance; C2ST and W2 compare ``J`` of them with ``J`` IPM particles.
@@ -31,30 +37,17 @@ class Scale:
     """
 
     n_particles: int
-    n_samples: int
     n_steps: int
-    resample_every: int
-    renew_every: int
-    sweeps: int
-    initial_sweeps: int
     n_generated: int
-    learning_rate: float = 3e-3
+    train: TrainConfig = TrainConfig()
     width: int = 30
     depth: int = 5
-    ema_decay: float = 0.999
-    cosine_decay: bool = True  # decay the learning rate to 1% over n_steps
-    debias: bool = True  # the debiased loss (TrainConfig.debias)
     pool_runs: int = 1  # IPM runs of J particles per training value the network trains on (1: the training replica)
     # more independent IPM runs at every value that the m2 check averages with the three replicas
     # (run.simulate_reference): a run's m2 spreads from run to run by more than its J particles suggest
     # (ks2d-time at J = 2000: by 0.010-0.012, 3-4% of m2 at t = 0.05; the three replicas' mean carries 0.006
     # of it, 13 runs 0.003; docs/metrics.md, "m2 between runs")
     reference_runs: int = 0
-    local_cap: float = 0.0  # TrainConfig.local_cap: the debiased loss's self pairs also capped at this x their median
-    # TrainConfig.match_sources: regress onto the sources' matching to the targets, not the min-min's; the
-    # min-min's maps folded on up to 31% of the source in the time experiments (docs/training.md, "Matching
-    # the sources")
-    match_sources: bool = True
     # Adam steps per fold of the C2ST's classifier (ksdp.metrics.c2st): sbibm's protocol at every scale
     # but smoke, whose n = 128 points per cloud need far fewer (its tests check the pipeline, not a law)
     c2st_steps: int = 3000
@@ -64,53 +57,37 @@ SCALES = {
     # seconds per experiment, for the tests
     "smoke": Scale(
         n_particles=128,
-        n_samples=64,
         n_steps=40,
-        resample_every=20,
-        renew_every=10,
-        sweeps=2,
-        initial_sweeps=4,
         n_generated=512,
+        train=TrainConfig(n_samples=64, resample_every=20, renew_every=10, sweeps=2, initial_sweeps=4, ema_decay=0.9),
         width=16,
         depth=2,
-        ema_decay=0.9,
         pool_runs=3,
         reference_runs=4,  # two pairs: the C2ST check over more pairs of runs (metrics.c2st_pairs)
         c2st_steps=500,
     ),
-    # Training schedule: fresh samples at every renewal (K = L), a moving average of the parameters,
-    # a cosine learning-rate decay and the debiased loss, against the paper's K = 10 L and plain loss:
-    # the measurements behind it: docs/training.md
+    # the recommended recipe as it is (TrainConfig(): fresh samples at every renewal, K = L = 50, a moving
+    # average of the parameters, a cosine learning-rate decay, the debiased loss, the sources matched),
+    # against the paper's K = 10 L and plain loss: the measurements behind it in docs/training.md
     "quick": Scale(
         n_particles=2000,
-        n_samples=1000,
         n_steps=6000,
-        resample_every=50,
-        renew_every=50,
-        sweeps=4,
-        initial_sweeps=20,
         n_generated=20000,
         pool_runs=10,
         reference_runs=10,
     ),
-    # the paper's sizes (J = 10000, N = 2000, 50000 Adam steps) with the quick scale's schedule (K = L,
-    # moving average, cosine decay, debiased loss) instead of the paper's K = 1000, L = 200. K = L = 50:
-    # kept for 200 steps, a mini-batch's points are fitted (laminar2d-time: final loss 8% below the floor,
-    # z = -2.4); with 50, at the floor (z = 0.1), every value passing, for more training time (a fresh
-    # matching of 50 block sweeps every 50 steps; benchmarks.studies "..., local cap, K = L = 50")
+    # the paper's sizes (J = 10000, N = 2000, 50000 Adam steps) with the recipe (K = L = 50, moving average,
+    # cosine decay, debiased loss) instead of the paper's K = 1000, L = 200. K = L = 50: kept for 200 steps,
+    # a mini-batch's points are fitted (laminar2d-time: final loss 8% below the floor, z = -2.4); with 50, at
+    # the floor (z = 0.1), every value passing, for more training time (a fresh matching of 50 block sweeps
+    # every 50 steps; benchmarks.studies "..., local cap, K = L = 50")
     "paper": Scale(
         n_particles=10000,
-        n_samples=2000,
         n_steps=50000,
-        resample_every=50,
-        renew_every=50,
-        sweeps=10,
-        initial_sweeps=50,
         n_generated=100000,
-        learning_rate=1e-3,
         # stray points: at this scale the extent's cap alone let 0.1% of laminar2d-time's generated
         # points float out to 3 radii, its loss rise tenfold and its law fold (docs/training.md)
-        local_cap=100.0,
+        train=TrainConfig(n_samples=2000, sweeps=10, initial_sweeps=50, learning_rate=1e-3, local_cap=100.0),
     ),
 }
 
