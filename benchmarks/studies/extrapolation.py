@@ -49,9 +49,8 @@ def _model(exp, scale, **changes):
         eta_log=exp.log_eta,
         tail_feature=exp.tail_feature,
         identity_at=exp.identity_at,
-        **changes,
     )
-    return M.make_config(exp.d, exp.values(scale)[0], **kwargs)
+    return M.make_config(exp.d, exp.values(scale)[0], **{**kwargs, **changes})
 
 
 # label -> (applies to the experiment, ModelConfig changes)
