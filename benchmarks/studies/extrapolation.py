@@ -12,9 +12,10 @@
 The changes (each where it applies):
 
 * ``eta linear``: the amplitude fed as ``A``, not ``log10 A`` (normalised over the training range);
-* ``identity at 0, eta linear``: the map ``x + (A / scale) MLP(x, A)``, the identity at ``A = 0`` (no flow,
-  no displacement by it), so the learnt displacement grows with the amplitude outside the range as the
-  flow's does; for a time experiment without it, the identity at ``t = 0`` (the source is the initial law);
+* ``identity at 0, eta linear``: the map ``x + (A / scale) MLP(x, A)``, whose residual grows linearly with
+  the amplitude past the range, as the flow's displacement does (at ``A = 0`` it is the identity, which
+  the no-flow law at the experiment's time is not: the network must undo the factor at small ``A``); for a
+  time experiment without it, the identity at ``t = 0``, where the law is the source itself;
 * ``gelu``: smooth activations that grow linearly instead of saturating like ``tanh``.
 """
 
