@@ -79,3 +79,20 @@ def test_absurd_sizes_are_refused_up_front(tmp_path, capsys):
         cli.main(["--particles", "1000000000", "--out", str(tmp_path)])
     assert err.value.code == 2
     assert "GiB" in capsys.readouterr().err and not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("where", ["laminar2d-time/README.md", "REPORT.md"])
+def test_a_folder_in_the_place_of_an_output_is_reported_without_a_traceback(tmp_path, where, capsys):
+    # the CLI writes its pages and report over whatever is there; a folder in the way is named and left
+    # alone, and the rest is written (the other pages; the report when only a page is blocked)
+    out = tmp_path / "runs"
+    shutil.copytree(RUNS, out / "quick")
+    (out / "quick" / where / "kept").mkdir(parents=True)
+    assert cli.main(["--report-only", "--scale", "quick", "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    assert f"{out / 'quick' / where} is a folder" in captured.out
+    assert (out / "quick" / where / "kept").is_dir()
+    assert os.path.exists(out / "quick" / "ks2d-time" / "README.md")
+    if where != "REPORT.md":
+        assert "laminar2d-time: FAILED" in (out / "quick" / "REPORT.md").read_text()

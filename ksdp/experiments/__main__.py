@@ -194,15 +194,24 @@ def main(argv=None):
             log(f"[{name}] {failures[name]}")
             del results[name]
             continue
-        storage.write_text(os.path.join(out, name, "README.md"), page)
+        try:
+            storage.write_text(os.path.join(out, name, "README.md"), page)
+        except OSError as e:  # something in the way of the page: reported, the others written
+            failures[name] = f"its page could not be written ({e})"
+            log(f"[{name}] {failures[name]}")
+            del results[name]
     seconds = None if args.report_only else time.perf_counter() - t_all
     text = report.render(out, args.scale, names, failures, seconds)
-    storage.write_text(os.path.join(out, "REPORT.md"), text)
-    log(f"wrote {os.path.join(out, 'REPORT.md')} ({time.perf_counter() - t_all:.0f} s in all)")
-    if args.docs is not None:
-        write_docs(args.docs, out, args.scale, results, log)
-    if args.ship is not None:
-        ship(args.ship, out, results, log)
+    try:
+        storage.write_text(os.path.join(out, "REPORT.md"), text)
+        log(f"wrote {os.path.join(out, 'REPORT.md')} ({time.perf_counter() - t_all:.0f} s in all)")
+        if args.docs is not None:
+            write_docs(args.docs, out, args.scale, results, log)
+        if args.ship is not None:
+            ship(args.ship, out, results, log)
+    except OSError as e:  # the report, the docs or the shipped maps could not be written: say which, no traceback
+        log(f"FAILED: {e}")
+        return 1
     return 1 if failures else 0
 
 
