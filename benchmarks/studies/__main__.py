@@ -33,6 +33,7 @@ import os
 from benchmarks import _common
 from benchmarks.studies.blocks import blocks, small
 from benchmarks.studies.calibration import c2st, energy, ks, pools, sources
+from benchmarks.studies.extrapolation import VARIANTS as EXTRAPOLATION_VARIANTS
 from benchmarks.studies.extrapolation import extrapolation
 from benchmarks.studies.kernels import health, kernels, slope, step
 from benchmarks.studies.reference import reference
@@ -116,6 +117,14 @@ def main(argv=None):
         help="changes of the 'structure-ablations' part (default: all of benchmarks.studies.structure.VARIANTS)",
     )
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds of 'structure-ablations'")
+    ap.add_argument(
+        "--extrapolation-variants",
+        nargs="+",
+        choices=list(EXTRAPOLATION_VARIANTS),
+        default=None,
+        help="changes of the 'extrapolation' part (default: all of benchmarks.studies.extrapolation.VARIANTS); "
+        "its rows of other changes and experiments are kept",
+    )
     args = ap.parse_args(argv)
     parts = {
         "kernels": kernels,
@@ -140,7 +149,9 @@ def main(argv=None):
         "anisotropy": anisotropy,
         "structure": lambda: structure(out=args.runs, names=args.experiments),
         "structure-ablations": lambda: structure_ablations(out=args.runs, variants=args.variants, seeds=args.seeds),
-        "extrapolation": lambda: extrapolation(out=args.runs, names=args.experiments),
+        "extrapolation": lambda: extrapolation(
+            out=args.runs, names=args.experiments, variants=args.extrapolation_variants
+        ),
     }
     results = {name: parts[name]() for name in args.only}
     # --only updates the parts it ran in today's file and keeps the others
@@ -168,6 +179,15 @@ def main(argv=None):
             done = {key(r) for r in results["training"]}
             kept = [r for r in old["training"] if key(r) not in done]
             results["training"] = kept + results["training"]
+        if "extrapolation" in args.only and "extrapolation" in old:  # the same for its (experiment, change)
+
+            def key(r):
+                return r["experiment"], r["variant"]
+
+            done = {key(r) for r in results["extrapolation"]}
+            results["extrapolation"] = [r for r in old["extrapolation"] if key(r) not in done] + results[
+                "extrapolation"
+            ]
     return _common.save("ablations", {**results, "made_by": made_by}, args.out)
 
 

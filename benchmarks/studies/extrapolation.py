@@ -16,7 +16,8 @@ The changes (each where it applies):
   the amplitude past the range, as the flow's displacement does (at ``A = 0`` it is the identity, which
   the no-flow law at the experiment's time is not: the network must undo the factor at small ``A``); for a
   time experiment without it, the identity at ``t = 0``, where the law is the source itself;
-* ``gelu``: smooth activations that grow linearly instead of saturating like ``tanh``.
+* ``gelu``: smooth activations that grow linearly instead of saturating like ``tanh``;
+* ``identity at 0, eta linear, gelu``: the two together.
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ VARIANTS = {
     "eta linear": (lambda exp: exp.log_eta, {"eta_log": False}),
     "identity at 0, eta linear": (lambda exp: exp.identity_at is None, {"eta_log": False, "identity_at": 0.0}),
     "gelu": (lambda exp: True, {"activation": "gelu"}),
+    # the two that helped laminar2d-amplitude most, together
+    "identity at 0, eta linear, gelu": (
+        lambda exp: exp.identity_at is None,
+        {"eta_log": False, "identity_at": 0.0, "activation": "gelu"},
+    ),
 }
 
 
