@@ -66,7 +66,8 @@ def _pool_bytes(exp, scale: str, n_particles: int) -> int:
     return runs * n_particles * exp.d * 4
 
 
-def main(argv=None):
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m ksdp.experiments``."""
     ap = argparse.ArgumentParser(
         prog="python -m ksdp.experiments",
         description=__doc__,
@@ -111,7 +112,12 @@ def main(argv=None):
         help="also copy each finished run's generator.npz to DIR/EXPERIMENT.npz when it passes the acceptance at "
         "every training and held-out value (the package's pretrained maps live in ksdp/pretrained)",
     )
-    args = ap.parse_args(argv)
+    return ap
+
+
+def checked_names(ap: argparse.ArgumentParser, args) -> list:
+    """The experiments to run or report, after every argument is checked (``ap.error`` otherwise): nothing
+    runs before the command line is known to be sound, absurd sizes included."""
     unknown = [e for e in args.experiments if e not in EXPERIMENTS]
     if unknown:
         ap.error(f"unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
@@ -141,30 +147,62 @@ def main(argv=None):
                 )
     if not 0 <= args.seed < 2**62:
         ap.error(f"--seed must be an integer in [0, 2^62), got {args.seed}.")
-    out = os.path.join(args.out, args.scale)
-    problem = _unwritable(out)
+    problem = _unwritable(os.path.join(args.out, args.scale))
     if problem:
         ap.error(f"--out {args.out!r}: {problem}; choose a folder you can write to.")
+    return names
+
+
+def main(argv=None):
+    ap = parser()
+    args = ap.parse_args(argv)
+    names = checked_names(ap, args)
+    out = os.path.join(args.out, args.scale)
     log = lambda msg: print(msg, flush=True)
     log(f"ksdp experiments: {names} at scale '{args.scale}' on {jax.devices()[0].platform}, output in {out}")
-    results, failures = {}, {}
     t_all = time.perf_counter()
     if args.report_only:
-        for name in names:
-            try:
-                m = report.load_metrics(out, name)
-            except report.MetricsError as e:
-                failures[name] = str(e)
-                log(f"[{name}] {e}")
-                continue
-            if m is None or not m.get("complete"):
-                failures[name] = "no complete metrics.json in " + os.path.join(out, name)
-            else:
-                results[name] = m
-        names_to_run = []
+        results, failures = load_finished(out, names, log)
     else:
-        names_to_run = names
-    for name in names_to_run:
+        results, failures = run_all(args, out, names, log)
+    write_pages(out, args.scale, results, failures, log)
+    seconds = None if args.report_only else time.perf_counter() - t_all
+    text = report.render(out, args.scale, names, failures, seconds)
+    try:
+        storage.write_text(os.path.join(out, "REPORT.md"), text)
+        log(f"wrote {os.path.join(out, 'REPORT.md')} ({time.perf_counter() - t_all:.0f} s in all)")
+        if args.docs is not None:
+            write_docs(args.docs, out, args.scale, results, log)
+        if args.ship is not None:
+            ship(args.ship, out, results, log)
+    except OSError as e:  # the report, the docs or the shipped maps could not be written: say which, no traceback
+        log(f"FAILED: {e}")
+        return 1
+    return 1 if failures else 0
+
+
+def load_finished(out: str, names: list, log) -> tuple[dict, dict]:
+    """``--report-only``: each experiment's complete metrics.json, or why it has none: ``(results, failures)``."""
+    results, failures = {}, {}
+    for name in names:
+        try:
+            m = report.load_metrics(out, name)
+        except report.MetricsError as e:
+            failures[name] = str(e)
+            log(f"[{name}] {e}")
+            continue
+        if m is None or not m.get("complete"):
+            failures[name] = "no complete metrics.json in " + os.path.join(out, name)
+        else:
+            results[name] = m
+    return results, failures
+
+
+def run_all(args, out: str, names: list, log) -> tuple[dict, dict]:
+    """Runs each experiment (`ksdp.experiments.run.run`); one failure does not lose the others:
+    ``(results, failures)``."""
+    results, failures = {}, {}
+    for name in names:
         log(f"[{name}] start")
         t0 = time.perf_counter()
         try:
@@ -186,33 +224,21 @@ def main(argv=None):
             log(f"[{name}] FAILED: {failures[name]}")
             if not isinstance(e, OSError):  # a file or folder in the way says so itself; anything else is a bug
                 traceback.print_exc()
+    return results, failures
+
+
+def write_pages(out: str, scale: str, results: dict, failures: dict, log) -> None:
+    """Each finished experiment's page (README.md in its folder); one that cannot be rendered or written
+    moves from ``results`` to ``failures``, and the others are written."""
     for name in list(results):
         try:
-            page = report.render_experiment(out, name, args.scale)
-        except (report.MetricsError, KeyError, TypeError, ValueError) as e:  # a page must not lose the others
-            failures[name] = f"its page could not be rendered ({type(e).__name__}: {e})"
-            log(f"[{name}] {failures[name]}")
-            del results[name]
-            continue
-        try:
+            page = report.render_experiment(out, name, scale)
             storage.write_text(os.path.join(out, name, "README.md"), page)
-        except OSError as e:  # something in the way of the page: reported, the others written
-            failures[name] = f"its page could not be written ({e})"
+        except (report.MetricsError, KeyError, TypeError, ValueError, OSError) as e:  # not lose the others
+            what = "written" if isinstance(e, OSError) else "rendered"
+            failures[name] = f"its page could not be {what} ({type(e).__name__}: {e})"
             log(f"[{name}] {failures[name]}")
             del results[name]
-    seconds = None if args.report_only else time.perf_counter() - t_all
-    text = report.render(out, args.scale, names, failures, seconds)
-    try:
-        storage.write_text(os.path.join(out, "REPORT.md"), text)
-        log(f"wrote {os.path.join(out, 'REPORT.md')} ({time.perf_counter() - t_all:.0f} s in all)")
-        if args.docs is not None:
-            write_docs(args.docs, out, args.scale, results, log)
-        if args.ship is not None:
-            ship(args.ship, out, results, log)
-    except OSError as e:  # the report, the docs or the shipped maps could not be written: say which, no traceback
-        log(f"FAILED: {e}")
-        return 1
-    return 1 if failures else 0
 
 
 def ship(folder: str, out: str, results: dict, log) -> None:
