@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ksdp import euler as _euler
+from ksdp import parallel as _parallel
 from ksdp import particle_mesh as _pm
 from ksdp._checks import is_concrete as _is_concrete
 
@@ -110,12 +111,14 @@ def _warn_step_bias(traj, dt: float) -> None:
         return  # under a transformation (grad of a run, say) the bias is traced: nothing to compare on the host
     x = jnp.asarray(traj.particles)
     r2 = jnp.sum(x * x, axis=-1)  # [..., S, J]
-    se = np.asarray(jnp.std(r2, axis=-1)) / math.sqrt(x.shape[-2])
-    ratio = np.abs(np.asarray(traj.step_bias)) / np.where(se > 0, se, np.inf)
+    # reduced where the particles live (across processes after jax.distributed), then read on every host
+    se, m2, bias = _parallel.gather((jnp.std(r2, axis=-1), jnp.mean(r2, axis=-1), traj.step_bias))
+    se = se / math.sqrt(x.shape[-2])
+    ratio = np.abs(bias) / np.where(se > 0, se, np.inf)
     if not np.any(ratio > STEP_BIAS_LIMIT):
         return
     at = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
-    worst, bias, m2 = float(ratio[at]), float(np.asarray(traj.step_bias)[at]), float(np.mean(np.asarray(r2[at])))
+    worst, bias, m2 = float(ratio[at]), float(bias[at]), float(m2[at])
     runs = np.flatnonzero(np.any(ratio.reshape(-1, ratio.shape[-1]) > STEP_BIAS_LIMIT, axis=-1))
     batch = f" (run(s) {runs.tolist()} of the batch)" if ratio.ndim > 1 else ""
     warnings.warn(
