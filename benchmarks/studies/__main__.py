@@ -83,8 +83,9 @@ def main(argv=None):
         nargs="+",
         choices=list(EXPERIMENTS),
         default=None,
-        help="experiments of the 'training' part (quick scale; default: ks2d-time laminar2d-amplitude) "
-        "and of the 'tails' part (default: every finished one)",
+        help="experiments of the 'training' part (quick scale; default: ks2d-time laminar2d-amplitude), "
+        "of the 'tails' part (default: every finished one) and of the 'extrapolation' part (default: the laminar "
+        "and the time experiments)",
     )
     ap.add_argument(
         "--scale",
