@@ -447,6 +447,10 @@ def radial_ks_where(x, cdf) -> tuple[float, float, float]:
 UNCERTIFIED = 10.0  # w2_estimate refuses an auction whose certified gap exceeds this many times its tol
 
 
+class UncertifiedError(ValueError):
+    """`w2_estimate`'s auction did not certify its matching within `UNCERTIFIED` times its ``tol``."""
+
+
 def w2_estimate(x, y, *, tol: float = 1e-4) -> Estimate:
     r"""W2 between two equal-size clouds ``[n, d]``, with its sampling standard error.
 
@@ -486,7 +490,7 @@ def w2_estimate(x, y, *, tol: float = 1e-4) -> Estimate:
     # tolerance (its last rounds' float32 prices) still bounds W2^2 within 1e-3 relative at the default,
     # far below the estimate's standard error; one further off is refused
     if not res.gap <= UNCERTIFIED * tol:
-        raise ValueError(
+        raise UncertifiedError(
             f"w2_estimate: the auction stopped {res.gap:.2e} (relative) from the optimum after {res.rounds} rounds, "
             f"more than {UNCERTIFIED:g} x tol = {UNCERTIFIED * tol:g}: W2 is not certified. Pass a larger tol, or "
             "compare fewer points."
@@ -547,7 +551,12 @@ def compare(
     def w2(k, a, b, n):
         n = min(n or j, len(a), len(b))
         a, b = take(k, a, n), take(jax.random.fold_in(k, 1), b, n)
-        return list(w2_estimate(a, b))  # the auction: within 1e-4 of the optimum, certified
+        try:
+            return list(w2_estimate(a, b))  # the auction: within 1e-4 of the optimum, certified
+        except UncertifiedError:
+            # a hard matching can stop short of that (its float32 prices): certified at 1e-3 relative in W2^2
+            # it is still far inside W2's standard error (about 15% of W2 at n = 2000)
+            return list(w2_estimate(a, b, tol=1e-3))
 
     out = {
         "n_generated": len(generated),
