@@ -86,7 +86,7 @@ def integrate(x, save_at, drift, noise, noise_scale, dt, n_snapshots, delta, aux
 
     steps = jnp.arange(1, save_at.shape[0], dtype=jnp.int32)
     spacing0 = zero if spacing0 is None else spacing0
-    acc = Accuracy(x, *(jnp.zeros_like(x),) * 3, zero, zero, jnp.zeros((n_snapshots,), x.dtype))
+    acc = Accuracy(x, *(jnp.zeros_like(x),) * 2, zero, zero, jnp.zeros((n_snapshots,), x.dtype))
     init = (x, buf, jnp.int32(-1), zero, jnp.int32(-1), spacing0, aux, acc)
     (x, buf, bad, health, unstable, spacing, _, acc), _ = jax.lax.scan(step, init, (steps, save_at[1:]))
     return Scan(buf, bad, health, unstable, spacing, acc.flow_health, acc.bias)
@@ -105,11 +105,10 @@ class Scan(NamedTuple):
 
 
 class Accuracy(NamedTuple):
-    """The scan's memory of the step before: its start ``x``, whole drift ``b``, interaction ``chem`` and
-    flow ``adv``; the largest flow step so far; the running bias sum and its value at each snapshot."""
+    """The scan's memory of the step before: its start ``x``, interaction ``chem`` and flow ``adv``; the
+    largest flow step so far; the running bias sum and its value at each snapshot."""
 
     x: Any
-    b: Any
     chem: Any
     adv: Any
     flow_health: Any
@@ -141,11 +140,11 @@ def accuracy(acc: Accuracy, x, chem, adv, dt, started):
     change = jnp.sqrt(jnp.sum((adv - acc.adv) ** 2, axis=-1))
     rate = jnp.where(dist > 0, change / jnp.where(dist > 0, dist, 1), 0)
     h_flow = jnp.where(started, dt * jnp.max(rate), 0).astype(x.dtype)
-    term = -dt * jnp.sum((x - dt * acc.b) * (chem - acc.chem))
+    term = -dt * jnp.sum((x - dt * (acc.chem + acc.adv)) * (chem - acc.chem))
     total = acc.total + jnp.where(started, term, 0).astype(x.dtype)
     # the largest finite value: a run that went on to overflow still shows what it crossed first
     flow_health = jnp.fmax(acc.flow_health, h_flow)
-    return acc._replace(x=x, b=chem + adv, chem=chem, adv=adv, flow_health=flow_health, total=total), h_flow
+    return acc._replace(x=x, chem=chem, adv=adv, flow_health=flow_health, total=total), h_flow
 
 
 def run(
