@@ -73,3 +73,21 @@ def test_no_provenance_markers_in_the_cli_help():
     ).stdout
     assert "usage:" in help_text
     assert markers(help_text) == []
+
+
+# the hand-written docs explain what each method is and why it was chosen; results and their history
+# live in generated pages, study JSON and CHANGELOG.md. A budget keeps them that way: prose outside
+# fenced code blocks, all hand-written pages together
+DOCS_PROSE_BYTES = 60_000
+
+
+def _prose_bytes(text: str) -> int:
+    return len(re.sub(r"```.*?```", "", text, flags=re.S).encode("utf-8"))
+
+
+def test_hand_written_docs_stay_within_their_budget():
+    assert _prose_bytes("a\n```python\nx = 1\n```\nb") == len("a\n\nb")
+    pages = [p for p in _sources() if p.endswith(".md") and os.sep + "docs" + os.sep in p]
+    assert len(pages) >= 10, pages
+    total = sum(_prose_bytes(open(p, encoding="utf-8").read()) for p in pages)
+    assert total <= DOCS_PROSE_BYTES, f"hand-written docs hold {total} bytes of prose, over {DOCS_PROSE_BYTES}"
