@@ -84,8 +84,8 @@ def main(argv=None):
         choices=list(EXPERIMENTS),
         default=None,
         help="experiments of the 'training' part (quick scale; default: ks2d-time laminar2d-amplitude), "
-        "of the 'tails' part (default: every finished one) and of the 'extrapolation' part (default: the laminar "
-        "and the time experiments)",
+        "of the 'tails' part (default: every finished one), of the 'extrapolation' part (default: the laminar "
+        "and the time experiments) and of the 'structure-ablations' part (default: kolmogorov3d-amplitude)",
     )
     ap.add_argument(
         "--scale",
@@ -149,7 +149,11 @@ def main(argv=None):
         "sources": lambda: sources(scale=args.ks_scale),
         "anisotropy": anisotropy,
         "structure": lambda: structure(out=args.runs, names=args.experiments),
-        "structure-ablations": lambda: structure_ablations(out=args.runs, variants=args.variants, seeds=args.seeds),
+        "structure-ablations": lambda: [
+            row
+            for name in args.experiments or ["kolmogorov3d-amplitude"]
+            for row in structure_ablations(out=args.runs, variants=args.variants, seeds=args.seeds, name=name)
+        ],
         "extrapolation": lambda: extrapolation(
             out=args.runs, names=args.experiments, variants=args.extrapolation_variants
         ),
@@ -180,6 +184,15 @@ def main(argv=None):
             done = {key(r) for r in results["training"]}
             kept = [r for r in old["training"] if key(r) not in done]
             results["training"] = kept + results["training"]
+        if "structure-ablations" in args.only and "structure-ablations" in old:  # by experiment, change, seed
+
+            def key(r):
+                return r.get("experiment", "kolmogorov3d-amplitude"), r["variant"], r["seed"]
+
+            done = {key(r) for r in results["structure-ablations"]}
+            results["structure-ablations"] = [r for r in old["structure-ablations"] if key(r) not in done] + results[
+                "structure-ablations"
+            ]
         if "extrapolation" in args.only and "extrapolation" in old:  # the same for its (experiment, change)
 
             def key(r):

@@ -6,8 +6,8 @@ docs/training.md).
   distance of its metrics.json), and its **false alarms**: the same check with independent IPM runs of
   the training pool in the generator's place (the pool's runs are IPM runs independent of the replicas
   and the reference runs), over disjoint blocks of pool runs and several pairings of the others.
-* ``structure-ablations``: kolmogorov3d-amplitude's network retrained on its quick-scale pool with one
-  change at a time (the matching, capacity, training length), several seeds each, judged by the check
+* ``structure-ablations``: an experiment's network (kolmogorov3d-amplitude by default) retrained on its
+  quick-scale pool with one change at a time (the matching, capacity, training length), several seeds each, judged by the check
   at every value (and by m2 and the energy distance). Each trained network is kept as a generator file
   under ``<out>/ablations/structure/`` and reused when the study runs again.
 """
@@ -113,6 +113,7 @@ VARIANTS = {
     "width 96": lambda m, t, n: (m._replace(width=96), t, n),
     "twice the steps": lambda m, t, n: (m, t._replace(decay_steps=2 * n), 2 * n),
     "Fourier features, 4 octaves": lambda m, t, n: (m._replace(fourier=4), t, n),
+    "Fourier features, twice the steps": lambda m, t, n: (m._replace(fourier=4), t._replace(decay_steps=2 * n), 2 * n),
 }
 
 
@@ -148,6 +149,7 @@ def structure_ablations(out="ksdp-runs", variants=None, seeds=(0, 1), name="kolm
                 m2_dp = float(np.mean(np.sum(x.astype(np.float64) ** 2, -1)))
                 fold = ksdp.model.folded_fraction(jax.random.key(3), gen.config, gen.params, float(v), 20000)[0]
                 row = {
+                    "experiment": name,
                     "variant": label,
                     "seed": seed,
                     "eta": float(v),
@@ -160,7 +162,7 @@ def structure_ablations(out="ksdp-runs", variants=None, seeds=(0, 1), name="kolm
                 }
                 rows.append(row)
                 print(
-                    f"structure-ablations {label:>40} seed {seed} {row['kind']:>12} {v:g}: z {check['z']:5.1f} "
+                    f"structure-ablations {name} {label:>34} seed {seed} {row['kind']:>12} {v:g}: z {check['z']:5.1f} "
                     f"(chi2/df {check['dp']:.3f} vs {check['ipm']:.3f}), energy z {row['energy_z']:.1f}, "
                     f"m2 err {row['m2_rel_error']:.3f}, folded {fold:.3f}",
                     flush=True,
