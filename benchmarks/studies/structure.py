@@ -7,9 +7,9 @@ docs/training.md).
   the training pool in the generator's place (the pool's runs are IPM runs independent of the replicas
   and the reference runs), over disjoint blocks of pool runs and several pairings of the others.
 * ``structure-ablations``: an experiment's network (kolmogorov3d-amplitude by default) retrained on its
-  quick-scale pool with one change at a time (the matching, capacity, training length), several seeds each, judged by the check
-  at every value (and by m2 and the energy distance). Each trained network is kept as a generator file
-  under ``<out>/ablations/structure/`` and reused when the study runs again.
+  quick-scale pool with one change at a time (the matching, capacity, training length), several seeds
+  each, judged by the check at every value (and by m2 and the energy distance). Each trained network is
+  kept as a generator file under ``<out>/ablations/structure/`` and reused when the study runs again.
 """
 
 from __future__ import annotations
