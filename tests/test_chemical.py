@@ -43,6 +43,7 @@ def test_eps_and_k_zero_are_todays_model_bit_for_bit(elliptic):
     np.testing.assert_allclose(traced(0.0, 0.0), elliptic, rtol=0, atol=atol)
 
 
+@pytest.mark.slow
 def test_small_eps_tends_to_the_elliptic_model_like_eps(elliptic):
     # the chemical's lag is O(eps): from the same key, the distance to the elliptic run falls ~10x per
     # decade of eps (measured 4.3x from 0.1 to 0.01, where O(eps^2) still shows, then 8x); a lag that
@@ -55,6 +56,7 @@ def test_small_eps_tends_to_the_elliptic_model_like_eps(elliptic):
     assert dist[0] < 0.01  # against the cloud's rms radius of ~0.6
 
 
+@pytest.mark.slow
 def test_small_k_tends_to_the_newtonian_kernel_like_k_squared(elliptic):
     # the screened kernel differs from the Newtonian one by O(k^2 log k) at distances ~1
     traced = jax.jit(lambda k: ksdp.simulate(KEY, ksdp.Params(k=k), check=False, **SMALL).particles[-1])
@@ -242,6 +244,7 @@ def test_field_box_and_cells():
     assert chemical.cell_ratio(1.0, 0.1, 1.0, 0.03, 0.1, 512, 2) < chemical.SPACING_LIMIT
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("d, cutoff", [(2, None), (2, 5.0), (3, 5.0)])
 def test_screened_kernel_on_the_mesh_matches_the_direct_sum(d, cutoff):
     # PM (2D) and P3M (2D, 3D) carry the screened kernel as they carry the blob: the mesh's error is set by

@@ -79,6 +79,7 @@ def shell_modules():
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module,options", sorted((m, sorted(o)) for m, o in shell_modules().items()))
 def test_shell_commands_name_real_modules_and_options(module, options):
     spec = importlib.util.find_spec(module)
@@ -93,6 +94,7 @@ def test_shell_commands_name_real_modules_and_options(module, options):
         assert not missing, f"the docs pass {missing} to `python -m {module}`, whose --help lacks them"
 
 
+@pytest.mark.slow
 def test_site_builds_strict(tmp_path):
     # mkdocs-material + mkdocstrings: every page, the API reference generated from the docstrings, and
     # every link between pages; --strict turns each warning (a broken link, a docstring parameter that

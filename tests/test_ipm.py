@@ -322,6 +322,7 @@ def test_step_bias_sums_the_exact_local_errors():
     np.testing.assert_allclose(np.asarray(traj.step_bias, np.float64), expected, rtol=0.03)
 
 
+@pytest.mark.slow
 def test_a_biased_step_warns_with_the_step_that_would_do(recwarn):
     # the pull above at J = 2000: a bias of 0.005 in m2 against a standard error of about 0.002 over
     # J particles (m2 = 0.1, sd of |x|^2 = m2 for a 2D Gaussian), where half of one is allowed; with half

@@ -26,7 +26,7 @@ def test_second_moment_identity_2d():
 
 
 @pytest.mark.parametrize("d", [2, 3])
-@pytest.mark.parametrize("delta", [None, 0.05])
+@pytest.mark.parametrize("delta", [None, pytest.param(0.05, marks=pytest.mark.slow)])
 def test_pure_diffusion(d, delta):
     # chi = 0: m2(t) = m2(0) + 2 d mu t, m2(0) = d / (d + 2) for the uniform ball
     t = np.array([0.01, 0.05])

@@ -53,6 +53,7 @@ def test_learns_held_out_parameter(trained, eta):
     assert trained.history[-1] < 0.2 * trained.history[0]
 
 
+@pytest.mark.slow
 def test_generation_shapes_chunks_and_extrapolation(trained):
     g = M.generate(jax.random.key(0), trained.model, trained.params, 0.5, 200_003, chunk=65536)
     assert g.shape == (200_003, 2) and np.all(np.isfinite(g))
