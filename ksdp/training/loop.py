@@ -152,18 +152,7 @@ def train(
       CheckpointMismatch: ``checkpoint`` exists but was written for other targets, eta, key or
         configs (`fingerprint`), or holds more than ``n_steps`` steps.
     """
-    targets, eta = check_inputs(model_cfg, cfg, targets, eta)
-    if not _is_integer(n_steps) or n_steps < 1:
-        raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}.")
-    cfg = cfg.for_steps(n_steps)  # a decay over the whole run: over these n_steps
-    # numpy scalars as Python numbers: the config is written to checkpoints and generators as JSON
-    cfg = TrainConfig(*(v.item() if isinstance(v, np.generic) else v for v in cfg))
-    if not _is_integer(checkpoint_every) or checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be a positive integer (mini-batches), got {checkpoint_every!r}.")
-    if n_steps % cfg.resample_every:
-        raise ValueError(f"n_steps={n_steps} must be a multiple of resample_every={cfg.resample_every}.")
-    if mesh is not None:
-        mesh_split(mesh, axis, targets.shape[0])  # checked before any work
+    targets, eta, cfg = _checked(model_cfg, cfg, targets, eta, n_steps, checkpoint_every, mesh, axis)
     fp = fingerprint(key, targets, eta, model_cfg, cfg)
     state, history = None, []
     if checkpoint and resume and os.path.exists(checkpoint):
@@ -176,16 +165,8 @@ def train(
     best = min((float(np.mean(history[i : i + k])) for i in range(0, len(history) - k + 1, k)), default=np.inf)
     done = step // cfg.resample_every
     total = n_steps // cfg.resample_every
-    say = progress if callable(progress) else None
-    if progress is not None and say is None and not isinstance(progress, bool):
-        raise TypeError(f"progress must be True, False, None or a callable taking a str, got {progress!r}.")
-    show = interactive() if progress is None else (progress is True)
+    say, bar = _reporters(progress, n_steps, done * cfg.resample_every)
     every = max(1, -(-(total - done) // PROGRESS_LINES))  # mini-batches between two lines of `say`
-    bar = None
-    if show and total > done:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n_steps, initial=done * cfg.resample_every, unit="step", desc="train", leave=False)
     kept = lambda s: (
         f"the checkpoint {checkpoint} holds step {s}" if s is not None else "no checkpoint was written for this run"
     )
@@ -217,6 +198,37 @@ def train(
     return TrainResult(
         Generator(model_cfg, weights, training_metadata(targets, eta, cfg, len(history))), history, state
     )
+
+
+def _checked(model_cfg, cfg: TrainConfig, targets, eta, n_steps, checkpoint_every, mesh, axis):
+    """`train`'s arguments checked before any work: ``(targets, eta, cfg)``, the config resolved over
+    ``n_steps`` with plain Python numbers (it is written to checkpoints and generators as JSON)."""
+    targets, eta = check_inputs(model_cfg, cfg, targets, eta)
+    if not _is_integer(n_steps) or n_steps < 1:
+        raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}.")
+    cfg = cfg.for_steps(n_steps)  # a decay over the whole run: over these n_steps
+    cfg = TrainConfig(*(v.item() if isinstance(v, np.generic) else v for v in cfg))
+    if not _is_integer(checkpoint_every) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be a positive integer (mini-batches), got {checkpoint_every!r}.")
+    if n_steps % cfg.resample_every:
+        raise ValueError(f"n_steps={n_steps} must be a multiple of resample_every={cfg.resample_every}.")
+    if mesh is not None:
+        mesh_split(mesh, axis, targets.shape[0])
+    return targets, eta, cfg
+
+
+def _reporters(progress, n_steps: int, start: int):
+    """``(say, bar)``: the callable that gets progress lines and the tqdm bar, either None (`train`'s
+    ``progress``)."""
+    say = progress if callable(progress) else None
+    if progress is not None and say is None and not isinstance(progress, bool):
+        raise TypeError(f"progress must be True, False, None or a callable taking a str, got {progress!r}.")
+    show = interactive() if progress is None else (progress is True)
+    if not show or start >= n_steps:
+        return say, None
+    from tqdm.auto import tqdm
+
+    return say, tqdm(total=n_steps, initial=start, unit="step", desc="train", leave=False)
 
 
 def _resumed(checkpoint: str, fp: str, model_cfg, cfg: TrainConfig, n_sets: int, n_steps: int):
