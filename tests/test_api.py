@@ -4,6 +4,8 @@ import importlib
 import inspect
 import pkgutil
 
+import pytest
+
 import ksdp
 
 
@@ -34,6 +36,7 @@ def test_every_random_key_comes_first():
     assert not wrong, wrong
 
 
+@pytest.mark.slow
 def test_the_transformations_the_api_page_claims():
     # docs/api.md's table: the doors it marks "yes" trace under jit, vmap and grad (small sizes; each
     # result finite). Generator.__call__ is checked in tests/test_generator.py.

@@ -264,6 +264,7 @@ def test_lower_doors_check_what_simulate_checks():
     assert np.all(np.isfinite(ksdp.pair_sum(x, x, 0.0, kernel="exact")))  # the exact kernel has no delta
 
 
+@pytest.mark.slow
 def test_numpy_booleans_are_refused_where_json_would_refuse_them(tmp_path):
     # a TrainConfig is written to checkpoints as JSON, which takes Python's bool and not numpy's: the
     # check names the field at once instead of the checkpoint write failing after the first mini-batch

@@ -98,6 +98,7 @@ def test_fourier_blob_is_the_transform_of_the_screened_blob():
         assert pred == pytest.approx(num, rel=1e-6)  # the polynomial's 2.2e-7 and quad's own error
 
 
+@pytest.mark.slow
 def test_pure_diffusion_and_a_centred_cloud_with_a_field():
     # chi = 0: the field exerts nothing, m2(t) - m2(0) averages 2 d mu t; standard error from the
     # particles' own increments (|x_t|^2 - |x_0|^2 per particle), 4 SE
@@ -114,6 +115,7 @@ def test_pure_diffusion_and_a_centred_cloud_with_a_field():
     assert 0 < float(traj.field_reach) <= 1
 
 
+@pytest.mark.slow
 def test_a_batch_over_eps_is_each_run_alone():
     eps = jnp.array([0.1, 1.0])
     keys = jax.random.split(KEY, 2)

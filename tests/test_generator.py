@@ -190,6 +190,7 @@ def test_damaged_files_are_refused_clearly(tmp_path, label):
     assert path in str(err.value)  # the message names the file
 
 
+@pytest.mark.slow
 def test_a_training_checkpoint_is_named_as_such(tmp_path):
     # a real checkpoint, read as a generator: refused with the door that reads it; that door gives the
     # weights `train` returned

@@ -191,6 +191,7 @@ def test_stratified_sources_hold_one_radial_level_per_stratum():
             uniform_ball_stratified(jax.random.key(0), bad, 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("offset", [1e3, 1e5])
 def test_w2_estimate_is_translation_invariant(offset):
     # two float32 clouds far from the origin: centred in float64 first, their W2 is the one at the
@@ -409,6 +410,7 @@ def test_w2_estimate_refuses_an_uncertified_auction(monkeypatch):
         km.w2_estimate(x, y)
 
 
+@pytest.mark.slow
 def test_compare_certifies_w2_at_a_looser_tolerance_where_the_default_stops_short(monkeypatch):
     # the default run's laminar2d-time stopped 1.1e-3 from the optimum at tol = 1e-4 and failed the whole
     # experiment: compare() takes W2 (informational, not in the acceptance) at tol = 1e-3 then, and only then

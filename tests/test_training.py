@@ -268,6 +268,7 @@ def _tiny_problem():
     return targets, ETAS[:3], M.make_config(2, ETAS[:3], width=8, depth=2)
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path):
     targets, etas, mc = _tiny_problem()
     full = T.train(jax.random.key(3), targets, etas, mc, TINY, n_steps=60, progress=False)
@@ -581,6 +582,7 @@ def test_default_config_is_the_experiments_recipe_and_paper_is_the_papers():
     assert T.TrainConfig.paper(n_samples=64).n_samples == 64
 
 
+@pytest.mark.slow
 def test_decay_over_the_run_is_resolved_by_train(tmp_path):
     targets, etas, mc = _tiny_problem()
     cfg = T.TrainConfig(n_samples=16, resample_every=10, renew_every=10, sweeps=1, initial_sweeps=2, block=8)
