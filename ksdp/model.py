@@ -65,10 +65,6 @@ class ModelConfig(NamedTuple):
         ``a`` exactly, and linear in ``eta`` near it, as a flow's displacement grows like ``t``. (A
         square-root factor, for diffusion's ``O(sqrt(t))``, made laminar2d-time's t = 0 disc exact but
         missed its held-out t = 0.005: docs/training.md, "The radial term".)
-      eta_degree: how the parameter enters the network. 0 (default): as one more input of the MLP. ``n >= 1``
-        (one parameter): the MLP sees ``x`` only and returns ``n + 1`` fields ``g_k(x)``, and the map's
-        residual is the polynomial ``sum_k eta_n^k g_k(x)`` in the normalised parameter, so that outside
-        the training range it follows the polynomial's trend instead of whatever the hidden units do there.
     """
 
     d: int
@@ -83,7 +79,6 @@ class ModelConfig(NamedTuple):
     tail_feature: bool = False
     identity_at: float | None = None
     fourier: int = 0
-    eta_degree: int = 0
 
     def to_dict(self) -> dict:
         """The config as JSON-ready values (tuples as lists)."""
@@ -106,7 +101,6 @@ def make_config(
     tail_feature: bool = False,
     identity_at: float | None = None,
     fourier: int = 0,
-    eta_degree: int = 0,
 ) -> ModelConfig:
     """A `ModelConfig` whose normalisation maps the training ``eta`` range to ``[-1, 1]``.
 
@@ -117,17 +111,8 @@ def make_config(
       tail_feature: feed the network the source point's tail coordinate as well (`tail_coordinate`).
       identity_at: the parameter value at which the map is the identity (`ModelConfig.identity_at`).
       fourier: octaves of Fourier features of ``x`` (`ModelConfig.fourier`; 0: none).
-      eta_degree: the residual as a polynomial of this degree in the parameter (`ModelConfig.eta_degree`;
-        0: the parameter is an input of the MLP).
     """
-    ints = (
-        ("d", d, 1),
-        ("width", width, 1),
-        ("depth", depth, 1),
-        ("fourier", fourier, 0),
-        ("eta_degree", eta_degree, 0),
-    )
-    for name, v, low in ints:
+    for name, v, low in (("d", d, 1), ("width", width, 1), ("depth", depth, 1), ("fourier", fourier, 0)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
             raise TypeError(f"{name} must be an integer, got {v!r}.")
         if v < low:
@@ -139,8 +124,6 @@ def make_config(
     if not np.all(np.isfinite(eta)):
         raise ValueError("eta_train contains NaN or infinite values; pass the finite training parameters.")
     p = eta.shape[1]
-    if eta_degree and p != 1:
-        raise ValueError(f"eta_degree needs one physical parameter, got p = {p}; pass eta_degree=0.")
     logs = tuple(bool(v) for v in np.broadcast_to(np.asarray(eta_log, bool), (p,)))
     if not isinstance(tail_feature, (bool, np.bool_)):
         raise TypeError(f"tail_feature must be True or False, got {tail_feature!r}.")
@@ -179,7 +162,6 @@ def make_config(
         bool(tail_feature),
         identity_at,
         int(fourier),
-        int(eta_degree),
     )
 
 
@@ -233,16 +215,11 @@ class DeepParticleMap(nn.Module):
         if cfg.fourier:
             scaled = jnp.concatenate([jnp.pi * 2.0**k * x for k in range(cfg.fourier)], axis=-1)
             inputs += [jnp.sin(scaled), jnp.cos(scaled)]
-        n = cfg.eta_degree
-        h = jnp.concatenate(inputs if n else [*inputs, e.astype(x.dtype)], axis=-1)
+        h = jnp.concatenate([*inputs, e.astype(x.dtype)], axis=-1)
         act = ACTIVATIONS[cfg.activation]
         for _ in range(cfg.depth):
             h = act(nn.Dense(cfg.width)(h))
-        out = nn.Dense(cfg.d * (n + 1))(h)
-        if n:  # sum_k e^k g_k(x): [..., N, n + 1, d] against the powers [..., N, n + 1, 1]
-            g = out.reshape(out.shape[:-1] + (n + 1, cfg.d))
-            powers = e.astype(x.dtype)[..., None, :] ** jnp.arange(n + 1, dtype=x.dtype)[:, None]
-            out = jnp.sum(powers * g, axis=-2)
+        out = nn.Dense(cfg.d)(h)
         if cfg.identity_at is not None:  # the identity at eta = identity_at (ModelConfig.identity_at)
             raw = jnp.asarray(eta, jnp.float32)[..., None, :1]
             out = out * (jnp.abs(raw - cfg.identity_at) / cfg.eta_scale[0])

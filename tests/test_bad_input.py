@@ -38,14 +38,6 @@ MAKE_CONFIG = [
     ("identity_at=True", dict(d=2, eta_train=[0.0, 1.0], identity_at=True), TypeError, "identity_at"),
     ("fourier=-1", dict(d=2, eta_train=[0.0, 1.0], fourier=-1), ValueError, "fourier must be >= 0"),
     ("fourier=2.0", dict(d=2, eta_train=[0.0, 1.0], fourier=2.0), TypeError, "fourier must be an integer"),
-    ("eta_degree=-1", dict(d=2, eta_train=[0.0, 1.0], eta_degree=-1), ValueError, "eta_degree must be >= 0"),
-    ("eta_degree=True", dict(d=2, eta_train=[0.0, 1.0], eta_degree=True), TypeError, "eta_degree must be an integer"),
-    (
-        "eta_degree with two parameters",
-        dict(d=2, eta_train=[[0.0, 1.0], [1.0, 2.0]], eta_degree=2),
-        ValueError,
-        "eta_degree needs one physical parameter",
-    ),
     ("identity_at=NaN", dict(d=2, eta_train=[0.0, 1.0], identity_at=math.nan), ValueError, "identity_at"),
     (
         "identity_at with log10",

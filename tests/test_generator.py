@@ -104,26 +104,6 @@ def test_fourier_features_round_trip(tmp_path):
     assert back.config.fourier == 3 and same_weights(back.params, gen.params)
 
 
-def test_a_residual_polynomial_in_eta_is_one_and_round_trips(tmp_path):
-    # eta_degree = 2: the MLP sees x only (2 inputs) and returns 3 fields g_k(x), and the residual is
-    # sum_k e^k g_k(x) in the normalised parameter e; so the residual at five values of e lies on one
-    # quadratic per coordinate, to float32 round-off of values ~1 (the fit's residual ~1e-6)
-    cfg = M.make_config(2, ETAS, width=8, depth=2, eta_log=True, eta_degree=2)
-    gen = ksdp.Generator(cfg, M.init(jax.random.key(0), cfg))
-    assert gen.params["params"]["Dense_0"]["kernel"].shape == (2, 8)
-    assert gen.params["params"]["Dense_2"]["kernel"].shape == (8, 6)
-    x = ksdp.uniform_ball(jax.random.key(1), 7, 2)
-    e = np.array([-1.5, -0.4, 0.3, 1.0, 2.2])  # beyond the training range [-1, 1] too
-    eta = 10 ** (e * cfg.eta_scale[0] + cfg.eta_center[0])
-    r = np.stack([np.asarray(gen(x, float(v)) - x, np.float64) for v in eta]).reshape(len(e), -1)
-    fit = np.polynomial.polynomial.polyfit(e, r, 2)
-    np.testing.assert_allclose(np.polynomial.polynomial.polyval(e, fit).T, r, atol=1e-5)
-    assert np.ptp(r, axis=0).max() > 1e-3  # and it does depend on eta
-    gen.save(tmp_path / "q.npz")
-    back = ksdp.load_generator(tmp_path / "q.npz")
-    assert back.config.eta_degree == 2 and same_weights(back.params, gen.params)
-
-
 def test_constructor_checks():
     with pytest.raises(TypeError, match="config"):
         ksdp.Generator({"d": 2}, PARAMS)

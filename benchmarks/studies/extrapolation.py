@@ -61,8 +61,6 @@ VARIANTS = {
     "eta linear": (lambda exp: exp.log_eta, {"eta_log": False}),
     "identity at 0, eta linear": (lambda exp: exp.identity_at is None, {"eta_log": False, "identity_at": 0.0}),
     "gelu": (lambda exp: True, {"activation": "gelu"}),
-    # the residual a quadratic in the normalised parameter (ModelConfig.eta_degree)
-    "eta quadratic": (lambda exp: True, {"eta_degree": 2}),
     # the two that helped laminar2d-amplitude most, together
     "identity at 0, eta linear, gelu": (
         lambda exp: exp.identity_at is None,

@@ -114,14 +114,6 @@ VARIANTS = {
     "twice the steps": lambda m, t, n: (m, t._replace(decay_steps=2 * n), 2 * n),
     "Fourier features, 4 octaves": lambda m, t, n: (m._replace(fourier=4), t, n),
     "Fourier features, twice the steps": lambda m, t, n: (m._replace(fourier=4), t._replace(decay_steps=2 * n), 2 * n),
-    # the residual a quadratic in the normalised parameter (ModelConfig.eta_degree): beyond the range the map
-    # follows the polynomial's trend
-    "eta quadratic": lambda m, t, n: (m._replace(eta_degree=2), t, n),
-    "Fourier features, twice the steps, eta quadratic": lambda m, t, n: (
-        m._replace(fourier=4, eta_degree=2),
-        t._replace(decay_steps=2 * n),
-        2 * n,
-    ),
 }
 
 
