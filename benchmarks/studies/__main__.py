@@ -13,7 +13,8 @@ One module per question; each part is a function of it:
 * `benchmarks.studies.training`: ``residual``, ``training`` (its schedules in
   `benchmarks.studies.schedules`), ``tails``, ``matching``, ``shrink``, ``anisotropy``;
 * `benchmarks.studies.structure`: ``structure`` (the structure check's false alarms and what it sees
-  in the finished runs under ``--runs``), ``structure-ablations`` (what keeps kolmogorov3d's cross);
+  in the finished runs under ``--runs``), ``structure-ablations`` (what keeps kolmogorov3d's cross),
+  ``structure-between`` (its networks between two training values);
 * `benchmarks.studies.extrapolation`: ``extrapolation`` (what makes the map follow the physics past its
   training range).
 
@@ -38,7 +39,7 @@ from benchmarks.studies.extrapolation import extrapolation
 from benchmarks.studies.kernels import health, kernels, slope, step
 from benchmarks.studies.reference import reference
 from benchmarks.studies.schedules import MORE_SCHEDULES, SCHEDULES
-from benchmarks.studies.structure import VARIANTS, structure, structure_ablations
+from benchmarks.studies.structure import VARIANTS, structure, structure_ablations, structure_between
 from benchmarks.studies.training import TRAINING_EXPERIMENTS, anisotropy, matching, residual, shrink, tails, training
 from ksdp.experiments.specs import EXPERIMENTS, SCALES
 
@@ -63,6 +64,7 @@ PARTS = (
     "anisotropy",
     "structure",
     "structure-ablations",
+    "structure-between",
     "extrapolation",
 )
 
@@ -154,6 +156,7 @@ def main(argv=None):
             for name in args.experiments or ["kolmogorov3d-amplitude"]
             for row in structure_ablations(out=args.runs, variants=args.variants, seeds=args.seeds, name=name)
         ],
+        "structure-between": lambda: structure_between(out=args.runs, variants=args.variants, seeds=args.seeds),
         "extrapolation": lambda: extrapolation(
             out=args.runs, names=args.experiments, variants=args.extrapolation_variants
         ),
