@@ -14,7 +14,8 @@ One module per question; each part is a function of it:
   `benchmarks.studies.schedules`), ``tails``, ``matching``, ``shrink``, ``anisotropy``;
 * `benchmarks.studies.structure`: ``structure`` (the structure check's false alarms and what it sees
   in the finished runs under ``--runs``), ``structure-ablations`` (what keeps kolmogorov3d's cross),
-  ``structure-between`` (its networks between two training values);
+  ``structure-between`` (its networks between two training values), ``structure-denser`` (with 25.1 a
+  training value);
 * `benchmarks.studies.extrapolation`: ``extrapolation`` (what makes the map follow the physics past its
   training range).
 
@@ -39,7 +40,7 @@ from benchmarks.studies.extrapolation import extrapolation
 from benchmarks.studies.kernels import health, kernels, slope, step
 from benchmarks.studies.reference import reference
 from benchmarks.studies.schedules import MORE_SCHEDULES, SCHEDULES
-from benchmarks.studies.structure import VARIANTS, structure, structure_ablations, structure_between
+from benchmarks.studies.structure import VARIANTS, structure, structure_ablations, structure_between, structure_denser
 from benchmarks.studies.training import TRAINING_EXPERIMENTS, anisotropy, matching, residual, shrink, tails, training
 from ksdp.experiments.specs import EXPERIMENTS, SCALES
 
@@ -65,6 +66,7 @@ PARTS = (
     "structure",
     "structure-ablations",
     "structure-between",
+    "structure-denser",
     "extrapolation",
 )
 
@@ -157,6 +159,7 @@ def main(argv=None):
             for row in structure_ablations(out=args.runs, variants=args.variants, seeds=args.seeds, name=name)
         ],
         "structure-between": lambda: structure_between(out=args.runs, variants=args.variants, seeds=args.seeds),
+        "structure-denser": lambda: structure_denser(out=args.runs),
         "extrapolation": lambda: extrapolation(
             out=args.runs, names=args.experiments, variants=args.extrapolation_variants
         ),

@@ -223,3 +223,59 @@ def structure_between(out="ksdp-runs", values=(10.0, 20.0, 31.6228, 63.0957), va
                 flush=True,
             )
     return rows
+
+
+def structure_denser(out="ksdp-runs", extra=(25.1189,), label="Fourier features, twice the steps", seed=0,
+                     name="kolmogorov3d-amplitude", scale="quick"):  # fmt: skip
+    """`structure_between`'s question answered by training: the network of change ``label`` retrained with
+    the values ``extra`` added to the training values (each with a pool of the experiment's size, fresh
+    runs), judged at the values between (`structure_between`'s runs) and at every value of the run."""
+    exp = EXPERIMENTS[name]
+    folder = os.path.join(out, scale, name)
+    sc = DATA.scale_of(exp, scale)
+    parts, pool, ref = independent_runs(exp, scale, folder)
+    train_v = [float(v) for v in exp.values(scale)[0]]
+    extra = sorted(float(v) for v in extra)
+    n_pool = pool.shape[0]
+    more, _ = DATA.more_runs(
+        exp, scale, 0, os.path.join(folder, "denser-pool.npz"), print, n_pool, None, "auto",
+        extra, "denser", BETWEEN_KEY + 1, "pool runs at the added training values",
+    )  # fmt: skip
+    values = sorted(train_v + extra)
+    runs = {v: pool[:, train_v.index(v)] if v in train_v else np.asarray(more)[:, extra.index(v)] for v in values}
+    targets = np.stack([runs[v].reshape(-1, exp.d) for v in values])
+    base_m, base_t = RUN.configs(exp, scale)
+    mc, tc, n_steps = VARIANTS[label](base_m, base_t, sc.n_steps)
+    mc = mc._replace(**{k: v for k, v in ksdp.make_config(exp.d, values, eta_log=exp.log_eta)._asdict().items()
+                        if k in ("eta_center", "eta_scale")})  # fmt: skip
+    path = os.path.join(out, "ablations", "structure", scale, name, f"denser-{slug(label)}-seed{seed}.npz")
+    if os.path.exists(path):
+        gen = ksdp.load_generator(path)
+    else:
+        res = T.train(jax.random.key(100 + seed), targets, values, mc, tc, n_steps=n_steps, progress=print)
+        gen = res.generator.with_metadata(variant=f"denser: {label}", seed=seed, added=extra)
+        gen.save(path)
+    between = sorted(float(v) for v in (10.0, 20.0, 31.6228, 63.0957))
+    b_runs, _ = DATA.more_runs(
+        exp, scale, 0, os.path.join(folder, "between-runs.npz"), print, BETWEEN_RUNS, None, "auto",
+        between, "between", BETWEEN_KEY, "runs between training values",
+    )  # fmt: skip
+    others = np.concatenate([parts, ref])
+    judged = [(v, others[:, i], value_kind(exp, scale, v)) for i, v in enumerate(exp.all_values(scale))]
+    judged += [(v, np.asarray(b_runs)[:, i], "between") for i, v in enumerate(between)]
+    rows = []
+    for i, (v, against, kind) in enumerate(judged):
+        x = gen.sample(jax.random.fold_in(jax.random.key(7), i), float(v), sc.n_generated)
+        check = KM.structure_pairs(x, against)
+        m2_ipm = float(np.mean(np.sum(against.astype(np.float64) ** 2, -1)))
+        m2_dp = float(np.mean(np.sum(np.asarray(x, np.float64) ** 2, -1)))
+        kind = "train" if float(v) in values else kind
+        err = abs(m2_dp - m2_ipm) / m2_ipm
+        row = {"experiment": name, "variant": f"denser: {label}", "added": extra, "seed": seed, "eta": float(v)}
+        rows.append({**row, "kind": kind, "structure": check, "m2_rel_error": err})
+        print(
+            f"structure-denser {kind:>12} {v:g}: z {check['z']:5.1f} (chi2/df {check['dp']:.3f} vs "
+            f"{check['ipm']:.3f}), m2 err {err:.3f}",
+            flush=True,
+        )
+    return rows
