@@ -176,7 +176,19 @@ BETWEEN_KEY = 11  # the runs' key is fold_in(key(0), BETWEEN_KEY): independent o
 BETWEEN_RUNS = 13  # as many as the replicas and the m2 reference runs the check pairs elsewhere
 
 
-def structure_between(out="ksdp-runs", values=(10.0, 20.0, 31.6228, 63.0957), variants=None, seeds=(0, 1),
+BETWEEN = (10.0, 20.0, 31.6228, 63.0957)  # kolmogorov3d's quick grid: 10^(1, 1.3, 1.5, 1.8)
+
+
+def _between_runs(exp, scale, folder, values) -> np.ndarray:
+    """`BETWEEN_RUNS` fresh IPM runs at ``values`` ``[runs, values, J, d]``, cached in the run folder."""
+    runs, _ = DATA.more_runs(
+        exp, scale, 0, os.path.join(folder, "between-runs.npz"), print, BETWEEN_RUNS, None, "auto",
+        values, "between", BETWEEN_KEY, "runs between training values",
+    )  # fmt: skip
+    return np.asarray(runs)
+
+
+def structure_between(out="ksdp-runs", values=BETWEEN, variants=None, seeds=(0, 1),
                       name="kolmogorov3d-amplitude", scale="quick"):  # fmt: skip
     """The structure check (and the energy distance, m2) at parameter values that are neither training
     nor held-out values, for the run's own network and the networks `structure_ablations` kept, against
@@ -185,11 +197,7 @@ def structure_between(out="ksdp-runs", values=(10.0, 20.0, 31.6228, 63.0957), va
     folder = os.path.join(out, scale, name)
     sc = DATA.scale_of(exp, scale)
     values = sorted(float(v) for v in values)
-    runs, _ = DATA.more_runs(
-        exp, scale, 0, os.path.join(folder, "between-runs.npz"), print, BETWEEN_RUNS, None, "auto",
-        values, "between", BETWEEN_KEY, "runs between training values",
-    )  # fmt: skip
-    runs = np.asarray(runs)  # [runs, values, J, d]
+    runs = _between_runs(exp, scale, folder, values)  # [runs, values, J, d]
     nets = {("the run's network", 0): os.path.join(folder, "generator.npz")}
     for label in variants or list(VARIANTS):
         for seed in seeds:
@@ -255,14 +263,11 @@ def structure_denser(out="ksdp-runs", extra=(25.1189,), label="Fourier features,
         res = T.train(jax.random.key(100 + seed), targets, values, mc, tc, n_steps=n_steps, progress=print)
         gen = res.generator.with_metadata(variant=f"denser: {label}", seed=seed, added=extra)
         gen.save(path)
-    between = sorted(float(v) for v in (10.0, 20.0, 31.6228, 63.0957))
-    b_runs, _ = DATA.more_runs(
-        exp, scale, 0, os.path.join(folder, "between-runs.npz"), print, BETWEEN_RUNS, None, "auto",
-        between, "between", BETWEEN_KEY, "runs between training values",
-    )  # fmt: skip
+    between = sorted(BETWEEN)
+    b_runs = _between_runs(exp, scale, folder, between)
     others = np.concatenate([parts, ref])
     judged = [(v, others[:, i], value_kind(exp, scale, v)) for i, v in enumerate(exp.all_values(scale))]
-    judged += [(v, np.asarray(b_runs)[:, i], "between") for i, v in enumerate(between)]
+    judged += [(v, b_runs[:, i], "between") for i, v in enumerate(between)]
     rows = []
     for i, (v, against, kind) in enumerate(judged):
         x = gen.sample(jax.random.fold_in(jax.random.key(7), i), float(v), sc.n_generated)
