@@ -121,7 +121,13 @@ def main(argv=None):
         default=None,
         help="changes of the 'structure-ablations' part (default: all of benchmarks.studies.structure.VARIANTS)",
     )
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds of 'structure-ablations'")
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1],
+        help="seeds of the 'structure-ablations', '-between', '-denser' parts",
+    )
     ap.add_argument(
         "--extrapolation-variants",
         nargs="+",
@@ -159,7 +165,7 @@ def main(argv=None):
             for row in structure_ablations(out=args.runs, variants=args.variants, seeds=args.seeds, name=name)
         ],
         "structure-between": lambda: structure_between(out=args.runs, variants=args.variants, seeds=args.seeds),
-        "structure-denser": lambda: structure_denser(out=args.runs),
+        "structure-denser": lambda: structure_denser(out=args.runs, seeds=args.seeds),
         "extrapolation": lambda: extrapolation(
             out=args.runs, names=args.experiments, variants=args.extrapolation_variants
         ),

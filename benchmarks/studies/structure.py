@@ -233,11 +233,16 @@ def structure_between(out="ksdp-runs", values=BETWEEN, variants=None, seeds=(0, 
     return rows
 
 
-def structure_denser(out="ksdp-runs", extra=(25.1189,), label="Fourier features, twice the steps", seed=0,
-                     name="kolmogorov3d-amplitude", scale="quick"):  # fmt: skip
-    """`structure_between`'s question answered by training: the network of change ``label`` retrained with
-    the values ``extra`` added to the training values (each with a pool of the experiment's size, fresh
-    runs), judged at the values between (`structure_between`'s runs) and at every value of the run."""
+def structure_denser(out="ksdp-runs", seeds=(0, 1), **kwargs) -> list:
+    """`structure_between`'s question answered by training: the network of a change (``label``, default
+    Fourier features with twice the steps) retrained with the values ``extra`` (default 25.1) added to the
+    training values (each with a pool of the experiment's size, fresh runs), judged at the values between
+    (`structure_between`'s runs) and at every value of the run; one network per seed."""
+    return [row for seed in seeds for row in _denser(out, seed=seed, **kwargs)]
+
+
+def _denser(out, extra=(25.1189,), label="Fourier features, twice the steps", seed=0,
+            name="kolmogorov3d-amplitude", scale="quick"):  # fmt: skip
     exp = EXPERIMENTS[name]
     folder = os.path.join(out, scale, name)
     sc = DATA.scale_of(exp, scale)
