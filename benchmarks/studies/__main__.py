@@ -70,6 +70,13 @@ PARTS = (
     "extrapolation",
 )
 
+# the parts whose rows accumulate over runs of the study, each row keyed by what it measured
+ROW_KEYS = {
+    "training": lambda r: (r.get("scale", "quick"), r["experiment"], r["schedule"]),
+    "structure-ablations": lambda r: (r.get("experiment", "kolmogorov3d-amplitude"), r["variant"], r["seed"]),
+    "extrapolation": lambda r: (r["experiment"], r["variant"]),
+}
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -188,32 +195,10 @@ def main(argv=None):
         }
         made_by = {**earlier, **{k: v for k, v in old.get("made_by", {}).items() if k in kept}, **made_by}
         results = {**{k: old[k] for k in kept}, **results}
-        if "training" in args.only and "training" in old:  # schedules run now replace their old rows only
-
-            def key(r):
-                return r.get("scale", "quick"), r["experiment"], r["schedule"]
-
-            done = {key(r) for r in results["training"]}
-            kept = [r for r in old["training"] if key(r) not in done]
-            results["training"] = kept + results["training"]
-        if "structure-ablations" in args.only and "structure-ablations" in old:  # by experiment, change, seed
-
-            def key(r):
-                return r.get("experiment", "kolmogorov3d-amplitude"), r["variant"], r["seed"]
-
-            done = {key(r) for r in results["structure-ablations"]}
-            results["structure-ablations"] = [r for r in old["structure-ablations"] if key(r) not in done] + results[
-                "structure-ablations"
-            ]
-        if "extrapolation" in args.only and "extrapolation" in old:  # the same for its (experiment, change)
-
-            def key(r):
-                return r["experiment"], r["variant"]
-
-            done = {key(r) for r in results["extrapolation"]}
-            results["extrapolation"] = [r for r in old["extrapolation"] if key(r) not in done] + results[
-                "extrapolation"
-            ]
+        for part, key in ROW_KEYS.items():  # rows run now replace their old rows only
+            if part in args.only and part in old:
+                done = {key(r) for r in results[part]}
+                results[part] = [r for r in old[part] if key(r) not in done] + results[part]
     return _common.save("ablations", {**results, "made_by": made_by}, args.out)
 
 

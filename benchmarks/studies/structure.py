@@ -105,6 +105,22 @@ def value_kind(exp, scale, v) -> str:
     return "train" if v in train_v else "held-out" if v in held_v else "extrapolated"
 
 
+def judged(gen, i: int, v: float, n: int, runs) -> tuple:
+    """``n`` points of ``gen`` at ``v`` (the ``i``-th value: its own key) judged against independent IPM
+    runs ``[R, J, d]`` at ``v``: ``(points, {structure, energy_z, m2_rel_error})``, the structure check over
+    the runs' pairs, the energy distance to run 1 beside run 2's (its floor), m2 against the runs pooled."""
+    x = gen.sample(jax.random.fold_in(jax.random.key(7), i), float(v), n)
+    energy = KM.energy_distance(x, runs[1])
+    floor = KM.energy_distance(runs[2], runs[1])
+    m2_ipm = float(np.mean(np.sum(runs.astype(np.float64) ** 2, -1)))
+    m2_dp = float(np.mean(np.sum(np.asarray(x, np.float64) ** 2, -1)))
+    return x, {
+        "structure": KM.structure_pairs(x, runs),
+        "energy_z": (energy.value - floor.value) / math.hypot(energy.se, floor.se),
+        "m2_rel_error": abs(m2_dp - m2_ipm) / m2_ipm,
+    }
+
+
 # one change at a time to the experiment's own configs (ModelConfig, TrainConfig, Adam steps)
 VARIANTS = {
     "recipe": lambda m, t, n: (m, t, n),
@@ -140,13 +156,9 @@ def structure_ablations(out="ksdp-runs", variants=None, seeds=(0, 1), name="kolm
                 gen = res.generator.with_metadata(variant=label, seed=seed)
                 gen.save(path)
             seconds = time.perf_counter() - t0
-            for i, v in enumerate(values):
-                x = gen.sample(jax.random.fold_in(jax.random.key(7), i), float(v), sc.n_generated)
-                check = KM.structure_pairs(x, others[:, i])
-                energy = KM.energy_distance(x, parts[1, i])
-                floor = KM.energy_distance(parts[2, i], parts[1, i])
-                m2_ipm = float(np.mean(np.sum(others[:, i].astype(np.float64) ** 2, -1)))
-                m2_dp = float(np.mean(np.sum(x.astype(np.float64) ** 2, -1)))
+            for i, v in enumerate(values):  # others[1], others[2]: the replicas 1 and 2
+                _, scores = judged(gen, i, v, sc.n_generated, others[:, i])
+                check = scores["structure"]
                 fold = ksdp.model.folded_fraction(jax.random.key(3), gen.config, gen.params, float(v), 20000)[0]
                 row = {
                     "experiment": name,
@@ -155,9 +167,7 @@ def structure_ablations(out="ksdp-runs", variants=None, seeds=(0, 1), name="kolm
                     "eta": float(v),
                     "kind": value_kind(exp, scale, v),
                     "train_s": seconds,
-                    "structure": check,
-                    "energy_z": (energy.value - floor.value) / math.hypot(energy.se, floor.se),
-                    "m2_rel_error": abs(m2_dp - m2_ipm) / m2_ipm,
+                    **scores,
                     "folded": fold,
                 }
                 rows.append(row)
@@ -174,6 +184,7 @@ def structure_ablations(out="ksdp-runs", variants=None, seeds=(0, 1), name="kolm
 # fails in every variant of `structure_ablations`; these values tell whether the whole gap does)
 BETWEEN_KEY = 11  # the runs' key is fold_in(key(0), BETWEEN_KEY): independent of the run's own
 BETWEEN_RUNS = 13  # as many as the replicas and the m2 reference runs the check pairs elsewhere
+DENSER_KEY = 12  # the added training values' pool runs: fold_in(key(0), DENSER_KEY)
 
 
 BETWEEN = (10.0, 20.0, 31.6228, 63.0957)  # kolmogorov3d's quick grid: 10^(1, 1.3, 1.5, 1.8)
@@ -208,21 +219,9 @@ def structure_between(out="ksdp-runs", values=BETWEEN, variants=None, seeds=(0, 
     for (label, seed), path in nets.items():
         gen = ksdp.load_generator(path)
         for i, v in enumerate(values):
-            x = gen.sample(jax.random.fold_in(jax.random.key(7), i), v, sc.n_generated)
-            check = KM.structure_pairs(x, runs[:, i])
-            energy = KM.energy_distance(x, runs[1, i])
-            floor = KM.energy_distance(runs[2, i], runs[1, i])
-            m2_ipm = float(np.mean(np.sum(runs[:, i].astype(np.float64) ** 2, -1)))
-            m2_dp = float(np.mean(np.sum(np.asarray(x, np.float64) ** 2, -1)))
-            row = {
-                "experiment": name,
-                "variant": label,
-                "seed": seed,
-                "eta": v,
-                "structure": check,
-                "energy_z": (energy.value - floor.value) / math.hypot(energy.se, floor.se),
-                "m2_rel_error": abs(m2_dp - m2_ipm) / m2_ipm,
-            }
+            _, scores = judged(gen, i, v, sc.n_generated, runs[:, i])
+            check = scores["structure"]
+            row = {"experiment": name, "variant": label, "seed": seed, "eta": v, **scores}
             rows.append(row)
             print(
                 f"structure-between {name} {label:>34} seed {seed} {v:g}: z {check['z']:5.1f} "
@@ -252,7 +251,7 @@ def _denser(out, extra=(25.1189,), label="Fourier features, twice the steps", se
     n_pool = pool.shape[0]
     more, _ = DATA.more_runs(
         exp, scale, 0, os.path.join(folder, "denser-pool.npz"), print, n_pool, None, "auto",
-        extra, "denser", BETWEEN_KEY + 1, "pool runs at the added training values",
+        extra, "denser", DENSER_KEY, "pool runs at the added training values",
     )  # fmt: skip
     values = sorted(train_v + extra)
     runs = {v: pool[:, train_v.index(v)] if v in train_v else np.asarray(more)[:, extra.index(v)] for v in values}
@@ -271,21 +270,18 @@ def _denser(out, extra=(25.1189,), label="Fourier features, twice the steps", se
     between = sorted(BETWEEN)
     b_runs = _between_runs(exp, scale, folder, between)
     others = np.concatenate([parts, ref])
-    judged = [(v, others[:, i], value_kind(exp, scale, v)) for i, v in enumerate(exp.all_values(scale))]
-    judged += [(v, b_runs[:, i], "between") for i, v in enumerate(between)]
+    cases = [(v, others[:, i], value_kind(exp, scale, v)) for i, v in enumerate(exp.all_values(scale))]
+    cases += [(v, b_runs[:, i], "between") for i, v in enumerate(between)]
     rows = []
-    for i, (v, against, kind) in enumerate(judged):
-        x = gen.sample(jax.random.fold_in(jax.random.key(7), i), float(v), sc.n_generated)
-        check = KM.structure_pairs(x, against)
-        m2_ipm = float(np.mean(np.sum(against.astype(np.float64) ** 2, -1)))
-        m2_dp = float(np.mean(np.sum(np.asarray(x, np.float64) ** 2, -1)))
+    for i, (v, against, kind) in enumerate(cases):
+        _, scores = judged(gen, i, v, sc.n_generated, against)
+        check = scores["structure"]
         kind = "train" if float(v) in values else kind
-        err = abs(m2_dp - m2_ipm) / m2_ipm
         row = {"experiment": name, "variant": f"denser: {label}", "added": extra, "seed": seed, "eta": float(v)}
-        rows.append({**row, "kind": kind, "structure": check, "m2_rel_error": err})
+        rows.append({**row, "kind": kind, **scores})
         print(
             f"structure-denser {kind:>12} {v:g}: z {check['z']:5.1f} (chi2/df {check['dp']:.3f} vs "
-            f"{check['ipm']:.3f}), m2 err {err:.3f}",
+            f"{check['ipm']:.3f}), m2 err {scores['m2_rel_error']:.3f}",
             flush=True,
         )
     return rows
