@@ -594,6 +594,25 @@ def test_decay_over_the_run_is_resolved_by_train(tmp_path):
     assert (
         T.load_checkpoint(ck)[2].decay_steps == 20 and res.generator.metadata["training"]["config"]["decay_steps"] == 20
     )
+    # the moving average over a sixth of these 20 steps: 1 - 6 / 20
+    assert res.generator.metadata["training"]["config"]["ema_decay"] == pytest.approx(0.7, abs=1e-12)
     # the same run with the steps written out is the same run (one fingerprint)
-    again = T.train(jax.random.key(3), targets, etas, mc, cfg._replace(decay_steps=20), n_steps=20, checkpoint=ck)
+    again = T.train(
+        jax.random.key(3), targets, etas, mc, cfg._replace(decay_steps=20, ema_decay=0.7), n_steps=20, checkpoint=ck
+    )
     assert again.history == res.history
+
+
+def test_default_moving_average_covers_a_sixth_of_the_run_at_most_1000_steps():
+    from ksdp.training.config import check_config
+
+    tc = T.TrainConfig()
+    assert tc.ema_decay is None
+    # the experiments' 0.999 from 6000 steps on (the quick scale's run and the paper's 50000): exactly
+    assert tc.for_steps(6000).ema_decay == 0.999 and tc.for_steps(50_000).ema_decay == 0.999
+    assert tc.for_steps(3000).ema_decay == pytest.approx(0.998, abs=1e-12)  # 500 steps
+    assert tc.for_steps(6).ema_decay == 0.0  # a run too short to average
+    assert tc._replace(ema_decay=0.5).for_steps(3000).ema_decay == 0.5  # an explicit value is kept
+    for bad in (1.0, -0.1, True, "0.9"):
+        with pytest.raises(ValueError, match="ema_decay"):
+            check_config(tc._replace(ema_decay=bad))

@@ -13,6 +13,10 @@ from ksdp import model as _model
 from ksdp._checks import is_integer as _is_integer
 from ksdp.training.losses import RADIAL_MAX_POINTS
 
+# the default moving average's longest horizon in Adam steps (TrainConfig.ema_decay = None): 0.999, the
+# experiments' average, from 6000 steps on (the quick scale's run; the horizon is a sixth of a shorter run)
+EMA_HORIZON = 1000.0
+
 
 class TrainConfig(NamedTuple):
     """Static training settings. The defaults are the recommended recipe, the one every experiment
@@ -21,7 +25,8 @@ class TrainConfig(NamedTuple):
 
     The recipe: ``N = 1000`` samples per set, a fresh mini-batch at every renewal (``K = L = 50``), the
     sources matched to the targets (``match_sources``), the debiased loss, a moving average of the
-    weights (``ema_decay = 0.999``) and a cosine decay of the learning rate (3e-3) over the run. The
+    weights over the run's last sixth, at most 1000 steps (``ema_decay = 0.999`` from 6000 steps on)
+    and a cosine decay of the learning rate (3e-3) over the run. The
     paper's ``K = 1000, L = 200`` min--min lets the network memorise its mini-batch and fold the
     source; its plain loss shrinks the law (docs/training.md).
 
@@ -34,7 +39,11 @@ class TrainConfig(NamedTuple):
       block: assignment block size ``M``.
       learning_rate: Adam step size.
       ema_decay: decay of an exponential moving average of the parameters, used for generation
-        (`TrainResult.params`); ``0`` keeps none (the paper).
+        (`TrainResult.params`); ``0`` keeps none (the paper). ``None`` (default): an average over
+        ``h = min(1000, n_steps / 6)`` steps, ``1 - 1 / h`` (`train` sets it, `for_steps`; no average
+        below 6 steps). A fixed 0.999 averages a short run's weights from where its rate is still
+        high: 3000 steps of the tutorial's swirl came out with m2 9-12% above its training runs'
+        at the neighbouring values, 0.998 within about 2%.
       decay_steps: cosine decay of the learning rate to 1% of ``learning_rate`` over this many Adam
         steps (then constant); ``None`` (default): over the whole run (`train` sets it to ``n_steps``,
         `for_steps`); ``0`` keeps it constant (the paper).
@@ -68,7 +77,7 @@ class TrainConfig(NamedTuple):
     initial_sweeps: int = 20
     block: int = 16
     learning_rate: float = 3e-3
-    ema_decay: float = 0.999
+    ema_decay: float | None = None
     decay_steps: int | None = None
     debias: bool = True
     local_cap: float = 0.0
@@ -100,8 +109,13 @@ class TrainConfig(NamedTuple):
         return paper._replace(**changes)
 
     def for_steps(self, n_steps: int) -> TrainConfig:
-        """This config with ``decay_steps=None`` (a decay over the whole run) set to ``n_steps``."""
-        return self._replace(decay_steps=int(n_steps)) if self.decay_steps is None else self
+        """This config resolved over a run of ``n_steps``: ``decay_steps=None`` (a decay over the whole
+        run) set to ``n_steps``, ``ema_decay=None`` to an average over ``min(1000, n_steps / 6)`` steps."""
+        cfg = self._replace(decay_steps=int(n_steps)) if self.decay_steps is None else self
+        if cfg.ema_decay is None:
+            horizon = min(EMA_HORIZON, n_steps / 6)
+            cfg = cfg._replace(ema_decay=1.0 - 1.0 / horizon if horizon > 1 else 0.0)
+        return cfg
 
 
 class TrainState(NamedTuple):
@@ -129,9 +143,9 @@ PROGRESS_LINES = 20
 
 def optimizer(cfg: TrainConfig):
     """The optax Adam of ``cfg``: its learning rate, decayed to 1% by a cosine over ``decay_steps`` if set."""
-    if cfg.decay_steps is None:
+    if cfg.decay_steps is None or cfg.ema_decay is None:
         raise ValueError(
-            "TrainConfig.decay_steps=None means a decay over the whole run: train() sets it; "
+            "TrainConfig.decay_steps=None and ema_decay=None depend on the run's length: train() sets them; "
             "elsewhere use cfg.for_steps(n_steps)."
         )
     if cfg.decay_steps:
@@ -208,8 +222,15 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         )
     if cfg.local_cap and not cfg.debias:
         raise ValueError("TrainConfig.local_cap caps the debiased loss's self term: set debias=True, or local_cap=0.")
-    if not (0.0 <= cfg.ema_decay < 1.0):
-        raise ValueError(f"TrainConfig.ema_decay must be in [0, 1) (0: no moving average), got {cfg.ema_decay!r}.")
+    if cfg.ema_decay is not None and (
+        isinstance(cfg.ema_decay, bool)
+        or not isinstance(cfg.ema_decay, (int, float, np.integer, np.floating))
+        or not (0.0 <= cfg.ema_decay < 1.0)
+    ):
+        raise ValueError(
+            "TrainConfig.ema_decay must be None (an average over the run's last sixth, at most 1000 steps) or "
+            f"in [0, 1) (0: no moving average), got {cfg.ema_decay!r}."
+        )
     if cfg.decay_steps is not None and (
         isinstance(cfg.decay_steps, bool) or not isinstance(cfg.decay_steps, (int, np.integer)) or cfg.decay_steps < 0
     ):
