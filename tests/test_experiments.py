@@ -140,18 +140,25 @@ def test_generators_are_saved_and_shipped_only_when_they_pass(smoke_run, tmp_pat
         assert all(
             np.array_equal(a, b) for a, b in zip(jax.tree.leaves(g.params), jax.tree.leaves(held.params), strict=True)
         )
-    # shipping copies a generator that passes at every training and held-out value, and no other
+    # shipping copies a generator that passes at every training and held-out value and the experiment's
+    # own checks (the radial KS here), and no other
     src = ksdp.load_generator(os.path.join(folder, "ks2d-time", "generator.npz"))
-    for label, ok in (("passing", True), ("failing", False)):
-        summary = {"train": {"all_ok": True}, "held-out": {"all_ok": ok}, "extrapolated": {"all_ok": False}}
+    row = {"kind": "train", "eta": 0.05, "c2st_ok": True, "energy_ok": True, "m2_ok": True, "com_dp": 0.0}
+    for label, held_ok, ks_dp, why in (
+        ("passing", True, 0.004, None),
+        ("failing", False, 0.004, "held-out"),
+        ("ks", True, 0.02, "radial KS"),
+    ):
+        summary = {"train": {"all_ok": True}, "held-out": {"all_ok": held_ok}, "extrapolated": {"all_ok": False}}
         os.makedirs(tmp_path / label / "ks2d-time")
         src.with_metadata(acceptance={"rows": [], "summary_by_kind": summary}).save(
             tmp_path / label / "ks2d-time" / "generator.npz"
         )
+        metrics = {"rows": [{**row, "ks_dp": ks_dp, "ks_ipm": 0.01}], "settings": {"experiment": "ks2d-time"}}
         lines = []
-        cli.ship(str(tmp_path / f"shipped-{label}"), str(tmp_path / label), {"ks2d-time": None}, lines.append)
-        assert os.path.exists(tmp_path / f"shipped-{label}" / "ks2d-time.npz") == ok, lines
-    assert "held-out" in lines[-1] and "not shipped" in lines[-1]
+        cli.ship(str(tmp_path / f"shipped-{label}"), str(tmp_path / label), {"ks2d-time": metrics}, lines.append)
+        assert os.path.exists(tmp_path / f"shipped-{label}" / "ks2d-time.npz") == (why is None), lines
+        assert why is None or (why in lines[-1] and "not shipped" in lines[-1]), lines
 
 
 def test_stage_devices_are_named_per_stage_when_they_differ():

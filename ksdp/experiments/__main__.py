@@ -109,8 +109,8 @@ def parser() -> argparse.ArgumentParser:
         "--ship",
         metavar="DIR",
         default=None,
-        help="also copy each finished run's generator.npz to DIR/EXPERIMENT.npz when it passes the acceptance at "
-        "every training and held-out value (the package's pretrained maps live in ksdp/pretrained)",
+        help="also copy each finished run's generator.npz to DIR/EXPERIMENT.npz when it passes its whole acceptance "
+        "(the package's pretrained maps live in ksdp/pretrained)",
     )
     return ap
 
@@ -243,9 +243,11 @@ def write_pages(out: str, scale: str, results: dict, failures: dict, log) -> Non
 
 def ship(folder: str, out: str, results: dict, log) -> None:
     """Copies each finished run's generator to ``folder/<experiment>.npz``, after reading it back
-    (`ksdp.load_generator` validates it) and only if its acceptance passed at every training and
-    held-out value; a failing map is reported and left where it is."""
-    for name in results:
+    (`ksdp.load_generator` validates it) and only if it passed its acceptance: every check at every
+    training and held-out value, and the experiment's own (`report.acceptance`: the radial KS, the
+    core's anisotropy, memorisation); a failing map is reported and left where it is. ``results`` maps
+    each experiment to its metrics (None: read from ``out``)."""
+    for name, metrics in results.items():
         src = os.path.join(out, name, "generator.npz")
         if not os.path.exists(src):
             log(f"[{name}] not shipped: {src} does not exist (a run before generators were saved)")
@@ -255,6 +257,11 @@ def ship(folder: str, out: str, results: dict, log) -> None:
         failing = [k for k in ("train", "held-out") if not summary.get(k, {}).get("all_ok")]
         if failing:
             log(f"[{name}] not shipped: its acceptance fails at the {' and '.join(failing)} values")
+            continue
+        metrics = report.load_metrics(out, name) if metrics is None else metrics
+        lines = ["no metrics.json to judge it by"] if metrics is None else report.acceptance(metrics)
+        if lines:
+            log(f"[{name}] not shipped: its acceptance fails:\n" + "\n".join(lines))
             continue
         gen.save(os.path.join(folder, f"{name}.npz"))
         log(f"[{name}] shipped to {os.path.join(folder, name + '.npz')}")
