@@ -246,7 +246,7 @@ def ship(folder: str, out: str, results: dict, log) -> None:
     (`ksdp.load_generator` validates it) and only if it passed its acceptance: every check at every
     training and held-out value, and the experiment's own (`report.acceptance`: the radial KS, the
     core's anisotropy, memorisation); a failing map is reported and left where it is. ``results`` maps
-    each experiment to its metrics (None: read from ``out``)."""
+    each experiment to its metrics."""
     for name, metrics in results.items():
         src = os.path.join(out, name, "generator.npz")
         if not os.path.exists(src):
@@ -258,8 +258,7 @@ def ship(folder: str, out: str, results: dict, log) -> None:
         if failing:
             log(f"[{name}] not shipped: its acceptance fails at the {' and '.join(failing)} values")
             continue
-        metrics = report.load_metrics(out, name) if metrics is None else metrics
-        lines = ["no metrics.json to judge it by"] if metrics is None else report.acceptance(metrics)
+        lines = report.acceptance(metrics)
         if lines:
             log(f"[{name}] not shipped: its acceptance fails:\n" + "\n".join(lines))
             continue
