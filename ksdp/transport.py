@@ -231,6 +231,21 @@ def refine(key, x, y, perm, *, n_sweeps: int, block: int = DEFAULT_BLOCK, sets=N
     return jax.lax.scan(body, perm, (jax.random.split(key, n_sweeps), jnp.arange(n_sweeps)))
 
 
+def refine_for(key, x, y, perm, n_sweeps, *, block: int = DEFAULT_BLOCK, sets=None):
+    """`refine` with a traced number of sweeps (a ``fori_loop``): the permutation only, no costs.
+
+    One compiled sweep serves any ``n_sweeps``, so a program that refines a matching for different
+    budgets (the training step: a fresh mini-batch's ``initial_sweeps``, then ``sweeps`` per renewal)
+    holds one copy of the block solver. Sweep ``i`` draws its blocks from ``fold_in(key, i)``, random
+    for even ``i``, spatially local for odd ``i``; ``sets`` as in `refine`.
+    """
+
+    def body(i, p):
+        return _sweep_any(jax.random.fold_in(key, i), x, y, p, block, i % 2 == 1, sets)
+
+    return jax.lax.fori_loop(0, n_sweeps, body, perm)
+
+
 @partial(jax.jit, static_argnames=("block", "max_sweeps"))
 def _solve(key, x, y, perm, rtol, *, block, max_sweeps):
     single = x.ndim == 2

@@ -141,16 +141,54 @@ DIVERGED = 100.0
 PROGRESS_LINES = 20
 
 
-def optimizer(cfg: TrainConfig):
-    """The optax Adam of ``cfg``: its learning rate, decayed to 1% by a cosine over ``decay_steps`` if set."""
+def cosine_decay(learning_rate, decay_steps, alpha: float = 0.01):
+    """optax's cosine decay schedule (``optax.cosine_decay_schedule``, the same arithmetic) from
+    ``learning_rate`` to ``alpha`` times it over ``decay_steps``, whose values may be traced: the
+    compiled training step takes them as arguments (`hyperparameters`)."""
+
+    def schedule(count):
+        count = jnp.minimum(count, decay_steps)
+        return learning_rate * ((1 - alpha) * (0.5 * (1 + jnp.cos(jnp.pi * count / decay_steps))) + alpha)
+
+    return schedule
+
+
+def optimizer(cfg: TrainConfig, hyper: dict | None = None):
+    """The optax Adam of ``cfg``: its learning rate, decayed to 1% by a cosine over ``decay_steps`` if set.
+
+    ``hyper`` (`hyperparameters`), inside the compiled step, gives the rate and the decay's length as
+    traced values; ``cfg`` then only says whether the rate decays (the optimiser state's structure)."""
     if cfg.decay_steps is None or cfg.ema_decay is None:
         raise ValueError(
             "TrainConfig.decay_steps=None and ema_decay=None depend on the run's length: train() sets them; "
             "elsewhere use cfg.for_steps(n_steps)."
         )
+    hyper = hyperparameters(cfg) if hyper is None else hyper
     if cfg.decay_steps:
-        return optax.adam(optax.cosine_decay_schedule(cfg.learning_rate, cfg.decay_steps, alpha=0.01))
-    return optax.adam(cfg.learning_rate)
+        return optax.adam(cosine_decay(hyper["learning_rate"], hyper["decay_steps"]))
+    return optax.adam(hyper["learning_rate"])
+
+
+# TrainConfig's numbers that change no shape and no branch of the compiled step: it takes them as traced
+# arguments, so that one compiled program serves every learning rate, moving average, decay length, cap and
+# weight, and so every run length (which sets the decay and the average); the config it is compiled for keeps
+# only whether each is on (`structure`)
+TRACED = ("learning_rate", "ema_decay", "decay_steps", "local_cap", "min_min_after", "radial_weight")
+
+
+def hyperparameters(cfg: TrainConfig) -> dict:
+    """The `TRACED` fields of a resolved ``cfg`` as arrays (float32; ``min_min_after`` int32), with the
+    moving average's weight of the new parameters, ``1 - ema_decay``, computed in float64 first."""
+    out = {name: jnp.float32(getattr(cfg, name)) for name in TRACED if name != "min_min_after"}
+    out["min_min_after"] = jnp.int32(cfg.min_min_after)
+    out["ema_new"] = jnp.float32(1.0 - cfg.ema_decay)
+    return out
+
+
+def structure(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with each `TRACED` field replaced by 1 or 0, whether it is on: the compiled step's static
+    config (two configs that differ only in those values share one program)."""
+    return cfg._replace(**{name: type(getattr(cfg, name))(bool(getattr(cfg, name))) for name in TRACED})
 
 
 def check_inputs(model_cfg: _model.ModelConfig, cfg: TrainConfig, targets, eta):

@@ -45,9 +45,10 @@ def debiased_objective(fx, fs, y, perm, perm_self, local_cap: float = 0.0):
     twice the first term's, so the objective is stationary at the target law (to first order the bias
     cancels, as in the Sinkhorn divergence).
 
-    With ``local_cap > 0`` the cap is also at most ``local_cap`` times the median of the set's self
-    pair costs (held fixed in the gradient; the median, so that the stray points it is meant for do
-    not raise it): a stray point then pays for its distance beyond a few particle spacings.
+    With ``local_cap > 0`` (or any array, the compiled training step's traced value) the cap is also
+    at most ``local_cap`` times the median of the set's self pair costs (held fixed in the gradient;
+    the median, so that the stray points it is meant for do not raise it): a stray point then pays for
+    its distance beyond a few particle spacings.
 
     The cap ``c`` (at least the targets' squared diameter, so it does not bind inside their extent)
     keeps the objective bounded below. Without it a rare far point costs nothing on average: drawn in
@@ -63,7 +64,7 @@ def debiased_objective(fx, fs, y, perm, perm_self, local_cap: float = 0.0):
     radius2 = jnp.max(jnp.sum((y - jnp.mean(y, axis=-2, keepdims=True)) ** 2, axis=-1), axis=-1, keepdims=True)
     pair = jnp.sum((fx - other) ** 2, axis=-1)
     cap = SELF_CAP * radius2
-    if local_cap:
+    if not isinstance(local_cap, (int, float)) or local_cap:
         cap = jnp.minimum(cap, local_cap * jax.lax.stop_gradient(jnp.median(pair, axis=-1, keepdims=True)))
     return cost - 0.5 * jnp.mean(jnp.minimum(pair, cap)), cost
 
