@@ -168,7 +168,7 @@ def test_w2_default_is_certified():
 
 @pytest.mark.slow
 def test_jit_and_vmap_over_parameter_sets():
-    r, n = 4, 60
+    r, n = 4, 64
     xs = jnp.stack([_clouds(n, 2, seed=s)[0] for s in range(r)])
     ys = jnp.stack([_clouds(n, 2, seed=s)[1] for s in range(r)])
     perm0 = T.identity(xs)
@@ -182,6 +182,21 @@ def test_jit_and_vmap_over_parameter_sets():
     assert res.perm.shape == (r, n) and res.cost.shape == (r,)
     vm = jax.vmap(lambda a, b: T.matched_cost(a, b, T.identity(a)))(xs, ys)
     np.testing.assert_allclose(vm, T.matched_cost(xs, ys, perm0), rtol=1e-6)
+
+
+def test_refine_for_is_its_sweeps_with_a_traced_count():
+    # refine_for's sweep i is block_sweep with the key fold_in(key, i), random blocks for even i, local for
+    # odd: the same integer sweeps on the same points, so the same permutation exactly; one compiled
+    # program serves every count (0 sweeps: the warm start unchanged)
+    x, y = _clouds(64, 2, seed=3)
+    key, start = jax.random.key(4), T.identity(x)
+    run = jax.jit(lambda n: T.refine_for(key, x, y, start, n, block=8))
+    perm = start
+    for i in range(5):
+        perm = T.block_sweep(jax.random.fold_in(key, i), x, y, perm, i % 2 == 1, block=8)
+    np.testing.assert_array_equal(run(5), perm)
+    np.testing.assert_array_equal(run(0), start)
+    assert run._cache_size() == 1
 
 
 def test_n_equal_one():
