@@ -365,10 +365,16 @@ def test_moving_average_and_learning_rate_decay():
 
 
 def test_compiles_once_whatever_the_number_of_minibatches(caplog):
+    # and whatever the run's length sets (the decay's length, the moving average) and the learning rate:
+    # they are traced, so only the config's structure (here: with or without a decay) compiles anew
     targets, etas, mc = _tiny_problem()
+    decaying = TINY._replace(decay_steps=None, ema_decay=None)
     T.train(jax.random.key(0), targets, etas, mc, TINY, n_steps=20, progress=False)
+    T.train(jax.random.key(0), targets, etas, mc, decaying, n_steps=20, progress=False)
     with compilations(caplog) as compiled:
         T.train(jax.random.key(1), targets, etas, mc, TINY, n_steps=100, progress=False)
+        T.train(jax.random.key(1), targets, etas, mc, TINY._replace(learning_rate=2e-3), n_steps=40, progress=False)
+        T.train(jax.random.key(1), targets, etas, mc, decaying, n_steps=120, progress=False)
     assert not any("_minibatch" in name for name in compiled), compiled
 
 
