@@ -9,7 +9,8 @@ One module per question; each part is a function of it:
 * `benchmarks.studies.kernels`: ``kernels``, ``slope``, ``health``, ``step`` (the IPM's kernel and step);
 * `benchmarks.studies.reference`: ``reference`` (the IPM against the PDE reference);
 * `benchmarks.studies.blocks`: ``blocks``, ``small`` (block descent against the optimum);
-* `benchmarks.studies.calibration`: ``energy``, ``c2st``, ``pools``, ``ks``, ``sources`` (the metrics);
+* `benchmarks.studies.calibration`: ``energy``, ``c2st``, ``pools`` (the training pools under
+  ``--runs``: their m2 and radial KS against the other runs'), ``ks``, ``sources`` (the metrics);
 * `benchmarks.studies.training`: ``residual``, ``training`` (its schedules in
   `benchmarks.studies.schedules`), ``tails``, ``matching``, ``shrink``, ``anisotropy``;
 * `benchmarks.studies.structure`: ``structure`` (the structure check's false alarms and what it sees
@@ -75,6 +76,7 @@ ROW_KEYS = {
     "training": lambda r: (r.get("scale", "quick"), r["experiment"], r["schedule"]),
     "structure-ablations": lambda r: (r.get("experiment", "kolmogorov3d-amplitude"), r["variant"], r["seed"]),
     "extrapolation": lambda r: (r["experiment"], r["variant"]),
+    "pools": lambda r: (r["scale"], r["experiment"], r.get("seed"), r["eta"]),
 }
 
 
@@ -160,7 +162,7 @@ def main(argv=None):
         "tails": lambda: tails(names=args.experiments),
         "matching": lambda: matching(names=args.experiments),
         "c2st": lambda: c2st(names=args.experiments),
-        "pools": lambda: pools(names=args.experiments),
+        "pools": lambda: pools(out=args.runs, names=args.experiments),
         "ks": lambda: ks(scale=args.ks_scale, runs=args.ks_runs),
         "shrink": lambda: shrink(names=args.experiments or ("kolmogorov3d-amplitude",)),
         "sources": lambda: sources(scale=args.ks_scale),

@@ -5,7 +5,8 @@ cloud is replaced by exact samples or independent IPM runs.
   (300 draws of two 1D Gaussian clouds, n = 500, shifts 0, 0.2, 0.5 sd).
 * ``c2st``: the C2ST check under the null, IPM runs standing in for the generated cloud: the one-pair
   excess's spread, its false alarms, and the check over 1 + k pairs.
-* ``pools``: the m2 of each experiment's training pool against its other runs (z).
+* ``pools``: the m2 of each experiment's training pool against its other runs (z), and its radial KS to
+  the mean field beside the map's (ks2d-time, ks2d-eps).
 * ``ks``: ks2d-time's radial KS check under the null, independent IPM runs standing in for the
   generated cloud (``--ks-runs``, ``--ks-scale``).
 * ``sources``: the radial KS of radially stratified against independent generated sources, from the
@@ -14,6 +15,7 @@ cloud is replaced by exact samples or independent IPM runs.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -273,13 +275,18 @@ def _print_null(label: str, row: dict) -> None:
 
 
 def pools(out="ksdp-runs", names=None):
-    """How far each training pool's m2 lies from that of the other IPM runs, in standard errors.
+    """How far each training pool's m2 lies from that of the other IPM runs, in standard errors; and, for
+    an experiment with a radial reference (ks2d-time, ks2d-eps), the pool's radial KS distance to it.
 
     For every experiment under ``<out>/<scale>/`` with a dataset, a training pool and m2 reference
     runs, at every training value: the mean m2 of the pool's runs and of the replicas with the
     reference runs, each with its SE from the spread of its runs (`ksdp.metrics.run_spread`), the
     pool's relative offset and z. Every experiment draws its runs from the same seed's keys, so two
     experiments of the same dimension and J share initial points and noise: their pools' luck is alike.
+    The radial KS of the pool's runs pooled (where it is reached, `ksdp.metrics.radial_ks_where`) stands
+    beside the finished map's and the IPM's of the run's ``metrics.json``: a map learns its pool's radial
+    luck (single runs' radial CDFs move together, so a pool of ten is farther from the mean field than
+    its points suggest), most of all at the edge of the range, where no neighbouring value averages it.
     """
 
     def m2(runs):
@@ -289,12 +296,21 @@ def pools(out="ksdp-runs", names=None):
     for scale, name, exp, paths in found(out, names, ("dataset.npz", "pool.npz", "reference-runs.npz")):
         reps, pool, more = (dataset_runs(exp, p) for p in paths)
         values = [float(v) for v in exp.all_values(scale)]
-        for j, v in enumerate(float(v) for v in exp.values(scale)[0]):
+        train = [float(v) for v in exp.values(scale)[0]]
+        radial = EVAL.radial_reference(exp, train)
+        try:
+            with open(os.path.join(os.path.dirname(paths[0]), "metrics.json")) as f:
+                run = json.load(f)
+        except (OSError, ValueError):
+            run = {}
+        seed = run.get("settings", {}).get("seed")
+        for j, v in enumerate(train):
             i = values.index(v)
             p, o = m2(pool[:, j]), m2(np.concatenate([reps[:, i], more[:, i]]))
             row = {
                 "scale": scale,
                 "experiment": name,
+                "seed": seed,
                 "eta": v,
                 "pool_runs": int(pool.shape[0]),
                 "other_runs": int(reps.shape[0] + more.shape[0]),
@@ -303,10 +319,19 @@ def pools(out="ksdp-runs", names=None):
                 "relative": p["mean"] / o["mean"] - 1,
                 "z": (p["mean"] - o["mean"]) / math.hypot(p["se"], o["se"]),
             }
+            ks = ""
+            if radial is not None:
+                cloud = pool[:, j].reshape(-1, exp.d).astype(np.float64)
+                row["ks_pool"], _, row["ks_pool_level"] = KM.radial_ks_where(cloud, radial.cdf(j))
+                done = next((r for r in run.get("rows", []) if math.isclose(r["eta"], v)), {})
+                row.update({k: done[k] for k in ("ks_dp", "ks_dp_level", "ks_ipm", "ks_ref_runs") if k in done})
+                ks = f"; radial KS pool {row['ks_pool']:.4f} at F = {row['ks_pool_level']:.2f}" + (
+                    f", map {row['ks_dp']:.4f}, IPM {row['ks_ipm']:.4f}" if "ks_dp" in row else ""
+                )
             results.append(row)
             print(
-                f"pools {scale} {name} {exp.eta} = {v:g}: m2 pool {p['mean']:.4f} +- {p['se']:.4f}, "
-                f"other runs {o['mean']:.4f} +- {o['se']:.4f} ({row['relative']:+.2%}, z = {row['z']:+.1f})",
+                f"pools {scale} {name} (seed {seed}) {exp.eta} = {v:g}: m2 pool {p['mean']:.4f} +- {p['se']:.4f}, "
+                f"other runs {o['mean']:.4f} +- {o['se']:.4f} ({row['relative']:+.2%}, z = {row['z']:+.1f}){ks}",
                 flush=True,
             )
     return results
