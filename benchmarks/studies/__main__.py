@@ -76,7 +76,7 @@ ROW_KEYS = {
     "training": lambda r: (r.get("scale", "quick"), r["experiment"], r["schedule"]),
     "structure-ablations": lambda r: (r.get("experiment", "kolmogorov3d-amplitude"), r["variant"], r["seed"]),
     "extrapolation": lambda r: (r["experiment"], r["variant"]),
-    "pools": lambda r: (r["scale"], r["experiment"], r.get("seed"), r["eta"]),
+    "pools": lambda r: (r["scale"], r["experiment"], r.get("seed"), r["pool_runs"], r["eta"]),
 }
 
 
