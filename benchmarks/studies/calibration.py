@@ -15,7 +15,6 @@ cloud is replaced by exact samples or independent IPM runs.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -30,7 +29,7 @@ from ksdp import model as M
 from ksdp import training as T
 from ksdp.experiments import evaluate as EVAL
 from ksdp.experiments import ipm_data as DATA
-from ksdp.experiments.report import KS_UNTIL
+from ksdp.experiments.report import KS_UNTIL, load_metrics
 from ksdp.experiments.specs import C2ST_SLACK, EXPERIMENTS, KS_POINTS, SCALES
 
 
@@ -284,9 +283,9 @@ def pools(out="ksdp-runs", names=None):
     pool's relative offset and z. Every experiment draws its runs from the same seed's keys, so two
     experiments of the same dimension and J share initial points and noise: their pools' luck is alike.
     The radial KS of the pool's runs pooled (where it is reached, `ksdp.metrics.radial_ks_where`) stands
-    beside the finished map's and the IPM's of the run's ``metrics.json``: a map learns its pool's radial
-    luck (single runs' radial CDFs move together, so a pool of ten is farther from the mean field than
-    its points suggest), most of all at the edge of the range, where no neighbouring value averages it.
+    beside the finished map's and the IPM's of the run's ``metrics.json``: how far the data the map learnt
+    from lies from the mean field (single runs' radial CDFs move together, so a pool of ten can lie
+    farther from it than its points suggest), against how far the map lies.
     """
 
     def m2(runs):
@@ -298,11 +297,7 @@ def pools(out="ksdp-runs", names=None):
         values = [float(v) for v in exp.all_values(scale)]
         train = [float(v) for v in exp.values(scale)[0]]
         radial = EVAL.radial_reference(exp, train)
-        try:
-            with open(os.path.join(os.path.dirname(paths[0]), "metrics.json")) as f:
-                run = json.load(f)
-        except (OSError, ValueError):
-            run = {}
+        run = load_metrics(os.path.join(out, scale), name) or {}
         seed = run.get("settings", {}).get("seed")
         for j, v in enumerate(train):
             i = values.index(v)

@@ -158,11 +158,6 @@ def optimizer(cfg: TrainConfig, hyper: dict | None = None):
 
     ``hyper`` (`hyperparameters`), inside the compiled step, gives the rate and the decay's length as
     traced values; ``cfg`` then only says whether the rate decays (the optimiser state's structure)."""
-    if cfg.decay_steps is None or cfg.ema_decay is None:
-        raise ValueError(
-            "TrainConfig.decay_steps=None and ema_decay=None depend on the run's length: train() sets them; "
-            "elsewhere use cfg.for_steps(n_steps)."
-        )
     hyper = hyperparameters(cfg) if hyper is None else hyper
     if cfg.decay_steps:
         return optax.adam(cosine_decay(hyper["learning_rate"], hyper["decay_steps"]))
@@ -177,11 +172,16 @@ TRACED = ("learning_rate", "ema_decay", "decay_steps", "local_cap", "min_min_aft
 
 
 def hyperparameters(cfg: TrainConfig) -> dict:
-    """The `TRACED` fields of a resolved ``cfg`` as arrays (float32; ``min_min_after`` int32), with the
+    """The `TRACED` fields of a resolved ``cfg`` as NumPy scalars (float32; ``min_min_after`` int32), with the
     moving average's weight of the new parameters, ``1 - ema_decay``, computed in float64 first."""
-    out = {name: jnp.float32(getattr(cfg, name)) for name in TRACED if name != "min_min_after"}
-    out["min_min_after"] = jnp.int32(cfg.min_min_after)
-    out["ema_new"] = jnp.float32(1.0 - cfg.ema_decay)
+    if cfg.decay_steps is None or cfg.ema_decay is None:
+        raise ValueError(
+            "TrainConfig.decay_steps=None and ema_decay=None depend on the run's length: train() sets them; "
+            "elsewhere use cfg.for_steps(n_steps)."
+        )
+    out = {name: np.float32(getattr(cfg, name)) for name in TRACED if name != "min_min_after"}
+    out["min_min_after"] = np.int32(cfg.min_min_after)
+    out["ema_new"] = np.float32(1.0 - cfg.ema_decay)
     return out
 
 
