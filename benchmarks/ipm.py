@@ -11,7 +11,8 @@ health checks (`ksdp.Trajectory.health`, ``flow_health``, ``step_bias``, with th
 the same Euler scan without them. Last, what a batch of parameter sets costs per run: ``ksdp.sweep`` of one and of two
 sets against ``ksdp.simulate`` of the same run, and against ``jax.vmap`` of ``simulate`` over one set
 (how ``sweep`` ran a one-set batch before it took the unbatched program), at ks2d-time's quick size
-(J = 2000; ``--batch-only`` runs this part alone). JSON under ``benchmarks/results/``.
+(J = 2000), and the default tile of the all-pairs sum against a fixed one (``--batch-only`` runs these
+two parts alone). JSON under ``benchmarks/results/``.
 """
 
 from __future__ import annotations
@@ -85,6 +86,30 @@ def batch_cost(n_particles: int = 2000, steps: int = 300) -> dict:
     return row
 
 
+def tile_cost(n_particles: int = 2000, steps: int = 300) -> list[dict]:
+    """Seconds per run of `ksdp.sweep` with the default tile (`ksdp.drifts.default_tile`, by J and the
+    batch's size) against the former fixed 32 targets, in 2D and 3D, one set and nine (an amplitude
+    experiment's batch), best of 3."""
+    times = (steps * ipm.DEFAULT_DT,)
+    rows = []
+    print(f"seconds per run, J={n_particles}, {steps} steps: default tile against 32")
+    for d, flow in ((2, "laminar2d"), (3, "kolmogorov3d")):
+        for p in (1, 9):
+            params = ksdp.Params(flow=jnp.asarray(np.geomspace(1.0, 100.0, p), jnp.float32))
+            per_run = {}
+            for name, tile in (("default", None), ("fixed_32", 32)):
+                fn = lambda t=tile: ksdp.sweep(
+                    jax.random.key(0), params, times, n_particles=n_particles, d=d, flow=flow, drift="direct", tile=t
+                ).particles.block_until_ready()
+                per_run[name] = _common.timeit(fn, repeat=3, min_time=0.0) / p
+            tile = drifts.default_tile(n_particles, p)
+            rows.append({"d": d, "P": p, "default_tile": tile, "seconds_per_run": per_run})
+            ratio = per_run["fixed_32"] / per_run["default"]
+            t_default, t_32 = per_run["default"], per_run["fixed_32"]
+            print(f"  d={d} P={p}: tile {tile} {t_default:.3f} s, tile 32 {t_32:.3f} s ({ratio:.2f}x)")
+    return rows
+
+
 def main(argv=None):
     gpu = jax.default_backend() != "cpu"
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -95,7 +120,7 @@ def main(argv=None):
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if args.batch_only:
-        return _common.save("ipm-batch", {"batch": batch_cost()}, args.out)
+        return _common.save("ipm-batch", {"batch": batch_cost(), "tile": tile_cost()}, args.out)
 
     delta = ipm.DEFAULT_DELTA
     rows = []

@@ -27,10 +27,21 @@ from ksdp import parallel as _parallel
 from ksdp import particle_mesh as _pm
 from ksdp._checks import check_concrete_inputs, is_concrete
 
+# On a CPU one tile's pairs, over every parameter set of a batch, should fill about this many floats:
+# the fused pass over them stays in the caches. A fixed 32 targets did that at J = 20000 and ran at half
+# speed at J = 2000 with one set (benchmarks/ipm.py, "tile")
+CPU_TILE_PAIRS = 2**19
 
-def default_tile() -> int:
-    """Target-tile size: small on a CPU (cache-resident tiles), larger on accelerators."""
-    return 32 if jax.default_backend() == "cpu" else 1024
+
+def default_tile(n_sources: int | None = None, n_sets: int = 1) -> int:
+    """Targets per tile of the all-pairs sums: on a CPU the power of two nearest
+    ``CPU_TILE_PAIRS / (n_sources * n_sets)`` between 8 and 256 (a batch of ``n_sets`` parameter sets
+    under ``vmap`` sums them all in each tile; without ``n_sources``, 32); 1024 on accelerators."""
+    if jax.default_backend() != "cpu":
+        return 1024
+    if not n_sources:
+        return 32
+    return int(2 ** np.clip(round(np.log2(CPU_TILE_PAIRS / (n_sources * max(n_sets, 1)))), 3, 8))
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,7 +94,7 @@ def pair_sum(
         _kernels.check_screened(kernel)
     # at a concrete call site: finite positions, and a finite positive delta where the kernel uses it
     check_concrete_inputs({"targets": targets, "sources": sources}, 1.0 if kernel == "exact" else delta)
-    tile = int(min(tile or default_tile(), max(n_t, 1)))
+    tile = int(min(tile or default_tile(len(sources)), max(n_t, 1)))
     n_tiles = -(-n_t // tile)
     pad = n_tiles * tile - n_t
     src = [sources[:, k] for k in range(d)]
@@ -284,5 +295,5 @@ def _pair_sum_mesh(
         raise ValueError(f"targets and sources must be [T, d] and [J, d], got {targets.shape} and {sources.shape}.")
     _parallel.check_divisible(targets.shape[0], n_dev, "the number of targets", "pad or trim the targets")
     _parallel.check_divisible(sources.shape[0], n_dev, "the number of sources", "pad or trim the sources")
-    tile = int(min(tile or default_tile(), targets.shape[0] // n_dev))
+    tile = int(min(tile or default_tile(sources.shape[0]), targets.shape[0] // n_dev))
     return _pair_sum_sharded(targets, sources, delta, mesh=mesh, axis=axis, kernel=kernel, tile=tile, method=method)

@@ -218,6 +218,7 @@ def _prepare(
     sharded=False,
     chemical="equilibrium",
     field_grid=None,
+    batch=1,
 ):
     if not isinstance(d, (int, np.integer)) or isinstance(d, bool):
         raise TypeError(f"d (the space dimension) must be the integer 2 or 3, got {d!r}.")
@@ -249,7 +250,7 @@ def _prepare(
         flow=flow,
         dt=float(dt),
         n_snapshots=len(steps),
-        tile=int(min(tile or _drifts.default_tile(), n_particles)),
+        tile=int(min(tile or _drifts.default_tile(int(n_particles), batch), n_particles)),
         drift=drift,
         grid=grid,
         screened=screened,
@@ -469,6 +470,7 @@ def sweep(
         batched=True,
         chemical=chemical,
         field_grid=field_grid,
+        batch=size if mesh is None else -(-size // mesh.devices.size),  # the sets one device runs at once
     )
     keys = _set_keys(key, size)
     with _euler.progress_bar(progress, static, save_at, "sweep"):

@@ -90,7 +90,7 @@ def energy_distance(x, y, *, tile: int | None = None) -> Estimate:
     Args:
       x: ``[n, d]`` cloud, ``n >= 3``.
       y: ``[m, d]`` cloud, ``m >= 3``.
-      tile: rows per tile (default `ksdp.drifts.default_tile`, as for the drift).
+      tile: rows per tile (default `ksdp.drifts.default_tile` of the other cloud's size, as for the drift).
 
     Returns:
       `Estimate` ``(value, se)``.
@@ -109,7 +109,6 @@ def energy_distance(x, y, *, tile: int | None = None) -> Estimate:
         raise ValueError(f"energy_distance needs at least 3 points per cloud (the jackknife), got {n} and {m}.")
     if tile is not None and (not _is_integer(tile) or tile < 1):
         raise ValueError(f"tile must be a positive integer, got {tile!r}.")
-    tile = int(tile or default_tile())
     # The distance is translation invariant and homogeneous of degree 1: both clouds are centred on
     # their pooled mean and scaled to unit RMS radius in float64 before the float32 sums, so a cloud
     # far from the origin keeps its digits and a tiny one does not underflow; the scale comes back at
@@ -119,12 +118,12 @@ def energy_distance(x, y, *, tile: int | None = None) -> Estimate:
     x64, y64 = x64 - centre, y64 - centre
     scale = math.sqrt(np.concatenate([x64, y64]).var(axis=0).sum()) or 1.0
     xj, yj = jnp.asarray(x64 / scale, jnp.float32), jnp.asarray(y64 / scale, jnp.float32)
-    tx, ty = min(tile, n), min(tile, m)
 
-    def rows(a, b, t):  # row sums of |.| in float32, every later sum in float64 on the host
+    def rows(a, b):  # row sums of |.| in float32, every later sum in float64 on the host
+        t = min(int(tile or default_tile(len(b))), len(a))
         return np.asarray(_distance_row_sums(a, b, tile=t), np.float64)
 
-    sxx, sxy, syy, syx = rows(xj, xj, tx), rows(xj, yj, tx), rows(yj, yj, ty), rows(yj, xj, ty)
+    sxx, sxy, syy, syx = rows(xj, xj), rows(xj, yj), rows(yj, yj), rows(yj, xj)
     txx, tyy, txy = sxx.sum(), syy.sum(), sxy.sum()
     value = 2 * txy / (n * m) - txx / (n * (n - 1)) - tyy / (m * (m - 1))
     # leave-one-out values, exactly, from the row sums
