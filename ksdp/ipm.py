@@ -470,7 +470,7 @@ def sweep(
         batched=True,
         chemical=chemical,
         field_grid=field_grid,
-        batch=size if mesh is None else -(-size // mesh.devices.size),  # the sets one device runs at once
+        batch=-(-size // getattr(mesh, "size", 1)),  # the sets one device runs at once (the mesh is checked later)
     )
     keys = _set_keys(key, size)
     with _euler.progress_bar(progress, static, save_at, "sweep"):
