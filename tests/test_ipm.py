@@ -109,6 +109,18 @@ def test_tiled_drift_matches_dense_float64(d, kernel):
     assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-5
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU's tile rule")
+def test_default_tile_holds_about_the_same_pairs_whatever_j_and_the_batch():
+    # a tile's pairs over the batch's sets within a factor sqrt(2) of CPU_TILE_PAIRS (the nearest power of
+    # two), between the bounds 8 and 256: 256 targets at J = 2000 alone, 32 in a batch of nine
+    assert drifts.default_tile(2000) == 256 and drifts.default_tile(2000, 9) == 32
+    for j, p in [(2000, 2), (8000, 1), (20000, 1), (2000, 6)]:
+        pairs = drifts.default_tile(j, p) * j * p
+        assert drifts.CPU_TILE_PAIRS / 2**0.5 <= pairs <= drifts.CPU_TILE_PAIRS * 2**0.5, (j, p)
+    assert drifts.default_tile(10**5) == 8 and drifts.default_tile(100) == 256
+    assert drifts.default_tile() == 32  # no size given: the former fixed tile
+
+
 @pytest.mark.slow
 def test_vmap_over_amplitudes_equals_separate_runs_and_compiles_once(caplog):
     amps = jnp.array([1.0, 10.0, 30.0, 100.0])
