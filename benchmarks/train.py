@@ -19,6 +19,12 @@ Reports, each against a baseline measured in the same run:
   mini-batch that read the whole pool: the radial quantiles' sort and the draw of N targets per set
   without replacement (a permutation of the pool, as training draws them; and, as a candidate, the
   indices of the N largest of J uniform keys, ``lax.top_k``).
+* with ``--radial-only`` (alone, saved as ``train-radial-...``), what the radial term costs: seconds per
+  mini-batch of kolmogorov3d-amplitude's quick configuration (its own `ksdp.experiments.run.configs`: 9 sets
+  of its 30-run pool, N = 2000, the radial term) against the same mini-batch without the term; and the
+  term's value and gradient alone on 2N generated points per set (`ksdp.training.radial_objective`,
+  which sorts the distances) against the same term from the distances' ranks (two argsorts, its
+  earlier form), in the same process.
 """
 
 from __future__ import annotations
@@ -49,8 +55,11 @@ def main(argv=None):
         default=[],
         help="particles per set J of the training-pool measurement, e.g. 100000 400000 (none: skip it)",
     )
+    ap.add_argument("--radial-only", action="store_true", help="only what the radial term costs")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if args.radial_only:
+        return _common.save("train-radial", radial_costs(), args.out)
     if any(j < 2000 for j in args.pool_sizes):
         ap.error(f"--pool-sizes must be >= 2000 (N = 2000 targets are drawn per set), got {args.pool_sizes}")
     r, j, d = 8, 10_000, 2
@@ -195,6 +204,56 @@ def pool_costs(sizes, repeat: int = 4) -> list[dict]:
         row["ratio_vs_one_run"] = row["minibatch_s"] / base
         rows.append(row)
     return rows
+
+
+def _radial_by_ranks(f, quantiles):
+    """The radial term's earlier form: each distance paired with its rank's quantile through two argsorts."""
+    r = jnp.sqrt(jnp.sum(f**2, axis=-1) + jnp.finfo(f.dtype).tiny)
+    m, j = r.shape[-1], quantiles.shape[-1]
+    rank = jnp.argsort(jnp.argsort(jax.lax.stop_gradient(r), axis=-1), axis=-1)
+    a, b = divmod(j, 2 * m)
+    level = (2 * rank + 1) * a + ((2 * rank + 1) * b) // (2 * m)
+    q = jnp.take_along_axis(jax.lax.stop_gradient(quantiles), level, axis=-1)
+    return jnp.mean((r - q) ** 2)
+
+
+def radial_costs(repeat: int = 5) -> dict:
+    """The radial term's share of a mini-batch, and its value and gradient against its earlier form."""
+    from ksdp.experiments import run as RUN
+    from ksdp.experiments.specs import EXPERIMENTS
+
+    exp = EXPERIMENTS["kolmogorov3d-amplitude"]
+    mc, cfg = RUN.configs(exp, "quick")
+    r, j = len(exp.values("quick")[0]), 30 * 2000  # its training values, its pool of 30 runs of J = 2000
+    eta = jnp.asarray(exp.values("quick")[0])
+    targets = jax.random.normal(jax.random.key(6), (r, j, exp.d)) * 0.3
+    targets, eta = T.check_inputs(mc, cfg, targets, eta)
+    minibatch = {}
+    for label, c in (("with", cfg), ("without", cfg._replace(radial_weight=0.0))):
+        state = T.init_state(jax.random.key(7), mc, c, r)
+        minibatch[label] = _common.timeit(
+            lambda s=state, c=c: jax.block_until_ready(T.train_minibatch(s, targets, eta, mc, c)), repeat=repeat
+        )
+    f = jax.random.normal(jax.random.key(8), (r, 2 * cfg.n_samples, exp.d)) * 0.3
+    quantiles = T.radial_quantiles(targets)
+    term = {}
+    for label, fn in (("sort", T.radial_objective), ("ranks", _radial_by_ranks)):
+        g = jax.jit(jax.value_and_grad(fn))
+        term[label] = _common.timeit(lambda g=g: jax.block_until_ready(g(f, quantiles)), repeat=repeat)
+    same = float(T.radial_objective(f, quantiles)), float(_radial_by_ranks(f, quantiles))
+    payload = {
+        "configuration": f"kolmogorov3d-amplitude quick: {r} sets of {j} particles, N = {cfg.n_samples}, d = {exp.d}",
+        "minibatch_s": minibatch["with"],
+        "minibatch_without_radial_s": minibatch["without"],
+        "radial_share_of_minibatch": (minibatch["with"] - minibatch["without"]) / minibatch["with"],
+        "term_sort_s": term["sort"],
+        "term_ranks_s": term["ranks"],
+        "term_ratio_ranks_vs_sort": term["ranks"] / term["sort"],
+        "term_values_sort_ranks": same,
+    }
+    for k, v in payload.items():
+        print(f"{k:>28}: {v:.4g}" if isinstance(v, float) else f"{k:>28}: {v}")
+    return payload
 
 
 if __name__ == "__main__":
