@@ -127,6 +127,8 @@ VARIANTS = {
     "min-min": lambda m, t, n: (m, t._replace(match_sources=False), n),
     "sources, then min-min for the last half": lambda m, t, n: (m, t._replace(min_min_after=n // 2), n),
     "width 96": lambda m, t, n: (m._replace(width=96), t, n),
+    "twice N": lambda m, t, n: (m, t._replace(n_samples=2 * t.n_samples), n),
+    "the tail coordinate": lambda m, t, n: (m._replace(tail_feature=True), t, n),
     "twice the steps": lambda m, t, n: (m, t._replace(decay_steps=2 * n), 2 * n),
     "Fourier features, 4 octaves": lambda m, t, n: (m._replace(fourier=4), t, n),
     "Fourier features, twice the steps": lambda m, t, n: (m._replace(fourier=4), t._replace(decay_steps=2 * n), 2 * n),

@@ -269,6 +269,10 @@ EXPERIMENTS = {
             # root missed the held-out t = 0.005), passes 14 of 14 values in the ablation against 12 of 14
             # (docs/training.md, "The radial term")
             identity_at=0.0,
+            # without it the source's hard edge came out as a sharp front rim, the core too compact: the
+            # structure check failed at 12 of the 14 judged values (quick); with the tail coordinate the edge
+            # stretches into the diffusive front (benchmarks.studies --only structure-ablations, two seeds)
+            tail_feature=True,
         ),
         Experiment(
             "laminar3d-amplitude",
