@@ -96,10 +96,13 @@ def test_mini_batch_size(name, scale):
     _, tc = run.configs(exp, scale)
     assert tc.n_samples == sc.train.n_samples == exp.n_samples.get(scale, SCALES[scale].train.n_samples)
     assert (ipm_data.pool_runs(exp, scale) or 1) * sc.n_particles >= 2 * sc.train.n_samples
+    # its own Adam steps likewise (the run length the recipe's decay and moving average follow)
+    assert set(exp.n_steps) <= set(SCALES)
+    assert sc.n_steps == exp.n_steps.get(scale, SCALES[scale].n_steps)
     # the rest of the scale as it is, and the recipe is the scale's with the experiment's changes only
     assert sc.train._replace(n_samples=0) == SCALES[scale].train._replace(n_samples=0)
-    assert {k: v for k, v in vars(sc).items() if k != "train"} == {
-        k: v for k, v in vars(SCALES[scale]).items() if k != "train"
+    assert {k: v for k, v in vars(sc).items() if k not in ("train", "n_steps")} == {
+        k: v for k, v in vars(SCALES[scale]).items() if k not in ("train", "n_steps")
     }
     assert tc == sc.train.for_steps(sc.n_steps)._replace(radial_weight=exp.radial_weight_at(scale))
 

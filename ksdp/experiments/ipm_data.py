@@ -197,10 +197,12 @@ def particles_by_value(exp, ds, replicas: int = len(REPLICAS)):
 
 def scale_of(exp: Experiment, scale: str) -> Scale:
     """The `Scale` ``exp`` trains at: ``SCALES[scale]`` with the experiment's own mini-batch size
-    (``Experiment.n_samples``) where it has one."""
+    (``Experiment.n_samples``) and Adam steps (``Experiment.n_steps``) where it has them."""
     sc = SCALES[scale]
     if scale in exp.n_samples:
         sc = dataclasses.replace(sc, train=sc.train._replace(n_samples=int(exp.n_samples[scale])))
+    if scale in exp.n_steps:
+        sc = dataclasses.replace(sc, n_steps=int(exp.n_steps[scale]))
     return sc
 
 
