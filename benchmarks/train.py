@@ -20,11 +20,11 @@ Reports, each against a baseline measured in the same run:
   without replacement (a permutation of the pool, as training draws them; and, as a candidate, the
   indices of the N largest of J uniform keys, ``lax.top_k``).
 * with ``--radial-only`` (alone, saved as ``train-radial-...``), what the radial term costs: seconds per
-  mini-batch of kolmogorov3d-amplitude's quick configuration (its own `ksdp.experiments.run.configs`: 9 sets
-  of its 30-run pool, N = 2000, the radial term) against the same mini-batch without the term; and the
-  term's value and gradient alone on 2N generated points per set (`ksdp.training.radial_objective`,
-  which sorts the distances) against the same term from the distances' ranks (two argsorts, its
-  earlier form), in the same process.
+  mini-batch of kolmogorov3d-amplitude's quick configuration (its own `ksdp.experiments.run.configs`: one
+  set per training value, each its 30-run pool, N = 2000, the radial term) against the same mini-batch
+  without the term; and the term's value and gradient alone on 2N generated points per set
+  (`ksdp.training.radial_objective`, which sorts the distances) against the same term from the
+  distances' ranks (two argsorts, its earlier form), in the same process.
 """
 
 from __future__ import annotations

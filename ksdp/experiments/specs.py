@@ -136,9 +136,9 @@ class Experiment:
     grids: dict = field(default_factory=dict)  # scale -> (train, held_out, extrapolated)
     pool_runs: dict = field(default_factory=dict)  # scale -> runs of the training pool, instead of Scale.pool_runs
     reference_runs: dict = field(default_factory=dict)  # scale -> m2 reference runs, instead of Scale.reference_runs
-    # scale -> N, the mini-batch's samples per set, instead of Scale.n_samples (`run.scale_of`)
+    # scale -> N, the mini-batch's samples per set, instead of Scale.n_samples (`ipm_data.scale_of`)
     n_samples: dict = field(default_factory=dict)
-    # scale -> Adam steps, instead of Scale.n_steps (`run.scale_of`; the decay and the moving average follow)
+    # scale -> Adam steps, instead of Scale.n_steps (`ipm_data.scale_of`; the decay and the moving average follow)
     n_steps: dict = field(default_factory=dict)
     # the network also sees the source point's tail coordinate at every scale (ModelConfig.tail_feature;
     # off by default, this is its one place): for a law with a diffusive tail the map must stretch the ball's
