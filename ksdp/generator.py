@@ -173,8 +173,8 @@ def check_config(cfg: _model.ModelConfig) -> _model.ModelConfig:
         v = getattr(cfg, name)
         if not isinstance(v, tuple) or len(v) != cfg.p:
             raise ValueError(f"{name} must hold one entry per parameter ({cfg.p}), got {v!r}")
-    if not all(isinstance(v, bool) for v in (*cfg.eta_log, cfg.residual, cfg.tail_feature)):
-        raise ValueError("eta_log, residual and tail_feature must be booleans")
+    if not all(isinstance(v, bool) for v in (*cfg.eta_log, cfg.residual, cfg.tail_feature, cfg.proportional)):
+        raise ValueError("eta_log, residual, tail_feature and proportional must be booleans")
     numbers = (*cfg.eta_center, *cfg.eta_scale)
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in numbers):
         raise ValueError("eta_center and eta_scale must be finite numbers")
@@ -182,6 +182,8 @@ def check_config(cfg: _model.ModelConfig) -> _model.ModelConfig:
         raise ValueError("eta_scale must be positive")
     if cfg.identity_at is not None and not (isinstance(cfg.identity_at, (int, float)) and np.isfinite(cfg.identity_at)):
         raise ValueError(f"identity_at = {cfg.identity_at!r} is neither None nor a finite number")
+    if cfg.proportional and (cfg.p != 1 or not cfg.residual or cfg.identity_at is not None):
+        raise ValueError("proportional needs one parameter, the residual network and no identity_at")
     return cfg
 
 

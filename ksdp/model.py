@@ -20,9 +20,8 @@ uniform). The laws the experiments learn have Gaussian-like tails beyond the bal
 map must stretch the ball's outer shell over a long range of radii; in ``x`` alone that is a steep
 profile a smooth network flattens (it cuts the tail), in ``psi`` a gentle one. Measured on the quick
 scale (docs/training.md, "The radial term"), it lowers ks2d-time's radial KS distances by 40-45% and
-brings its m2 nearer its training data's; the experiments turn it on for ks2d-time only
-(`ksdp.experiments.specs.Experiment.tail_feature`: laminar2d-time's disc at t = 0, the source itself,
-came out worse with it).
+brings its m2 nearer its training data's; the experiments that use it say why
+(`ksdp.experiments.specs.Experiment.tail_feature`).
 
 The physical parameter is normalised before it enters the network: optionally ``log10`` (for
 amplitudes spanning decades), then an affine map sending the training range to ``[-1, 1]``. The
@@ -65,6 +64,11 @@ class ModelConfig(NamedTuple):
         ``a`` exactly, and linear in ``eta`` near it, as a flow's displacement grows like ``t``. (A
         square-root factor, for diffusion's ``O(sqrt(t))``, made laminar2d-time's t = 0 disc exact but
         missed its held-out t = 0.005: docs/training.md, "The radial term".)
+      proportional: a second output head multiplied by the parameter itself over its largest training
+        value (one positive parameter, residual): ``x + MLP_0(x, eta) + (eta / eta_max) MLP_1(x, eta)``.
+        A flow of amplitude ``A`` displaces the particles by about ``A t v(x)``, linearly in ``A``; a
+        ``tanh`` network in ``log10 A`` flattens beyond its training range, the factor keeps the growth
+        (the amplitude experiments' extrapolated values: docs/training.md, "Extrapolation").
     """
 
     d: int
@@ -79,6 +83,7 @@ class ModelConfig(NamedTuple):
     tail_feature: bool = False
     identity_at: float | None = None
     fourier: int = 0
+    proportional: bool = False
 
     def to_dict(self) -> dict:
         """The config as JSON-ready values (tuples as lists)."""
@@ -101,6 +106,7 @@ def make_config(
     tail_feature: bool = False,
     identity_at: float | None = None,
     fourier: int = 0,
+    proportional: bool = False,
 ) -> ModelConfig:
     """A `ModelConfig` whose normalisation maps the training ``eta`` range to ``[-1, 1]``.
 
@@ -111,6 +117,7 @@ def make_config(
       tail_feature: feed the network the source point's tail coordinate as well (`tail_coordinate`).
       identity_at: the parameter value at which the map is the identity (`ModelConfig.identity_at`).
       fourier: octaves of Fourier features of ``x`` (`ModelConfig.fourier`; 0: none).
+      proportional: add the head proportional to the parameter (`ModelConfig.proportional`).
     """
     for name, v, low in (("d", d, 1), ("width", width, 1), ("depth", depth, 1), ("fourier", fourier, 0)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
@@ -140,6 +147,13 @@ def make_config(
                 f"got p = {p}, eta_log = {logs}, residual = {residual}."
             )
         identity_at = float(identity_at)
+    if not isinstance(proportional, (bool, np.bool_)):
+        raise TypeError(f"proportional must be True or False, got {proportional!r}.")
+    if proportional and (p != 1 or not residual or identity_at is not None or np.any(eta <= 0)):
+        raise ValueError(
+            "proportional needs one positive physical parameter, the residual network and no identity_at; "
+            f"got p = {p}, residual = {residual}, identity_at = {identity_at}, smallest value {eta.min():g}."
+        )
     t = eta.copy()
     for k, lg in enumerate(logs):
         if lg:
@@ -162,6 +176,7 @@ def make_config(
         bool(tail_feature),
         identity_at,
         int(fourier),
+        bool(proportional),
     )
 
 
@@ -219,13 +234,22 @@ class DeepParticleMap(nn.Module):
         act = ACTIVATIONS[cfg.activation]
         for _ in range(cfg.depth):
             h = act(nn.Dense(cfg.width)(h))
-        out = nn.Dense(cfg.d)(h)
+        out = nn.Dense(2 * cfg.d if cfg.proportional else cfg.d)(h)
+        if cfg.proportional:  # x + MLP_0 + (eta / eta_max) MLP_1 (ModelConfig.proportional)
+            raw = jnp.asarray(eta, jnp.float32)[..., None, :1]
+            out = (out[..., : cfg.d] + (raw / eta_max(cfg)) * out[..., cfg.d :]).astype(x.dtype)
         if cfg.identity_at is not None:  # the identity at eta = identity_at (ModelConfig.identity_at)
             raw = jnp.asarray(eta, jnp.float32)[..., None, :1]
             out = out * (jnp.abs(raw - cfg.identity_at) / cfg.eta_scale[0])
             out = out.astype(x.dtype)
         y = x + out if cfg.residual else out
         return y[0] if point else y
+
+
+def eta_max(cfg: ModelConfig) -> float:
+    """The largest training value of the (first) parameter, from the config's normalisation."""
+    top = cfg.eta_center[0] + cfg.eta_scale[0]
+    return float(10.0**top if cfg.eta_log[0] else top)
 
 
 def init(key, cfg: ModelConfig):

@@ -51,6 +51,19 @@ MAKE_CONFIG = [
         ValueError,
         "residual",
     ),
+    ("proportional=1", dict(d=2, eta_train=[1.0, 2.0], proportional=1), TypeError, "proportional"),
+    (
+        "proportional, a parameter <= 0",
+        dict(d=2, eta_train=[0.0, 1.0], proportional=True),
+        ValueError,
+        "proportional needs one positive",
+    ),
+    (
+        "proportional with identity_at",
+        dict(d=2, eta_train=[1.0, 2.0], proportional=True, identity_at=1.0),
+        ValueError,
+        "no identity_at",
+    ),
 ]
 
 

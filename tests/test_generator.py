@@ -104,6 +104,30 @@ def test_fourier_features_round_trip(tmp_path):
     assert back.config.fourier == 3 and same_weights(back.params, gen.params)
 
 
+def test_proportional_head_is_two_heads_and_round_trips(tmp_path):
+    # x + MLP_0 + (eta / eta_max) MLP_1, eta_max = 100 (the largest training value): the last layer has
+    # 2d outputs; at eta = 100 the map adds both heads, at eta = 50 half the second (float32 round-off of
+    # a sum of O(1) terms: 1e-6)
+    cfg = M.make_config(2, ETAS, width=8, depth=2, eta_log=True, proportional=True)
+    assert M.eta_max(cfg) == pytest.approx(100.0)
+    gen = ksdp.Generator(cfg, jax.tree.map(lambda a: a + 0.1, M.init(jax.random.key(0), cfg)))
+    last = gen.params["params"]["Dense_2"]
+    assert last["kernel"].shape == (8, 4)
+    x = jax.random.normal(jax.random.key(1), (5, 2)) * 0.5
+    for eta in (100.0, 50.0):
+        e = M.normalise_eta(cfg, jnp.array([eta]))
+        h = jnp.concatenate([x, jnp.broadcast_to(e, (5, 1))], -1)
+        for k in range(2):
+            layer = gen.params["params"][f"Dense_{k}"]
+            h = jnp.tanh(h @ layer["kernel"] + layer["bias"])
+        out = h @ last["kernel"] + last["bias"]
+        want = x + out[:, :2] + (eta / 100.0) * out[:, 2:]
+        np.testing.assert_allclose(gen(x, eta), want, rtol=1e-5, atol=1e-6)
+    gen.save(tmp_path / "p.npz")
+    back = ksdp.load_generator(tmp_path / "p.npz")
+    assert back.config.proportional and same_weights(back.params, gen.params)
+
+
 def test_constructor_checks():
     with pytest.raises(TypeError, match="config"):
         ksdp.Generator({"d": 2}, PARAMS)

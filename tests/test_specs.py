@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import ksdp
+from ksdp import model as M
 from ksdp import training as T
 from ksdp.experiments import ipm_data, run
 from ksdp.experiments.specs import EXPERIMENTS, PAPER, SCALES
@@ -63,10 +64,20 @@ def test_tail_coordinate(name, scale):
     # overshot), so the map stays the identity there whatever the coordinate does
     mc, _ = run.configs(EXPERIMENTS[name], scale)
     assert mc.tail_feature == EXPERIMENTS[name].tail_feature
-    if name in ("ks2d-time", "laminar2d-time"):
+    if name in ("ks2d-time", "laminar2d-time", "laminar2d-amplitude", "laminar3d-amplitude"):
         assert mc.tail_feature
     if name == "laminar2d-time":
         assert mc.identity_at == 0.0
+
+
+@pytest.mark.parametrize("name,scale", CASES)
+def test_proportional_head(name, scale):
+    # the laminar flows displace the particles linearly in their amplitude: those maps have the head scaled
+    # by A / A_max, which follows the displacement past the training range; the others are the plain network
+    mc, _ = run.configs(EXPERIMENTS[name], scale)
+    assert mc.proportional == (name in ("laminar2d-amplitude", "laminar3d-amplitude"))
+    if mc.proportional:
+        assert M.eta_max(mc) == pytest.approx(max(EXPERIMENTS[name].values(scale)[0]), rel=1e-5)
 
 
 @pytest.mark.parametrize("name,scale", CASES)

@@ -7,9 +7,10 @@ docs/training.md).
   the training pool in the generator's place (the pool's runs are IPM runs independent of the replicas
   and the reference runs), over disjoint blocks of pool runs and several pairings of the others.
 * ``structure-ablations``: an experiment's network (kolmogorov3d-amplitude by default) retrained on its
-  quick-scale pool with one change at a time (the matching, capacity, training length), several seeds
-  each, judged by the check at every value (and by m2 and the energy distance). Each trained network is
-  kept as a generator file under ``<out>/ablations/structure/`` and reused when the study runs again.
+  quick-scale pool with one change at a time (the matching, capacity, inputs, output heads, training
+  length), several seeds each, judged by the check at every value (and by m2 and the energy distance).
+  Each trained network is kept as a generator file under ``<out>/ablations/structure/`` and reused when
+  the study runs again.
 """
 
 from __future__ import annotations
@@ -130,6 +131,17 @@ VARIANTS = {
     "twice N": lambda m, t, n: (m, t._replace(n_samples=2 * t.n_samples), n),
     "the tail coordinate": lambda m, t, n: (m._replace(tail_feature=True), t, n),
     "twice the steps": lambda m, t, n: (m, t._replace(decay_steps=2 * n), 2 * n),
+    "the tail coordinate, twice the steps": lambda m, t, n: (
+        m._replace(tail_feature=True),
+        t._replace(decay_steps=2 * n),
+        2 * n,
+    ),
+    "the proportional head": lambda m, t, n: (m._replace(proportional=True), t, n),
+    "the tail coordinate, the proportional head": lambda m, t, n: (
+        m._replace(tail_feature=True, proportional=True),
+        t,
+        n,
+    ),
     "Fourier features, 4 octaves": lambda m, t, n: (m._replace(fourier=4), t, n),
     "Fourier features, twice the steps": lambda m, t, n: (m._replace(fourier=4), t._replace(decay_steps=2 * n), 2 * n),
 }

@@ -161,6 +161,7 @@ def metrics_header(exp, scale, seed, sc, ds, settings, n_runs, n_ref, mcfg, tcfg
             "tail_feature": bool(mcfg.tail_feature),
             "radial_weight": tcfg.radial_weight,
             **({"identity_at": mcfg.identity_at} if mcfg.identity_at is not None else {}),
+            **({"proportional": True} if mcfg.proportional else {}),
         },
         "n_parameters": model.n_parameters(res.params),
         "final_loss": final_loss.value,

@@ -542,6 +542,10 @@ def render_experiment(out: str, name: str, scale: str, figures: str = ".", *, sh
         factor = f"{name_} / scale" if exp.eta == "time" and at == 0 else f"|{name_} - {at:g}| / scale"
         factor = f"({factor})" + ("" if power == 1 else f"^{power:g}")
         loss_name += f"; the map is the identity at {name_} = {at:g} by construction, x + {factor} MLP"
+    if sc.get("proportional"):
+        loss_name += (
+            f"; the map is x + MLP_0 + ({exp.symbol} / {exp.symbol}_max) MLP_1, one head growing with {exp.symbol}"
+        )
     if sc.get("radial_weight"):
         loss_name += (
             f"; plus {sc['radial_weight']:g} times the one-dimensional transport of the generated distances "
