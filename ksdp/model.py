@@ -68,7 +68,7 @@ class ModelConfig(NamedTuple):
         value (one positive parameter, residual): ``x + MLP_0(x, eta) + (eta / eta_max) MLP_1(x, eta)``.
         A flow of amplitude ``A`` displaces the particles by about ``A t v(x)``, linearly in ``A``; a
         ``tanh`` network in ``log10 A`` flattens beyond its training range, the factor keeps the growth
-        (the amplitude experiments' extrapolated values: docs/training.md, "Extrapolation").
+        (the amplitude experiments' extrapolated values: docs/training.md, "Beyond the range").
     """
 
     d: int
