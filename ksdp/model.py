@@ -235,11 +235,10 @@ class DeepParticleMap(nn.Module):
         for _ in range(cfg.depth):
             h = act(nn.Dense(cfg.width)(h))
         out = nn.Dense(2 * cfg.d if cfg.proportional else cfg.d)(h)
+        raw = jnp.asarray(eta, jnp.float32)[..., None, :1]  # the (first) parameter per cloud, unnormalised
         if cfg.proportional:  # x + MLP_0 + (eta / eta_max) MLP_1 (ModelConfig.proportional)
-            raw = jnp.asarray(eta, jnp.float32)[..., None, :1]
             out = (out[..., : cfg.d] + (raw / eta_max(cfg)) * out[..., cfg.d :]).astype(x.dtype)
         if cfg.identity_at is not None:  # the identity at eta = identity_at (ModelConfig.identity_at)
-            raw = jnp.asarray(eta, jnp.float32)[..., None, :1]
             out = out * (jnp.abs(raw - cfg.identity_at) / cfg.eta_scale[0])
             out = out.astype(x.dtype)
         y = x + out if cfg.residual else out
