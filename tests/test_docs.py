@@ -188,3 +188,6 @@ def test_generated_pages_regenerate_exactly():
                 assert f.read() == text, f"docs/{path} is not what its runs' files generate: regenerate it with " + (
                     f"python -m ksdp.experiments --scale {scale} --report-only --docs docs"
                 )
+            # every figure a generated page shows is committed beside it
+            for figure in re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text):
+                assert os.path.exists(os.path.join(docs, os.path.dirname(path), figure)), (path, figure)

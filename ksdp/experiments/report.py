@@ -444,9 +444,12 @@ def _section(name: str, m: dict):
     return lines, row, manifest, verdict
 
 
-def render(out: str, scale: str, names, failures: dict, seconds: float, *, shown: str | None = None) -> str:
+def render(
+    out: str, scale: str, names, failures: dict, seconds: float, *, shown: str | None = None, figures: str | None = None
+) -> str:
     """``REPORT.md`` of the runs under ``out``; ``shown`` is the run folder the text names (default ``out``:
-    the documentation renders its copy of a run as the default folder it ran in)."""
+    the documentation renders its copy of a run as the default folder it ran in). With ``figures``, a
+    path prefix, each experiment's section shows its figures ``<figures><name>-<figure>``."""
     shown = out if shown is None else shown
     lines = [
         f"# ksdp experiments: scale `{scale}`",
@@ -480,6 +483,8 @@ def render(out: str, scale: str, names, failures: dict, seconds: float, *, shown
             verdicts.append(f"- {name}: FAILED ({why})")
             continue
         lines += section
+        if figures is not None:
+            lines += [f"![{name}: {f[:-4].replace('_', ' ')}]({figures}{name}-{f})" for f in FIGURES] + [""]
         settings.append(row)
         manifests += manifest
         verdicts += verdict
@@ -502,8 +507,11 @@ def render(out: str, scale: str, names, failures: dict, seconds: float, *, shown
         *verdicts,
         "",
         *(["## Manifests", "", *manifests, ""] if manifests else []),
-        "Figures: `<experiment>/projections.png`, `second_moment.png`, `loss.png`.",
-        "",
+        *(
+            []
+            if figures is not None
+            else ["Figures: `<experiment>/projections.png`, `second_moment.png`, `loss.png`.", ""]
+        ),
     ]
     return "\n".join(lines)
 
@@ -619,7 +627,9 @@ def docs_pages(docs: str, scale: str, names) -> dict:
     runs = os.path.join(docs, "runs", scale)
     shown = os.path.join("ksdp-runs", scale)  # where the runs were made: the CLI's default folder
     names = [n for n in names if _loadable(runs, n) is not None]
-    pages = {f"{scale}-report.md": render(runs, scale, names, {}, None, shown=shown)}
+    # the quick scale's figures are on its experiments' pages; another scale's on its report
+    figures = None if scale == "quick" else f"figures/{scale}/"
+    pages = {f"{scale}-report.md": render(runs, scale, names, {}, None, shown=shown, figures=figures)}
     if scale == "quick":
         for name in names:
             pages[os.path.join("experiments", f"{name}.md")] = render_experiment(
