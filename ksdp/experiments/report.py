@@ -507,12 +507,9 @@ def render(
         *verdicts,
         "",
         *(["## Manifests", "", *manifests, ""] if manifests else []),
-        *(
-            []
-            if figures is not None
-            else ["Figures: `<experiment>/projections.png`, `second_moment.png`, `loss.png`.", ""]
-        ),
     ]
+    if figures is None:  # shown in each section otherwise
+        lines += ["Figures: `<experiment>/projections.png`, `second_moment.png`, `loss.png`.", ""]
     return "\n".join(lines)
 
 
