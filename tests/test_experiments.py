@@ -405,8 +405,23 @@ def test_a_folded_map_fails_acceptance():
     assert report.passes({**good, "folded": [FOLD_LIMIT, 0.0007]})
     assert not report.passes({**good, "folded": [FOLD_LIMIT + 0.001, 0.0007]})
     row = _row()
-    assert "folded_ok" not in report.judge(row, "quick")
-    assert report.judge({**row, "folded": [0.2, 0.003]}, "quick")["folded_ok"] is False
+    assert "folded_ok" not in report.judge(row, "quick", 1)
+    assert report.judge({**row, "folded": [0.2, 0.003]}, "quick", 1)["folded_ok"] is False
+
+
+def test_the_structure_limit_grows_with_the_values_a_run_judges():
+    # z = 4.0 over 6 pairs: above the limit of a run judging 5 values (3.36), within that of a run
+    # judging 14 (4.38); either way a perfect generator fails the run with probability at most 0.05
+    row = _row(
+        kind="train",
+        eta=1.0,
+        structure={"dp": 1.03, "ipm": 0.99, "excess": 0.04, "excess_se": 0.01, "z": 4.0, "pairs": 6},
+    )
+    assert report.judge(row, "quick", 5)["structure_ok"] is False
+    assert report.judge(row, "quick", 14)["structure_ok"] is True
+    assert report.judged_values([row, {**row, "kind": "extrapolated"}, {**row, "kind": "held-out"}]) == 2
+    text = report.acceptance({"rows": [{**row, **report.judge(row, "quick", 5)}]})
+    assert "z = 4.0 over 6 pairs > 3.36" in text[0]
 
 
 def test_the_c2st_check_averages_over_every_pair():
@@ -414,18 +429,18 @@ def test_the_c2st_check_averages_over_every_pair():
     # excess of +0.044 beside 5 pairs at -0.006 averages to +0.0023 (exact: (0.044 - 5 * 0.006) / 6);
     # its SE is one pair's spread (0.008 * sqrt(5), from the pairs) over sqrt(6)
     row = _row(c2st=[0.520, 0.008], floor_c2st=[0.476, 0.008])
-    alone = report.judge(row, "quick")
+    alone = report.judge(row, "quick", 1)
     assert alone["c2st_checked_pairs"] == 1 and alone["c2st_checked_se"] is None
     assert alone["c2st_ok"] is False and alone["c2st_checked_excess"] == pytest.approx(0.044)
     pairs = {"excess": -0.006, "excess_se": 0.008, "dp": 0.5, "ipm": 0.506, "pairs": 5}
-    both = report.judge({**row, "c2st_pairs": pairs}, "quick")
+    both = report.judge({**row, "c2st_pairs": pairs}, "quick", 1)
     assert both["c2st_excess"] == pytest.approx(0.044)  # the table's one-pair number is kept
     assert both["c2st_checked_excess"] == pytest.approx((0.044 - 5 * 0.006) / 6)
     assert both["c2st_checked_se"] == pytest.approx(0.008 * math.sqrt(5) / math.sqrt(6))
     assert both["c2st_ok"] is True and both["c2st_checked_pairs"] == 6
     # a generator the pairs see too fails: +0.044 and +0.04 on 5 more pairs
     bad_row = {**row, "kind": "held-out", "eta": 0.095, "c2st_pairs": {**pairs, "excess": 0.04}}
-    worse = report.judge(bad_row, "quick")
+    worse = report.judge(bad_row, "quick", 1)
     assert worse["c2st_ok"] is False
     text = report.acceptance({"rows": [{**bad_row, **worse}]})
     assert "excess over 6 pairs +0.041" in text[0]

@@ -372,16 +372,29 @@ def test_projection_chi2_is_one_for_one_law_and_sees_arms():
         km.projection_chi2(x, y, bins=1)
 
 
+def test_structure_limit_is_a_bonferroni_student_quantile():
+    # exact: the one-sided 0.05 / K point of t with pairs - 1 degrees of freedom (tables: t_5 at 0.05
+    # is 2.015, at 0.01 3.365); it grows with the run's values, so the run's false-alarm rate does not
+    assert km.structure_limit(6, 1) == pytest.approx(2.015048, abs=1e-6)
+    assert km.structure_limit(6, 5) == pytest.approx(3.364930, abs=1e-6)
+    assert km.structure_limit(6, 14) > km.structure_limit(6, 5) > km.structure_limit(11, 5)
+    for bad in ({"pairs": 1, "values": 5}, {"pairs": 6, "values": 0}, {"pairs": 6.0, "values": 5}):
+        with pytest.raises(ValueError, match="pairs|values"):
+            km.structure_limit(**bad)
+
+
 def test_structure_pairs_false_alarms_and_power():
     rng = np.random.default_rng(1)
     # false alarms: 200 checks of a generator drawing from the IPM's own law (J = 500, 6 pairs); z is a
-    # t-like ratio with 5 degrees of freedom, P(t_5 > 3) = 0.015: at most 0.015 + 4 binomial SEs
-    # (sqrt(0.015 * 0.985 / 200) = 0.0086) flag it
+    # Student ratio with 5 degrees of freedom, and the limit of a run of one value is its one-sided 5%
+    # point: at most 0.05 + 4 binomial SEs (sqrt(0.05 * 0.95 / 200) = 0.0154) flag it; at the limit of
+    # a run of 10 values (P = 0.005), at most 0.005 + 4 * 0.0050
     z = [
         km.structure_pairs(_cross(rng, 3000, 0.08), _cross(rng, 6000, 0.08).reshape(12, 500, 3))["z"]
         for _ in range(200)
     ]
-    assert np.mean(np.greater(z, km.STRUCTURE_Z)) <= 0.015 + 4 * 0.0086
+    assert np.mean(np.greater(z, km.structure_limit(6, 1))) <= 0.05 + 4 * 0.0154
+    assert np.mean(np.greater(z, km.structure_limit(6, 10))) <= 0.005 + 4 * 0.0050
     # power: a generator drawing a blob of the same covariance, without the 8% of mass on the arms, at
     # J = 2000 (12 runs): z of 6-16 measured over repeats (with 4% of the mass on the arms one draw gave
     # 1.6: not reliably); flagged in each of 3
@@ -390,7 +403,7 @@ def test_structure_pairs_false_alarms_and_power():
     for _ in range(3):
         runs = np.stack([_cross(rng, 2000, 0.08) for _ in range(12)])
         res = km.structure_pairs(rng.normal(size=(12_000, 3)) @ chol.T, runs)
-        assert res["pairs"] == 6 and res["bins"] == 14 and res["z"] > km.STRUCTURE_Z
+        assert res["pairs"] == 6 and res["bins"] == 14 and res["z"] > km.structure_limit(6, 14)
         assert abs(res["dp"] - res["ipm"] - res["excess"]) < 1e-12
     with pytest.raises(ValueError, match="R >= 4"):
         km.structure_pairs(big[:4000], runs[:3])

@@ -17,7 +17,7 @@ from ksdp.experiments.specs import (
     MEMORISATION_Z,
     SCALES,
 )
-from ksdp.metrics import STRUCTURE_Z
+from ksdp.metrics import STRUCTURE_ALPHA, structure_limit
 
 # ks2d-time (the fidelity issue): up to t = 0.075 the generated radial law is as close to the mean
 # field as the IPM's; the centre of mass within 0.02 of the origin; m2(t) decreasing over the training range
@@ -80,8 +80,10 @@ METRICS_TEXT = [
     "",
     "Acceptance per value: C2ST <= IPM-vs-IPM + {slack} (the mean excess over all pairs where there are more);",
     "energy z <= 3; |m2 DP - m2 IPM| <= max(3%, 2 SE);",
-    f"the map folds on at most {FOLD_LIMIT:.0%} of the source (where it was measured); structure z <= "
-    f"{STRUCTURE_Z:g} (where measured: at least 4 independent IPM runs at the value).",
+    f"the map folds on at most {FOLD_LIMIT:.0%} of the source (where it was measured); structure z at most",
+    f"the one-sided {STRUCTURE_ALPHA:g} / K point of Student's t with pairs - 1 degrees of freedom, K the run's",
+    "judged values (`ksdp.metrics.structure_limit`: a generator drawing the IPM's law fails any of them with",
+    f"probability at most {STRUCTURE_ALPHA:g}; where measured: at least 4 independent IPM runs at the value).",
 ]
 
 
@@ -108,11 +110,13 @@ def c2st_check(r) -> tuple[float, float | None, int]:
     return (one + k * p["excess"]) / (1 + k), sd / math.sqrt(1 + k), 1 + k
 
 
-def judge(row: dict, scale: str) -> dict:
+def judge(row: dict, scale: str, values: int) -> dict:
     """The acceptance checks of one row (booleans) and the numbers they rest on.
 
-    A pure function of the row's stored numbers: `load_metrics` applies it again, so a report rebuilt
-    with ``--report-only`` judges every run by the current rules.
+    A pure function of the row's stored numbers and ``values``, how many values its run judges
+    (training and held-out: the structure check's limit depends on it, `ksdp.metrics.structure_limit`).
+    `load_metrics` applies it again, so a report rebuilt with ``--report-only`` judges every run by the
+    current rules.
     """
     c2st_excess = row["c2st"][0] - row["floor_c2st"][0]
     checked, checked_se, pairs = c2st_check(row)
@@ -132,8 +136,18 @@ def judge(row: dict, scale: str) -> dict:
         "m2_tolerance": m2_tol,
         "m2_ok": abs(row["m2_dp"] - row["m2_ipm"]) <= m2_tol,
         **({"folded_ok": row["folded"][0] <= FOLD_LIMIT} if "folded" in row else {}),
-        **({"structure_ok": row["structure"]["z"] <= STRUCTURE_Z} if "structure" in row else {}),
+        **(_structure_judged(row["structure"], values) if "structure" in row else {}),
     }
+
+
+def _structure_judged(st: dict, values: int) -> dict:
+    limit = structure_limit(int(st["pairs"]), values)
+    return {"structure_limit": limit, "structure_ok": st["z"] <= limit}
+
+
+def judged_values(rows) -> int:
+    """How many of a run's rows its acceptance judges (the training and held-out values)."""
+    return sum(r["kind"] != "extrapolated" for r in rows)
 
 
 def _folded_ok(r) -> bool:
@@ -176,7 +190,8 @@ def _fmt_row(r, with_ks, with_structure=False):
     ]
     if with_structure:
         st = r.get("structure")
-        cells.append(f"{st['dp']:.3f} ({st['ipm']:.3f}), {st['z']:.1f}" if st else "")
+        limit = f" ({r['structure_limit']:.1f})" if "structure_limit" in r else ""
+        cells.append(f"{st['dp']:.3f} ({st['ipm']:.3f}), {st['z']:.1f}{limit}" if st else "")
     if with_ks:
         cells.append(
             f"{r['ks_dp']:.4f}"
@@ -200,7 +215,7 @@ def _table(rows, with_ks):
     sep = "|---|---|---|---|---|---|---|---|---|---|"
     with_structure = any("structure" in r for r in rows)
     if with_structure:
-        head, sep = head + " structure DP (IPM), z |", sep + "---|"
+        head, sep = head + " structure DP (IPM), z (limit) |", sep + "---|"
     if with_ks:
         head = head + " KS DP, where; iid (IPM) | centre of mass DP (IPM) | core anisotropy DP (IPM), z |"
         sep = sep + "---|---|---|"
@@ -269,8 +284,9 @@ def load_metrics(out, name):
         _check_metrics(m)
         scale = m.get("settings", {}).get("scale")
         if scale in C2ST_SLACK:  # judged again by the current rules (judge: the stored numbers only)
+            values = judged_values(m.get("rows", []))
             for r in m.get("rows", []):
-                r.update(judge(r, scale))
+                r.update(judge(r, scale, values))
     except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, ZeroDivisionError) as e:
         raise MetricsError(
             f"{path} is damaged ({type(e).__name__}: {e}); run the experiment again without --report-only "
@@ -314,7 +330,7 @@ def acceptance(m) -> list:
             st = r["structure"]
             why.append(
                 f"projections chi2/df {st['dp']:.3f} vs IPM {st['ipm']:.3f} (excess {st['excess']:+.3f} +- "
-                f"{st['excess_se']:.3f}, z = {st['z']:.1f} over {st['pairs']} pairs)"
+                f"{st['excess_se']:.3f}, z = {st['z']:.1f} over {st['pairs']} pairs > {r['structure_limit']:.2f})"
             )
         if why:
             lines.append(f"- {r['kind']} {r['eta']:g}: " + "; ".join(why))
