@@ -122,7 +122,12 @@ def main(argv=None):
     ap.add_argument(
         "--ks-runs", type=int, default=26, help="independent IPM runs of the 'ks' part (default 26; cached)"
     )
-    ap.add_argument("--runs", default="ksdp-runs", help="the experiments' run folder (default ksdp-runs)")
+    ap.add_argument(
+        "--runs",
+        nargs="+",
+        default=["ksdp-runs"],
+        help="the experiments' run folder (default ksdp-runs); the 'structure' part takes several",
+    )
     ap.add_argument(
         "--variants",
         nargs="+",
@@ -146,6 +151,12 @@ def main(argv=None):
         "its rows of other changes and experiments are kept",
     )
     args = ap.parse_args(argv)
+
+    def one_folder():
+        if len(args.runs) != 1:
+            ap.error(f"--runs takes one folder for the parts other than 'structure', got {len(args.runs)}")
+        return args.runs[0]
+
     parts = {
         "kernels": kernels,
         "slope": slope,
@@ -162,7 +173,7 @@ def main(argv=None):
         "tails": lambda: tails(names=args.experiments),
         "matching": lambda: matching(names=args.experiments),
         "c2st": lambda: c2st(names=args.experiments),
-        "pools": lambda: pools(out=args.runs, names=args.experiments),
+        "pools": lambda: pools(out=one_folder(), names=args.experiments),
         "ks": lambda: ks(scale=args.ks_scale, runs=args.ks_runs),
         "shrink": lambda: shrink(names=args.experiments or ("kolmogorov3d-amplitude",)),
         "sources": lambda: sources(scale=args.ks_scale),
@@ -171,12 +182,12 @@ def main(argv=None):
         "structure-ablations": lambda: [
             row
             for name in args.experiments or ["kolmogorov3d-amplitude"]
-            for row in structure_ablations(out=args.runs, variants=args.variants, seeds=args.seeds, name=name)
+            for row in structure_ablations(out=one_folder(), variants=args.variants, seeds=args.seeds, name=name)
         ],
-        "structure-between": lambda: structure_between(out=args.runs, variants=args.variants, seeds=args.seeds),
-        "structure-denser": lambda: structure_denser(out=args.runs, seeds=args.seeds),
+        "structure-between": lambda: structure_between(out=one_folder(), variants=args.variants, seeds=args.seeds),
+        "structure-denser": lambda: structure_denser(out=one_folder(), seeds=args.seeds),
         "extrapolation": lambda: extrapolation(
-            out=args.runs, names=args.experiments, variants=args.extrapolation_variants
+            out=one_folder(), names=args.experiments, variants=args.extrapolation_variants
         ),
     }
     results = {name: parts[name]() for name in args.only}

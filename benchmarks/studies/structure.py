@@ -21,6 +21,7 @@ import time
 
 import jax
 import numpy as np
+import scipy.stats
 
 import ksdp
 from benchmarks.studies.runs import found, slug
@@ -47,9 +48,13 @@ def independent_runs(exp, scale, folder):
     return np.asarray(parts), pool, None if ref_runs is None else np.asarray(ref_runs)
 
 
-def structure(out="ksdp-runs", names=None) -> list:
+def structure(out="ksdp-runs", names=None) -> dict:
+    """The check at every value of each finished run under the folders ``out`` (one or a list), and its
+    false alarms: ``{"rows", "null_tail", "null_runs", "null_runs_failed"}``."""
     rows = []
-    for scale, name, exp, (metrics_path,) in found(out, names, ("metrics.json",)):
+    folders = [out] if isinstance(out, str) else list(out)
+    found_runs = [(root, f) for root in folders for f in found(root, names, ("metrics.json",))]
+    for root, (scale, name, exp, (metrics_path,)) in found_runs:
         folder = os.path.dirname(metrics_path)
         parts, pool, ref = independent_runs(exp, scale, folder)
         if ref is None or pool is None:
@@ -71,7 +76,8 @@ def structure(out="ksdp-runs", names=None) -> list:
         for i, v in enumerate(values):
             x = gen.sample(jax.random.fold_in(key, i), float(v), sc.n_generated)
             check = KM.structure_pairs(x, others[:, i])
-            row = {"scale": scale, "experiment": name, "eta": float(v), "kind": value_kind(exp, scale, v), **check}
+            row = {"runs": root, "scale": scale, "experiment": name, "eta": float(v), "kind": value_kind(exp, scale, v)}
+            row.update(check)
             row["limit"] = limit
             old = next((r for r in m["rows"] if math.isclose(r["eta"], float(v))), None) if m else None
             if old:
@@ -99,11 +105,42 @@ def structure(out="ksdp-runs", names=None) -> list:
             )
     flagged = sum(r.get("null_flagged", 0) for r in rows)
     checks = sum(r.get("null_checks", 0) for r in rows)
+    runs, failed = null_runs(rows)
+    tail = null_tail(rows)
     if checks:
         print(f"structure: false alarms {flagged}/{checks} = {flagged / checks:.3f} of the checks", flush=True)
-        runs, failed = null_runs(rows)
         print(f"structure: {failed}/{runs} null runs fail a value (the rate the limit bounds by 0.05)", flush=True)
-    return rows
+        for t in tail:
+            print(
+                f"structure: null z > {t['z']:.2f}: {t['observed']} of {t['checks']} (Student t_{t['dof']}: "
+                f"{t['expected_t']:.1f}; normal: {t['expected_normal']:.1f})",
+                flush=True,
+            )
+    return {"rows": rows, "null_tail": tail, "null_runs": runs, "null_runs_failed": failed}
+
+
+def null_tail(rows, levels=(1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)) -> list:
+    """How the null checks' z (pool runs in the generator's place) sit against the Student law that
+    `ksdp.metrics.structure_limit` assumes: per level, the count above it next to the expected counts
+    under t with ``pairs - 1`` degrees of freedom and under the normal law."""
+    null = [(z, r["pairs"]) for r in rows for z in r.get("null_z", [])]
+    if not null:
+        return []
+    z = np.array([a for a, _ in null])
+    dof = sorted({p - 1 for _, p in null})
+    if len(dof) != 1:
+        raise ValueError(f"the null checks mix numbers of pairs ({dof}): compare runs with one number of pairs")
+    return [
+        {
+            "z": float(level),
+            "dof": dof[0],
+            "checks": len(z),
+            "observed": int(np.sum(z > level)),
+            "expected_t": float(len(z) * scipy.stats.t.sf(level, dof[0])),
+            "expected_normal": float(len(z) * scipy.stats.norm.sf(level)),
+        }
+        for level in levels
+    ]
 
 
 def null_runs(rows) -> tuple[int, int]:
@@ -122,8 +159,11 @@ def null_runs(rows) -> tuple[int, int]:
 
 
 def _by_experiment(rows):
-    keys = dict.fromkeys((r["scale"], r["experiment"]) for r in rows)
-    return [[r for r in rows if (r["scale"], r["experiment"]) == k] for k in keys]
+    def key(r):
+        return r.get("runs"), r["scale"], r["experiment"]
+
+    keys = dict.fromkeys(key(r) for r in rows)
+    return [[r for r in rows if key(r) == k] for k in keys]
 
 
 def value_kind(exp, scale, v) -> str:
