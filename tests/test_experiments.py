@@ -141,24 +141,30 @@ def test_generators_are_saved_and_shipped_only_when_they_pass(smoke_run, tmp_pat
             np.array_equal(a, b) for a, b in zip(jax.tree.leaves(g.params), jax.tree.leaves(held.params), strict=True)
         )
     # shipping copies a generator that passes at every training and held-out value and the experiment's
-    # own checks (the radial KS here), and no other
+    # own checks (the radial KS here), and no other, judged by the rows as load_metrics judges them now:
+    # a generator whose metadata recorded a failure under earlier rules ships with its acceptance restamped
     src = ksdp.load_generator(os.path.join(folder, "ks2d-time", "generator.npz"))
+    stale = {"train": {"all_ok": True}, "held-out": {"all_ok": False}}
     row = {"kind": "train", "eta": 0.05, "c2st_ok": True, "energy_ok": True, "m2_ok": True, "com_dp": 0.0}
+    row.update(c2st_excess=0.0, c2st_checked_excess=0.0, energy_z=0.0, m2_rel_error=0.0, ratio=1.0, ks_ipm=0.01)
     for label, held_ok, ks_dp, why in (
         ("passing", True, 0.004, None),
         ("failing", False, 0.004, "held-out"),
         ("ks", True, 0.02, "radial KS"),
     ):
-        summary = {"train": {"all_ok": True}, "held-out": {"all_ok": held_ok}, "extrapolated": {"all_ok": False}}
         os.makedirs(tmp_path / label / "ks2d-time")
-        src.with_metadata(acceptance={"rows": [], "summary_by_kind": summary}).save(
+        src.with_metadata(acceptance={"rows": [], "summary_by_kind": stale}).save(
             tmp_path / label / "ks2d-time" / "generator.npz"
         )
-        metrics = {"rows": [{**row, "ks_dp": ks_dp, "ks_ipm": 0.01}], "settings": {"experiment": "ks2d-time"}}
+        rows = [{**row, "ks_dp": ks_dp}, {**row, "kind": "held-out", "eta": 0.06, "c2st_ok": held_ok, "ks_dp": ks_dp}]
+        metrics = {"rows": rows, "settings": {"experiment": "ks2d-time"}}
         lines = []
         cli.ship(str(tmp_path / f"shipped-{label}"), str(tmp_path / label), {"ks2d-time": metrics}, lines.append)
-        assert os.path.exists(tmp_path / f"shipped-{label}" / "ks2d-time.npz") == (why is None), lines
+        shipped = tmp_path / f"shipped-{label}" / "ks2d-time.npz"
+        assert os.path.exists(shipped) == (why is None), lines
         assert why is None or (why in lines[-1] and "not shipped" in lines[-1]), lines
+        if why is None:
+            assert ksdp.load_generator(shipped).metadata["acceptance"]["summary_by_kind"]["held-out"]["all_ok"]
 
 
 def test_stage_devices_are_named_per_stage_when_they_differ():
