@@ -127,7 +127,7 @@ def summary(results: dict, device: str) -> list:
                 )
     if "transport" in results:
         for row in results["transport"]["rows"]:
-            if "ksdp_s" in row:  # a result from before the auction (2026-11-25): block descent only
+            if "ksdp_s" in row:  # a result from before the auction: block descent only
                 rows.append(
                     (
                         f"assignment N={row['N']} to 0.5%",

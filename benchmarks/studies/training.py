@@ -151,7 +151,7 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
                     cdf = radial.cdf(int(np.flatnonzero(np.isclose(radial.times, v))[0]))
                     row["ks_dp"], row["ks_dp_signed"], row["ks_dp_level"] = KM.radial_ks_where(gen, cdf)
                     row["ks_ipm"] = KM.radial_ks_where(np.asarray(parts[:, i]).reshape(-1, exp.d), cdf)[0]
-                    # as the experiments check it since 2026-11-27: KS_POINTS generated points, a draw of
+                    # as the experiments check it: KS_POINTS generated points, a draw of
                     # its own (the draw above is the same source sample at every time and in every row)
                     many = M.generate(jax.random.fold_in(jax.random.key(11), 1000), model_cfg, res.params, v, KS_POINTS)
                     row["ks_dp_large"], row["ks_dp_large_signed"], row["ks_dp_large_level"] = KM.radial_ks_where(
@@ -175,8 +175,8 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
                 "model_config": model_cfg.to_dict(),
                 "training_particles": int(targets.shape[1]),
                 "train_s": seconds,
-                "final_loss": final.value,  # the mean of the last 20 mini-batches (rows before 2026-11-26
-                "final_loss_se": final.se,  # evening: of the last 100 steps, the floor from one pair per set)
+                "final_loss": final.value,  # the mean of the last 20 mini-batches (older rows:
+                "final_loss_se": final.se,  # of the last 100 steps, the floor from one pair per set)
                 "final_loss_last_100_steps": float(np.mean(res.history[-100:])),
                 "batch_mean_loss": [round(float(v), 7) for v in T.batch_means(res.history, tc.resample_every)],
                 "fresh_batch_loss": fresh,
