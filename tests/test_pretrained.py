@@ -54,12 +54,14 @@ def test_pretrained_generator_passes_at_a_held_out_value(name):
     assert gen.sample(jax.random.key(1), v, 10**6).shape == (10**6, exp.d)
 
 
-@pytest.mark.skipif(not NAMES, reason="no pretrained generator ships")
+@pytest.mark.skipif("ks2d-time" not in NAMES, reason="ks2d-time's generator does not ship")
 def test_the_check_fails_for_a_map_of_another_range():
     # the same weights with the parameter normalisation of another range (the training range shifted by
     # its own width: the held-out value then reads as a value outside the range the map learnt): the map
-    # of another range, which the check must refuse
-    gen = ksdp.pretrained(NAMES[0])
+    # of another range, which the check must refuse. ks2d-time's law changes strongly over its range
+    # (m2 falls from 0.45 to 0.11), so another range is another law; ks2d-eps's m2 moves by 18% over
+    # its whole range, and beyond it the shifted map draws a law too close for J = 2000 to tell
+    gen = ksdp.pretrained("ks2d-time")
     exp = EXPERIMENTS[gen.metadata["experiment"]]
     cfg = gen.config
     shifted = cfg._replace(eta_center=tuple(c + 2 * s for c, s in zip(cfg.eta_center, cfg.eta_scale, strict=True)))
