@@ -57,9 +57,12 @@ def structure(out="ksdp-runs", names=None) -> dict:
     for root, (scale, name, exp, (metrics_path,)) in found_runs:
         folder = os.path.dirname(metrics_path)
         parts, pool, ref = independent_runs(exp, scale, folder)
-        if ref is None or pool is None:
-            print(f"structure: {scale}/{name} has no pool or reference runs: skipped", flush=True)
+        if ref is None:
+            print(f"structure: {scale}/{name} has no reference runs: skipped", flush=True)
             continue
+        if pool is None:  # the network trained on the first replica: not independent of it, and no null
+            print(f"structure: {scale}/{name} has no pool: its network checked, no false alarms", flush=True)
+            parts = parts[1:]
         saved = os.path.join(folder, "generator.npz")
         gen = (
             ksdp.load_generator(saved)
@@ -70,7 +73,7 @@ def structure(out="ksdp-runs", names=None) -> dict:
         values = exp.all_values(scale)
         train_v = [float(v) for v in exp.values(scale)[0]]
         sc = DATA.scale_of(exp, scale)
-        others = np.concatenate([parts, ref])  # [13, V, J, d]: replicas and reference runs
+        others = np.concatenate([parts, ref])  # [R, V, J, d]: the independent replicas and reference runs
         limit = KM.structure_limit(others.shape[0] // 2, len(exp.values(scale)[0]) + len(exp.values(scale)[1]))
         key = jax.random.key(11)
         for i, v in enumerate(values):
@@ -83,7 +86,7 @@ def structure(out="ksdp-runs", names=None) -> dict:
             if old:
                 row.update(c2st_excess=old["c2st_checked_excess"], energy_z=old["energy_z"], m2_rel=old["m2_rel_error"])
             null = []
-            if float(v) in train_v:  # pool runs in the generator's place: false alarms
+            if pool is not None and float(v) in train_v:  # pool runs in the generator's place: false alarms
                 t = train_v.index(float(v))
                 rng = np.random.default_rng(i)
                 pairs = others.shape[0] // 2
