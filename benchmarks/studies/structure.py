@@ -74,7 +74,7 @@ def structure(out="ksdp-runs", names=None) -> dict:
         train_v = [float(v) for v in exp.values(scale)[0]]
         sc = DATA.scale_of(exp, scale)
         others = np.concatenate([parts, ref])  # [R, V, J, d]: the independent replicas and reference runs
-        limit = KM.structure_limit(others.shape[0] // 2, len(exp.values(scale)[0]) + len(exp.values(scale)[1]))
+        limit = KM.structure_limit(others.shape[0] // 2, exp.judged_values(scale))
         key = jax.random.key(11)
         for i, v in enumerate(values):
             x = gen.sample(jax.random.fold_in(key, i), float(v), sc.n_generated)

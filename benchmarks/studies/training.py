@@ -161,7 +161,7 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
                     last = M.generate(jax.random.key(11), model_cfg, res.state.params, v, sc.n_generated)
                     row["m2_dp_last_iterate"] = float(np.mean(np.sum(np.asarray(last) ** 2, -1)))
                 row["m2_rel_error"] = abs(row["m2_dp"] - row["m2_ipm"]) / row["m2_ipm"]
-                row.update(REPORT.judge(row, scale, len(train_v) + len(held_v)))
+                row.update(REPORT.judge(row, scale, exp.judged_values(scale)))
                 rows.append(row)
             final = T.final_loss(res.history, tc.resample_every)
             fresh = T.fresh_batch_loss(res.history, tc.resample_every)

@@ -201,7 +201,7 @@ def evaluate_value(ev: Evaluation, v, k_gen, k_cmp) -> dict:
         row["structure"] = metrics_.structure_pairs(gen, runs)
     if exp.eta == "time" and float(v) == 0.0:
         row.update(initial_law_check(exp, gen, pooled, ev.mcfg, ev.params, jax.random.fold_in(k_gen, 3)))
-    row.update(report.judge(row, ev.scale, len(train_v) + len(held_v)))
+    row.update(report.judge(row, ev.scale, exp.judged_values(ev.scale)))
     return row
 
 

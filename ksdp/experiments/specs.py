@@ -181,6 +181,12 @@ class Experiment:
             np.round(np.asarray(extra, float), 6),
         )
 
+    def judged_values(self, scale: str) -> int:
+        """How many values the acceptance judges at ``scale`` (training and held-out; extrapolated values
+        are reported, not judged): the family over which the structure check's limit holds its rate."""
+        train, held, _ = self.values(scale)
+        return len(train) + len(held)
+
     def all_values(self, scale: str) -> np.ndarray:
         """Every value of `values` (training, held-out, extrapolated), sorted and unique: the order in
         which the experiments simulate and evaluate them."""
