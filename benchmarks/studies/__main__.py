@@ -16,7 +16,7 @@ One module per question; each part is a function of it:
 * `benchmarks.studies.structure`: ``structure`` (the structure check's false alarms and what it sees
   in the finished runs under ``--runs``), ``structure-ablations`` (what keeps kolmogorov3d's cross),
   ``structure-between`` (its networks between two training values), ``structure-denser`` (with 25.1 a
-  training value);
+  training value), ``structure-interpolants`` (a held-out law from its two neighbours' laws);
 * `benchmarks.studies.extrapolation`: ``extrapolation`` (what makes the map follow the physics past its
   training range).
 
@@ -41,7 +41,14 @@ from benchmarks.studies.extrapolation import extrapolation
 from benchmarks.studies.kernels import health, kernels, slope, step
 from benchmarks.studies.reference import reference
 from benchmarks.studies.schedules import MORE_SCHEDULES, SCHEDULES
-from benchmarks.studies.structure import VARIANTS, structure, structure_ablations, structure_between, structure_denser
+from benchmarks.studies.structure import (
+    VARIANTS,
+    structure,
+    structure_ablations,
+    structure_between,
+    structure_denser,
+    structure_interpolants,
+)
 from benchmarks.studies.training import TRAINING_EXPERIMENTS, anisotropy, matching, residual, shrink, tails, training
 from ksdp.experiments.specs import EXPERIMENTS, SCALES
 
@@ -68,6 +75,7 @@ PARTS = (
     "structure-ablations",
     "structure-between",
     "structure-denser",
+    "structure-interpolants",
     "extrapolation",
 )
 
@@ -140,7 +148,7 @@ def main(argv=None):
         type=int,
         nargs="+",
         default=[0, 1],
-        help="seeds of the 'structure-ablations', '-between', '-denser' parts",
+        help="seeds of the 'structure-ablations', '-between', '-denser', '-interpolants' parts",
     )
     ap.add_argument(
         "--extrapolation-variants",
@@ -186,6 +194,9 @@ def main(argv=None):
         ],
         "structure-between": lambda: structure_between(out=one_folder(), variants=args.variants, seeds=args.seeds),
         "structure-denser": lambda: structure_denser(out=one_folder(), seeds=args.seeds),
+        "structure-interpolants": lambda: structure_interpolants(
+            out=one_folder(), variants=args.variants, seeds=args.seeds
+        ),
         "extrapolation": lambda: extrapolation(
             out=one_folder(), names=args.experiments, variants=args.extrapolation_variants
         ),

@@ -367,3 +367,88 @@ def _denser(out, extra=(25.1189,), label="Fourier features, twice the steps", se
             flush=True,
         )
     return rows
+
+
+# draws of a network's points at a held-out value in `structure_interpolants`: the check's z over 6 pairs
+# follows a Student t with 5 degrees of freedom, so one draw says little about a small excess
+INTERPOLANT_DRAWS = 4
+
+
+def structure_interpolants(out="ksdp-runs", variants=None, seeds=(0, 1, 2, 3), name="kolmogorov3d-amplitude",
+                           scale="quick"):  # fmt: skip
+    """Whether a held-out law can be had from the laws at the two training values around it: interpolants
+    of the IPM's own laws, and of the kept networks' maps, judged by the structure check against the
+    held-out value's independent runs.
+
+    The IPM's interpolants use the pool runs at the two neighbours: each neighbour's own law (how far
+    the law moves between them), their even mixture, and McCann's displacement interpolant (pool run
+    ``k`` at the lower value matched to run ``k`` at the upper one by `ksdp.w2`, each point moved the
+    fraction ``s`` of the way to its partner: ``s`` the held-out value's place in the network's log10
+    coordinate, and the ``s`` that gives the held-out runs' m2). Each cloud is sampled point by point
+    from all the pool's runs, so a piece of ``J`` points carries a run's sampling noise, not the smaller
+    noise of a midpoint of two clouds. A network is judged at the held-out value on `INTERPOLANT_DRAWS`
+    draws of its points (the spread of ``z`` between draws of one map), and so is the average of its
+    maps at the two neighbours from the same sources (``(1 - s) f(x, lo) + s f(x, hi)``: the displacement
+    interpolant of its own two laws from the common source).
+    """
+    exp = EXPERIMENTS[name]
+    folder = os.path.join(out, scale, name)
+    sc = DATA.scale_of(exp, scale)
+    parts, pool, ref = independent_runs(exp, scale, folder)
+    others = np.concatenate([parts, ref])
+    train_v = [float(v) for v in exp.values(scale)[0]]
+    values = [float(v) for v in exp.all_values(scale)]
+    pieces = others.shape[0] // 2  # the check's pairs of runs
+    n = pieces * sc.n_particles
+    m2 = lambda x: float(np.mean(np.sum(np.asarray(x, np.float64) ** 2, -1)))  # noqa: E731
+    nets = {}
+    for label in variants or list(VARIANTS):
+        for seed in seeds:
+            path = os.path.join(out, "ablations", "structure", scale, name, f"{slug(label)}-seed{seed}.npz")
+            if os.path.exists(path):
+                nets[(label, seed)] = ksdp.load_generator(path)
+    rows = []
+    for h_i, held in enumerate(float(v) for v in exp.values(scale)[1]):
+        lo, hi = max(v for v in train_v if v < held), min(v for v in train_v if v > held)
+        a, b = pool[:, train_v.index(lo)], pool[:, train_v.index(hi)]  # [runs, J, d]
+        runs = others[:, values.index(held)]
+        m2_h = float(np.mean([m2(r) for r in runs]))
+        log_s = (math.log10(held) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+        matched = [np.asarray(b[k])[np.asarray(ksdp.w2(a[k], b[k]).perm)] for k in range(a.shape[0])]
+        xa, xb = np.concatenate(a).astype(np.float64), np.concatenate(matched).astype(np.float64)
+        # the geodesic's m2 is quadratic in s: (1 - s)^2 m2(lo) + s^2 m2(hi) + 2 s (1 - s) <x, T x>
+        cross = float(np.mean(np.sum(xa * xb, -1)))
+        q = [m2(xa) + m2(xb) - 2 * cross, 2 * (cross - m2(xa)), m2(xa) - m2_h]
+        roots = [float(r.real) for r in np.roots(q) if abs(r.imag) < 1e-12 and 0 <= r.real <= 1]
+        rng = np.random.default_rng(h_i)
+        pick = rng.choice(len(xa), n, replace=False)
+        side = rng.random(n) < 0.5
+        clouds = {
+            "IPM at the lower value": xa[pick],
+            "IPM at the upper value": np.concatenate(b).astype(np.float64)[pick],
+            "IPM mixture of the two": np.where(side[:, None], xa[pick], np.concatenate(b)[pick]),
+            f"IPM displacement, s = {log_s:.3f}": (1 - log_s) * xa[pick] + log_s * xb[pick],
+        }
+        if roots:
+            clouds[f"IPM displacement, s = {roots[0]:.3f} (m2)"] = (1 - roots[0]) * xa[pick] + roots[0] * xb[pick]
+        cases = [(k, None, 0, c) for k, c in clouds.items()]
+        for (label, seed), gen in nets.items():
+            for draw in range(INTERPOLANT_DRAWS):
+                x = ksdp.uniform_ball(jax.random.fold_in(jax.random.key(17 + h_i), draw), n, exp.d)
+                cases.append(("network at the held-out value", (label, seed), draw, np.asarray(gen(x, held))))
+                if draw == 0:
+                    mix = (1 - log_s) * np.asarray(gen(x, lo)) + log_s * np.asarray(gen(x, hi))
+                    cases.append((f"network, (1 - s) f(lo) + s f(hi), s = {log_s:.3f}", (label, seed), 0, mix))
+        for kind, net, draw, cloud in cases:
+            check = KM.structure_pairs(cloud, runs)
+            row = {"experiment": name, "scale": scale, "held_out": held, "lower": lo, "upper": hi, "case": kind,
+                   "variant": net[0] if net else None, "seed": net[1] if net else None, "draw": draw,
+                   "structure": check, "m2": m2(cloud), "m2_ipm": m2_h}  # fmt: skip
+            rows.append(row)
+            who = f"{net[0]} seed {net[1]} draw {draw}: " if net else ""
+            print(
+                f"structure-interpolants A = {held:g} ({lo:g}-{hi:g}) {who}{kind}: z {check['z']:5.1f} "
+                f"(chi2/df {check['dp']:.3f} vs {check['ipm']:.3f}), m2 {row['m2']:.3f} (IPM {m2_h:.3f})",
+                flush=True,
+            )
+    return rows
