@@ -16,7 +16,8 @@ One module per question; each part is a function of it:
 * `benchmarks.studies.structure`: ``structure`` (the structure check's false alarms and what it sees
   in the finished runs under ``--runs``), ``structure-ablations`` (what keeps kolmogorov3d's cross),
   ``structure-between`` (its networks between two training values), ``structure-denser`` (with 25.1 a
-  training value), ``structure-interpolants`` (a held-out law from its two neighbours' laws);
+  training value), ``structure-interpolants`` (a held-out law from its two neighbours' laws),
+  ``structure-augmented`` (trained on those interpolants as well);
 * `benchmarks.studies.extrapolation`: ``extrapolation`` (what makes the map follow the physics past its
   training range).
 
@@ -45,6 +46,7 @@ from benchmarks.studies.structure import (
     VARIANTS,
     structure,
     structure_ablations,
+    structure_augmented,
     structure_between,
     structure_denser,
     structure_interpolants,
@@ -76,6 +78,7 @@ PARTS = (
     "structure-between",
     "structure-denser",
     "structure-interpolants",
+    "structure-augmented",
     "extrapolation",
 )
 
@@ -148,7 +151,7 @@ def main(argv=None):
         type=int,
         nargs="+",
         default=[0, 1],
-        help="seeds of the 'structure-ablations', '-between', '-denser', '-interpolants' parts",
+        help="seeds of the 'structure-ablations', '-between', '-denser', '-interpolants', '-augmented' parts",
     )
     ap.add_argument(
         "--extrapolation-variants",
@@ -197,6 +200,7 @@ def main(argv=None):
         "structure-interpolants": lambda: structure_interpolants(
             out=one_folder(), variants=args.variants, seeds=args.seeds
         ),
+        "structure-augmented": lambda: structure_augmented(out=one_folder(), variants=args.variants, seeds=args.seeds),
         "extrapolation": lambda: extrapolation(
             out=one_folder(), names=args.experiments, variants=args.extrapolation_variants
         ),

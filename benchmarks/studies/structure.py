@@ -452,3 +452,73 @@ def structure_interpolants(out="ksdp-runs", variants=None, seeds=(0, 1, 2, 3), n
                 flush=True,
             )
     return rows
+
+
+def displacement_sets(pool, values, fractions, log=True):
+    """Training sets between each two neighbouring training values: McCann's displacement interpolant of
+    their pools (run ``k`` at the lower value matched to run ``k`` at the upper one by `ksdp.w2`, each point
+    moved the fraction ``s`` of the way to its partner) at every ``s`` of ``fractions``, placed at the
+    value that fraction of the way between the two (in log10 when ``log``): ``(sets [K, runs * J, d], values)``.
+
+    `structure_interpolants` measures whether the IPM's law at a held-out value is this interpolant of
+    its neighbours' laws."""
+    sets, where = [], []
+    for i in range(len(values) - 1):
+        a, b = pool[:, i], pool[:, i + 1]
+        xb = np.concatenate([np.asarray(b[k])[np.asarray(ksdp.w2(a[k], b[k]).perm)] for k in range(a.shape[0])])
+        xa = np.concatenate(a)
+        lo, hi = (math.log10(values[i]), math.log10(values[i + 1])) if log else (values[i], values[i + 1])
+        for s in fractions:
+            sets.append(((1 - s) * xa + s * xb).astype(np.float32))
+            where.append(10 ** ((1 - s) * lo + s * hi) if log else (1 - s) * lo + s * hi)
+    return np.stack(sets), where
+
+
+def structure_augmented(out="ksdp-runs", variants=None, seeds=(0,), fractions=(1 / 3, 2 / 3),
+                        name="kolmogorov3d-amplitude", scale="quick"):  # fmt: skip
+    """`structure_ablations`' networks trained on the pool plus `displacement_sets` between every two
+    training values (at ``fractions`` of the way, never at a held-out value's place), judged at every value
+    of the run as `structure_ablations` judges them, and at each held-out value on `INTERPOLANT_DRAWS` draws."""
+    exp = EXPERIMENTS[name]
+    folder = os.path.join(out, scale, name)
+    parts, pool, ref = independent_runs(exp, scale, folder)
+    others = np.concatenate([parts, ref])
+    sc = DATA.scale_of(exp, scale)
+    train_v = [float(v) for v in exp.values(scale)[0]]
+    held = [float(v) for v in exp.values(scale)[1]]
+    values = exp.all_values(scale)
+    extra, extra_v = displacement_sets(pool, train_v, fractions, log=exp.log_eta)
+    targets = np.concatenate([pool.swapaxes(0, 1).reshape(len(train_v), -1, exp.d), extra])
+    eta = np.asarray(train_v + [float(v) for v in extra_v])
+    base_m, base_t = RUN.configs(exp, scale)
+    rows = []
+    for label in variants or ["recipe"]:
+        mc, tc, n_steps = VARIANTS[label](base_m, base_t, sc.n_steps)
+        for seed in seeds:
+            tag = f"augmented-{'-'.join(f'{s:.2f}' for s in fractions)}-{slug(label)}-seed{seed}.npz"
+            path = os.path.join(out, "ablations", "structure", scale, name, tag)
+            t0 = time.perf_counter()
+            if os.path.exists(path):
+                gen = ksdp.load_generator(path)
+            else:
+                res = T.train(jax.random.key(100 + seed), targets, eta, mc, tc, n_steps=n_steps, progress=print)
+                gen = res.generator.with_metadata(variant=f"displacement sets: {label}", seed=seed, added=list(extra_v))
+                gen.save(path)
+            seconds = time.perf_counter() - t0
+            for i, v in enumerate(values):
+                draws = INTERPOLANT_DRAWS if float(v) in held else 1
+                for draw in range(draws):
+                    _, scores = judged(gen, i + 1000 * draw, v, sc.n_generated, others[:, i])
+                    fold = ksdp.model.folded_fraction(jax.random.key(3), gen.config, gen.params, float(v), 20000)[0]
+                    row = {"experiment": name, "variant": f"displacement sets: {label}", "fractions": list(fractions),
+                           "seed": seed, "eta": float(v), "kind": value_kind(exp, scale, v), "draw": draw,
+                           "train_s": seconds, **scores, "folded": fold}  # fmt: skip
+                    rows.append(row)
+                    check = scores["structure"]
+                    print(
+                        f"structure-augmented {label:>34} seed {seed} {row['kind']:>12} {v:g} draw {draw}: "
+                        f"z {check['z']:5.1f} (chi2/df {check['dp']:.3f} vs {check['ipm']:.3f}), energy z "
+                        f"{row['energy_z']:.1f}, m2 err {row['m2_rel_error']:.3f}, folded {fold:.3f}",
+                        flush=True,
+                    )
+    return rows
