@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import scipy.optimize
 
 import ksdp
 from ksdp import model as M
@@ -167,3 +168,62 @@ def test_eps_experiment_is_posed_before_its_blowup_and_on_its_field_grid(scale):
     # every value's field grid holds the chemical's reach in cells the checked run accepts
     cells = [ksdp.chemical.cell_ratio(1.0, float(e), 1.0, ipm_data.DELTA, exp.fixed, 512, 2) for e in values]
     assert max(cells) <= ksdp.chemical.SPACING_LIMIT
+
+
+@pytest.mark.parametrize("name,scale", CASES)
+def test_fourier_features_and_sets_between_values(name, scale):
+    # kolmogorov3d-amplitude's network sees Fourier features of x and trains between its values too (its
+    # cross, which the grid alone blurred at the held-out 25.1), at the scales it names; no other does
+    exp = EXPERIMENTS[name]
+    mc, _ = run.configs(exp, scale)
+    k3d = name == "kolmogorov3d-amplitude"
+    assert mc.fourier == (4 if k3d else 0)
+    assert set(exp.between) <= set(SCALES)
+    assert bool(exp.between.get(scale)) == (k3d and scale in ("smoke", "quick"))
+    for s in exp.between.get(scale, ()):
+        assert 0 < s < 1
+    if exp.between.get(scale):
+        assert ipm_data.pool_runs(exp, scale), "sets between values are made from the training pool"
+
+
+def test_displacement_sets_move_each_run_to_its_optimal_partner():
+    # two values, two runs of 12 points each: s = 0 is the lower pool itself, s = 1 its partners (each
+    # upper run reordered by its optimal matching: the same points), and s = 1/2 halfway, at the
+    # log-midpoint of the values
+    rng = np.random.default_rng(0)
+    pool = rng.normal(size=(2, 2, 12, 3)).astype(np.float32)
+    pool[1] *= 3.0
+    sets, where = run.displacement_sets(pool, np.array([1.0, 100.0]), (0.0, 0.5, 1.0), log=True)
+    assert sets.shape == (3, 24, 3) and sets.dtype == np.float32
+    np.testing.assert_allclose(where, [1.0, 10.0, 100.0], rtol=1e-12)
+    np.testing.assert_array_equal(sets[0], pool[0].reshape(-1, 3))
+    for k in range(2):  # each run's partners are a permutation of the upper run's points
+        got = sets[2][12 * k : 12 * (k + 1)]
+        np.testing.assert_array_equal(np.sort(got, axis=0), np.sort(pool[1, k], axis=0))
+        # and an optimal one: no cheaper matching of the run (12 points: SciPy's exact assignment)
+        cost = ((pool[0, k][:, None] - pool[1, k][None]) ** 2).sum(-1)
+        rows, cols = scipy.optimize.linear_sum_assignment(cost)
+        best = cost[rows, cols].sum()
+        ours = ((pool[0, k] - got) ** 2).sum()
+        # float32 points, float64 costs: the two sums of 12 terms agree to float32 round-off of each term
+        assert ours <= best * (1 + 12 * 2.0**-23)
+    np.testing.assert_allclose(sets[1], 0.5 * (sets[0] + sets[2]), rtol=0, atol=4 * 2.0**-23 * np.abs(pool).max())
+    _, lin = run.displacement_sets(pool, np.array([0.0, 0.1]), (0.25,), log=False)
+    np.testing.assert_allclose(lin, [0.025])
+
+
+def test_training_sets_add_the_sets_between_values_after_the_pool():
+    exp = EXPERIMENTS["kolmogorov3d-amplitude"]
+    train = exp.values("smoke")[0]
+    runs, j = 2, 8
+    targets = np.random.default_rng(1).normal(size=(len(train), runs * j, 3)).astype(np.float32)
+    sets, eta = run.training_sets(exp, "smoke", targets, runs)
+    n_extra = (len(train) - 1) * len(exp.between["smoke"])
+    assert sets.shape == (len(train) + n_extra, runs * j, 3)
+    np.testing.assert_array_equal(sets[: len(train)], targets)
+    np.testing.assert_array_equal(eta[: len(train)], train)
+    assert np.all((eta[len(train) :] > train[0]) & (eta[len(train) :] < train[-1]))
+    same, eta2 = run.training_sets(EXPERIMENTS["ks2d-time"], "smoke", targets, runs)  # no sets between
+    assert same is targets and np.array_equal(eta2, EXPERIMENTS["ks2d-time"].values("smoke")[0])
+    with pytest.raises(ValueError, match="no training pool"):
+        run.training_sets(exp, "smoke", targets, None)

@@ -454,29 +454,9 @@ def structure_interpolants(out="ksdp-runs", variants=None, seeds=(0, 1, 2, 3), n
     return rows
 
 
-def displacement_sets(pool, values, fractions, log=True):
-    """Training sets between each two neighbouring training values: McCann's displacement interpolant of
-    their pools (run ``k`` at the lower value matched to run ``k`` at the upper one by `ksdp.w2`, each point
-    moved the fraction ``s`` of the way to its partner) at every ``s`` of ``fractions``, placed at the
-    value that fraction of the way between the two (in log10 when ``log``): ``(sets [K, runs * J, d], values)``.
-
-    `structure_interpolants` measures whether the IPM's law at a held-out value is this interpolant of
-    its neighbours' laws."""
-    sets, where = [], []
-    for i in range(len(values) - 1):
-        a, b = pool[:, i], pool[:, i + 1]
-        xb = np.concatenate([np.asarray(b[k])[np.asarray(ksdp.w2(a[k], b[k]).perm)] for k in range(a.shape[0])])
-        xa = np.concatenate(a)
-        lo, hi = (math.log10(values[i]), math.log10(values[i + 1])) if log else (values[i], values[i + 1])
-        for s in fractions:
-            sets.append(((1 - s) * xa + s * xb).astype(np.float32))
-            where.append(10 ** ((1 - s) * lo + s * hi) if log else (1 - s) * lo + s * hi)
-    return np.stack(sets), where
-
-
 def structure_augmented(out="ksdp-runs", variants=None, seeds=(0,), fractions=(1 / 3, 2 / 3),
                         name="kolmogorov3d-amplitude", scale="quick"):  # fmt: skip
-    """`structure_ablations`' networks trained on the pool plus `displacement_sets` between every two
+    """`structure_ablations`' networks trained on the pool plus `run.displacement_sets` between every two
     training values (at ``fractions`` of the way, never at a held-out value's place), judged at every value
     of the run as `structure_ablations` judges them, and at each held-out value on `INTERPOLANT_DRAWS` draws."""
     exp = EXPERIMENTS[name]
@@ -487,7 +467,7 @@ def structure_augmented(out="ksdp-runs", variants=None, seeds=(0,), fractions=(1
     train_v = [float(v) for v in exp.values(scale)[0]]
     held = [float(v) for v in exp.values(scale)[1]]
     values = exp.all_values(scale)
-    extra, extra_v = displacement_sets(pool, train_v, fractions, log=exp.log_eta)
+    extra, extra_v = RUN.displacement_sets(pool.swapaxes(0, 1), train_v, fractions, log=exp.log_eta)
     targets = np.concatenate([pool.swapaxes(0, 1).reshape(len(train_v), -1, exp.d), extra])
     eta = np.asarray(train_v + [float(v) for v in extra_v])
     base_m, base_t = RUN.configs(exp, scale)

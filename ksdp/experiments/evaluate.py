@@ -162,6 +162,8 @@ def metrics_header(exp, scale, seed, sc, ds, settings, n_runs, n_ref, mcfg, tcfg
             "radial_weight": tcfg.radial_weight,
             **({"identity_at": mcfg.identity_at} if mcfg.identity_at is not None else {}),
             **({"proportional": True} if mcfg.proportional else {}),
+            **({"fourier": mcfg.fourier} if mcfg.fourier else {}),
+            **({"between": list(exp.between[scale])} if exp.between.get(scale) else {}),
         },
         "n_parameters": model.n_parameters(res.params),
         "final_loss": final_loss.value,

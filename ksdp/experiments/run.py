@@ -12,7 +12,7 @@ from functools import partial
 import jax
 import numpy as np
 
-from ksdp import model, plot, reference, storage, training
+from ksdp import model, plot, reference, storage, training, wasserstein
 from ksdp.experiments.evaluate import (
     Evaluation,
     evaluate_value,
@@ -38,6 +38,43 @@ from ksdp.experiments.specs import Experiment, Scale
 LOGGER = logging.getLogger("ksdp.experiments")
 
 
+def displacement_sets(pool, values, fractions, log: bool = True):
+    """Training sets between every two neighbouring training values: McCann's displacement interpolant
+    of their pools at each fraction ``s`` of ``fractions``.
+
+    Run ``k`` of the pool at the lower value is matched to run ``k`` at the upper one by `ksdp.w2` (its
+    optimal matching), and each point moves the fraction ``s`` of the way to its partner; the set is
+    placed ``s`` of the way between the two values (in ``log10`` when ``log``, as the network sees an
+    amplitude). ``pool``: ``[values, runs, J, d]``. Returns ``(sets [K, runs * J, d], values [K])``.
+    """
+    sets, where = [], []
+    for i in range(len(values) - 1):
+        a, b = np.asarray(pool[i]), np.asarray(pool[i + 1])
+        partner = np.concatenate([b[k][np.asarray(wasserstein.w2(a[k], b[k]).perm)] for k in range(a.shape[0])])
+        own = np.concatenate(a)
+        lo, hi = (np.log10(values[i]), np.log10(values[i + 1])) if log else (values[i], values[i + 1])
+        for s in fractions:
+            sets.append(((1 - s) * own + s * partner).astype(np.float32))
+            where.append(10 ** ((1 - s) * lo + s * hi) if log else (1 - s) * lo + s * hi)
+    return np.stack(sets), np.asarray(where, np.float64)
+
+
+def training_sets(exp: Experiment, scale: str, targets, n_runs: int | None):
+    """The sets the network trains on and their values: ``targets`` (``[V, J', d]``, one per training
+    value) with, where the experiment asks for them at ``scale`` (`Experiment.between`), the
+    `displacement_sets` of its training pool (``n_runs`` runs per value) after them."""
+    train_v = np.asarray(exp.values(scale)[0], np.float64)
+    fractions = exp.between.get(scale, ())
+    if not fractions:
+        return targets, train_v
+    if not n_runs:
+        raise ValueError(f"{exp.name} trains between its values at scale {scale!r} but has no training pool.")
+    targets = np.asarray(targets)
+    pool = targets.reshape(targets.shape[0], n_runs, -1, exp.d)
+    extra, where = displacement_sets(pool, train_v, fractions, log=exp.log_eta)
+    return np.concatenate([targets, extra]), np.concatenate([train_v, where])
+
+
 def configs(exp: Experiment, scale: str):
     """The network's and the training's configs of an experiment at a scale: ``(ModelConfig, TrainConfig)``."""
     sc = scale_of(exp, scale)
@@ -51,6 +88,7 @@ def configs(exp: Experiment, scale: str):
         tail_feature=exp.tail_feature,
         identity_at=exp.identity_at,
         proportional=exp.proportional,
+        fourier=exp.fourier,
     )
     # the scale's recipe (the decay over the run, unless the scale sets its own) with the experiment's term
     tcfg = sc.train.for_steps(sc.n_steps)._replace(radial_weight=exp.radial_weight_at(scale))
@@ -64,9 +102,10 @@ def _checkpoint_step(path) -> int:
         return -1
 
 
-def train_network(exp: Experiment, scale: str, seed: int, targets, ck_path: str, log=None):
+def train_network(exp: Experiment, scale: str, seed: int, targets, ck_path: str, log=None, eta=None):
     """The training stage of `run`: trains on ``targets`` (``[R, J, d]``, the training values'
-    particles) with the scale's configs, resuming from the checkpoint at ``ck_path``.
+    particles, or `training_sets`' with their values ``eta``) with the scale's configs, resuming from the
+    checkpoint at ``ck_path``.
 
     A checkpoint that is unreadable or was written for other data (`training.CheckpointError`,
     `training.CheckpointMismatch`) is moved aside to ``checkpoint.stale-<n>.npz``, never deleted,
@@ -78,7 +117,7 @@ def train_network(exp: Experiment, scale: str, seed: int, targets, ck_path: str,
     log = log or LOGGER.info
     n_steps = scale_of(exp, scale).n_steps
     mcfg, tcfg = configs(exp, scale)
-    train_v = exp.values(scale)[0]
+    train_v = exp.values(scale)[0] if eta is None else eta
     resumed_complete = os.path.exists(ck_path) and _checkpoint_step(ck_path) >= n_steps
     # a bar on a terminal, else a line at every twentieth of the run (output to a log file)
     fit = partial(
@@ -135,8 +174,9 @@ def run(
     ds, parts, targets, ref_runs, n_runs, n_ref, settings, previous, previous_device = data_
     here = device_name()
     mcfg, tcfg = configs(exp, scale)
+    sets, eta = training_sets(exp, scale, targets, n_runs)  # the pool, and sets between its values
     res, resumed_complete, timing["train_s"] = train_network(
-        exp, scale, seed, targets, os.path.join(folder, "checkpoint.npz"), log
+        exp, scale, seed, sets, os.path.join(folder, "checkpoint.npz"), log, eta
     )
     device["train_s"] = here
     if resumed_complete and "train_s" in previous:  # the checkpoint was complete: keep the time it took
@@ -144,7 +184,7 @@ def run(
 
     t0 = time.perf_counter()
     values = exp.all_values(scale)
-    metrics = metrics_header(exp, scale, seed, sc, ds, settings, n_runs, n_ref, mcfg, tcfg, res, targets)
+    metrics = metrics_header(exp, scale, seed, sc, ds, settings, n_runs, n_ref, mcfg, tcfg, res, sets)
     metrics.update(timing_s=timing, timing_device=device)  # the same dicts, filled in as the stages end
     ev = Evaluation(
         exp,
