@@ -346,7 +346,7 @@ EXPERIMENTS = {
             # and twice the steps every training value passes on four seeds, but the held-out 25.1 failed on
             # two, where the law moves fast with A (its neighbours' laws are z 12 and 19 from it). Its law is
             # the displacement interpolant of theirs (z -0.7); trained on those interpolants as well, the
-            # network passed it (one seed; benchmarks.studies --only structure-interpolants, structure-augmented)
+            # network passed it (two seeds; benchmarks.studies --only structure-interpolants, structure-augmented)
             fourier=4,
             n_steps={"quick": 12000},
             between={"smoke": (1 / 3, 2 / 3), "quick": (1 / 3, 2 / 3)},
