@@ -414,8 +414,9 @@ def structure_interpolants(out="ksdp-runs", variants=None, seeds=(0, 1, 2, 3), n
         runs = others[:, values.index(held)]
         m2_h = float(np.mean([m2(r) for r in runs]))
         log_s = (math.log10(held) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
-        matched = [np.asarray(b[k])[np.asarray(ksdp.w2(a[k], b[k]).perm)] for k in range(a.shape[0])]
-        xa, xb = np.concatenate(a).astype(np.float64), np.concatenate(matched).astype(np.float64)
+        # the lower pool and each of its points' optimal partners at the upper value (s = 0 and s = 1)
+        ends, _ = RUN.displacement_sets(np.stack([a, b]), [lo, hi], (0.0, 1.0), log=exp.log_eta)
+        xa, xb = ends.astype(np.float64)
         # the geodesic's m2 is quadratic in s: (1 - s)^2 m2(lo) + s^2 m2(hi) + 2 s (1 - s) <x, T x>
         cross = float(np.mean(np.sum(xa * xb, -1)))
         q = [m2(xa) + m2(xb) - 2 * cross, 2 * (cross - m2(xa)), m2(xa) - m2_h]
@@ -423,10 +424,11 @@ def structure_interpolants(out="ksdp-runs", variants=None, seeds=(0, 1, 2, 3), n
         rng = np.random.default_rng(h_i)
         pick = rng.choice(len(xa), n, replace=False)
         side = rng.random(n) < 0.5
+        xb_runs = np.concatenate(b).astype(np.float64)  # the upper pool in its own order
         clouds = {
             "IPM at the lower value": xa[pick],
-            "IPM at the upper value": np.concatenate(b).astype(np.float64)[pick],
-            "IPM mixture of the two": np.where(side[:, None], xa[pick], np.concatenate(b)[pick]),
+            "IPM at the upper value": xb_runs[pick],
+            "IPM mixture of the two": np.where(side[:, None], xa[pick], xb_runs[pick]),
             f"IPM displacement, s = {log_s:.3f}": (1 - log_s) * xa[pick] + log_s * xb[pick],
         }
         if roots:
@@ -467,8 +469,9 @@ def structure_augmented(out="ksdp-runs", variants=None, seeds=(0,), fractions=(1
     train_v = [float(v) for v in exp.values(scale)[0]]
     held = [float(v) for v in exp.values(scale)[1]]
     values = exp.all_values(scale)
-    extra, extra_v = RUN.displacement_sets(pool.swapaxes(0, 1), train_v, fractions, log=exp.log_eta)
-    targets = np.concatenate([pool.swapaxes(0, 1).reshape(len(train_v), -1, exp.d), extra])
+    by_value = pool.swapaxes(0, 1)  # [values, runs, J, d]
+    extra, extra_v = RUN.displacement_sets(by_value, train_v, fractions, log=exp.log_eta)
+    targets = np.concatenate([by_value.reshape(len(train_v), -1, exp.d), extra])
     eta = np.asarray(train_v + [float(v) for v in extra_v])
     base_m, base_t = RUN.configs(exp, scale)
     rows = []
@@ -486,10 +489,10 @@ def structure_augmented(out="ksdp-runs", variants=None, seeds=(0,), fractions=(1
                 gen.save(path)
             seconds = time.perf_counter() - t0
             for i, v in enumerate(values):
+                fold = ksdp.model.folded_fraction(jax.random.key(3), gen.config, gen.params, float(v), 20000)[0]
                 draws = INTERPOLANT_DRAWS if float(v) in held else 1
                 for draw in range(draws):
                     _, scores = judged(gen, i + 1000 * draw, v, sc.n_generated, others[:, i])
-                    fold = ksdp.model.folded_fraction(jax.random.key(3), gen.config, gen.params, float(v), 20000)[0]
                     row = {"experiment": name, "variant": f"displacement sets: {label}", "fractions": list(fractions),
                            "seed": seed, "eta": float(v), "kind": value_kind(exp, scale, v), "draw": draw,
                            "train_s": seconds, **scores, "folded": fold}  # fmt: skip
