@@ -88,7 +88,7 @@ def configs(exp: Experiment, scale: str):
         tail_feature=exp.tail_feature,
         identity_at=exp.identity_at,
         proportional=exp.proportional,
-        fourier=exp.fourier,
+        fourier=exp.fourier_at(scale),
     )
     # the scale's recipe (the decay over the run, unless the scale sets its own) with the experiment's term
     tcfg = sc.train.for_steps(sc.n_steps)._replace(radial_weight=exp.radial_weight_at(scale))
