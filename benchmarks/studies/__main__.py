@@ -17,7 +17,8 @@ One module per question; each part is a function of it:
   in the finished runs under ``--runs``), ``structure-ablations`` (what keeps kolmogorov3d's cross),
   ``structure-between`` (its networks between two training values), ``structure-denser`` (with 25.1 a
   training value), ``structure-interpolants`` (a held-out law from its two neighbours' laws),
-  ``structure-augmented`` (trained on those interpolants as well);
+  ``structure-augmented`` (trained on those interpolants as well), ``structure-shells`` (the finished runs'
+  shape by radius: each shell's mass and aspect against the IPM's);
 * `benchmarks.studies.extrapolation`: ``extrapolation`` (what makes the map follow the physics past its
   training range).
 
@@ -50,6 +51,7 @@ from benchmarks.studies.structure import (
     structure_between,
     structure_denser,
     structure_interpolants,
+    structure_shells,
 )
 from benchmarks.studies.training import TRAINING_EXPERIMENTS, anisotropy, matching, residual, shrink, tails, training
 from ksdp.experiments.specs import EXPERIMENTS, SCALES
@@ -79,6 +81,7 @@ PARTS = (
     "structure-denser",
     "structure-interpolants",
     "structure-augmented",
+    "structure-shells",
     "extrapolation",
 )
 
@@ -137,7 +140,7 @@ def main(argv=None):
         "--runs",
         nargs="+",
         default=["ksdp-runs"],
-        help="the experiments' run folder (default ksdp-runs); the 'structure' part takes several",
+        help="the experiments' run folder (default ksdp-runs); 'structure' and 'structure-shells' take several",
     )
     ap.add_argument(
         "--variants",
@@ -201,6 +204,9 @@ def main(argv=None):
             out=one_folder(), variants=args.variants, seeds=args.seeds
         ),
         "structure-augmented": lambda: structure_augmented(out=one_folder(), variants=args.variants, seeds=args.seeds),
+        "structure-shells": lambda: [
+            row for out in args.runs for row in structure_shells(out=out, names=args.experiments)
+        ],
         "extrapolation": lambda: extrapolation(
             out=one_folder(), names=args.experiments, variants=args.extrapolation_variants
         ),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 
 import jax
 import numpy as np
@@ -504,4 +505,103 @@ def structure_augmented(out="ksdp-runs", variants=None, seeds=(0,), fractions=(1
                         f"{row['energy_z']:.1f}, m2 err {row['m2_rel_error']:.3f}, folded {fold:.3f}",
                         flush=True,
                     )
+    return rows
+
+
+# radius shells about a cloud's median point, in the law's units (the 'structure-shells' part)
+SHELLS = (0.0, 0.15, 0.3, 0.6, 1.2, 3.0, 10.0)
+
+
+def shell_shape(points, edges=SHELLS) -> np.ndarray:
+    """Per radius shell about the coordinate-wise median of ``points [n, d]``: its mass fraction and its
+    aspect (the square root of the largest over the smallest eigenvalue of its points' covariance; NaN
+    where it holds fewer than ``d + 1`` points): ``[shells, 2]``."""
+    x = np.asarray(points, np.float64)
+    r = np.linalg.norm(x - np.median(x, axis=0), axis=1)
+    out = np.full((len(edges) - 1, 2), np.nan)
+    for s, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        inside = (r >= lo) & (r < hi)
+        out[s, 0] = np.mean(inside)
+        if inside.sum() > x.shape[1]:
+            w = np.linalg.eigvalsh(np.cov(x[inside].T))
+            out[s, 1] = math.sqrt(w[-1] / w[0])
+    return out
+
+
+def _shell_z(a, b) -> np.ndarray:
+    """z of the mean of ``b [n_b, shells, 2]`` minus that of ``a [n_a, shells, 2]`` (Welch's standard error;
+    NaN for a shell either side leaves empty)."""
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        se = np.sqrt(np.nanvar(a, axis=0, ddof=1) / len(a) + np.nanvar(b, axis=0, ddof=1) / len(b))
+        return (np.nanmean(b, axis=0) - np.nanmean(a, axis=0)) / se
+
+
+def _z(z) -> str:
+    return "  -  " if z is None else f"{z:+.1f}"
+
+
+def _finite(x):
+    """``x`` as a float, or None where it is not finite (an empty shell): JSON has no NaN."""
+    return float(x) if np.isfinite(x) else None
+
+
+def structure_shells(out="ksdp-runs", names=None) -> list:
+    """Where a map's structure departs from the IPM's, by radius: for each finished run under ``out``
+    with reference runs, at every value, each radius shell's mass and aspect (`shell_shape`) in pieces of
+    ``J`` generated points against the independent IPM runs (as many pieces as runs; those the structure
+    check uses), z of the difference of the means; and, as its yardstick, the same z between the two
+    halves of the IPM runs (the null: within a few units, of order one)."""
+    rows = []
+    for scale, name, exp, (metrics_path,) in found(out, names, ("metrics.json",)):
+        folder = os.path.dirname(metrics_path)
+        parts, pool, ref = independent_runs(exp, scale, folder)
+        if ref is None:
+            print(f"structure-shells: {scale}/{name} has no reference runs: skipped", flush=True)
+            continue
+        others = np.concatenate([parts if pool is not None else parts[1:], ref])  # [R, V, J, d]
+        n_runs, j = others.shape[0], others.shape[2]
+        gen = ksdp.load_generator(os.path.join(folder, "generator.npz"))
+        m = REPORT.load_metrics(os.path.dirname(folder), name)
+        key = jax.random.key(12)
+        for i, v in enumerate(exp.all_values(scale)):
+            x = np.asarray(gen.sample(jax.random.fold_in(key, i), float(v), n_runs * j)).reshape(n_runs, j, exp.d)
+            ipm = np.stack([shell_shape(r) for r in others[:, i]])
+            dp = np.stack([shell_shape(p) for p in x])
+            z, null = _shell_z(ipm, dp), _shell_z(ipm[: n_runs // 2], ipm[n_runs // 2 :])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a shell empty in every cloud: NaN
+                aspect_ipm, aspect_dp = np.nanmean(ipm[..., 1], axis=0), np.nanmean(dp[..., 1], axis=0)
+            old = next((r for r in m["rows"] if math.isclose(r["eta"], float(v))), None) if m else None
+            row = {
+                "runs": out,
+                "scale": scale,
+                "experiment": name,
+                "eta": float(v),
+                "kind": value_kind(exp, scale, v),
+                "ipm_runs": int(n_runs),
+                "shells": [
+                    {
+                        "r": [lo, hi],
+                        "mass_ipm": float(np.mean(ipm[:, s, 0])),
+                        "mass_z": _finite(z[s, 0]),
+                        "aspect_ipm": _finite(aspect_ipm[s]),
+                        "aspect_dp": _finite(aspect_dp[s]),
+                        "aspect_z": _finite(z[s, 1]),
+                        "null_mass_z": _finite(null[s, 0]),
+                        "null_aspect_z": _finite(null[s, 1]),
+                    }
+                    for s, (lo, hi) in enumerate(zip(SHELLS[:-1], SHELLS[1:], strict=True))
+                ],
+                "structure_z": old["structure"]["z"] if old and "structure" in old else None,
+            }
+            rows.append(row)
+            print(
+                f"structure-shells {scale}/{name} {row['kind']:>12} {v:g}: aspect z "
+                + " ".join(_z(sh["aspect_z"]) for sh in row["shells"])
+                + " | mass z "
+                + " ".join(_z(sh["mass_z"]) for sh in row["shells"])
+                + (f" | structure z {row['structure_z']:.1f}" if row["structure_z"] is not None else ""),
+                flush=True,
+            )
     return rows
