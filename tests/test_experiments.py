@@ -13,7 +13,7 @@ from damage import CHECKPOINT_DAMAGE
 import ksdp
 from ksdp import training as T
 from ksdp.experiments import __main__ as cli
-from ksdp.experiments import evaluate, ipm_data, report, run
+from ksdp.experiments import checks, evaluate, ipm_data, report, run
 from ksdp.experiments.specs import EXPERIMENTS, FOLD_LIMIT, FOLD_POINTS, PAPER, SCALES
 
 # the whole module runs the experiments CLI end to end at the smoke scale (minutes): the slow tier
@@ -109,7 +109,7 @@ def test_report_and_resume(smoke_run):
     text = open(os.path.join(folder, "REPORT.md")).read()
     for name in PAPER:
         assert name in text
-    assert text.count("2 more pairs") == sum(len(report.load_metrics(folder, n)["rows"]) for n in PAPER)
+    assert text.count("2 more pairs") == sum(len(checks.load_metrics(folder, n)["rows"]) for n in PAPER)
     assert text.count("At t = 0 (the initial law") == sum(
         e.eta == "time" and 0.0 in e.values("smoke")[0] for e in map(EXPERIMENTS.get, PAPER)
     )
@@ -120,7 +120,7 @@ def test_report_and_resume(smoke_run):
     assert os.path.getmtime(os.path.join(folder, "ks2d-time", "dataset.npz")) == stamp["ks2d-time"]
     assert os.path.getmtime(os.path.join(folder, "ks2d-time", "checkpoint.npz")) == ck["ks2d-time"]
     # every stage time names its device; the reused stages keep the earlier run's (the same machine here)
-    m = report.load_metrics(folder, "ks2d-time")
+    m = checks.load_metrics(folder, "ks2d-time")
     assert m["timing_device"] == {k: ipm_data.device_name() for k in m["timing_s"]}
     assert report.devices(m) == ipm_data.device_name() and report.devices(m) in report.render_experiment(
         folder, "ks2d-time", "smoke"
@@ -131,7 +131,7 @@ def test_generators_are_saved_and_shipped_only_when_they_pass(smoke_run, tmp_pat
     folder, _ = smoke_run
     for name in PAPER:
         g = ksdp.load_generator(os.path.join(folder, name, "generator.npz"))
-        meta, m = g.metadata, report.load_metrics(folder, name)
+        meta, m = g.metadata, checks.load_metrics(folder, name)
         assert meta["experiment"] == name and meta["settings"] == m["settings"]
         assert [r["eta"] for r in meta["acceptance"]["rows"]] == [r["eta"] for r in m["rows"]]
         assert meta["manifest"]["ksdp"] == ksdp.__version__ and m["manifest"]["ksdp"] == ksdp.__version__
@@ -389,7 +389,7 @@ def test_report_command_names_the_options_that_differ():
 
 
 def _row(**fields) -> dict:
-    """The numbers `report.judge` reads, for one parameter value: a generator at its floor, unless ``fields``."""
+    """The numbers `checks.judge` reads, for one parameter value: a generator at its floor, unless ``fields``."""
     return {
         "c2st": [0.5, 0.01],
         "floor_c2st": [0.5, 0.01],
@@ -407,12 +407,12 @@ def test_a_folded_map_fails_acceptance():
     # the fold check joins C2ST, energy and m2 where the row measured it; rows evaluated before it pass
     # or fail on the other three alone
     good = {"c2st_ok": True, "energy_ok": True, "m2_ok": True}
-    assert report.passes(good)
-    assert report.passes({**good, "folded": [FOLD_LIMIT, 0.0007]})
-    assert not report.passes({**good, "folded": [FOLD_LIMIT + 0.001, 0.0007]})
+    assert checks.passes(good)
+    assert checks.passes({**good, "folded": [FOLD_LIMIT, 0.0007]})
+    assert not checks.passes({**good, "folded": [FOLD_LIMIT + 0.001, 0.0007]})
     row = _row()
-    assert "folded_ok" not in report.judge(row, "quick", 1)
-    assert report.judge({**row, "folded": [0.2, 0.003]}, "quick", 1)["folded_ok"] is False
+    assert "folded_ok" not in checks.judge(row, "quick", 1)
+    assert checks.judge({**row, "folded": [0.2, 0.003]}, "quick", 1)["folded_ok"] is False
 
 
 def test_the_structure_limit_grows_with_the_values_a_run_judges():
@@ -423,10 +423,10 @@ def test_the_structure_limit_grows_with_the_values_a_run_judges():
         eta=1.0,
         structure={"dp": 1.03, "ipm": 0.99, "excess": 0.04, "excess_se": 0.01, "z": 4.0, "pairs": 6},
     )
-    assert report.judge(row, "quick", 5)["structure_ok"] is False
-    assert report.judge(row, "quick", 14)["structure_ok"] is True
-    assert report.judged_values([row, {**row, "kind": "extrapolated"}, {**row, "kind": "held-out"}]) == 2
-    text = report.acceptance({"rows": [{**row, **report.judge(row, "quick", 5)}]})
+    assert checks.judge(row, "quick", 5)["structure_ok"] is False
+    assert checks.judge(row, "quick", 14)["structure_ok"] is True
+    assert checks.judged_values([row, {**row, "kind": "extrapolated"}, {**row, "kind": "held-out"}]) == 2
+    text = report.acceptance({"rows": [{**row, **checks.judge(row, "quick", 5)}]})
     assert "z = 4.0 over 6 pairs > 3.36" in text[0]
 
 
@@ -435,18 +435,18 @@ def test_the_c2st_check_averages_over_every_pair():
     # excess of +0.044 beside 5 pairs at -0.006 averages to +0.0023 (exact: (0.044 - 5 * 0.006) / 6);
     # its SE is one pair's spread (0.008 * sqrt(5), from the pairs) over sqrt(6)
     row = _row(c2st=[0.520, 0.008], floor_c2st=[0.476, 0.008])
-    alone = report.judge(row, "quick", 1)
+    alone = checks.judge(row, "quick", 1)
     assert alone["c2st_checked_pairs"] == 1 and alone["c2st_checked_se"] is None
     assert alone["c2st_ok"] is False and alone["c2st_checked_excess"] == pytest.approx(0.044)
     pairs = {"excess": -0.006, "excess_se": 0.008, "dp": 0.5, "ipm": 0.506, "pairs": 5}
-    both = report.judge({**row, "c2st_pairs": pairs}, "quick", 1)
+    both = checks.judge({**row, "c2st_pairs": pairs}, "quick", 1)
     assert both["c2st_excess"] == pytest.approx(0.044)  # the table's one-pair number is kept
     assert both["c2st_checked_excess"] == pytest.approx((0.044 - 5 * 0.006) / 6)
     assert both["c2st_checked_se"] == pytest.approx(0.008 * math.sqrt(5) / math.sqrt(6))
     assert both["c2st_ok"] is True and both["c2st_checked_pairs"] == 6
     # a generator the pairs see too fails: +0.044 and +0.04 on 5 more pairs
     bad_row = {**row, "kind": "held-out", "eta": 0.095, "c2st_pairs": {**pairs, "excess": 0.04}}
-    worse = report.judge(bad_row, "quick", 1)
+    worse = checks.judge(bad_row, "quick", 1)
     assert worse["c2st_ok"] is False
     text = report.acceptance({"rows": [{**bad_row, **worse}]})
     assert "excess over 6 pairs +0.041" in text[0]
@@ -459,7 +459,7 @@ def test_load_metrics_judges_again_by_the_current_rules(tmp_path):
     row = _row(kind="train", eta=0.1, c2st=[0.52, 0.008], floor_c2st=[0.50, 0.008], energy_ok=True, m2_ok=True)
     row["c2st_ok"] = False  # a verdict written by older rules
     (folder / "metrics.json").write_text(json.dumps({"settings": {"scale": "quick"}, "rows": [row]}))
-    m = report.load_metrics(str(tmp_path / "quick"), "ks2d-time")
+    m = checks.load_metrics(str(tmp_path / "quick"), "ks2d-time")
     assert m["rows"][0]["c2st_ok"] is True and m["rows"][0]["c2st_checked_pairs"] == 1
 
 

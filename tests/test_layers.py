@@ -36,6 +36,7 @@ LAYERS = [
     {"ksdp.training"},
     {"ksdp"},
     {"ksdp.experiments", "ksdp.experiments.specs"},
+    {"ksdp.experiments.checks"},  # the acceptance of a run's rows; its metrics.json loaded and judged
     {"ksdp.experiments.report", "ksdp.experiments.ipm_data"},
     {"ksdp.experiments.evaluate"},
     {"ksdp.experiments.run"},

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from ksdp.experiments import __main__ as cli
-from ksdp.experiments import ipm_data, report
+from ksdp.experiments import checks, ipm_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = os.path.join(ROOT, "docs", "runs", "quick")  # the committed quick runs' metrics.json
@@ -57,8 +57,8 @@ def test_report_only_names_a_damaged_file_and_renders_the_others(tmp_path, label
     shutil.copytree(RUNS, out / "quick")
     victim = out / "quick" / "laminar2d-time" / "metrics.json"
     DAMAGE[label](str(victim))
-    with pytest.raises(report.MetricsError, match="damaged") as err:
-        report.load_metrics(str(out / "quick"), "laminar2d-time")
+    with pytest.raises(checks.MetricsError, match="damaged") as err:
+        checks.load_metrics(str(out / "quick"), "laminar2d-time")
     assert str(victim) in str(err.value) and "without --report-only" in str(err.value)
     # the CLI reports the failure (exit status 1), writes the report and the other experiments' pages
     assert cli.main(["--report-only", "--scale", "quick", "--out", str(out)]) == 1

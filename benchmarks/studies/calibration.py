@@ -29,7 +29,7 @@ from ksdp import model as M
 from ksdp import training as T
 from ksdp.experiments import evaluate as EVAL
 from ksdp.experiments import ipm_data as DATA
-from ksdp.experiments.report import KS_UNTIL, load_metrics
+from ksdp.experiments.checks import KS_UNTIL, load_metrics
 from ksdp.experiments.specs import C2ST_SLACK, EXPERIMENTS, KS_POINTS, SCALES
 
 
@@ -197,7 +197,7 @@ def c2st(out="ksdp-runs", names=None):
     value's excesses, ``excess_by_value``): the excesses' mean, spread and quantiles, the fraction
     above the scale's slack with its binomial SE, and, from the spread (normal), the false-alarm rate
     of the check over one pair and over the ``1 + k`` pairs the acceptance averages
-    (`ksdp.experiments.report.c2st_check`, ``k`` pairs of reference runs), and the power of each
+    (`ksdp.experiments.checks.c2st_check`, ``k`` pairs of reference runs), and the power of each
     against a true excess of +0.05.
     """
     results, every = [], {}

@@ -28,8 +28,8 @@ import ksdp
 from benchmarks.studies.runs import found, slug
 from ksdp import metrics as KM
 from ksdp import training as T
+from ksdp.experiments import checks as CHECKS
 from ksdp.experiments import ipm_data as DATA
-from ksdp.experiments import report as REPORT
 from ksdp.experiments import run as RUN
 from ksdp.experiments.specs import EXPERIMENTS
 
@@ -70,7 +70,7 @@ def structure(out="ksdp-runs", names=None) -> dict:
             if os.path.exists(saved)
             else T.generator_from_checkpoint(os.path.join(folder, "checkpoint.npz"))
         )
-        m = REPORT.load_metrics(os.path.dirname(folder), name)
+        m = CHECKS.load_metrics(os.path.dirname(folder), name)
         values = exp.all_values(scale)
         train_v = [float(v) for v in exp.values(scale)[0]]
         sc = DATA.scale_of(exp, scale)
@@ -562,7 +562,7 @@ def structure_shells(out="ksdp-runs", names=None) -> list:
         others = np.concatenate([parts if pool is not None else parts[1:], ref])  # [R, V, J, d]
         n_runs, j = others.shape[0], others.shape[2]
         gen = ksdp.load_generator(os.path.join(folder, "generator.npz"))
-        m = REPORT.load_metrics(os.path.dirname(folder), name)
+        m = CHECKS.load_metrics(os.path.dirname(folder), name)
         key = jax.random.key(12)
         for i, v in enumerate(exp.all_values(scale)):
             x = np.asarray(gen.sample(jax.random.fold_in(key, i), float(v), n_runs * j)).reshape(n_runs, j, exp.d)

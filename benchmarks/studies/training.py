@@ -32,11 +32,11 @@ from ksdp import model as M
 from ksdp import training as T
 from ksdp import transport as TR
 from ksdp import wasserstein as W
+from ksdp.experiments import checks as CHECKS
 from ksdp.experiments import evaluate as EVAL
 from ksdp.experiments import ipm_data as DATA
-from ksdp.experiments import report as REPORT
 from ksdp.experiments import run as RUN
-from ksdp.experiments.report import KS_UNTIL
+from ksdp.experiments.checks import KS_UNTIL
 from ksdp.experiments.specs import ANISOTROPY_INNER, EXPERIMENTS, FOLD_POINTS, KS_POINTS, SCALES
 from ksdp.initial import uniform_ball
 
@@ -161,7 +161,7 @@ def training(names=TRAINING_EXPERIMENTS, scale="quick", out="ksdp-runs", schedul
                     last = M.generate(jax.random.key(11), model_cfg, res.state.params, v, sc.n_generated)
                     row["m2_dp_last_iterate"] = float(np.mean(np.sum(np.asarray(last) ** 2, -1)))
                 row["m2_rel_error"] = abs(row["m2_dp"] - row["m2_ipm"]) / row["m2_ipm"]
-                row.update(REPORT.judge(row, scale, exp.judged_values(scale)))
+                row.update(CHECKS.judge(row, scale, exp.judged_values(scale)))
                 rows.append(row)
             final = T.final_loss(res.history, tc.resample_every)
             fresh = T.fresh_batch_loss(res.history, tc.resample_every)

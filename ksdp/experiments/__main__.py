@@ -10,7 +10,7 @@ import traceback
 import jax
 
 from ksdp import storage
-from ksdp.experiments import evaluate, ipm_data, report, run
+from ksdp.experiments import checks, evaluate, ipm_data, report, run
 from ksdp.experiments.specs import EXPERIMENTS, PAPER, SCALES
 from ksdp.generator import load_generator
 
@@ -186,8 +186,8 @@ def load_finished(out: str, names: list, log) -> tuple[dict, dict]:
     results, failures = {}, {}
     for name in names:
         try:
-            m = report.load_metrics(out, name)
-        except report.MetricsError as e:
+            m = checks.load_metrics(out, name)
+        except checks.MetricsError as e:
             failures[name] = str(e)
             log(f"[{name}] {e}")
             continue
@@ -234,7 +234,7 @@ def write_pages(out: str, scale: str, results: dict, failures: dict, log) -> Non
         try:
             page = report.render_experiment(out, name, scale)
             storage.write_text(os.path.join(out, name, "README.md"), page)
-        except (report.MetricsError, KeyError, TypeError, ValueError, OSError) as e:  # not lose the others
+        except (checks.MetricsError, KeyError, TypeError, ValueError, OSError) as e:  # not lose the others
             what = "written" if isinstance(e, OSError) else "rendered"
             failures[name] = f"its page could not be {what} ({type(e).__name__}: {e})"
             log(f"[{name}] {failures[name]}")

@@ -13,7 +13,7 @@ import numpy as np
 from ksdp import initial, ipm, model, provenance, reference, training, wasserstein
 from ksdp import metrics as metrics_
 from ksdp._checks import is_integer as _is_integer
-from ksdp.experiments import report
+from ksdp.experiments import checks
 from ksdp.experiments.ipm_data import DELTA, REPLICAS
 from ksdp.experiments.specs import (
     ANISOTROPY_INNER,
@@ -181,7 +181,7 @@ def metrics_header(exp, scale, seed, sc, ds, settings, n_runs, n_ref, mcfg, tcfg
 
 def evaluate_value(ev: Evaluation, v, k_gen, k_cmp) -> dict:
     """One row of ``metrics.json``: every metric of the generated law at ``v`` against the IPM runs there,
-    judged (`report.judge`). ``k_gen`` draws the generated points, ``k_cmp`` the metrics' randomness."""
+    judged (`checks.judge`). ``k_gen`` draws the generated points, ``k_cmp`` the metrics' randomness."""
     exp, sc = ev.exp, ev.sc
     i = int(np.flatnonzero(ev.values == v)[0])  # v is one of ev.values
     train_v, held_v, _ = exp.values(ev.scale)
@@ -194,16 +194,16 @@ def evaluate_value(ev: Evaluation, v, k_gen, k_cmp) -> dict:
     row["folded"] = list(model.folded_fraction(jax.random.fold_in(k_gen, 1), ev.mcfg, ev.params, v, FOLD_POINTS))
     if ev.radial is not None:
         row.update(_radial_checks(ev, i, v, gen, pooled, k_gen))
-    if ev.ref_runs is not None and len(ev.ref_runs) >= 4:  # more pairs for the C2ST check (report.c2st_check)
+    if ev.ref_runs is not None and len(ev.ref_runs) >= 4:  # more pairs for the C2ST check (checks.c2st_check)
         row["c2st_pairs"] = metrics_.c2st_pairs(
             jax.random.fold_in(k_cmp, 7), gen, np.asarray(ev.ref_runs[:, i]), steps=sc.c2st_steps
         )
     runs = structure_runs(ev, i)
-    if len(runs) >= 4 and sc.n_generated >= 2 * runs.shape[1]:  # the projections' check (report.judge)
+    if len(runs) >= 4 and sc.n_generated >= 2 * runs.shape[1]:  # the projections' check (checks.judge)
         row["structure"] = metrics_.structure_pairs(gen, runs)
     if exp.eta == "time" and float(v) == 0.0:
         row.update(initial_law_check(exp, gen, pooled, ev.mcfg, ev.params, jax.random.fold_in(k_gen, 3)))
-    row.update(report.judge(row, ev.scale, exp.judged_values(ev.scale)))
+    row.update(checks.judge(row, ev.scale, exp.judged_values(ev.scale)))
     return row
 
 
@@ -346,11 +346,11 @@ def summarise(rows) -> dict:
         out[kind] = {
             "n_values": len(rs),
             "max_c2st_excess": max(r["c2st_excess"] for r in rs),
-            # what the check judges: the mean over every pair of runs where there are more (report.c2st_check)
+            # what the check judges: the mean over every pair of runs where there are more (checks.c2st_check)
             "max_c2st_checked_excess": max(r["c2st_checked_excess"] for r in rs),
             "max_energy_z": max(r["energy_z"] for r in rs),
             "max_m2_rel_error": max(r["m2_rel_error"] for r in rs),
             "max_w2_ratio": max(r["ratio"] for r in rs),
-            "all_ok": all(report.passes(r) for r in rs),
+            "all_ok": all(checks.passes(r) for r in rs),
         }
     return out
