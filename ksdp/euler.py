@@ -10,6 +10,7 @@ and `ksdp.sweep` validate their inputs and call these; the particle-sharded run 
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -38,6 +39,40 @@ STATIC = (
     "screened",
     "field",
 )
+
+MAX_STEPS = 10**9  # Euler steps one run may take (a dt of 1e-300 would otherwise overflow the step count)
+
+
+def time_grid(times, dt: float):
+    """Validates snapshot ``times`` against ``dt``.
+
+    Returns:
+      ``(times, steps)``: float64 numpy times ``[S]`` and the integer step count of each.
+    """
+    if not (isinstance(dt, (int, float, np.floating)) and math.isfinite(dt) and dt > 0):
+        raise ValueError(f"dt must be a positive finite float, got {dt!r}.")
+    t = np.atleast_1d(np.asarray(times, dtype=np.float64))
+    if t.ndim != 1 or t.size == 0:
+        raise ValueError(f"times must be a non-empty 1-D sequence of snapshot times, got shape {t.shape}.")
+    if not np.all(np.isfinite(t)) or np.any(t < 0):
+        raise ValueError(f"times must be finite and >= 0, got {t.tolist()}.")
+    if np.any(np.diff(t) <= 0):
+        raise ValueError(f"times must be strictly increasing, got {t.tolist()}.")
+    steps = np.rint(t / dt)
+    bad = np.abs(steps * dt - t) > 1e-6 * np.maximum(t, dt)
+    if np.any(bad):
+        raise ValueError(
+            f"times {t[bad].tolist()} are not whole multiples of dt={dt}; choose times on the dt grid "
+            f"or a dt that divides them."
+        )
+    if steps[-1] > MAX_STEPS:
+        raise ValueError(
+            f"times up to {t[-1]:g} at dt={dt!r} need {steps[-1]:.3g} Euler steps (more than {MAX_STEPS:.0e}); "
+            f"increase dt."
+        )
+    return t, steps.astype(np.int64)
+
+
 # the bar an opt-in progress report updates from inside the compiled scan (`simulate`'s ``progress``)
 BAR = {"bar": None}
 

@@ -119,41 +119,8 @@ raise_if_nonfinite = _health.raise_if_nonfinite
 
 
 # --------------------------------------------------------------------------------------------
-# Time grid and validation
+# Validation (the time grid: `ksdp.euler.time_grid`)
 # --------------------------------------------------------------------------------------------
-def time_grid(times, dt: float):
-    """Validates snapshot ``times`` against ``dt``.
-
-    Returns:
-      ``(times, steps)``: float64 numpy times ``[S]`` and the integer step count of each.
-    """
-    if not (isinstance(dt, (int, float, np.floating)) and math.isfinite(dt) and dt > 0):
-        raise ValueError(f"dt must be a positive finite float, got {dt!r}.")
-    t = np.atleast_1d(np.asarray(times, dtype=np.float64))
-    if t.ndim != 1 or t.size == 0:
-        raise ValueError(f"times must be a non-empty 1-D sequence of snapshot times, got shape {t.shape}.")
-    if not np.all(np.isfinite(t)) or np.any(t < 0):
-        raise ValueError(f"times must be finite and >= 0, got {t.tolist()}.")
-    if np.any(np.diff(t) <= 0):
-        raise ValueError(f"times must be strictly increasing, got {t.tolist()}.")
-    steps = np.rint(t / dt)
-    bad = np.abs(steps * dt - t) > 1e-6 * np.maximum(t, dt)
-    if np.any(bad):
-        raise ValueError(
-            f"times {t[bad].tolist()} are not whole multiples of dt={dt}; choose times on the dt grid "
-            f"or a dt that divides them."
-        )
-    if steps[-1] > MAX_STEPS:
-        raise ValueError(
-            f"times up to {t[-1]:g} at dt={dt!r} need {steps[-1]:.3g} Euler steps (more than {MAX_STEPS:.0e}); "
-            f"increase dt."
-        )
-    return t, steps.astype(np.int64)
-
-
-MAX_STEPS = 10**9  # Euler steps one run may take (a dt of 1e-300 would otherwise overflow the step count)
-
-
 def check_params(params: Params) -> None:
     """Raises ``ValueError`` for physically meaningless values (only where they are concrete)."""
     if not isinstance(params, Params):
@@ -224,7 +191,7 @@ def _prepare(
         raise TypeError(f"d (the space dimension) must be the integer 2 or 3, got {d!r}.")
     _kernels.check_kernel(kernel, d)
     check_params(params)
-    t, steps = time_grid(times, dt)
+    t, steps = _euler.time_grid(times, dt)
     if x0 is not None:
         n_from_x0 = x0.shape[-2]  # callers validated x0 ([J, d] or [P, J, d])
         if n_particles is not None and n_particles != n_from_x0:

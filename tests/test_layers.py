@@ -227,3 +227,35 @@ def test_the_private_name_walker_sees_every_form():
 @pytest.mark.parametrize("path", sorted(_python_files()), ids=lambda p: os.path.relpath(p, ROOT))
 def test_no_private_name_used_outside_its_module(path):
     assert private_uses(path) == [], "make the name public (and document it), or use a public door"
+
+
+# one concept per file: a module of ksdp/ over this many lines holds several; a function whose code (its
+# docstring aside) runs over this many does several things
+MODULE_LINES, FUNCTION_LINES = 600, 100
+
+
+def function_lines(tree) -> list:
+    """``(lines of code, name)`` of every function in ``tree``, its docstring not counted."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            n = node.end_lineno - node.lineno + 1
+            doc = node.body[0]
+            if isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str):
+                n -= doc.end_lineno - doc.lineno + 1
+            out.append((n, node.name))
+    return out
+
+
+def test_function_lines_leave_the_docstring_out():
+    tree = ast.parse('def f(x):\n    """One.\n\n    Two.\n    """\n    y = x\n    return y\n\n\ndef g():\n    pass\n')
+    assert function_lines(tree) == [(3, "f"), (2, "g")]
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_modules_and_functions_stay_small(module):
+    with open(MODULES[module], encoding="utf-8") as f:
+        text = f.read()
+    assert text.count("\n") <= MODULE_LINES, f"{module} has {text.count(chr(10))} lines: split it by concept"
+    long = [(n, name) for n, name in function_lines(ast.parse(text)) if n > FUNCTION_LINES]
+    assert long == [], f"{module}: functions over {FUNCTION_LINES} lines of code: {long}"
