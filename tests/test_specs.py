@@ -173,12 +173,11 @@ def test_eps_experiment_is_posed_before_its_blowup_and_on_its_field_grid(scale):
 @pytest.mark.parametrize("name,scale", CASES)
 def test_fourier_features_and_sets_between_values(name, scale):
     # kolmogorov3d-amplitude's network sees Fourier features of x and trains between its values too (its
-    # cross, which the grid alone blurred at the held-out 25.1), at the scales it names; no other trains
-    # between values, and only laminar2d-time's paper scale sees the features as well
+    # cross, which the grid alone blurred at the held-out 25.1), at the scales it names; no other does
     exp = EXPERIMENTS[name]
     mc, _ = run.configs(exp, scale)
     k3d = name == "kolmogorov3d-amplitude"
-    assert mc.fourier == exp.fourier_at(scale) == (4 if k3d or (name, scale) == ("laminar2d-time", "paper") else 0)
+    assert mc.fourier == exp.fourier_at(scale) == (4 if k3d else 0)
     assert set(exp.between) <= set(SCALES)
     assert bool(exp.between.get(scale)) == (k3d and scale in ("smoke", "quick"))
     for s in exp.between.get(scale, ()):

@@ -308,11 +308,9 @@ EXPERIMENTS = {
             # and the early times (t = 0.01 to 0.04), where 6000 steps still left the edge too sharp, pass with
             # twice the steps (the same study, two seeds)
             n_steps={"quick": 12000},
-            # the paper scale's J = 10^4 resolves what the quick one cannot: its map without them failed the
-            # structure check at t = 0.09 and 0.095, where the sheared core's elongation changes with the
-            # radius (the generated core inside r = 0.6 rounder, the ring out to r = 3 more elongated than
-            # the IPM's), the radial detail Fourier features of x gave kolmogorov3d's arms
-            fourier={"paper": 4},
+            # (Fourier features of x as well did not help at the paper scale: the structure check failed at 5
+            # of 14 values against 2 without them, the late core rounder still; benchmarks.studies
+            # --only structure-shells, docs/runs/paper is the run without them)
         ),
         Experiment(
             "laminar3d-amplitude",
