@@ -49,6 +49,12 @@ def independent_runs(exp, scale, folder):
     return np.asarray(parts), pool, None if ref_runs is None else np.asarray(ref_runs)
 
 
+def checked_runs(parts, pool, ref) -> np.ndarray:
+    """The IPM runs the structure check compares a run's network with, ``[R, V, J, d]``: its replicas and
+    reference runs, without the first replica where there is no pool (the network trained on it)."""
+    return np.concatenate([parts if pool is not None else parts[1:], ref])
+
+
 def structure(out="ksdp-runs", names=None) -> dict:
     """The check at every value of each finished run under the folders ``out`` (one or a list), and its
     false alarms: ``{"rows", "null_tail", "null_runs", "null_runs_failed"}``."""
@@ -63,7 +69,6 @@ def structure(out="ksdp-runs", names=None) -> dict:
             continue
         if pool is None:  # the network trained on the first replica: not independent of it, and no null
             print(f"structure: {scale}/{name} has no pool: its network checked, no false alarms", flush=True)
-            parts = parts[1:]
         saved = os.path.join(folder, "generator.npz")
         gen = (
             ksdp.load_generator(saved)
@@ -74,7 +79,7 @@ def structure(out="ksdp-runs", names=None) -> dict:
         values = exp.all_values(scale)
         train_v = [float(v) for v in exp.values(scale)[0]]
         sc = DATA.scale_of(exp, scale)
-        others = np.concatenate([parts, ref])  # [R, V, J, d]: the independent replicas and reference runs
+        others = checked_runs(parts, pool, ref)
         limit = KM.structure_limit(others.shape[0] // 2, exp.judged_values(scale))
         key = jax.random.key(11)
         for i, v in enumerate(values):
@@ -559,7 +564,7 @@ def structure_shells(out="ksdp-runs", names=None) -> list:
         if ref is None:
             print(f"structure-shells: {scale}/{name} has no reference runs: skipped", flush=True)
             continue
-        others = np.concatenate([parts if pool is not None else parts[1:], ref])  # [R, V, J, d]
+        others = checked_runs(parts, pool, ref)
         n_runs, j = others.shape[0], others.shape[2]
         gen = ksdp.load_generator(os.path.join(folder, "generator.npz"))
         m = CHECKS.load_metrics(os.path.dirname(folder), name)

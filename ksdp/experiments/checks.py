@@ -64,7 +64,7 @@ def judge(row: dict, scale: str, values: int) -> dict:
         "energy_ok": energy_z <= 3.0,
         "m2_tolerance": m2_tol,
         "m2_ok": abs(row["m2_dp"] - row["m2_ipm"]) <= m2_tol,
-        **({"folded_ok": row["folded"][0] <= FOLD_LIMIT} if "folded" in row else {}),
+        **({"folded_ok": folded_ok(row)} if "folded" in row else {}),
         **(_structure_judged(row["structure"], values) if "structure" in row else {}),
     }
 
