@@ -13,13 +13,16 @@ minimising $\sum_i c_{i\sigma(i)}$. It is the sub-problem solver of the block sw
    (``python -m benchmarks.assignment``).
 2. **Shortest augmenting paths** (Jonker--Volgenant, in the form of Crouse, IEEE TAES 2016, which
    SciPy's ``linear_sum_assignment`` implements), from a column reduction and the tight arcs it
-   leaves, on the remaining blocks only: they are gathered into a chunk of ``B / 16``, ``B / 4``
-   or ``B`` blocks (the smallest that holds them). Inside, one loop runs a Dijkstra step in every
-   block at once, and each block works through its own free rows: a block whose search reached a
-   free column updates its duals, flips its path and starts on its next free row in the same
-   step, so the loop lasts as long as the busiest block, not the sum over free rows of the
-   slowest search. When at most a quarter of the blocks are still searching they are gathered
-   into a batch of ``B / 4`` (then ``B / 16``). The batch is the minor axis of every array
+   leaves, on the remaining blocks only. One loop runs a Dijkstra step in every block at once,
+   and each block works through its own free rows: a block whose search reached a free column
+   updates its duals, flips its path and starts on its next free row in the same step, so the
+   loop lasts as long as the busiest block, not the sum over free rows of the slowest search.
+   Whenever at most a quarter of the blocks are still searching (at once, where the identity
+   check cleared most of them) they are gathered into a batch of ``B / 4`` (then ``B / 16``), so
+   a step costs what the blocks still searching cost. Only one loop per batch size is compiled,
+   which keeps the program quick to compile (``python -m benchmarks.assignment`` reports it, as
+   every program that matches, training's step first, holds the solver). The batch is the minor
+   axis of every array
    (``[M, B]``: XLA's CPU loops vectorise over it, unlike ``[B, M]`` with its short minor axis),
    the row of the cost matrix is one gather of a contiguous row per block, the augmenting
    path is flipped in one step from a bit set of its columns kept during the search (no
@@ -45,6 +48,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ksdp._checks import is_concrete as _is_concrete
+
+_FEWEST = 8  # the search gathers into no batch under 8 blocks: a step over fewer costs about the loop's overhead
 
 
 def _true_first(flag):
@@ -225,18 +230,20 @@ def _search_step(c, free, t: _Types):
     return step
 
 
-def _sap(c, levels: int = 3):
-    """Shortest augmenting paths on ``c [B, M, M]`` (batch-minor inside); returns ``[B, M]`` int32.
+def _sap(c, todo, levels: int):
+    """Shortest augmenting paths on the blocks ``todo [B]`` of ``c [B, M, M]``; returns ``[B, M]`` int32.
 
-    One loop in which every block works through its own free rows: a block whose search ends
-    updates its duals, flips its path and starts on its next free row in the same step. When at most
-    a quarter of the blocks are still searching they are gathered into a batch of ``B / 4`` (then
-    ``B / 16``; ``levels`` sizes), since every step costs the same for every block of a batch.
+    Batch-minor inside. One loop in which every block works through its own free rows: a block whose
+    search ends updates its duals, flips its path and starts on its next free row in the same step.
+    When at most a quarter of the blocks are still searching they are gathered into a batch of
+    ``B / 4`` (then ``B / 16``, ...; ``levels`` sizes), since every step costs the same for every
+    block of a batch. The other blocks (``~todo``) keep the identity.
     """
     b_, m, _ = c.shape
     t = _types(m, c.dtype)
     state, free = _initial_search(c, t)
-    sizes = sorted({max(1, b_ // 4**k) for k in range(max(1, levels))}, reverse=True)
+    state = state._replace(act=state.act & todo)
+    sizes = sorted({b_ // 4**k for k in range(max(1, levels)) if b_ // 4**k >= min(b_, _FEWEST)}, reverse=True)
 
     def run(state, c, free, sizes):
         # search until at most the next size's blocks are left, then gather those and go on
@@ -252,7 +259,7 @@ def _sap(c, levels: int = 3):
     row4col = run(state, c, free, sizes)
     ar = t.ar
     col4row = jnp.max(jnp.where(row4col[None, :, :] == ar[:, :, None], ar[None, :, :], t.it(-1)), axis=1)  # [M(i), B]
-    complete = jnp.all(col4row >= 0, axis=0)  # False only where a search met a non-finite cost
+    complete = jnp.all(col4row >= 0, axis=0) & todo  # False also where a search met a non-finite cost
     return jnp.where(complete[None], col4row, ar).T.astype(jnp.int32)
 
 
@@ -261,9 +268,8 @@ def solve_batch(c, *, rounds: int | None = None, levels: int = 3):
 
     Blocks that the identity check clears keep the identity (the check of `identity_is_optimal`,
     stopped once at most ``B // 64`` blocks still relax: those are solved with the rest); the others
-    are gathered into one chunk of ``B``, ``B/4``, ``B/16``, ... blocks (``levels`` sizes; the
-    smallest that holds them all) and solved by shortest augmenting paths, whose loop gathers its
-    still-searching blocks into a quarter and a sixteenth of its chunk as the others finish. Ties
+    are solved by shortest augmenting paths, whose loop gathers its still-searching blocks into a
+    batch of ``B/4``, then ``B/16``, ... as the others finish (never fewer than 8 blocks). Ties
     may be broken differently from SciPy; the cost is the same. Measured against optax's Hungarian
     and SciPy in ``python -m benchmarks.assignment`` (``docs/benchmarks.md``).
 
@@ -271,8 +277,8 @@ def solve_batch(c, *, rounds: int | None = None, levels: int = 3):
       c: ``[B, M, M]`` cost matrices (or one ``[M, M]``), any float dtype.
       rounds: Bellman--Ford relaxations of the identity check (default ``M``, enough to settle
         every block whose identity is optimal; ``0`` skips the check).
-      levels: how many chunk sizes to compile (``1``: always the whole batch). Each size is one
-        more compiled loop.
+      levels: how many batch sizes the search loop is compiled for (``1``: always the whole
+        batch). Each size is one more compiled loop.
     """
     c = jnp.asarray(c)
     if c.ndim not in (2, 3) or c.shape[-1] != c.shape[-2]:
@@ -298,27 +304,9 @@ def _solve_batch(c, *, rounds, levels):
         out = jnp.zeros((b_, 1), jnp.int32)
         return out[0] if single else out
     rounds = m if rounds is None else int(rounds)
-    ident = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32), (b_, m))
     # the last few blocks still relaxing go to the augmenting paths, which run for the others anyway
     # (early in a descent, a handful of blocks without a profitable swap would otherwise hold every
     # block through all M rounds, about a tenth of a sweep)
     bad = ~_identity_check(c, rounds, leave=b_ // 64) if rounds > 0 else jnp.ones((b_,), bool)
-    n_bad = jnp.sum(bad)
-    order = _true_first(bad)  # the blocks to solve first
-    sizes = sorted({max(1, b_ // 4**k) for k in range(max(1, levels))})  # smallest first
-
-    def solve_in(size):
-        def run(out):
-            def body(s):
-                k, out = s
-                idx = jax.lax.dynamic_slice_in_dim(jnp.concatenate([order, order[:size]]), k * size, size)
-                valid = (k * size + jnp.arange(size)) < n_bad  # padding slots hold solved blocks
-                return k + 1, out.at[jnp.where(valid, idx, b_)].set(_sap(c[idx]), mode="drop")
-
-            return jax.lax.while_loop(lambda s: s[0] * size < n_bad, body, (jnp.int32(0), out))[1]
-
-        return run
-
-    level = jnp.sum(jnp.asarray(sizes[:-1]) < n_bad)  # index of the smallest size holding them all
-    out = jax.lax.switch(level, [solve_in(z) for z in sizes], ident)
+    out = _sap(c, bad, levels)
     return out[0] if single else out
