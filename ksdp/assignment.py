@@ -259,7 +259,8 @@ def _sap(c, todo, levels: int):
     row4col = run(state, c, free, sizes)
     ar = t.ar
     col4row = jnp.max(jnp.where(row4col[None, :, :] == ar[:, :, None], ar[None, :, :], t.it(-1)), axis=1)  # [M(i), B]
-    complete = jnp.all(col4row >= 0, axis=0) & todo  # False also where a search met a non-finite cost
+    # the identity where the block was not searched, or where its search met a non-finite cost
+    complete = jnp.all(col4row >= 0, axis=0) & todo
     return jnp.where(complete[None], col4row, ar).T.astype(jnp.int32)
 
 
